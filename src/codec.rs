@@ -1,0 +1,230 @@
+//! The event envelope's bytes: `[format u8][postcard(envelope)][crc32 LE]`.
+//!
+//! postcard is not self-describing, so a struct that gains a field can no
+//! longer read its old bytes. Hence: the envelope carries an event type and a
+//! schema version, the payload is postcard bytes of that exact schema, and
+//! every schema ever written stays decodable here (upcast on read). The golden
+//! fixtures in `tests/fixtures/` fail when the bytes drift.
+//!
+//! redb does not verify checksums on ordinary reads, so a flipped bit on disk
+//! would come back as wrong data. The trailing CRC-32 is checked on every
+//! decode; decoding returns an error, never panics, whatever the bytes.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::event::{Event, RecordedEvent, UserCreated};
+
+/// The envelope format this version writes.
+pub const FORMAT_V1: u8 = 1;
+
+/// The event type code of `UserCreated`.
+const USER_CREATED: u16 = 1;
+
+const CHECKSUM_LEN: usize = 4;
+
+/// Why bytes could not be decoded as an event envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Fewer bytes than a format byte and a checksum.
+    #[error("envelope is {0} bytes, too short to hold a format byte and a checksum")]
+    TooShort(usize),
+    /// The stored checksum does not match the bytes: they were damaged.
+    #[error("envelope checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    ChecksumMismatch {
+        /// The checksum found in the bytes.
+        stored: u32,
+        /// The checksum of the bytes as they are.
+        computed: u32,
+    },
+    /// A format byte this version does not know (written by a newer version?).
+    #[error("unknown envelope format {0}")]
+    UnknownFormat(u8),
+    /// An event type or schema version this version does not know.
+    #[error("unknown event type {event_type} schema {schema_version}")]
+    UnknownEvent {
+        /// The type code found.
+        event_type: u16,
+        /// The schema version found.
+        schema_version: u16,
+    },
+    /// The checksum held but the structure did not parse.
+    #[error("malformed envelope: {0}")]
+    Malformed(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct EnvelopeV1<'a> {
+    event_id: [u8; 16],
+    event_type: u16,
+    schema_version: u16,
+    aggregate_id: [u8; 16],
+    version: u64,
+    position: u64,
+    recorded_at_ms: i64,
+    origin: [u8; 16],
+    #[serde(borrow)]
+    payload: &'a [u8],
+}
+
+/// `UserCreated`, schema 1. The user id is the envelope's aggregate id and is
+/// not repeated here.
+#[derive(Serialize, Deserialize)]
+struct UserCreatedV1<'a> {
+    email: &'a str,
+    first_name: Option<&'a str>,
+    last_name: Option<&'a str>,
+    phone_number: Option<&'a str>,
+}
+
+/// Encodes a recorded event as envelope bytes in the current format.
+pub fn encode(recorded: &RecordedEvent) -> Vec<u8> {
+    let (event_type, schema_version, payload) = match &recorded.event {
+        Event::UserCreated(created) => (
+            USER_CREATED,
+            1,
+            to_postcard(&UserCreatedV1 {
+                email: &created.email,
+                first_name: created.first_name.as_deref(),
+                last_name: created.last_name.as_deref(),
+                phone_number: created.phone_number.as_deref(),
+            }),
+        ),
+    };
+    let envelope = EnvelopeV1 {
+        event_id: recorded.event_id.into_bytes(),
+        event_type,
+        schema_version,
+        aggregate_id: recorded.aggregate_id().into_bytes(),
+        version: recorded.version,
+        position: recorded.position,
+        recorded_at_ms: recorded.recorded_at_ms,
+        origin: recorded.origin.into_bytes(),
+        payload: &payload,
+    };
+    let mut bytes = vec![FORMAT_V1];
+    bytes.extend_from_slice(&to_postcard(&envelope));
+    let checksum = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&checksum.to_le_bytes());
+    bytes
+}
+
+fn to_postcard<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing plain structs of integers, byte arrays and strings into a
+    // growable Vec has no failure path in postcard.
+    postcard::to_allocvec(value).expect("postcard serializes envelope structs infallibly")
+}
+
+/// Decodes envelope bytes, verifying the checksum first.
+pub fn decode(bytes: &[u8]) -> Result<RecordedEvent, DecodeError> {
+    if bytes.len() < 1 + CHECKSUM_LEN {
+        return Err(DecodeError::TooShort(bytes.len()));
+    }
+    let (body, tail) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+    let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+    let computed = crc32fast::hash(body);
+    if stored != computed {
+        return Err(DecodeError::ChecksumMismatch { stored, computed });
+    }
+    match body[0] {
+        FORMAT_V1 => decode_v1(&body[1..]),
+        other => Err(DecodeError::UnknownFormat(other)),
+    }
+}
+
+fn decode_v1(body: &[u8]) -> Result<RecordedEvent, DecodeError> {
+    let envelope: EnvelopeV1 = from_postcard(body)?;
+    let aggregate_id = Uuid::from_bytes(envelope.aggregate_id);
+    let event = match (envelope.event_type, envelope.schema_version) {
+        (USER_CREATED, 1) => {
+            let v1: UserCreatedV1 = from_postcard(envelope.payload)?;
+            Event::UserCreated(UserCreated {
+                user_id: aggregate_id,
+                email: v1.email.to_owned(),
+                first_name: v1.first_name.map(str::to_owned),
+                last_name: v1.last_name.map(str::to_owned),
+                phone_number: v1.phone_number.map(str::to_owned),
+            })
+        }
+        (event_type, schema_version) => {
+            return Err(DecodeError::UnknownEvent {
+                event_type,
+                schema_version,
+            });
+        }
+    };
+    Ok(RecordedEvent {
+        event_id: Uuid::from_bytes(envelope.event_id),
+        version: envelope.version,
+        position: envelope.position,
+        recorded_at_ms: envelope.recorded_at_ms,
+        origin: Uuid::from_bytes(envelope.origin),
+        event,
+    })
+}
+
+/// Parses exactly `bytes` as `T`: trailing bytes are an error, since a valid
+/// checksum over bytes with a tail means the writer and reader disagree.
+fn from_postcard<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(DecodeError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        ))),
+        Err(error) => Err(DecodeError::Malformed(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RecordedEvent {
+        RecordedEvent {
+            event_id: Uuid::from_u128(1),
+            version: 1,
+            position: 9,
+            recorded_at_ms: 1_700_000_000_123,
+            origin: Uuid::from_u128(2),
+            event: Event::UserCreated(UserCreated {
+                user_id: Uuid::from_u128(3),
+                email: "a@b.co".into(),
+                first_name: Some("Ann".into()),
+                last_name: None,
+                phone_number: Some("+1 555 0123".into()),
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        assert_eq!(decode(&encode(&sample())), Ok(sample()));
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let bytes = encode(&sample());
+        for i in 0..bytes.len() * 8 {
+            let mut damaged = bytes.clone();
+            damaged[i / 8] ^= 1 << (i % 8);
+            assert!(decode(&damaged).is_err(), "flip of bit {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = encode(&sample());
+        for len in 0..bytes.len() {
+            assert!(decode(&bytes[..len]).is_err(), "truncation to {len} accepted");
+        }
+    }
+
+    #[test]
+    fn a_valid_checksum_over_a_bad_structure_is_malformed_not_a_panic() {
+        let mut body = vec![FORMAT_V1, 0xff, 0xff, 0xff];
+        body.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        assert!(matches!(decode(&body), Err(DecodeError::Malformed(_))));
+    }
+}

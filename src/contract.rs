@@ -1,0 +1,521 @@
+//! The wire contract of `POST /users/{id}/CreateUser`: request bytes in,
+//! the API's exact status and JSON bodies out.
+//!
+//! Invariant: this module knows nothing of redb. It parses the wire into a
+//! [`CreateUser`], hands it to the [`Store`], and renders the [`Outcome`].
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::event::{Event, RecordedEvent};
+use crate::store::{Outcome, Store};
+use crate::user::{CreateUser, Field, FieldError, Rejection, User};
+
+/// The largest request body accepted, in bytes; a larger one is answered 413
+/// without being parsed.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// An HTTP status and the JSON body that goes with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// The HTTP status: 200, 201, 400, 409, 413 or 500.
+    pub status: u16,
+    /// The body.
+    pub body: Body,
+}
+
+/// A response body: the seed's success shape or its error shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Body {
+    /// `{"success":true,"aggregateId",…}`.
+    Success(SuccessBody),
+    /// `{"error","message","code","details"}`.
+    Error(ErrorBody),
+}
+
+/// The success body of `CreateUser`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SuccessBody {
+    /// Always `true`.
+    pub success: bool,
+    /// The user's id, lowercase hyphenated.
+    pub aggregate_id: String,
+    /// The aggregate's version after the recorded event.
+    pub version: u64,
+    /// The recorded event.
+    pub event: EventJson,
+    /// The user's id, lowercase hyphenated.
+    pub user_id: String,
+}
+
+/// The error body, as the API sends it for every 4xx and 5xx.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// The HTTP reason phrase, e.g. `"Bad Request"`.
+    pub error: String,
+    /// A sentence for a person.
+    pub message: String,
+    /// The HTTP status again.
+    pub code: u16,
+    /// One entry per failing field.
+    pub details: Vec<Detail>,
+}
+
+/// One failing field of an error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Detail {
+    /// The API's field name (`id`, `userId`, `email`, …), `body` when no
+    /// field applies, or the name of an unknown field as sent.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// A recorded event as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventJson {
+    /// UUID v7 of the event.
+    pub event_id: String,
+    /// `"UserCreated"`.
+    pub event_type: String,
+    /// The user's id.
+    pub aggregate_id: String,
+    /// `"User"`.
+    pub aggregate_type: String,
+    /// The aggregate's version after this event.
+    pub version: u64,
+    /// The event's position in the store's log.
+    pub position: u64,
+    /// RFC 3339, UTC, milliseconds: `2026-11-26T23:00:00.000Z`.
+    pub recorded_at: String,
+    /// The event's fields.
+    pub data: UserJson,
+}
+
+/// A user's profile fields as JSON; absent optional fields are omitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserJson {
+    /// Lowercase hyphenated UUID.
+    pub user_id: String,
+    /// The email as given, trimmed.
+    pub email: String,
+    /// First name, trimmed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub first_name: Option<String>,
+    /// Last name, trimmed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_name: Option<String>,
+    /// Phone number, trimmed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub phone_number: Option<String>,
+}
+
+/// A user's current state as JSON, as `spkey user` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserStateJson {
+    /// The profile fields.
+    #[serde(flatten)]
+    pub profile: UserJson,
+    /// The aggregate's version.
+    pub version: u64,
+    /// When the user was created, RFC 3339 UTC with milliseconds.
+    pub created_at: String,
+}
+
+impl Response {
+    /// The body as one line of JSON.
+    pub fn to_json(&self) -> String {
+        // Plain structs of strings and integers always serialize.
+        serde_json::to_string(&self.body).expect("response bodies serialize infallibly")
+    }
+
+    /// The response for a store outcome.
+    pub fn from_outcome(outcome: &Outcome) -> Response {
+        match outcome {
+            Outcome::Created(event) => Response::success(201, event),
+            Outcome::Replayed(event) => Response::success(200, event),
+            Outcome::Rejected(Rejection::Invalid(details)) => bad_request(domain_details(details)),
+            Outcome::Rejected(Rejection::Conflict(details)) => Response::error(
+                409,
+                "Conflict",
+                "The request conflicts with an existing user",
+                domain_details(details),
+            ),
+        }
+    }
+
+    /// The 500 response for a storage failure: nothing was written.
+    pub fn storage_failure(error: &StoreError) -> Response {
+        Response::error(
+            500,
+            "Internal Server Error",
+            &format!("The store could not record the command and wrote nothing: {error}"),
+            Vec::new(),
+        )
+    }
+
+    fn success(status: u16, recorded: &RecordedEvent) -> Response {
+        let event = event_json(recorded);
+        Response {
+            status,
+            body: Body::Success(SuccessBody {
+                success: true,
+                aggregate_id: event.aggregate_id.clone(),
+                version: event.version,
+                user_id: event.aggregate_id.clone(),
+                event,
+            }),
+        }
+    }
+
+    fn error(status: u16, error: &str, message: &str, details: Vec<Detail>) -> Response {
+        Response {
+            status,
+            body: Body::Error(ErrorBody {
+                error: error.into(),
+                message: message.into(),
+                code: status,
+                details,
+            }),
+        }
+    }
+}
+
+fn bad_request(details: Vec<Detail>) -> Response {
+    Response::error(
+        400,
+        "Bad Request",
+        "The request contains invalid parameters or malformed data",
+        details,
+    )
+}
+
+fn domain_details(details: &[FieldError]) -> Vec<Detail> {
+    details
+        .iter()
+        .map(|d| Detail {
+            field: d.field.as_str().into(),
+            message: d.message.clone(),
+        })
+        .collect()
+}
+
+/// RFC 3339 in UTC with exactly three fractional digits.
+pub fn format_timestamp(ms: i64) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(ts) => format!("{ts:.3}"),
+        // The store never records such a time (it checks the clock), so this
+        // is reached only for a hand-built event: show the raw value.
+        Err(_) => ms.to_string(),
+    }
+}
+
+/// A recorded event as the wire shows it.
+pub fn event_json(recorded: &RecordedEvent) -> EventJson {
+    let data = match &recorded.event {
+        Event::UserCreated(created) => UserJson {
+            user_id: created.user_id.to_string(),
+            email: created.email.clone(),
+            first_name: created.first_name.clone(),
+            last_name: created.last_name.clone(),
+            phone_number: created.phone_number.clone(),
+        },
+    };
+    EventJson {
+        event_id: recorded.event_id.to_string(),
+        event_type: recorded.event.event_type().into(),
+        aggregate_id: recorded.aggregate_id().to_string(),
+        aggregate_type: recorded.event.aggregate_type().into(),
+        version: recorded.version,
+        position: recorded.position,
+        recorded_at: format_timestamp(recorded.recorded_at_ms),
+        data,
+    }
+}
+
+/// A user's state as the wire shows it.
+pub fn user_json(user: &User) -> UserStateJson {
+    let profile = &user.profile;
+    UserStateJson {
+        profile: UserJson {
+            user_id: profile.user_id.to_string(),
+            email: profile.email.clone(),
+            first_name: profile.first_name.clone(),
+            last_name: profile.last_name.clone(),
+            phone_number: profile.phone_number.clone(),
+        },
+        version: user.version,
+        created_at: format_timestamp(user.created_at_ms),
+    }
+}
+
+impl Store {
+    /// Executes `POST /users/{id}/CreateUser` from the wire: the path `id`
+    /// and the raw body bytes. Never fails: every outcome, a storage failure
+    /// included (500, nothing written), is a [`Response`].
+    pub fn create_user_wire(&self, id: &str, body: &[u8]) -> Response {
+        let command = match parse_create_user(id, body) {
+            Ok(command) => command,
+            Err(response) => return response,
+        };
+        match self.create_user(&command) {
+            Ok(outcome) => Response::from_outcome(&outcome),
+            Err(error) => Response::storage_failure(&error),
+        }
+    }
+}
+
+/// Parses a `CreateUser` request. On any fault, returns the 400 (or 413)
+/// response naming every failing field: JSON type errors and unknown fields
+/// found here, value errors found by [`CreateUser::validate`].
+pub fn parse_create_user(id: &str, body: &[u8]) -> Result<CreateUser, Response> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Response::error(
+            413,
+            "Payload Too Large",
+            &format!("The request body exceeds {MAX_BODY_BYTES} bytes"),
+            vec![body_detail(format!(
+                "is {} bytes, more than {MAX_BODY_BYTES}",
+                body.len()
+            ))],
+        ));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|e| bad_request(vec![body_detail(format!("is not valid UTF-8: {e}"))]))?;
+    let fields = match serde_json::from_str::<Top>(text) {
+        Ok(Top::Object(fields)) => fields,
+        Ok(Top::Not(kind)) => {
+            return Err(bad_request(vec![body_detail(format!(
+                "must be a JSON object, not {kind}"
+            ))]));
+        }
+        Err(e) => {
+            return Err(bad_request(vec![body_detail(format!("malformed JSON: {e}"))]));
+        }
+    };
+
+    let mut wire_errors: Vec<(Field, String)> = Vec::new();
+    let mut unknown: Vec<Detail> = Vec::new();
+    let mut command = CreateUser {
+        id: id.to_owned(),
+        ..CreateUser::default()
+    };
+    let mut seen = [false; Field::ALL.len()];
+    for (key, value) in fields {
+        let Some(field) = body_field(&key) else {
+            unknown.push(Detail {
+                message: "is not a field of CreateUser".into(),
+                field: key.into_owned(),
+            });
+            continue;
+        };
+        if std::mem::replace(&mut seen[field as usize], true) {
+            wire_errors.push((field, "appears more than once".into()));
+            continue;
+        }
+        let text = match value {
+            Raw::Str(text) => Some(text.into_owned()),
+            Raw::Null => None,
+            Raw::Object(_) => {
+                wire_errors.push((field, "must be a string, not an object".into()));
+                continue;
+            }
+            Raw::Other(kind) => {
+                wire_errors.push((field, format!("must be a string, not {kind}")));
+                continue;
+            }
+        };
+        match field {
+            // A null required field reads as missing, and validate() says so.
+            Field::UserId => command.user_id = text.unwrap_or_default(),
+            Field::Email => command.email = text.unwrap_or_default(),
+            Field::FirstName => command.first_name = text,
+            Field::LastName => command.last_name = text,
+            Field::PhoneNumber => command.phone_number = text,
+            Field::Id => unreachable!("body_field never yields the path id"),
+        }
+    }
+    if wire_errors.is_empty() && unknown.is_empty() {
+        return Ok(command);
+    }
+    // A field with a wire error has a placeholder value, so its value error
+    // (if any) is noise: report the wire error alone for it.
+    let value_errors = command.validate().err().unwrap_or_default();
+    let mut details = wire_errors.clone();
+    details.extend(
+        value_errors
+            .into_iter()
+            .filter(|e| !wire_errors.iter().any(|(f, _)| *f == e.field))
+            .map(|e| (e.field, e.message)),
+    );
+    details.sort_by_key(|(field, _)| *field);
+    let mut details: Vec<Detail> = details
+        .into_iter()
+        .map(|(field, message)| Detail {
+            field: field.as_str().into(),
+            message,
+        })
+        .collect();
+    details.extend(unknown);
+    Err(bad_request(details))
+}
+
+fn body_detail(message: String) -> Detail {
+    Detail {
+        field: "body".into(),
+        message,
+    }
+}
+
+fn body_field(key: &str) -> Option<Field> {
+    Field::ALL
+        .into_iter()
+        .find(|f| *f != Field::Id && f.as_str() == key)
+}
+
+/// The top-level JSON value of a body: an object's entries in order, or the
+/// kind of value it was instead.
+enum Top<'a> {
+    Object(Vec<(Cow<'a, str>, Raw<'a>)>),
+    Not(&'static str),
+}
+
+/// A JSON value kept only as far as validation needs: a string, null, the
+/// entries of the top-level object, or the kind of anything else.
+enum Raw<'a> {
+    Str(Cow<'a, str>),
+    Null,
+    Object(Vec<(Cow<'a, str>, Raw<'a>)>),
+    Other(&'static str),
+}
+
+/// Walks a JSON value without building it. Only the top level (`TOP`)
+/// collects an object's entries; nested values are skipped.
+struct RawVisitor<const TOP: bool>;
+
+impl<'de, const TOP: bool> Visitor<'de> for RawVisitor<TOP> {
+    type Value = Raw<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Raw::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Raw::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Raw::Str(Cow::Owned(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Raw::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Raw::Null)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Raw::Other("a boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Raw::Other("a number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Raw::Other("a number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Raw::Other("a number"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Raw::Other("an array"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        if !TOP {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(Raw::Other("an object"));
+        }
+        let mut entries = Vec::new();
+        while let Some(RawValue(key)) = map.next_key()? {
+            let Raw::Str(key) = key else {
+                return Err(de::Error::custom("object keys must be strings"));
+            };
+            let RawValue(value) = map.next_value()?;
+            entries.push((key, value));
+        }
+        Ok(Raw::Object(entries))
+    }
+}
+
+/// A nested value: never collects entries.
+struct RawValue<'a>(Raw<'a>);
+
+impl<'de> Deserialize<'de> for RawValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(RawVisitor::<false>).map(RawValue)
+    }
+}
+
+impl<'de> Deserialize<'de> for Top<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match deserializer.deserialize_any(RawVisitor::<true>)? {
+            Raw::Object(entries) => Top::Object(entries),
+            Raw::Str(_) => Top::Not("a string"),
+            Raw::Null => Top::Not("null"),
+            Raw::Other(kind) => Top::Not(kind),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields_of(response: Response) -> Vec<String> {
+        match response.body {
+            Body::Error(body) => body.details.into_iter().map(|d| d.field).collect(),
+            Body::Success(_) => panic!("expected an error body"),
+        }
+    }
+
+    const ID: &str = "550e8400-e29b-41d4-a716-446655440000";
+
+    #[test]
+    fn wire_and_value_errors_are_reported_together_in_order() {
+        let body = br#"{"phoneNumber":"abc","email":5,"firstname":"x","userId":"550e8400-e29b-41d4-a716-446655440000"}"#;
+        let response = parse_create_user("", body).unwrap_err();
+        assert_eq!(response.status, 400);
+        assert_eq!(
+            fields_of(response),
+            ["id", "email", "phoneNumber", "firstname"]
+        );
+    }
+
+    #[test]
+    fn escaped_strings_and_keys_are_read() {
+        let body = format!(r#"{{"user\u0049d":"{ID}","email":"a\u0040b.co"}}"#);
+        let command = parse_create_user(ID, body.as_bytes()).unwrap();
+        assert_eq!(command.email, "a@b.co");
+    }
+
+    #[test]
+    fn recorded_at_has_exactly_three_fraction_digits() {
+        assert_eq!(format_timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_timestamp(1_700_000_000_120),
+            "2023-11-14T22:13:20.120Z"
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! Failures of the store, as opposed to rejections of a command
+//! ([`crate::Rejection`]), which are answers and change nothing.
+
+use crate::codec::DecodeError;
+
+/// The store could not do what was asked. Nothing was written: a failed
+/// command or batch commits nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process, or another handle in this one, has the store file
+    /// open. Handling: close the other handle, or retry once it has exited.
+    #[error("store is locked: another process has it open")]
+    Locked,
+    /// An event in the log failed to decode: the file was damaged after it was
+    /// written. Handling: run `verify()` for the full list of findings and
+    /// restore the store from a backup or a hub.
+    #[error("damaged event at position {position}: {source}")]
+    Corrupt {
+        /// The log position of the damaged event.
+        position: u64,
+        /// What the decoder found.
+        source: DecodeError,
+    },
+    /// The indexes contradict the log (a row points at the wrong event).
+    /// Handling: as for `Corrupt`.
+    #[error("inconsistent store: {0}")]
+    Inconsistent(String),
+    /// The file was written by a newer version of this library. Handling:
+    /// upgrade the library; never write to the file with this version.
+    #[error("store format {found} is newer than this version supports ({supported})")]
+    UnsupportedFormat {
+        /// The format version found in the file.
+        found: u32,
+        /// The newest format version this library reads.
+        supported: u32,
+    },
+    /// The clock returned a time outside years 1970–9999. Handling: fix the
+    /// clock supplied to the store.
+    #[error("clock returned {0} ms since the epoch, outside years 1970 to 9999")]
+    ClockOutOfRange(i64),
+    /// No clock was supplied on a target that has no system clock
+    /// (`wasm32-unknown-unknown`). Handling: pass one to
+    /// [`StoreBuilder::clock`](crate::StoreBuilder::clock).
+    #[error("no clock was supplied and this target has no system clock")]
+    NoClock,
+    /// The storage engine failed: I/O error, full disk, a damaged file.
+    /// Handling: the operation did not happen; report it, and retry only
+    /// after the cause is fixed.
+    #[error("storage failure: {0}")]
+    Storage(#[from] redb::Error),
+}
+
+impl From<redb::DatabaseError> for StoreError {
+    fn from(error: redb::DatabaseError) -> Self {
+        match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
+            other => StoreError::Storage(other.into()),
+        }
+    }
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(error: $t) -> Self {
+                StoreError::Storage(error.into())
+            }
+        }
+    )*};
+}
+
+storage_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

@@ -1,0 +1,91 @@
+//! Events as the log records them: a domain event plus its envelope metadata.
+
+use uuid::Uuid;
+
+/// Something that happened to a user aggregate. Variants are past tense and
+/// their names are stable: they are written to disk and to the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A user was created with its initial profile.
+    UserCreated(UserCreated),
+}
+
+impl Event {
+    /// The stable type name, as the wire contract's `eventType` shows it.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::UserCreated(_) => "UserCreated",
+        }
+    }
+
+    /// The aggregate type this event belongs to, as `aggregateType` shows it.
+    pub fn aggregate_type(&self) -> &'static str {
+        match self {
+            Event::UserCreated(_) => "User",
+        }
+    }
+
+    /// The aggregate (user) this event belongs to.
+    pub fn aggregate_id(&self) -> Uuid {
+        match self {
+            Event::UserCreated(created) => created.user_id,
+        }
+    }
+}
+
+/// The validated profile of a newly created user.
+///
+/// Every string here has already passed validation: trimmed, within its
+/// length limit, and (for the email) a syntactically valid address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCreated {
+    /// The user's id, which is also the aggregate id. Never the nil UUID.
+    pub user_id: Uuid,
+    /// The email as given (trimmed, case preserved).
+    pub email: String,
+    /// Optional first name.
+    pub first_name: Option<String>,
+    /// Optional last name.
+    pub last_name: Option<String>,
+    /// Optional phone number, as given (trimmed).
+    pub phone_number: Option<String>,
+}
+
+impl UserCreated {
+    /// The key under which the email is held unique: uniqueness ignores case.
+    pub fn email_key(&self) -> String {
+        email_key(&self.email)
+    }
+}
+
+/// Normalizes an email for the uniqueness index. Case is ignored across the
+/// whole address: treating `Ann@x.io` and `ann@x.io` as two accounts is what
+/// users of the remote API would call a bug, whatever RFC 5321 allows.
+pub fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// An event as stored in the log: the event and where and when it was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// Unique id of this event (UUID v7, time-ordered); dedupes retries and sync.
+    pub event_id: Uuid,
+    /// The aggregate's version after this event: 1, 2, … with no gaps.
+    pub version: u64,
+    /// Position in the store's log: 1, 2, … with no gaps.
+    pub position: u64,
+    /// When the event was recorded, in milliseconds since the Unix epoch (UTC).
+    pub recorded_at_ms: i64,
+    /// The id of the store that first recorded the event.
+    pub origin: Uuid,
+    /// The event itself.
+    pub event: Event,
+}
+
+impl RecordedEvent {
+    /// The aggregate (user) this event belongs to.
+    pub fn aggregate_id(&self) -> Uuid {
+        self.event.aggregate_id()
+    }
+}

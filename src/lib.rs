@@ -1,0 +1,67 @@
+//! An embedded, offline-first replica of the SmartphoneKey Users API.
+//!
+//! `POST /users/{id}/CreateUser` is validated, decided against what is
+//! recorded, and kept as a `UserCreated` event in an append-only log in one
+//! redb file. Callers get the API's exact status codes and JSON bodies, so an
+//! app written against the remote API runs unchanged against the local store.
+//!
+//! ```
+//! use spkey_store::{CreateUser, Outcome, Store};
+//!
+//! # fn main() -> Result<(), spkey_store::StoreError> {
+//! let store = Store::in_memory()?; // or Store::open("users.redb")?
+//! let id = "550e8400-e29b-41d4-a716-446655440000";
+//!
+//! // From the wire: the path id and the body bytes, as the remote API takes them.
+//! let response = store.create_user_wire(id, br#"{"userId":"550e8400-e29b-41d4-a716-446655440000","email":"user@example.com","firstName":"John"}"#);
+//! assert_eq!(response.status, 201);
+//! println!("{}", response.to_json()); // {"success":true,"aggregateId":…}
+//!
+//! // Typed: the same command again is a replay — the original event, nothing new.
+//! let command = CreateUser::new(id, "user@example.com").first_name("John");
+//! assert!(matches!(store.create_user(&command)?, Outcome::Replayed(_)));
+//!
+//! // Another user may not take the email (409 naming `email`).
+//! let taken = CreateUser::new("6fa459ea-ee8a-3ca4-894e-db77e160355e", "USER@example.com");
+//! assert!(matches!(store.create_user(&taken)?, Outcome::Rejected(_)));
+//!
+//! let user = store.user(id.parse().unwrap())?.expect("created above");
+//! assert_eq!(user.profile.email, "user@example.com");
+//! assert_eq!(store.head_position()?, 1);
+//! assert!(store.verify()?.is_sound());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Layers, each knowing only the one below: [`contract`] (wire JSON) →
+//! [`Store`] (one redb transaction per command or batch) → the `user` domain
+//! ([`decide`], [`apply`]: pure functions) and the event log with its
+//! checksummed [`codec`].
+
+#![deny(missing_docs)]
+
+mod clock;
+pub mod codec;
+pub mod contract;
+mod error;
+mod event;
+mod log;
+mod store;
+mod user;
+
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+pub use clock::SystemClock;
+pub use clock::{Clock, ManualClock};
+pub use codec::DecodeError;
+pub use contract::{MAX_BODY_BYTES, Response};
+pub use error::StoreError;
+pub use event::{Event, RecordedEvent, UserCreated, email_key};
+pub use store::{
+    DEFAULT_CACHE_BYTES, Outcome, STORE_FORMAT, Store, StoreBuilder, VerifyReport,
+};
+pub use user::{CreateUser, Decision, Field, FieldError, Rejection, User, apply, decide};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

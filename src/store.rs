@@ -1,0 +1,517 @@
+//! The store: one redb write transaction per command or batch.
+//!
+//! Invariant: this module knows nothing of JSON. It turns typed commands into
+//! [`Outcome`]s; `contract` turns those into the API's bodies.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::backends::InMemoryBackend;
+use redb::{
+    Builder, Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    StorageBackend,
+};
+use uuid::{NoContext, Timestamp, Uuid};
+
+use crate::clock::Clock;
+use crate::codec;
+use crate::error::StoreError;
+use crate::event::{Event, RecordedEvent};
+use crate::log::{self, EMAILS, EVENT_IDS, EVENTS, LogTables, META, STREAMS};
+use crate::user::{self, CreateUser, Decision, Rejection, User};
+
+/// The store file format this version writes and reads.
+pub const STORE_FORMAT: u32 = 1;
+
+/// The page cache redb may use unless told otherwise: small enough for a
+/// phone or a browser tab, large enough to hold the hot index pages.
+pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The latest time the wire format can express: 9999-12-31T23:59:59.999Z.
+const MAX_RECORDED_AT_MS: i64 = 253_402_300_799_999;
+
+/// What a command came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new event was recorded (HTTP 201).
+    Created(RecordedEvent),
+    /// The identical command had been recorded before; this is its original
+    /// event and nothing new was written (HTTP 200).
+    Replayed(RecordedEvent),
+    /// The command was rejected and nothing was written (HTTP 400 or 409).
+    Rejected(Rejection),
+}
+
+impl Outcome {
+    /// The recorded event, for `Created` and `Replayed`.
+    pub fn event(&self) -> Option<&RecordedEvent> {
+        match self {
+            Outcome::Created(event) | Outcome::Replayed(event) => Some(event),
+            Outcome::Rejected(_) => None,
+        }
+    }
+}
+
+/// What [`Store::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VerifyReport {
+    /// Events read from the log.
+    pub events: u64,
+    /// Users (aggregates) seen in the log.
+    pub users: u64,
+    /// Every inconsistency found; empty when the store is sound.
+    pub findings: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when nothing was found wrong.
+    pub fn is_sound(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+/// Settings for opening a [`Store`]. Start from [`Store::builder`].
+#[must_use]
+pub struct StoreBuilder {
+    clock: Option<Arc<dyn Clock>>,
+    durable: bool,
+    cache_bytes: usize,
+}
+
+impl Default for StoreBuilder {
+    fn default() -> Self {
+        StoreBuilder {
+            clock: None,
+            durable: true,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+impl StoreBuilder {
+    /// The clock that stamps recorded events. Defaults to the system clock;
+    /// required on `wasm32-unknown-unknown`, which has none.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Whether each commit waits for the disk (`true`, the default). With
+    /// `false` a crash may lose the latest acknowledged commands (never
+    /// corrupt the file): for imports and tests, not for user data.
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
+    }
+
+    /// redb's page cache size in bytes (default [`DEFAULT_CACHE_BYTES`]).
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
+    /// Opens the store in the file at `path`, creating it when missing.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let db = self.redb().create(path)?;
+        self.finish(db)
+    }
+
+    /// Opens a store that lives in memory and is gone when dropped.
+    pub fn in_memory(self) -> Result<Store, StoreError> {
+        self.backend(InMemoryBackend::new())
+    }
+
+    /// Opens the store on any redb storage backend (OPFS, a fault-injecting
+    /// test disk, …).
+    pub fn backend(self, backend: impl StorageBackend) -> Result<Store, StoreError> {
+        let db = self.redb().create_with_backend(backend)?;
+        self.finish(db)
+    }
+
+    fn redb(&self) -> Builder {
+        let mut builder = Builder::new();
+        builder.set_cache_size(self.cache_bytes);
+        builder
+    }
+
+    fn finish(self, db: Database) -> Result<Store, StoreError> {
+        let clock = match self.clock {
+            Some(clock) => clock,
+            None => default_clock()?,
+        };
+        let durability = if self.durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        let store_id = init(&db)?;
+        Ok(Store {
+            db,
+            clock,
+            durability,
+            store_id,
+        })
+    }
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+fn default_clock() -> Result<Arc<dyn Clock>, StoreError> {
+    Ok(Arc::new(crate::clock::SystemClock))
+}
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+fn default_clock() -> Result<Arc<dyn Clock>, StoreError> {
+    Err(StoreError::NoClock)
+}
+
+/// Creates the tables and meta rows of a new store, or checks an existing
+/// store's format; returns the store id.
+fn init(db: &Database) -> Result<Uuid, StoreError> {
+    let txn = db.begin_write()?;
+    let store_id = {
+        let mut meta = txn.open_table(META)?;
+        let format = meta.get("format")?.map(|v| v.value().to_vec());
+        match format {
+            Some(bytes) => {
+                let found = <[u8; 4]>::try_from(bytes.as_slice())
+                    .map(u32::from_le_bytes)
+                    .map_err(|_| StoreError::Inconsistent("meta format row is damaged".into()))?;
+                if found > STORE_FORMAT {
+                    return Err(StoreError::UnsupportedFormat {
+                        found,
+                        supported: STORE_FORMAT,
+                    });
+                }
+                let id = meta.get("store_id")?.map(|v| v.value().to_vec());
+                id.and_then(|bytes| Uuid::from_slice(&bytes).ok())
+                    .ok_or_else(|| StoreError::Inconsistent("meta store_id row is damaged".into()))?
+            }
+            None => {
+                let id = Uuid::new_v4();
+                meta.insert("format", STORE_FORMAT.to_le_bytes().as_slice())?;
+                meta.insert("store_id", id.as_bytes().as_slice())?;
+                id
+            }
+        }
+    };
+    // Opening the tables creates them, so that later reads never meet a
+    // missing table.
+    drop(LogTables::open(&txn)?);
+    txn.commit()?;
+    Ok(store_id)
+}
+
+/// An embedded event store for SmartphoneKey users, in one redb file.
+///
+/// `Store` is `Send + Sync`: share it between threads behind an `Arc`. Writes
+/// are serialized by redb; reads run beside them on a consistent snapshot.
+pub struct Store {
+    db: Database,
+    clock: Arc<dyn Clock>,
+    durability: Durability,
+    store_id: Uuid,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("store_id", &self.store_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Settings for opening a store.
+    pub fn builder() -> StoreBuilder {
+        StoreBuilder::default()
+    }
+
+    /// Opens (or creates) the store file at `path` with default settings.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        Store::builder().open(path)
+    }
+
+    /// Opens an empty store in memory with default settings.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Store::builder().in_memory()
+    }
+
+    /// This store's id, stamped as the origin of every event it records.
+    pub fn store_id(&self) -> Uuid {
+        self.store_id
+    }
+
+    /// Executes one `CreateUser`: validates it, decides it against the
+    /// recorded state, and records the event in one durable transaction.
+    /// A rejection or a replay writes nothing.
+    pub fn create_user(&self, command: &CreateUser) -> Result<Outcome, StoreError> {
+        let mut outcomes = self.execute_batch(std::slice::from_ref(command))?;
+        // execute_batch returns exactly one outcome per command.
+        Ok(outcomes.pop().expect("one outcome for one command"))
+    }
+
+    /// Executes many commands in one transaction, in order, returning an
+    /// outcome for each. Later commands see the effects of earlier ones (a
+    /// second command for the same email is a conflict). Either every
+    /// `Created` outcome is committed, or (on `Err`) nothing is.
+    pub fn execute_batch(&self, commands: &[CreateUser]) -> Result<Vec<Outcome>, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(self.durability)
+            .map_err(|e| StoreError::Storage(e.into()))?;
+        let mut outcomes = Vec::with_capacity(commands.len());
+        let mut created_any = false;
+        {
+            let mut tables = LogTables::open(&txn)?;
+            let mut head = log::head(&tables.events)?;
+            for command in commands {
+                let outcome = self.execute_in(&mut tables, &mut head, command)?;
+                created_any |= matches!(outcome, Outcome::Created(_));
+                outcomes.push(outcome);
+            }
+        }
+        if created_any {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(outcomes)
+    }
+
+    fn execute_in(
+        &self,
+        tables: &mut LogTables<'_>,
+        head: &mut u64,
+        command: &CreateUser,
+    ) -> Result<Outcome, StoreError> {
+        let created = match command.validate() {
+            Ok(created) => created,
+            Err(details) => return Ok(Outcome::Rejected(Rejection::Invalid(details))),
+        };
+        let user_id = created.user_id;
+        let current = log::load_user(&tables.events, &tables.streams, user_id)?;
+        let owner = log::email_owner(&tables.emails, &created.email_key())?;
+        match user::decide(current.as_ref(), owner, created) {
+            Err(rejection) => Ok(Outcome::Rejected(rejection)),
+            Ok(Decision::AlreadyRecorded) => {
+                // UserCreated is always version 1 of its aggregate.
+                let original = log::stream(&tables.events, &tables.streams, user_id)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| StoreError::Inconsistent(format!("user {user_id} has no events")))?;
+                Ok(Outcome::Replayed(original))
+            }
+            Ok(Decision::Record(event)) => {
+                let recorded = self.stamp(event, current.as_ref(), *head + 1)?;
+                tables.append(&recorded)?;
+                *head = recorded.position;
+                Ok(Outcome::Created(recorded))
+            }
+        }
+    }
+
+    /// Gives a decided event its envelope: id, version, position and time.
+    fn stamp(
+        &self,
+        event: Event,
+        current: Option<&User>,
+        position: u64,
+    ) -> Result<RecordedEvent, StoreError> {
+        let now = self.clock.now_ms();
+        if !(0..=MAX_RECORDED_AT_MS).contains(&now) {
+            return Err(StoreError::ClockOutOfRange(now));
+        }
+        // In range, so both conversions are exact.
+        let (secs, millis) = ((now / 1000) as u64, (now % 1000) as u32);
+        let ts = Timestamp::from_unix(NoContext, secs, millis * 1_000_000);
+        Ok(RecordedEvent {
+            event_id: Uuid::new_v7(ts),
+            version: current.map_or(0, |user| user.version) + 1,
+            position,
+            recorded_at_ms: now,
+            origin: self.store_id,
+            event,
+        })
+    }
+
+    /// Up to `limit` events from `from` (inclusive) on, in position order.
+    pub fn events(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for row in events.range(from..)?.take(limit) {
+            let (position, bytes) = row?;
+            let position = position.value();
+            let recorded = codec::decode(bytes.value())
+                .map_err(|source| StoreError::Corrupt { position, source })?;
+            out.push(recorded);
+        }
+        Ok(out)
+    }
+
+    /// One user's events in version order; empty for an unknown id.
+    pub fn aggregate_events(&self, user_id: Uuid) -> Result<Vec<RecordedEvent>, StoreError> {
+        let txn = self.db.begin_read()?;
+        log::stream(
+            &txn.open_table(EVENTS)?,
+            &txn.open_table(STREAMS)?,
+            user_id,
+        )
+    }
+
+    /// A user's current state, or `None` for an unknown id.
+    pub fn user(&self, user_id: Uuid) -> Result<Option<User>, StoreError> {
+        let txn = self.db.begin_read()?;
+        log::load_user(
+            &txn.open_table(EVENTS)?,
+            &txn.open_table(STREAMS)?,
+            user_id,
+        )
+    }
+
+    /// The user holding `email` (case and surrounding space ignored), if any.
+    pub fn user_id_by_email(&self, email: &str) -> Result<Option<Uuid>, StoreError> {
+        let txn = self.db.begin_read()?;
+        log::email_owner(&txn.open_table(EMAILS)?, &crate::event::email_key(email))
+    }
+
+    /// The position of the last recorded event; 0 for an empty store.
+    pub fn head_position(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        log::head(&txn.open_table(EVENTS)?)
+    }
+
+    /// Checks the whole store: every envelope decodes and its checksum holds,
+    /// positions and versions run without gaps, and every index row matches
+    /// the log, no more and no fewer. Returns the findings; `Err` only when
+    /// the store cannot be read at all.
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let streams = txn.open_table(STREAMS)?;
+        let emails = txn.open_table(EMAILS)?;
+        let event_ids = txn.open_table(EVENT_IDS)?;
+        let mut report = VerifyReport::default();
+        let findings = &mut report.findings;
+        let mut versions: HashMap<Uuid, u64> = HashMap::new();
+        let mut expected_emails: HashMap<String, Uuid> = HashMap::new();
+
+        for row in events.iter()? {
+            let (position, bytes) = row?;
+            let position = position.value();
+            report.events += 1;
+            if position != report.events {
+                findings.push(format!(
+                    "log gap: position {position} follows {}",
+                    report.events - 1
+                ));
+                report.events = position;
+            }
+            let recorded = match codec::decode(bytes.value()) {
+                Ok(recorded) => recorded,
+                Err(error) => {
+                    findings.push(format!("position {position}: {error}"));
+                    continue;
+                }
+            };
+            if recorded.position != position {
+                findings.push(format!(
+                    "position {position}: envelope says position {}",
+                    recorded.position
+                ));
+            }
+            let aggregate = recorded.aggregate_id();
+            let last = versions.entry(aggregate).or_insert(0);
+            if recorded.version != *last + 1 {
+                findings.push(format!(
+                    "position {position}: user {aggregate} version {} follows version {last}",
+                    recorded.version
+                ));
+            }
+            *last = recorded.version;
+            let stream_row = streams.get((aggregate.as_u128(), recorded.version))?;
+            if stream_row.map(|p| p.value()) != Some(position) {
+                findings.push(format!(
+                    "position {position}: stream index has no row {aggregate}/{} for it",
+                    recorded.version
+                ));
+            }
+            let id_row = event_ids.get(recorded.event_id.as_u128())?;
+            if id_row.map(|p| p.value()) != Some(position) {
+                findings.push(format!(
+                    "position {position}: event id index does not point at event {}",
+                    recorded.event_id
+                ));
+            }
+            match &recorded.event {
+                Event::UserCreated(created) => {
+                    if let Some(previous) = expected_emails.insert(created.email_key(), aggregate) {
+                        findings.push(format!(
+                            "position {position}: email {} already belonged to user {previous}",
+                            created.email
+                        ));
+                    }
+                }
+            }
+        }
+        report.users = versions.len() as u64;
+
+        for (email, owner) in &expected_emails {
+            let row = emails.get(email.as_str())?.map(|v| Uuid::from_u128(v.value()));
+            if row != Some(*owner) {
+                findings.push(format!(
+                    "email index: {email} should belong to {owner}, holds {row:?}"
+                ));
+            }
+        }
+        // Every expected row is present, so equal counts mean no extra rows.
+        let counts = [
+            ("stream", streams.len()?, report.events),
+            ("event id", event_ids.len()?, report.events),
+            ("email", emails.len()?, expected_emails.len() as u64),
+        ];
+        for (index, rows, expected) in counts {
+            if rows != expected {
+                findings.push(format!(
+                    "{index} index has {rows} rows, the log implies {expected}"
+                ));
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn a_clock_before_the_epoch_fails_the_command_and_writes_nothing() {
+        let clock = ManualClock::new(-1);
+        let store = Store::builder().clock(clock.clone()).in_memory().unwrap();
+        let command = CreateUser::new(Uuid::from_u128(5).to_string(), "a@b.co");
+        assert!(matches!(
+            store.create_user(&command),
+            Err(StoreError::ClockOutOfRange(-1))
+        ));
+        assert_eq!(store.head_position().unwrap(), 0);
+        clock.set(1);
+        assert!(matches!(store.create_user(&command), Ok(Outcome::Created(_))));
+    }
+
+    #[test]
+    fn stamping_uses_the_supplied_clock() {
+        let store = Store::builder()
+            .clock(ManualClock::new(1_700_000_000_123))
+            .in_memory()
+            .unwrap();
+        let command = CreateUser::new(Uuid::from_u128(5).to_string(), "a@b.co");
+        let Outcome::Created(event) = store.create_user(&command).unwrap() else {
+            panic!("expected Created");
+        };
+        assert_eq!(event.recorded_at_ms, 1_700_000_000_123);
+        assert_eq!(event.event_id.get_version_num(), 7);
+        assert_eq!(event.origin, store.store_id());
+    }
+}
