@@ -217,7 +217,10 @@ mod tests {
     fn every_truncation_is_an_error() {
         let bytes = encode(&sample());
         for len in 0..bytes.len() {
-            assert!(decode(&bytes[..len]).is_err(), "truncation to {len} accepted");
+            assert!(
+                decode(&bytes[..len]).is_err(),
+                "truncation to {len} accepted"
+            );
         }
     }
 

@@ -32,8 +32,9 @@ pub struct Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Body {
-    /// `{"success":true,"aggregateId",…}`.
-    Success(SuccessBody),
+    /// `{"success":true,"aggregateId",…}`. Boxed: it is four times the
+    /// size of an error body, which would otherwise pay for it.
+    Success(Box<SuccessBody>),
     /// `{"error","message","code","details"}`.
     Error(ErrorBody),
 }
@@ -169,13 +170,13 @@ impl Response {
         let event = event_json(recorded);
         Response {
             status,
-            body: Body::Success(SuccessBody {
+            body: Body::Success(Box::new(SuccessBody {
                 success: true,
                 aggregate_id: event.aggregate_id.clone(),
                 version: event.version,
                 user_id: event.aggregate_id.clone(),
                 event,
-            }),
+            })),
         }
     }
 
@@ -301,7 +302,9 @@ pub fn parse_create_user(id: &str, body: &[u8]) -> Result<CreateUser, Response> 
             ))]));
         }
         Err(e) => {
-            return Err(bad_request(vec![body_detail(format!("malformed JSON: {e}"))]));
+            return Err(bad_request(vec![body_detail(format!(
+                "malformed JSON: {e}"
+            ))]));
         }
     };
 
@@ -464,7 +467,9 @@ struct RawValue<'a>(Raw<'a>);
 
 impl<'de> Deserialize<'de> for RawValue<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(RawVisitor::<false>).map(RawValue)
+        deserializer
+            .deserialize_any(RawVisitor::<false>)
+            .map(RawValue)
     }
 }
 

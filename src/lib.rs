@@ -48,6 +48,7 @@ mod event;
 mod log;
 mod store;
 mod user;
+mod verify;
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub use clock::SystemClock;
@@ -56,10 +57,9 @@ pub use codec::DecodeError;
 pub use contract::{MAX_BODY_BYTES, Response};
 pub use error::StoreError;
 pub use event::{Event, RecordedEvent, UserCreated, email_key};
-pub use store::{
-    DEFAULT_CACHE_BYTES, Outcome, STORE_FORMAT, Store, StoreBuilder, VerifyReport,
-};
+pub use store::{DEFAULT_CACHE_BYTES, Outcome, STORE_FORMAT, Store, StoreBuilder};
 pub use user::{CreateUser, Decision, Field, FieldError, Rejection, User, apply, decide};
+pub use verify::VerifyReport;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

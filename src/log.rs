@@ -75,8 +75,8 @@ pub(crate) fn read_event(
     let Some(bytes) = events.get(position)? else {
         return Ok(None);
     };
-    let recorded = codec::decode(bytes.value())
-        .map_err(|source| StoreError::Corrupt { position, source })?;
+    let recorded =
+        codec::decode(bytes.value()).map_err(|source| StoreError::Corrupt { position, source })?;
     if recorded.position != position {
         return Err(StoreError::Inconsistent(format!(
             "log row {position} holds the event of position {}",

@@ -3,23 +3,20 @@
 //! Invariant: this module knows nothing of JSON. It turns typed commands into
 //! [`Outcome`]s; `contract` turns those into the API's bodies.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use redb::backends::InMemoryBackend;
-use redb::{
-    Builder, Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    StorageBackend,
-};
+use redb::{Builder, Database, Durability, ReadableDatabase, ReadableTable, StorageBackend};
 use uuid::{NoContext, Timestamp, Uuid};
 
 use crate::clock::Clock;
 use crate::codec;
 use crate::error::StoreError;
 use crate::event::{Event, RecordedEvent};
-use crate::log::{self, EMAILS, EVENT_IDS, EVENTS, LogTables, META, STREAMS};
+use crate::log::{self, EMAILS, EVENTS, LogTables, META, STREAMS};
 use crate::user::{self, CreateUser, Decision, Rejection, User};
+use crate::verify::VerifyReport;
 
 /// The store file format this version writes and reads.
 pub const STORE_FORMAT: u32 = 1;
@@ -50,24 +47,6 @@ impl Outcome {
             Outcome::Created(event) | Outcome::Replayed(event) => Some(event),
             Outcome::Rejected(_) => None,
         }
-    }
-}
-
-/// What [`Store::verify`] found.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct VerifyReport {
-    /// Events read from the log.
-    pub events: u64,
-    /// Users (aggregates) seen in the log.
-    pub users: u64,
-    /// Every inconsistency found; empty when the store is sound.
-    pub findings: Vec<String>,
-}
-
-impl VerifyReport {
-    /// True when nothing was found wrong.
-    pub fn is_sound(&self) -> bool {
-        self.findings.is_empty()
     }
 }
 
@@ -169,7 +148,7 @@ fn default_clock() -> Result<Arc<dyn Clock>, StoreError> {
 /// store's format; returns the store id.
 fn init(db: &Database) -> Result<Uuid, StoreError> {
     let txn = db.begin_write()?;
-    let store_id = {
+    let (store_id, created) = {
         let mut meta = txn.open_table(META)?;
         let format = meta.get("format")?.map(|v| v.value().to_vec());
         match format {
@@ -184,21 +163,30 @@ fn init(db: &Database) -> Result<Uuid, StoreError> {
                     });
                 }
                 let id = meta.get("store_id")?.map(|v| v.value().to_vec());
-                id.and_then(|bytes| Uuid::from_slice(&bytes).ok())
-                    .ok_or_else(|| StoreError::Inconsistent("meta store_id row is damaged".into()))?
+                let id = id
+                    .and_then(|bytes| Uuid::from_slice(&bytes).ok())
+                    .ok_or_else(|| {
+                        StoreError::Inconsistent("meta store_id row is damaged".into())
+                    })?;
+                (id, false)
             }
             None => {
                 let id = Uuid::new_v4();
                 meta.insert("format", STORE_FORMAT.to_le_bytes().as_slice())?;
                 meta.insert("store_id", id.as_bytes().as_slice())?;
-                id
+                (id, true)
             }
         }
     };
-    // Opening the tables creates them, so that later reads never meet a
-    // missing table.
-    drop(LogTables::open(&txn)?);
-    txn.commit()?;
+    if created {
+        // Opening the tables creates them, so that later reads never meet a
+        // missing table.
+        drop(LogTables::open(&txn)?);
+        txn.commit()?;
+    } else {
+        // An existing store is opened without writing to it.
+        txn.abort()?;
+    }
     Ok(store_id)
 }
 
@@ -298,7 +286,9 @@ impl Store {
                 let original = log::stream(&tables.events, &tables.streams, user_id)?
                     .into_iter()
                     .next()
-                    .ok_or_else(|| StoreError::Inconsistent(format!("user {user_id} has no events")))?;
+                    .ok_or_else(|| {
+                        StoreError::Inconsistent(format!("user {user_id} has no events"))
+                    })?;
                 Ok(Outcome::Replayed(original))
             }
             Ok(Decision::Record(event)) => {
@@ -352,21 +342,13 @@ impl Store {
     /// One user's events in version order; empty for an unknown id.
     pub fn aggregate_events(&self, user_id: Uuid) -> Result<Vec<RecordedEvent>, StoreError> {
         let txn = self.db.begin_read()?;
-        log::stream(
-            &txn.open_table(EVENTS)?,
-            &txn.open_table(STREAMS)?,
-            user_id,
-        )
+        log::stream(&txn.open_table(EVENTS)?, &txn.open_table(STREAMS)?, user_id)
     }
 
     /// A user's current state, or `None` for an unknown id.
     pub fn user(&self, user_id: Uuid) -> Result<Option<User>, StoreError> {
         let txn = self.db.begin_read()?;
-        log::load_user(
-            &txn.open_table(EVENTS)?,
-            &txn.open_table(STREAMS)?,
-            user_id,
-        )
+        log::load_user(&txn.open_table(EVENTS)?, &txn.open_table(STREAMS)?, user_id)
     }
 
     /// The user holding `email` (case and surrounding space ignored), if any.
@@ -382,102 +364,12 @@ impl Store {
     }
 
     /// Checks the whole store: every envelope decodes and its checksum holds,
-    /// positions and versions run without gaps, and every index row matches
-    /// the log, no more and no fewer. Returns the findings; `Err` only when
-    /// the store cannot be read at all.
+    /// positions and versions run without gaps, and the indexes and the log
+    /// match row for row, both ways. Returns the findings; `Err` only when
+    /// the store cannot be read at all. Memory stays flat: nothing is
+    /// collected per event.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
-        let txn = self.db.begin_read()?;
-        let events = txn.open_table(EVENTS)?;
-        let streams = txn.open_table(STREAMS)?;
-        let emails = txn.open_table(EMAILS)?;
-        let event_ids = txn.open_table(EVENT_IDS)?;
-        let mut report = VerifyReport::default();
-        let findings = &mut report.findings;
-        let mut versions: HashMap<Uuid, u64> = HashMap::new();
-        let mut expected_emails: HashMap<String, Uuid> = HashMap::new();
-
-        for row in events.iter()? {
-            let (position, bytes) = row?;
-            let position = position.value();
-            report.events += 1;
-            if position != report.events {
-                findings.push(format!(
-                    "log gap: position {position} follows {}",
-                    report.events - 1
-                ));
-                report.events = position;
-            }
-            let recorded = match codec::decode(bytes.value()) {
-                Ok(recorded) => recorded,
-                Err(error) => {
-                    findings.push(format!("position {position}: {error}"));
-                    continue;
-                }
-            };
-            if recorded.position != position {
-                findings.push(format!(
-                    "position {position}: envelope says position {}",
-                    recorded.position
-                ));
-            }
-            let aggregate = recorded.aggregate_id();
-            let last = versions.entry(aggregate).or_insert(0);
-            if recorded.version != *last + 1 {
-                findings.push(format!(
-                    "position {position}: user {aggregate} version {} follows version {last}",
-                    recorded.version
-                ));
-            }
-            *last = recorded.version;
-            let stream_row = streams.get((aggregate.as_u128(), recorded.version))?;
-            if stream_row.map(|p| p.value()) != Some(position) {
-                findings.push(format!(
-                    "position {position}: stream index has no row {aggregate}/{} for it",
-                    recorded.version
-                ));
-            }
-            let id_row = event_ids.get(recorded.event_id.as_u128())?;
-            if id_row.map(|p| p.value()) != Some(position) {
-                findings.push(format!(
-                    "position {position}: event id index does not point at event {}",
-                    recorded.event_id
-                ));
-            }
-            match &recorded.event {
-                Event::UserCreated(created) => {
-                    if let Some(previous) = expected_emails.insert(created.email_key(), aggregate) {
-                        findings.push(format!(
-                            "position {position}: email {} already belonged to user {previous}",
-                            created.email
-                        ));
-                    }
-                }
-            }
-        }
-        report.users = versions.len() as u64;
-
-        for (email, owner) in &expected_emails {
-            let row = emails.get(email.as_str())?.map(|v| Uuid::from_u128(v.value()));
-            if row != Some(*owner) {
-                findings.push(format!(
-                    "email index: {email} should belong to {owner}, holds {row:?}"
-                ));
-            }
-        }
-        // Every expected row is present, so equal counts mean no extra rows.
-        let counts = [
-            ("stream", streams.len()?, report.events),
-            ("event id", event_ids.len()?, report.events),
-            ("email", emails.len()?, expected_emails.len() as u64),
-        ];
-        for (index, rows, expected) in counts {
-            if rows != expected {
-                findings.push(format!(
-                    "{index} index has {rows} rows, the log implies {expected}"
-                ));
-            }
-        }
-        Ok(report)
+        crate::verify::verify(&self.db.begin_read()?)
     }
 }
 
@@ -497,7 +389,10 @@ mod tests {
         ));
         assert_eq!(store.head_position().unwrap(), 0);
         clock.set(1);
-        assert!(matches!(store.create_user(&command), Ok(Outcome::Created(_))));
+        assert!(matches!(
+            store.create_user(&command),
+            Ok(Outcome::Created(_))
+        ));
     }
 
     #[test]

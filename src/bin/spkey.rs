@@ -1,1 +1,177 @@
-fn main(){}
+//! `spkey`: the SmartphoneKey Users API over a local store file.
+//!
+//! Exit codes: 0 success; 1 the answer is "no" (a 4xx body, no such user, a
+//! store that fails verification); 2 the command could not run (the file
+//! cannot be opened, is damaged or locked, bad arguments).
+
+use std::ffi::OsString;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use spkey_store::contract::{event_json, user_json};
+use spkey_store::{MAX_BODY_BYTES, Store, StoreError};
+use uuid::Uuid;
+
+/// The SmartphoneKey Users API, answered by a local event store.
+#[derive(Parser)]
+#[command(name = "spkey", version)]
+struct Cli {
+    /// The store file; created when missing.
+    #[arg(long, global = true, value_name = "PATH", default_value = "spkey.redb")]
+    db: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// POST /users/{ID}/CreateUser: prints the response body as one line of
+    /// JSON; exits 0 for 200/201, 1 for any 4xx, 2 when the store fails.
+    CreateUser {
+        /// The path id: the user's UUID.
+        id: String,
+        /// The JSON body, or - to read it from stdin.
+        #[arg(value_parser = clap::value_parser!(OsString))]
+        body: OsString,
+    },
+    /// Prints the user's current state as JSON; exits 1 when there is none.
+    User {
+        /// The user's UUID, in any standard textual form.
+        id: String,
+    },
+    /// Prints events as JSON, one per line, in ascending position.
+    Events {
+        /// The first position to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// The most events to print (default: all).
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Checks every event and index row; exits 0 when the store is sound,
+    /// 1 with the findings when not.
+    Verify,
+}
+
+/// Why the command could not run (exit 2).
+struct Failure(String);
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure(error.to_string())
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(error: io::Error) -> Self {
+        Failure(error.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(Failure(message)) => {
+            eprintln!("spkey: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let body = match &cli.command {
+        Command::CreateUser { body, .. } => Some(read_body(body)?),
+        _ => None,
+    };
+    let store = Store::open(&cli.db)
+        .map_err(|e| Failure(format!("cannot open store {}: {e}", cli.db.display())))?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    let code = match cli.command {
+        Command::CreateUser { id, .. } => {
+            let response = store.create_user_wire(&id, body.as_deref().unwrap_or_default());
+            writeln!(out, "{}", response.to_json())?;
+            match response.status {
+                200..=299 => ExitCode::SUCCESS,
+                400..=499 => ExitCode::from(1),
+                _ => {
+                    out.flush()?;
+                    return Err(Failure(format!(
+                        "the store failed (status {}); nothing was written",
+                        response.status
+                    )));
+                }
+            }
+        }
+        Command::User { id } => {
+            let id =
+                Uuid::try_parse(&id).map_err(|e| Failure(format!("{id:?} is not a UUID: {e}")))?;
+            match store.user(id)? {
+                Some(user) => {
+                    writeln!(out, "{}", to_json(&user_json(&user)))?;
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("spkey: no user {id}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Events { from, limit } => {
+            // Pages keep memory flat however long the log is.
+            const PAGE: u64 = 1024;
+            let (mut next, mut left) = (from, limit.unwrap_or(u64::MAX));
+            while left > 0 {
+                let page = store.events(next, PAGE.min(left) as usize)?;
+                let Some(last) = page.last() else { break };
+                next = last.position + 1;
+                left -= page.len() as u64;
+                for event in &page {
+                    writeln!(out, "{}", to_json(&event_json(event)))?;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Verify => {
+            let report = store.verify()?;
+            for finding in &report.findings {
+                writeln!(out, "{finding}")?;
+            }
+            if report.is_sound() {
+                writeln!(
+                    out,
+                    "sound: {} events, {} users",
+                    report.events, report.users
+                )?;
+                ExitCode::SUCCESS
+            } else {
+                writeln!(out, "damaged: {} findings", report.findings.len())?;
+                ExitCode::from(1)
+            }
+        }
+    };
+    out.flush()?;
+    Ok(code)
+}
+
+/// The body argument's bytes; `-` reads stdin, but never more than one byte
+/// past the limit, so an oversized body is answered 413 without being read
+/// whole.
+fn read_body(arg: &OsString) -> Result<Vec<u8>, Failure> {
+    if arg != "-" {
+        return Ok(arg.clone().into_encoded_bytes());
+    }
+    let mut body = Vec::new();
+    io::stdin()
+        .lock()
+        .take(MAX_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut body)?;
+    Ok(body)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // The JSON shapes are plain structs of strings and integers.
+    serde_json::to_string(value).expect("JSON shapes serialize infallibly")
+}

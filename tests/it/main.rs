@@ -1,1 +1,9 @@
-fn main(){}
+//! Integration tests: one binary, a module per concern. Tests read as
+//! given / when / then through the helpers in `support`.
+
+mod cli;
+mod contract;
+mod golden;
+mod props;
+mod store;
+mod support;

@@ -1,0 +1,127 @@
+//! Golden fixtures freeze the formats: envelope bytes of every released
+//! format, and a store file written by a released version, must still decode
+//! to exactly what they held. `SPKEY_BLESS=1` rewrites them — only ever for a
+//! new format version, never to make a failing test pass.
+
+use std::path::PathBuf;
+
+use spkey_store::contract::event_json;
+use spkey_store::{CreateUser, Event, ManualClock, RecordedEvent, Store, UserCreated, codec};
+use uuid::Uuid;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn blessing() -> bool {
+    std::env::var_os("SPKEY_BLESS").is_some()
+}
+
+fn envelope_cases() -> Vec<(&'static str, RecordedEvent)> {
+    let full = RecordedEvent {
+        event_id: Uuid::parse_str("019ac2a1-5f3b-7c10-8d2e-3f4a5b6c7d8e").unwrap(),
+        version: 1,
+        position: 42,
+        recorded_at_ms: 1_795_734_000_123,
+        origin: Uuid::parse_str("7d444840-9dc0-11d1-b245-5ffdce74fad2").unwrap(),
+        event: Event::UserCreated(UserCreated {
+            user_id: Uuid::parse_str("550e8400-e29b-41d4-a716-446655440000").unwrap(),
+            email: "Zoë.Ångström@example.com".into(),
+            first_name: Some("Zoë".into()),
+            last_name: Some("Ångström".into()),
+            phone_number: Some("+46 (8) 123-456.78".into()),
+        }),
+    };
+    let minimal = RecordedEvent {
+        event_id: Uuid::parse_str("019ac2a1-5f3b-7c10-8d2e-000000000001").unwrap(),
+        version: 1,
+        position: 1,
+        recorded_at_ms: 0,
+        origin: Uuid::from_u128(1),
+        event: Event::UserCreated(UserCreated {
+            user_id: Uuid::from_u128(2),
+            email: "a@b.co".into(),
+            first_name: None,
+            last_name: None,
+            phone_number: None,
+        }),
+    };
+    vec![
+        ("envelope-v1-user-created-full.bin", full),
+        ("envelope-v1-user-created-minimal.bin", minimal),
+    ]
+}
+
+#[test]
+fn envelope_v1_bytes_are_frozen() {
+    for (name, event) in envelope_cases() {
+        if blessing() {
+            std::fs::write(fixture(name), codec::encode(&event)).unwrap();
+        }
+        let golden = std::fs::read(fixture(name)).unwrap();
+
+        assert_eq!(codec::encode(&event), golden, "{name}: encoding drifted");
+        assert_eq!(
+            codec::decode(&golden),
+            Ok(event),
+            "{name}: decoding drifted"
+        );
+    }
+}
+
+const STORE_V1: &str = "store-v1.redb";
+const STORE_V1_EVENTS: &str = "store-v1.events.jsonl";
+
+fn write_store_v1() {
+    let path = fixture(STORE_V1);
+    let _ = std::fs::remove_file(&path);
+    let clock = ManualClock::new(1_795_734_000_000);
+    let store = Store::builder().clock(clock.clone()).open(&path).unwrap();
+    for n in 1..=3u128 {
+        let id = Uuid::from_u128(0xabc0 + n).to_string();
+        let mut command = CreateUser::new(id, format!("user{n}@example.com"));
+        if n != 2 {
+            command = command
+                .first_name(format!("User {n}"))
+                .phone_number("+1-555-0123");
+        }
+        store.create_user(&command).unwrap();
+        clock.advance(1_000);
+    }
+    let lines: Vec<String> = store
+        .events(1, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::to_string(&event_json(e)).unwrap() + "\n")
+        .collect();
+    std::fs::write(fixture(STORE_V1_EVENTS), lines.concat()).unwrap();
+}
+
+#[test]
+fn a_store_written_by_format_v1_still_reads_and_accepts_writes() {
+    if blessing() {
+        write_store_v1();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.redb");
+    std::fs::copy(fixture(STORE_V1), &copy).unwrap();
+    let expected = std::fs::read_to_string(fixture(STORE_V1_EVENTS)).unwrap();
+
+    let store = Store::open(&copy).unwrap();
+
+    let lines: Vec<String> = store
+        .events(1, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::to_string(&event_json(e)).unwrap())
+        .collect();
+    assert_eq!(lines, expected.lines().collect::<Vec<_>>());
+    assert!(store.verify().unwrap().is_sound());
+    let next = CreateUser::new(Uuid::from_u128(0xabcd).to_string(), "new@example.com");
+    assert_eq!(
+        store.create_user(&next).unwrap().event().unwrap().position,
+        4
+    );
+}
