@@ -44,6 +44,11 @@ pub enum StoreError {
     /// [`StoreBuilder::clock`](crate::StoreBuilder::clock).
     #[error("no clock was supplied and this target has no system clock")]
     NoClock,
+    /// The storage engine met data it could not make sense of and panicked;
+    /// the panic was contained at the store's boundary. Handling: as for
+    /// `Corrupt`: drop the store, reopen, run `verify()`, restore if damaged.
+    #[error("storage engine failed on damaged data: {0}")]
+    Damaged(String),
     /// The storage engine failed: I/O error, full disk, a damaged file.
     /// Handling: the operation did not happen; report it, and retry only
     /// after the cause is fixed.

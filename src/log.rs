@@ -72,18 +72,24 @@ pub(crate) fn read_event(
     events: &impl ReadableTable<u64, &'static [u8]>,
     position: u64,
 ) -> Result<Option<RecordedEvent>, StoreError> {
-    let Some(bytes) = events.get(position)? else {
-        return Ok(None);
-    };
+    events
+        .get(position)?
+        .map(|bytes| decode_row(position, bytes.value()))
+        .transpose()
+}
+
+/// Decodes the envelope stored at `position`, which must say it is there: a
+/// valid envelope under the wrong key is as wrong as a damaged one.
+pub(crate) fn decode_row(position: u64, bytes: &[u8]) -> Result<RecordedEvent, StoreError> {
     let recorded =
-        codec::decode(bytes.value()).map_err(|source| StoreError::Corrupt { position, source })?;
+        codec::decode(bytes).map_err(|source| StoreError::Corrupt { position, source })?;
     if recorded.position != position {
         return Err(StoreError::Inconsistent(format!(
             "log row {position} holds the event of position {}",
             recorded.position
         )));
     }
-    Ok(Some(recorded))
+    Ok(recorded)
 }
 
 /// Reads one aggregate's events in version order.

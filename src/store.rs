@@ -11,7 +11,6 @@ use redb::{Builder, Database, Durability, ReadableDatabase, ReadableTable, Stora
 use uuid::{NoContext, Timestamp, Uuid};
 
 use crate::clock::Clock;
-use crate::codec;
 use crate::error::StoreError;
 use crate::event::{Event, RecordedEvent};
 use crate::log::{self, EMAILS, EVENTS, LogTables, META, STREAMS};
@@ -55,6 +54,7 @@ impl Outcome {
 pub struct StoreBuilder {
     clock: Option<Arc<dyn Clock>>,
     durable: bool,
+    check_on_open: bool,
     cache_bytes: usize,
 }
 
@@ -63,6 +63,7 @@ impl Default for StoreBuilder {
         StoreBuilder {
             clock: None,
             durable: true,
+            check_on_open: true,
             cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
@@ -84,6 +85,16 @@ impl StoreBuilder {
         self
     }
 
+    /// Whether opening verifies the checksum of every page of the file
+    /// (`true`, the default). redb does not check page checksums on ordinary
+    /// reads, so without this a damaged index page could answer a lookup
+    /// wrongly; with it, a damaged file fails to open. The check reads the
+    /// whole file: turn it off only for very large stores opened often.
+    pub fn check_on_open(mut self, check: bool) -> Self {
+        self.check_on_open = check;
+        self
+    }
+
     /// redb's page cache size in bytes (default [`DEFAULT_CACHE_BYTES`]).
     pub fn cache_bytes(mut self, bytes: usize) -> Self {
         self.cache_bytes = bytes;
@@ -92,8 +103,11 @@ impl StoreBuilder {
 
     /// Opens the store in the file at `path`, creating it when missing.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store, StoreError> {
-        let db = self.redb().create(path)?;
-        self.finish(db)
+        let path = path.as_ref();
+        contain(|| {
+            let db = self.redb().create(path)?;
+            self.finish(db)
+        })
     }
 
     /// Opens a store that lives in memory and is gone when dropped.
@@ -104,13 +118,17 @@ impl StoreBuilder {
     /// Opens the store on any redb storage backend (OPFS, a fault-injecting
     /// test disk, …).
     pub fn backend(self, backend: impl StorageBackend) -> Result<Store, StoreError> {
-        let db = self.redb().create_with_backend(backend)?;
-        self.finish(db)
+        contain(|| {
+            let db = self.redb().create_with_backend(backend)?;
+            self.finish(db)
+        })
     }
 
     fn redb(&self) -> Builder {
         let mut builder = Builder::new();
-        builder.set_cache_size(self.cache_bytes);
+        builder
+            .set_cache_size(self.cache_bytes)
+            .set_check_integrity_on_open(self.check_on_open);
         builder
     }
 
@@ -132,6 +150,21 @@ impl StoreBuilder {
             store_id,
         })
     }
+}
+
+/// Runs `f`, turning a panic inside the storage engine into
+/// [`StoreError::Damaged`]. redb may panic on a damaged file; no input, a
+/// damaged file included, may panic through this library's API. (On targets
+/// built with `panic = "abort"` there is nothing to catch.)
+fn contain<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic without a message".into());
+        Err(StoreError::Damaged(message))
+    })
 }
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
@@ -244,26 +277,28 @@ impl Store {
     /// second command for the same email is a conflict). Either every
     /// `Created` outcome is committed, or (on `Err`) nothing is.
     pub fn execute_batch(&self, commands: &[CreateUser]) -> Result<Vec<Outcome>, StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(self.durability)
-            .map_err(|e| StoreError::Storage(e.into()))?;
-        let mut outcomes = Vec::with_capacity(commands.len());
-        let mut created_any = false;
-        {
-            let mut tables = LogTables::open(&txn)?;
-            let mut head = log::head(&tables.events)?;
-            for command in commands {
-                let outcome = self.execute_in(&mut tables, &mut head, command)?;
-                created_any |= matches!(outcome, Outcome::Created(_));
-                outcomes.push(outcome);
+        contain(|| {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(self.durability)
+                .map_err(|e| StoreError::Storage(e.into()))?;
+            let mut outcomes = Vec::with_capacity(commands.len());
+            let mut created_any = false;
+            {
+                let mut tables = LogTables::open(&txn)?;
+                let mut head = log::head(&tables.events)?;
+                for command in commands {
+                    let outcome = self.execute_in(&mut tables, &mut head, command)?;
+                    created_any |= matches!(outcome, Outcome::Created(_));
+                    outcomes.push(outcome);
+                }
             }
-        }
-        if created_any {
-            txn.commit()?;
-        } else {
-            txn.abort()?;
-        }
-        Ok(outcomes)
+            if created_any {
+                txn.commit()?;
+            } else {
+                txn.abort()?;
+            }
+            Ok(outcomes)
+        })
     }
 
     fn execute_in(
@@ -326,41 +361,48 @@ impl Store {
 
     /// Up to `limit` events from `from` (inclusive) on, in position order.
     pub fn events(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let events = txn.open_table(EVENTS)?;
-        let mut out = Vec::new();
-        for row in events.range(from..)?.take(limit) {
-            let (position, bytes) = row?;
-            let position = position.value();
-            let recorded = codec::decode(bytes.value())
-                .map_err(|source| StoreError::Corrupt { position, source })?;
-            out.push(recorded);
-        }
-        Ok(out)
+        contain(|| {
+            let txn = self.db.begin_read()?;
+            let events = txn.open_table(EVENTS)?;
+            let mut out = Vec::new();
+            for row in events.range(from..)?.take(limit) {
+                let (position, bytes) = row?;
+                out.push(log::decode_row(position.value(), bytes.value())?);
+            }
+            Ok(out)
+        })
     }
 
     /// One user's events in version order; empty for an unknown id.
     pub fn aggregate_events(&self, user_id: Uuid) -> Result<Vec<RecordedEvent>, StoreError> {
-        let txn = self.db.begin_read()?;
-        log::stream(&txn.open_table(EVENTS)?, &txn.open_table(STREAMS)?, user_id)
+        contain(|| {
+            let txn = self.db.begin_read()?;
+            log::stream(&txn.open_table(EVENTS)?, &txn.open_table(STREAMS)?, user_id)
+        })
     }
 
     /// A user's current state, or `None` for an unknown id.
     pub fn user(&self, user_id: Uuid) -> Result<Option<User>, StoreError> {
-        let txn = self.db.begin_read()?;
-        log::load_user(&txn.open_table(EVENTS)?, &txn.open_table(STREAMS)?, user_id)
+        contain(|| {
+            let txn = self.db.begin_read()?;
+            log::load_user(&txn.open_table(EVENTS)?, &txn.open_table(STREAMS)?, user_id)
+        })
     }
 
     /// The user holding `email` (case and surrounding space ignored), if any.
     pub fn user_id_by_email(&self, email: &str) -> Result<Option<Uuid>, StoreError> {
-        let txn = self.db.begin_read()?;
-        log::email_owner(&txn.open_table(EMAILS)?, &crate::event::email_key(email))
+        contain(|| {
+            let txn = self.db.begin_read()?;
+            log::email_owner(&txn.open_table(EMAILS)?, &crate::event::email_key(email))
+        })
     }
 
     /// The position of the last recorded event; 0 for an empty store.
     pub fn head_position(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        log::head(&txn.open_table(EVENTS)?)
+        contain(|| {
+            let txn = self.db.begin_read()?;
+            log::head(&txn.open_table(EVENTS)?)
+        })
     }
 
     /// Checks the whole store: every envelope decodes and its checksum holds,
@@ -369,7 +411,7 @@ impl Store {
     /// the store cannot be read at all. Memory stays flat: nothing is
     /// collected per event.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
-        crate::verify::verify(&self.db.begin_read()?)
+        contain(|| crate::verify::verify(&self.db.begin_read()?))
     }
 }
 
