@@ -105,7 +105,13 @@ impl StoreBuilder {
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref();
         contain(|| {
-            let db = self.redb().create(path)?;
+            let db = match self.redb().create(path) {
+                Err(error) if reset_if_never_initialized(path)? => {
+                    drop(error);
+                    self.redb().create(path)?
+                }
+                other => other?,
+            };
             self.finish(db)
         })
     }
@@ -117,8 +123,19 @@ impl StoreBuilder {
 
     /// Opens the store on any redb storage backend (OPFS, a fault-injecting
     /// test disk, …).
+    /// A backend holding the remains of a creation that never finished is
+    /// emptied first, as [`open`](Self::open) does for files; the backend
+    /// must not be open elsewhere.
     pub fn backend(self, backend: impl StorageBackend) -> Result<Store, StoreError> {
         contain(|| {
+            let len = backend.len().map_err(redb::StorageError::from)?;
+            let mut head = vec![0; REDB_MAGIC_LEN.min(len as usize)];
+            backend
+                .read(0, &mut head)
+                .map_err(redb::StorageError::from)?;
+            if never_initialized(len, &head) {
+                backend.set_len(0).map_err(redb::StorageError::from)?;
+            }
             let db = self.redb().create_with_backend(backend)?;
             self.finish(db)
         })
@@ -150,6 +167,45 @@ impl StoreBuilder {
             store_id,
         })
     }
+}
+
+/// Length of redb's magic number, the first bytes of every redb file.
+const REDB_MAGIC_LEN: usize = 9;
+
+/// redb writes its magic number last when it creates a file, after the rest
+/// is on disk, and never commits before that. A file that is not empty but
+/// whose magic bytes are still zero is therefore a creation cut short (a
+/// crash or power loss during the very first open): it holds nothing, and
+/// redb would refuse it forever as "not a redb database". Any other content
+/// is left alone: it may be someone's data.
+fn never_initialized(len: u64, head: &[u8]) -> bool {
+    len > 0 && head.iter().all(|b| *b == 0)
+}
+
+/// Empties the file at `path` when it is a creation cut short. Called only
+/// after redb refused the file while holding its lock: no other process can
+/// be creating it then, since redb creates only in an empty file.
+fn reset_if_never_initialized(path: &Path) -> Result<bool, StoreError> {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    else {
+        return Ok(false);
+    };
+    let len = file.metadata().map_err(redb::StorageError::from)?.len();
+    let mut head = Vec::with_capacity(REDB_MAGIC_LEN);
+    (&mut file)
+        .take(REDB_MAGIC_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(redb::StorageError::from)?;
+    if !never_initialized(len, &head) {
+        return Ok(false);
+    }
+    file.set_len(0).map_err(redb::StorageError::from)?;
+    file.sync_all().map_err(redb::StorageError::from)?;
+    Ok(true)
 }
 
 /// Runs `f`, turning a panic inside the storage engine into

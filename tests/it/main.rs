@@ -3,6 +3,8 @@
 
 mod cli;
 mod contract;
+mod crash;
+mod disk;
 mod golden;
 mod props;
 mod store;

@@ -273,3 +273,32 @@ fn a_store_from_a_newer_format_is_refused() {
     let events = txn.open_table(EVENTS).unwrap();
     assert!(events.get(1).unwrap().is_none(), "refusal must not write");
 }
+
+#[test]
+fn a_file_left_by_a_creation_cut_short_is_created_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("half.redb");
+    // What redb leaves when power fails before it writes its magic number.
+    std::fs::write(&path, vec![0u8; 4096]).unwrap();
+
+    let store = Store::open(&path).unwrap();
+
+    assert!(matches!(
+        store.create_user(&create(1)),
+        Ok(Outcome::Created(_))
+    ));
+    assert!(store.verify().unwrap().is_sound());
+}
+
+#[test]
+fn a_file_that_is_not_a_store_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    let content = b"\0\0\0\0\0\0\0\0 a zero start, then someone's text".to_vec();
+    std::fs::write(&path, &content).unwrap();
+
+    let opened = Store::open(&path);
+
+    assert!(matches!(opened, Err(StoreError::Storage(_))), "{opened:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), content);
+}

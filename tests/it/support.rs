@@ -93,3 +93,8 @@ pub fn fields(response: &Response) -> Vec<&str> {
         .map(|d| d.field.as_str())
         .collect()
 }
+
+/// `SPKEY_LONG=1` runs the reliability harnesses at full size.
+pub fn long_run() -> bool {
+    std::env::var_os("SPKEY_LONG").is_some()
+}
