@@ -16,7 +16,6 @@ pub const SECTOR: usize = 512;
 /// count; reads do not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    None,
     /// Power is cut at op N: it and every later op fail, nothing more reaches
     /// the disk; what the disk holds is decided by [`Disk::image`].
     PowerCut(u64),
