@@ -161,7 +161,7 @@ impl StoreBuilder {
         };
         let store_id = init(&db)?;
         Ok(Store {
-            db,
+            db: Some(db),
             clock,
             durability,
             store_id,
@@ -284,7 +284,9 @@ fn init(db: &Database) -> Result<Uuid, StoreError> {
 /// `Store` is `Send + Sync`: share it between threads behind an `Arc`. Writes
 /// are serialized by redb; reads run beside them on a consistent snapshot.
 pub struct Store {
-    db: Database,
+    /// Always `Some` while the store can be used; taken only by `close` and
+    /// `drop`, which end the store.
+    db: Option<Database>,
     clock: Arc<dyn Clock>,
     durability: Durability,
     store_id: Uuid,
@@ -295,6 +297,16 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("store_id", &self.store_id)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            // redb commits on close and may panic on a damaged file; a panic
+            // must not escape a drop (during unwinding it would abort).
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+        }
     }
 }
 
@@ -312,6 +324,23 @@ impl Store {
     /// Opens an empty store in memory with default settings.
     pub fn in_memory() -> Result<Store, StoreError> {
         Store::builder().in_memory()
+    }
+
+    fn db(&self) -> &Database {
+        // Only close() and drop() take the database, and both consume the store.
+        self.db
+            .as_ref()
+            .expect("the database is present until the store ends")
+    }
+
+    /// Closes the store, reporting what dropping it would swallow: redb's
+    /// final commit on close can fail (or meet a damaged file).
+    pub fn close(mut self) -> Result<(), StoreError> {
+        let db = self
+            .db
+            .take()
+            .expect("the database is present until the store ends");
+        contain(|| Ok(db.close()?))
     }
 
     /// This store's id, stamped as the origin of every event it records.
@@ -334,7 +363,7 @@ impl Store {
     /// `Created` outcome is committed, or (on `Err`) nothing is.
     pub fn execute_batch(&self, commands: &[CreateUser]) -> Result<Vec<Outcome>, StoreError> {
         contain(|| {
-            let mut txn = self.db.begin_write()?;
+            let mut txn = self.db().begin_write()?;
             txn.set_durability(self.durability)
                 .map_err(|e| StoreError::Storage(e.into()))?;
             let mut outcomes = Vec::with_capacity(commands.len());
@@ -418,7 +447,7 @@ impl Store {
     /// Up to `limit` events from `from` (inclusive) on, in position order.
     pub fn events(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         contain(|| {
-            let txn = self.db.begin_read()?;
+            let txn = self.db().begin_read()?;
             let events = txn.open_table(EVENTS)?;
             let mut out = Vec::new();
             for row in events.range(from..)?.take(limit) {
@@ -432,7 +461,7 @@ impl Store {
     /// One user's events in version order; empty for an unknown id.
     pub fn aggregate_events(&self, user_id: Uuid) -> Result<Vec<RecordedEvent>, StoreError> {
         contain(|| {
-            let txn = self.db.begin_read()?;
+            let txn = self.db().begin_read()?;
             log::stream(&txn.open_table(EVENTS)?, &txn.open_table(STREAMS)?, user_id)
         })
     }
@@ -440,7 +469,7 @@ impl Store {
     /// A user's current state, or `None` for an unknown id.
     pub fn user(&self, user_id: Uuid) -> Result<Option<User>, StoreError> {
         contain(|| {
-            let txn = self.db.begin_read()?;
+            let txn = self.db().begin_read()?;
             log::load_user(&txn.open_table(EVENTS)?, &txn.open_table(STREAMS)?, user_id)
         })
     }
@@ -448,7 +477,7 @@ impl Store {
     /// The user holding `email` (case and surrounding space ignored), if any.
     pub fn user_id_by_email(&self, email: &str) -> Result<Option<Uuid>, StoreError> {
         contain(|| {
-            let txn = self.db.begin_read()?;
+            let txn = self.db().begin_read()?;
             log::email_owner(&txn.open_table(EMAILS)?, &crate::event::email_key(email))
         })
     }
@@ -456,7 +485,7 @@ impl Store {
     /// The position of the last recorded event; 0 for an empty store.
     pub fn head_position(&self) -> Result<u64, StoreError> {
         contain(|| {
-            let txn = self.db.begin_read()?;
+            let txn = self.db().begin_read()?;
             log::head(&txn.open_table(EVENTS)?)
         })
     }
@@ -467,7 +496,7 @@ impl Store {
     /// the store cannot be read at all. Memory stays flat: nothing is
     /// collected per event.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
-        contain(|| crate::verify::verify(&self.db.begin_read()?))
+        contain(|| crate::verify::verify(&self.db().begin_read()?))
     }
 }
 

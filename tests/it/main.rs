@@ -2,10 +2,13 @@
 //! given / when / then through the helpers in `support`.
 
 mod cli;
+mod concurrency;
 mod contract;
 mod crash;
+mod damage;
 mod disk;
 mod golden;
+mod kill;
 mod props;
 mod store;
 mod support;

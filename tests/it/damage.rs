@@ -1,0 +1,209 @@
+//! Damaged files: copies of a store with 1–4 random bytes changed. Opening,
+//! verify() and every read must return the right data or a clear error —
+//! never wrong data, never a panic through the API.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use spkey_store::{CreateUser, ManualClock, RecordedEvent, Store, StoreError, User};
+use uuid::Uuid;
+
+use crate::disk::Disk;
+use crate::support::{NOW_MS, long_run};
+
+/// A store of a few dozen users, and everything a reader may ask of it.
+struct Original {
+    image: Vec<u8>,
+    events: Vec<RecordedEvent>,
+    users: BTreeMap<Uuid, User>,
+    emails: BTreeMap<String, Uuid>,
+    raw: Vec<Vec<u8>>,
+}
+
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+fn original() -> Original {
+    let disk = Disk::default();
+    let store = open(&disk, true).unwrap();
+    for n in 0..40u128 {
+        let mut command = CreateUser::new(
+            Uuid::from_u128(0xd000 + n).to_string(),
+            format!("damage{n}@example.com"),
+        );
+        if n % 3 == 0 {
+            command = command
+                .first_name("Dee")
+                .last_name("Mage")
+                .phone_number("+44 20 7946 0958");
+        }
+        store.create_user(&command).unwrap();
+    }
+    let events = store.events(1, usize::MAX).unwrap();
+    let mut users = BTreeMap::new();
+    let mut emails = BTreeMap::new();
+    for event in &events {
+        let user = store.user(event.aggregate_id()).unwrap().unwrap();
+        emails.insert(user.profile.email.clone(), user.profile.user_id);
+        users.insert(user.profile.user_id, user);
+    }
+    drop(store);
+    let image = disk.live();
+    let raw = raw_events(image.clone()).unwrap();
+    Original {
+        image,
+        events,
+        users,
+        emails,
+        raw,
+    }
+}
+
+fn open(disk: &Disk, check_on_open: bool) -> Result<Store, StoreError> {
+    Store::builder()
+        .clock(ManualClock::new(NOW_MS))
+        .check_on_open(check_on_open)
+        .backend(disk.backend())
+}
+
+/// The envelope bytes as redb hands them over, trusted as they are.
+fn raw_events(image: Vec<u8>) -> Result<Vec<Vec<u8>>, String> {
+    let db = redb::Builder::new()
+        .create_with_backend(Disk::with_image(image).backend())
+        .map_err(|e| e.to_string())?;
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let table = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
+    let rows = table.iter().map_err(|e| e.to_string())?;
+    rows.map(|row| {
+        row.map(|(_, v)| v.value().to_vec())
+            .map_err(|e| e.to_string())
+    })
+    .collect()
+}
+
+fn damage(image: &[u8], rng: &mut fastrand::Rng) -> Vec<u8> {
+    let mut copy = image.to_vec();
+    for _ in 0..rng.usize(1..=4) {
+        let at = rng.usize(0..copy.len());
+        copy[at] ^= rng.u8(1..=255);
+    }
+    copy
+}
+
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    /// The store would not open: a clear error.
+    Refused,
+    /// Some call returned a clear error (or verify() reported findings).
+    Errors,
+    /// Every call returned exactly the original data.
+    Correct,
+    /// A call returned data that is not the original: the failure we hunt.
+    Wrong(String),
+}
+
+fn read_everything(copy: Vec<u8>, original: &Original, check_on_open: bool) -> Verdict {
+    let Ok(store) = open(&Disk::with_image(copy), check_on_open) else {
+        return Verdict::Refused;
+    };
+    let mut errors = false;
+    match store.verify() {
+        Ok(report) => errors |= !report.is_sound(),
+        Err(_) => errors = true,
+    }
+    match store.events(1, usize::MAX) {
+        Ok(events) if events == original.events => {}
+        Ok(_) => return Verdict::Wrong("events".into()),
+        Err(_) => errors = true,
+    }
+    match store.head_position() {
+        Ok(head) if head == original.events.len() as u64 => {}
+        Ok(head) => return Verdict::Wrong(format!("head {head}")),
+        Err(_) => errors = true,
+    }
+    for (id, user) in &original.users {
+        match store.user(*id) {
+            Ok(Some(found)) if found == *user => {}
+            Ok(found) => return Verdict::Wrong(format!("user {id}: {found:?}")),
+            Err(_) => errors = true,
+        }
+    }
+    for (email, id) in &original.emails {
+        match store.user_id_by_email(email) {
+            Ok(Some(found)) if found == *id => {}
+            Ok(found) => return Verdict::Wrong(format!("email {email}: {found:?}")),
+            Err(_) => errors = true,
+        }
+    }
+    if errors {
+        Verdict::Errors
+    } else {
+        Verdict::Correct
+    }
+}
+
+#[test]
+fn damaged_copies_give_correct_data_or_a_clear_error() {
+    let original = original();
+    let copies = if long_run() { 20_000 } else { 2_000 };
+    let mut rng = fastrand::Rng::with_seed(0xda4a6e);
+    let mut counts = BTreeMap::new();
+    for i in 0..copies {
+        let copy = damage(&original.image, &mut rng);
+        let verdict = catch_unwind(AssertUnwindSafe(|| read_everything(copy, &original, true)))
+            .unwrap_or_else(|_| panic!("copy {i}: a panic escaped the API"));
+        if let Verdict::Wrong(what) = &verdict {
+            panic!("copy {i}: silent wrong data: {what}");
+        }
+        *counts.entry(format!("{verdict:?}")).or_insert(0) += 1;
+    }
+    eprintln!(
+        "damaged files: {copies} copies of a {} byte store: {counts:?}, 0 wrong, 0 panics",
+        original.image.len()
+    );
+}
+
+#[test]
+fn the_damage_harness_catches_a_reader_that_trusts_the_bytes() {
+    let original = original();
+    let mut rng = fastrand::Rng::with_seed(1);
+    let mut wrong = 0;
+    for _ in 0..500 {
+        let copy = damage(&original.image, &mut rng);
+        let trusted = catch_unwind(AssertUnwindSafe(|| raw_events(copy)));
+        if matches!(trusted, Ok(Ok(ref raw)) if *raw != original.raw) {
+            wrong += 1;
+        }
+    }
+    assert!(
+        wrong > 0,
+        "damage never reached the envelopes: the harness sees nothing"
+    );
+}
+
+/// Without the page check on open, redb trusts damaged index pages: this
+/// measures how often that returns wrong data (why the check is on by
+/// default), and holds the line that matters whatever the setting: no panic
+/// escapes the API, the final commit in `drop` included.
+#[test]
+fn unchecked_damaged_copies_never_panic_through_the_api() {
+    let original = original();
+    let copies = if long_run() { 20_000 } else { 2_000 };
+    let mut rng = fastrand::Rng::with_seed(0xda4a6e);
+    let mut counts = BTreeMap::new();
+    for i in 0..copies {
+        let copy = damage(&original.image, &mut rng);
+        let verdict = catch_unwind(AssertUnwindSafe(|| read_everything(copy, &original, false)))
+            .unwrap_or_else(|_| panic!("copy {i}: a panic escaped the API"));
+        let kind = match verdict {
+            Verdict::Wrong(_) => "Wrong".to_string(),
+            other => format!("{other:?}"),
+        };
+        *counts.entry(kind).or_insert(0) += 1;
+    }
+    assert!(
+        counts.contains_key("Errors"),
+        "the envelope checksums never fired: {counts:?}"
+    );
+    eprintln!("damaged files, unchecked open: {copies} copies: {counts:?}, 0 panics");
+}
