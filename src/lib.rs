@@ -46,6 +46,7 @@ pub mod contract;
 mod error;
 mod event;
 mod log;
+mod memory;
 mod store;
 mod user;
 mod verify;
@@ -57,6 +58,10 @@ pub use codec::DecodeError;
 pub use contract::{MAX_BODY_BYTES, Response};
 pub use error::StoreError;
 pub use event::{Event, RecordedEvent, UserCreated, email_key};
+pub use memory::MemoryBackend;
+/// The trait a custom storage backend implements, re-exported from redb for
+/// [`StoreBuilder::backend`].
+pub use redb::StorageBackend;
 pub use store::{DEFAULT_CACHE_BYTES, Outcome, STORE_FORMAT, Store, StoreBuilder};
 pub use user::{CreateUser, Decision, Field, FieldError, Rejection, User, apply, decide};
 pub use verify::VerifyReport;

@@ -7,6 +7,7 @@ mod contract;
 mod crash;
 mod damage;
 mod disk;
+mod fuzz_regressions;
 mod golden;
 mod kill;
 mod props;

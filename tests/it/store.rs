@@ -302,3 +302,23 @@ fn a_file_that_is_not_a_store_is_refused_and_left_alone() {
     assert!(matches!(opened, Err(StoreError::Storage(_))), "{opened:?}");
     assert_eq!(std::fs::read(&path).unwrap(), content);
 }
+
+#[test]
+fn a_snapshot_between_commands_restores_every_command_before_it() {
+    let backend = spkey_store::MemoryBackend::new();
+    let store = Store::builder().backend(backend.clone()).unwrap();
+    let mut snapshots = Vec::new();
+    for n in 0..4 {
+        store.create_user(&create(n)).unwrap();
+        snapshots.push((n + 1, backend.snapshot()));
+    }
+
+    for (count, bytes) in snapshots {
+        let restored = Store::builder()
+            .backend(spkey_store::MemoryBackend::from_bytes(bytes))
+            .unwrap();
+        assert_eq!(restored.head_position().unwrap(), count as u64);
+        assert_eq!(restored.store_id(), store.store_id());
+        assert!(restored.verify().unwrap().is_sound());
+    }
+}
