@@ -105,9 +105,25 @@ pub fn encode(recorded: &RecordedEvent) -> Vec<u8> {
     };
     let mut bytes = vec![FORMAT_V1];
     bytes.extend_from_slice(&to_postcard(&envelope));
-    let checksum = crc32fast::hash(&bytes);
+    let checksum = checksum(&bytes);
     bytes.extend_from_slice(&checksum.to_le_bytes());
     bytes
+}
+
+/// CRC-32 (ISO-HDLC, the zlib/PNG one) of `bytes`. Natively crc32fast uses
+/// the CPU's carry-less multiply; in wasm, where it would fall back to 16 KB
+/// of tables, the `crc` crate's single 1 KB table does the same sum in a
+/// fraction of the binary. Both must agree: the golden fixtures check it.
+#[cfg(not(target_family = "wasm"))]
+fn checksum(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+#[cfg(target_family = "wasm")]
+fn checksum(bytes: &[u8]) -> u32 {
+    const CRC: crc::Crc<u32, crc::Table<1>> =
+        crc::Crc::<u32, crc::Table<1>>::new(&crc::CRC_32_ISO_HDLC);
+    CRC.checksum(bytes)
 }
 
 fn to_postcard<T: Serialize>(value: &T) -> Vec<u8> {
@@ -123,7 +139,7 @@ pub fn decode(bytes: &[u8]) -> Result<RecordedEvent, DecodeError> {
     }
     let (body, tail) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
     let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-    let computed = crc32fast::hash(body);
+    let computed = checksum(body);
     if stored != computed {
         return Err(DecodeError::ChecksumMismatch { stored, computed });
     }
@@ -199,6 +215,15 @@ mod tests {
     }
 
     #[test]
+    fn both_checksum_crates_compute_the_same_sum() {
+        let crc = crc::Crc::<u32, crc::Table<1>>::new(&crc::CRC_32_ISO_HDLC);
+        for bytes in [&b""[..], b"123456789", &encode(&sample())] {
+            assert_eq!(crc.checksum(bytes), crc32fast::hash(bytes));
+        }
+        assert_eq!(checksum(b"123456789"), 0xcbf4_3926);
+    }
+
+    #[test]
     fn round_trips() {
         assert_eq!(decode(&encode(&sample())), Ok(sample()));
     }
@@ -227,7 +252,7 @@ mod tests {
     #[test]
     fn a_valid_checksum_over_a_bad_structure_is_malformed_not_a_panic() {
         let mut body = vec![FORMAT_V1, 0xff, 0xff, 0xff];
-        body.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        body.extend_from_slice(&checksum(&body).to_le_bytes());
         assert!(matches!(decode(&body), Err(DecodeError::Malformed(_))));
     }
 }

@@ -30,6 +30,7 @@ pub struct Response {
 
 /// A response body: the seed's success shape or its error shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
 #[serde(untagged)]
 pub enum Body {
     /// `{"success":true,"aggregateId",…}`. Boxed: it is four times the
@@ -41,6 +42,7 @@ pub enum Body {
 
 /// The success body of `CreateUser`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SuccessBody {
     /// Always `true`.
@@ -57,6 +59,7 @@ pub struct SuccessBody {
 
 /// The error body, as the API sends it for every 4xx and 5xx.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
 #[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     /// The HTTP reason phrase, e.g. `"Bad Request"`.
@@ -71,6 +74,7 @@ pub struct ErrorBody {
 
 /// One failing field of an error body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
 #[serde(deny_unknown_fields)]
 pub struct Detail {
     /// The API's field name (`id`, `userId`, `email`, …), `body` when no
@@ -82,6 +86,7 @@ pub struct Detail {
 
 /// A recorded event as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventJson {
     /// UUID v7 of the event.
@@ -104,6 +109,7 @@ pub struct EventJson {
 
 /// A user's profile fields as JSON; absent optional fields are omitted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserJson {
     /// Lowercase hyphenated UUID.
@@ -123,6 +129,7 @@ pub struct UserJson {
 
 /// A user's current state as JSON, as `spkey user` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserStateJson {
     /// The profile fields.
@@ -154,6 +161,12 @@ impl Response {
                 domain_details(details),
             ),
         }
+    }
+
+    /// A 400 naming `body`, for a body that could not even be turned into
+    /// bytes (a caller passing a value JSON cannot express).
+    pub fn invalid_body(message: &str) -> Response {
+        bad_request(vec![body_detail(message.to_owned())])
     }
 
     /// The 500 response for a storage failure: nothing was written.
@@ -214,11 +227,15 @@ fn domain_details(details: &[FieldError]) -> Vec<Detail> {
 
 /// RFC 3339 in UTC with exactly three fractional digits.
 pub fn format_timestamp(ms: i64) -> String {
-    match jiff::Timestamp::from_millisecond(ms) {
-        Ok(ts) => format!("{ts:.3}"),
-        // The store never records such a time (it checks the clock), so this
-        // is reached only for a hand-built event: show the raw value.
-        Err(_) => ms.to_string(),
+    use std::time::{Duration, UNIX_EPOCH};
+    // humantime formats up to the year 9999; the store never records a
+    // later or pre-1970 time (it checks the clock), so the fallback shows
+    // only a hand-built event's raw value.
+    match u64::try_from(ms) {
+        Ok(ms) if ms <= 253_402_300_799_999 => {
+            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+        }
+        _ => ms.to_string(),
     }
 }
 

@@ -239,7 +239,7 @@ fn init(db: &Database) -> Result<Uuid, StoreError> {
     let txn = db.begin_write()?;
     let (store_id, created) = {
         let mut meta = txn.open_table(META)?;
-        let format = meta.get("format")?.map(|v| v.value().to_vec());
+        let format = meta.get(&b"format"[..])?.map(|v| v.value().to_vec());
         match format {
             Some(bytes) => {
                 let found = <[u8; 4]>::try_from(bytes.as_slice())
@@ -251,7 +251,7 @@ fn init(db: &Database) -> Result<Uuid, StoreError> {
                         supported: STORE_FORMAT,
                     });
                 }
-                let id = meta.get("store_id")?.map(|v| v.value().to_vec());
+                let id = meta.get(&b"store_id"[..])?.map(|v| v.value().to_vec());
                 let id = id
                     .and_then(|bytes| Uuid::from_slice(&bytes).ok())
                     .ok_or_else(|| {
@@ -261,8 +261,8 @@ fn init(db: &Database) -> Result<Uuid, StoreError> {
             }
             None => {
                 let id = Uuid::new_v4();
-                meta.insert("format", STORE_FORMAT.to_le_bytes().as_slice())?;
-                meta.insert("store_id", id.as_bytes().as_slice())?;
+                meta.insert(&b"format"[..], STORE_FORMAT.to_le_bytes().as_slice())?;
+                meta.insert(&b"store_id"[..], id.as_bytes().as_slice())?;
                 (id, true)
             }
         }
@@ -450,9 +450,10 @@ impl Store {
             let txn = self.db().begin_read()?;
             let events = txn.open_table(EVENTS)?;
             let mut out = Vec::new();
-            for row in events.range(from..)?.take(limit) {
+            for row in events.range(&log::u64_bytes(from)[..]..)?.take(limit) {
                 let (position, bytes) = row?;
-                out.push(log::decode_row(position.value(), bytes.value())?);
+                let position = log::read_u64("log key", position.value())?;
+                out.push(log::decode_row(position, bytes.value())?);
             }
             Ok(out)
         })

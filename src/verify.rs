@@ -6,12 +6,11 @@
 //! or misdirected row, without holding anything per event in memory.
 
 use redb::{ReadTransaction, ReadableTable};
-use uuid::Uuid;
 
 use crate::codec;
 use crate::error::StoreError;
 use crate::event::{Event, email_key};
-use crate::log::{self, EMAILS, EVENT_IDS, EVENTS, STREAMS};
+use crate::log::{self, Bytes, EMAILS, EVENT_IDS, EVENTS, STREAMS, stream_key};
 
 /// What [`Store::verify`](crate::Store::verify) found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -42,9 +41,15 @@ pub(crate) fn verify(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> 
     // Event → rows.
     let mut expected_position = 1;
     for row in events.iter()? {
-        let (position, bytes) = row?;
-        let position = position.value();
+        let (key, bytes) = row?;
         report.events += 1;
+        let position = match log::read_u64("log key", key.value()) {
+            Ok(position) => position,
+            Err(error) => {
+                findings.push(error.to_string());
+                continue;
+            }
+        };
         if position != expected_position {
             findings.push(format!(
                 "log gap: position {position} follows {}",
@@ -67,8 +72,7 @@ pub(crate) fn verify(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> 
         }
         let aggregate = recorded.aggregate_id();
         let version = recorded.version;
-        let id = aggregate.as_u128();
-        if streams.get((id, version))?.map(|p| p.value()) != Some(position) {
+        if position_at(&streams, &stream_key(aggregate, version))? != Some(position) {
             findings.push(format!(
                 "position {position}: no stream row {aggregate}/{version} for it"
             ));
@@ -76,19 +80,15 @@ pub(crate) fn verify(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> 
         match version {
             0 => findings.push(format!("position {position}: version 0")),
             1 => report.users += 1,
-            _ => match streams.get((id, version - 1))? {
-                Some(p) if p.value() < position => {}
+            _ => match position_at(&streams, &stream_key(aggregate, version - 1))? {
+                Some(earlier) if earlier < position => {}
                 _ => findings.push(format!(
                     "position {position}: {aggregate} version {version} has no earlier version {}",
                     version - 1
                 )),
             },
         }
-        if event_ids
-            .get(recorded.event_id.as_u128())?
-            .map(|p| p.value())
-            != Some(position)
-        {
+        if position_at(&event_ids, recorded.event_id.as_bytes())? != Some(position) {
             findings.push(format!(
                 "position {position}: event id row does not point at event {}",
                 recorded.event_id
@@ -101,8 +101,8 @@ pub(crate) fn verify(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> 
                         "position {position}: UserCreated at version {version}"
                     ));
                 }
-                let owner = emails.get(created.email_key().as_str())?.map(|v| v.value());
-                if owner != Some(id) {
+                let owner = emails.get(created.email_key().as_bytes())?;
+                if owner.as_ref().map(|v| v.value()) != Some(&aggregate.as_bytes()[..]) {
                     findings.push(format!(
                         "position {position}: email row {} does not point at {aggregate}",
                         created.email
@@ -115,8 +115,16 @@ pub(crate) fn verify(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> 
     // Rows → event.
     for row in streams.iter()? {
         let (key, position) = row?;
-        let ((id, version), position) = (key.value(), position.value());
-        let aggregate = Uuid::from_u128(id);
+        let ((aggregate, version), position) = match (
+            log::read_stream_key(key.value()),
+            log::read_u64("stream row", position.value()),
+        ) {
+            (Ok(key), Ok(position)) => (key, position),
+            (Err(error), _) | (_, Err(error)) => {
+                findings.push(error.to_string());
+                continue;
+            }
+        };
         if let Some(recorded) = readable(&events, position, findings)?
             && (recorded.aggregate_id() != aggregate || recorded.version != version)
         {
@@ -127,7 +135,16 @@ pub(crate) fn verify(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> 
     }
     for row in event_ids.iter()? {
         let (id, position) = row?;
-        let (id, position) = (Uuid::from_u128(id.value()), position.value());
+        let (id, position) = match (
+            log::read_uuid("event id key", id.value()),
+            log::read_u64("event id row", position.value()),
+        ) {
+            (Ok(id), Ok(position)) => (id, position),
+            (Err(error), _) | (_, Err(error)) => {
+                findings.push(error.to_string());
+                continue;
+            }
+        };
         if let Some(recorded) = readable(&events, position, findings)?
             && recorded.event_id != id
         {
@@ -138,31 +155,48 @@ pub(crate) fn verify(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> 
     }
     for row in emails.iter()? {
         let (email, owner) = row?;
-        let owner = Uuid::from_u128(owner.value());
+        let email = String::from_utf8_lossy(email.value()).into_owned();
+        let owner = match log::read_uuid("email row", owner.value()) {
+            Ok(owner) => owner,
+            Err(error) => {
+                findings.push(format!("{email}: {error}"));
+                continue;
+            }
+        };
         let holds = match log::load_user(&events, &streams, owner) {
-            Ok(user) => user.is_some_and(|u| email_key(&u.profile.email) == email.value()),
+            Ok(user) => user.is_some_and(|u| email_key(&u.profile.email) == email),
             // A damaged event was already reported by the log pass.
             Err(StoreError::Corrupt { .. } | StoreError::Inconsistent(_)) => true,
             Err(other) => return Err(other),
         };
         if !holds {
             findings.push(format!(
-                "email row {} points at {owner}, who does not hold it",
-                email.value()
+                "email row {email} points at {owner}, who does not hold it"
             ));
         }
     }
     Ok(report)
 }
 
+/// The position an index row holds, `None` when there is no row or it is
+/// not a position (a damaged value counts as absent: it is reported then).
+fn position_at(
+    index: &impl ReadableTable<Bytes, Bytes>,
+    key: &[u8],
+) -> Result<Option<u64>, StoreError> {
+    Ok(index
+        .get(key)?
+        .and_then(|v| log::read_u64("index row", v.value()).ok()))
+}
+
 /// The event an index row points at; a row pointing past the log is a
 /// finding, a damaged event was already reported by the log pass.
 fn readable(
-    events: &impl ReadableTable<u64, &'static [u8]>,
+    events: &impl ReadableTable<Bytes, Bytes>,
     position: u64,
     findings: &mut Vec<String>,
 ) -> Result<Option<crate::event::RecordedEvent>, StoreError> {
-    match events.get(position)? {
+    match events.get(&log::u64_bytes(position)[..])? {
         None => {
             findings.push(format!("index row points at missing position {position}"));
             Ok(None)

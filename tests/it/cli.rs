@@ -181,9 +181,9 @@ fn verify_exits_0_when_sound_and_1_with_findings_when_damaged() {
         let txn = db.begin_write().unwrap();
         {
             let mut emails = txn
-                .open_table(redb::TableDefinition::<&str, u128>::new("emails"))
+                .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("emails"))
                 .unwrap();
-            emails.remove("user@example.com").unwrap();
+            emails.remove(&b"user@example.com"[..]).unwrap();
         }
         txn.commit().unwrap();
     }

@@ -21,7 +21,7 @@ struct Original {
     raw: Vec<Vec<u8>>,
 }
 
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
 
 fn original() -> Original {
     let disk = Disk::default();

@@ -7,9 +7,9 @@ use uuid::Uuid;
 use crate::support::*;
 
 // The store's tables, declared again to reach under the API in tests.
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-const EMAILS: TableDefinition<&str, u128> = TableDefinition::new("emails");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
+const EMAILS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("emails");
+const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
 
 fn user_id(n: u128) -> String {
     Uuid::from_u128(0x1000 + n).to_string()
@@ -203,9 +203,16 @@ fn a_damaged_envelope_is_found_by_verify_and_never_read_as_data() {
 
     let given = tamper(given, |txn| {
         let mut events = txn.open_table(EVENTS).unwrap();
-        let mut bytes = events.get(2).unwrap().unwrap().value().to_vec();
+        let mut bytes = events
+            .get(&2u64.to_be_bytes()[..])
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec();
         bytes[10] ^= 0x01;
-        events.insert(2, bytes.as_slice()).unwrap();
+        events
+            .insert(&2u64.to_be_bytes()[..], bytes.as_slice())
+            .unwrap();
     });
 
     let report = given.store.verify().unwrap();
@@ -235,8 +242,13 @@ fn a_missing_or_extra_index_row_is_found_by_verify() {
 
     let given = tamper(given, |txn| {
         let mut emails = txn.open_table(EMAILS).unwrap();
-        emails.remove("user1@example.com").unwrap();
-        emails.insert("ghost@example.com", 5).unwrap();
+        emails.remove(&b"user1@example.com"[..]).unwrap();
+        emails
+            .insert(
+                &b"ghost@example.com"[..],
+                &Uuid::from_u128(5).as_bytes()[..],
+            )
+            .unwrap();
     });
 
     let findings = given.store.verify().unwrap().findings;
@@ -254,7 +266,7 @@ fn a_store_from_a_newer_format_is_refused() {
     let txn = db.begin_write().unwrap();
     txn.open_table(META)
         .unwrap()
-        .insert("format", 99u32.to_le_bytes().as_slice())
+        .insert(&b"format"[..], 99u32.to_le_bytes().as_slice())
         .unwrap();
     txn.commit().unwrap();
     drop(db);
@@ -271,7 +283,10 @@ fn a_store_from_a_newer_format_is_refused() {
     let db = redb::Database::open(dir.path().join("store.redb")).unwrap();
     let txn = db.begin_read().unwrap();
     let events = txn.open_table(EVENTS).unwrap();
-    assert!(events.get(1).unwrap().is_none(), "refusal must not write");
+    assert!(
+        events.get(&1u64.to_be_bytes()[..]).unwrap().is_none(),
+        "refusal must not write"
+    );
 }
 
 #[test]

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Builds the npm package `spkey-store` into wasm/pkg/:
+#   pkg/web/   ES module for browsers, workers and bundlers (call init() first)
+#   pkg/node/  CommonJS for Node (ready on require/import)
+# with package.json, the .d.ts types generated from the Rust types, and the
+# package README. wasm-opt comes from npm's binaryen (Debian's is too old for
+# wasm-bindgen's output). Needs: scripts/setup-wasm.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+cargo build -p spkey-store-wasm --target wasm32-unknown-unknown --profile wasm-release --locked
+wasm=../target/wasm32-unknown-unknown/wasm-release/spkey_store_wasm.wasm
+
+rm -rf pkg
+for target in web node; do
+  flavour=$target
+  [ "$target" = node ] && flavour=nodejs
+  wasm-bindgen --target "$flavour" --out-dir "pkg/$target" --out-name spkey_store "$wasm"
+  node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+    --enable-sign-ext --enable-mutable-globals --enable-reference-types \
+    "pkg/$target/spkey_store_bg.wasm" -o "pkg/$target/spkey_store_bg.wasm"
+done
+echo '{ "type": "module" }' > pkg/web/package.json
+echo '{ "type": "commonjs" }' > pkg/node/package.json
+
+version=$(cargo metadata --format-version 1 --no-deps \
+  | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).packages.find(p=>p.name==="spkey-store-wasm").version))')
+cat > pkg/package.json <<JSON
+{
+  "name": "spkey-store",
+  "version": "$version",
+  "description": "Embedded, offline-first replica of the SmartphoneKey Users API: POST /users/{id}/CreateUser answered locally, in browsers (OPFS), Node and edge runtimes.",
+  "license": "MIT OR Apache-2.0",
+  "exports": {
+    ".": {
+      "node": {
+        "types": "./node/spkey_store.d.ts",
+        "default": "./node/spkey_store.js"
+      },
+      "default": {
+        "types": "./web/spkey_store.d.ts",
+        "default": "./web/spkey_store.js"
+      }
+    }
+  },
+  "main": "./node/spkey_store.js",
+  "module": "./web/spkey_store.js",
+  "types": "./web/spkey_store.d.ts",
+  "files": ["web", "node", "README.md"],
+  "sideEffects": false
+}
+JSON
+cp README.md pkg/README.md
+size=$(gzip -9 -c pkg/web/spkey_store_bg.wasm | wc -c)
+echo "spkey-store: pkg/web/spkey_store_bg.wasm $(wc -c < pkg/web/spkey_store_bg.wasm) bytes, $size gzipped"

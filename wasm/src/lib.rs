@@ -1,0 +1,280 @@
+//! spkey-store for JavaScript: the same store, the same contract, in
+//! browsers, Node and edge runtimes.
+//!
+//! A thin adapter: every rule lives in the core crate. This crate turns JS
+//! values into the core's inputs, the core's bodies into JS objects (through
+//! serde, so their TypeScript types are generated from the Rust types), and
+//! failures into JS `Error`s with a stable `name`.
+//!
+//! Numbers: positions and versions cross into JavaScript as plain numbers
+//! (`f64`). They count events, so they stay far below 2^53, where every
+//! integer is exact.
+
+#![deny(missing_docs)]
+
+mod error;
+mod opfs;
+
+use serde::Serialize;
+use spkey_store::contract::{Response, event_json, user_json};
+use spkey_store::{MemoryBackend, Store};
+use wasm_bindgen::prelude::*;
+
+pub use error::names;
+use error::{js_error, store_error};
+use opfs::OpfsBackend;
+
+// The API's names for the generated types (their Rust names describe them as
+// JSON shapes). The only hand-written TypeScript: aliases, no shapes.
+#[wasm_bindgen(typescript_custom_section)]
+const TS_NAMES: &'static str = r#"
+export type CreateUserResponse = SuccessBody;
+export type ErrorResponse = ErrorBody;
+export type RecordedEvent = EventJson;
+export type User = UserStateJson;
+"#;
+
+/// Where a store's bytes live, kept to take snapshots of them.
+enum Bytes {
+    Memory(MemoryBackend),
+    Opfs(OpfsBackend),
+}
+
+/// An event store: `POST /users/{id}/CreateUser` answered locally.
+#[wasm_bindgen]
+pub struct EventStore {
+    /// `None` once closed.
+    open: Option<(Store, Bytes)>,
+}
+
+/// The browser's clock: `SystemTime::now()` panics on this target.
+fn clock() -> i64 {
+    js_sys::Date::now() as i64
+}
+
+fn open_on(backend: impl spkey_store::StorageBackend) -> Result<Store, JsValue> {
+    Store::builder()
+        .clock(clock)
+        .backend(backend)
+        .map_err(store_error)
+}
+
+/// Plain JS values — objects, arrays, numbers — by way of JSON text, which
+/// the core already writes for the wire: one serializer in the binary
+/// instead of two, and `JSON.parse` is as fast as building objects by hand.
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    let text = serde_json::to_string(value).map_err(|e| js_error(names::STORAGE, e))?;
+    js_sys::JSON::parse(&text)
+}
+
+/// A count or position from JS: a non-negative integer within 2^53.
+fn whole_number(name: &str, value: f64) -> Result<u64, JsValue> {
+    const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
+    if value.fract() == 0.0 && (0.0..=MAX_SAFE).contains(&value) {
+        Ok(value as u64)
+    } else {
+        // JS formats the number: Rust's float formatting would add 15 KB.
+        let shown = js_sys::Number::from(value)
+            .to_string_with_radix(10)
+            .map_or_else(|_| String::from("a number out of range"), String::from);
+        Err(js_error(
+            names::INVALID_ARGUMENT,
+            format!("{name} must be a whole number from 0 to 2^53 - 1, got {shown}"),
+        ))
+    }
+}
+
+fn parse_id(id: &str) -> Result<uuid::Uuid, JsValue> {
+    uuid::Uuid::try_parse(id).map_err(|e| {
+        js_error(
+            names::INVALID_ARGUMENT,
+            format!("{id:?} is not a UUID: {e}"),
+        )
+    })
+}
+
+/// The request body as bytes: a string is taken as JSON text, anything
+/// else is serialized with `JSON.stringify`.
+fn body_bytes(body: &JsValue) -> Result<Vec<u8>, Response> {
+    if let Some(text) = body.as_string() {
+        return Ok(text.into_bytes());
+    }
+    match js_sys::JSON::stringify(body) {
+        Ok(text) => text
+            .as_string()
+            .map(String::into_bytes)
+            .ok_or_else(|| Response::invalid_body("is required")),
+        Err(_) => Err(Response::invalid_body(
+            "cannot be expressed as JSON (a cycle or a BigInt?)",
+        )),
+    }
+}
+
+#[wasm_bindgen]
+impl EventStore {
+    /// A new, empty store in memory. Keep it with `snapshot()`.
+    #[wasm_bindgen(js_name = inMemory)]
+    pub fn in_memory() -> Result<EventStore, JsValue> {
+        let backend = MemoryBackend::new();
+        let store = open_on(backend.clone())?;
+        Ok(EventStore {
+            open: Some((store, Bytes::Memory(backend))),
+        })
+    }
+
+    /// A durable store in the origin's private file system (OPFS), created
+    /// when missing. Only in a dedicated Worker (a `NotSupportedError`
+    /// elsewhere); a second open of the same name while one is open is a
+    /// `StoreLockedError`.
+    #[wasm_bindgen(js_name = openOpfs)]
+    pub async fn open_opfs(name: String) -> Result<EventStore, JsValue> {
+        let backend = OpfsBackend::open(&name).await?;
+        let store = open_on(backend.clone())?;
+        Ok(EventStore {
+            open: Some((store, Bytes::Opfs(backend))),
+        })
+    }
+
+    /// A store in memory restored from `snapshot()` bytes. Damaged bytes are
+    /// a `CorruptStoreError` (or a `StorageError`), never a wrong store.
+    #[wasm_bindgen(js_name = fromSnapshot)]
+    pub fn from_snapshot(bytes: &[u8]) -> Result<EventStore, JsValue> {
+        let backend = MemoryBackend::from_bytes(bytes.to_vec());
+        let store = open_on(backend.clone())?;
+        Ok(EventStore {
+            open: Some((store, Bytes::Memory(backend))),
+        })
+    }
+
+    fn store(&self) -> Result<&Store, JsValue> {
+        self.open
+            .as_ref()
+            .map(|(store, _)| store)
+            .ok_or_else(|| js_error(names::CLOSED, "the store is closed"))
+    }
+
+    /// The whole store as bytes, to keep in IndexedDB, a download or a file
+    /// and restore with `fromSnapshot`. Holds every command acknowledged so
+    /// far.
+    pub fn snapshot(&self) -> Result<Vec<u8>, JsValue> {
+        let (_, bytes) = self
+            .open
+            .as_ref()
+            .ok_or_else(|| js_error(names::CLOSED, "the store is closed"))?;
+        match bytes {
+            Bytes::Memory(memory) => Ok(memory.snapshot()),
+            Bytes::Opfs(opfs) => opfs.snapshot().map_err(|e| js_error(names::STORAGE, e)),
+        }
+    }
+
+    /// `POST /users/{id}/CreateUser`: returns the API's body — the success
+    /// body (201, or 200 for a replay) or the error body (400, 409, 413).
+    /// Contract outcomes are returned, never thrown; a storage failure
+    /// throws a `StorageError`.
+    #[wasm_bindgen(
+        js_name = createUser,
+        unchecked_return_type = "CreateUserResponse | ErrorResponse"
+    )]
+    pub fn create_user(
+        &self,
+        id: &str,
+        #[wasm_bindgen(unchecked_param_type = "object | string")] body: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        let response = self.respond(id, &body)?;
+        to_js(&response.body)
+    }
+
+    /// As `createUser`, with the HTTP status beside the body:
+    /// `{ status, body }`, to tell a 201 from a replay's 200.
+    #[wasm_bindgen(
+        js_name = createUserWithStatus,
+        unchecked_return_type = "{ status: number; body: CreateUserResponse | ErrorResponse }"
+    )]
+    pub fn create_user_with_status(
+        &self,
+        id: &str,
+        #[wasm_bindgen(unchecked_param_type = "object | string")] body: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        #[derive(Serialize)]
+        struct WithStatus<'a> {
+            status: u16,
+            body: &'a spkey_store::contract::Body,
+        }
+        let response = self.respond(id, &body)?;
+        to_js(&WithStatus {
+            status: response.status,
+            body: &response.body,
+        })
+    }
+
+    fn respond(&self, id: &str, body: &JsValue) -> Result<Response, JsValue> {
+        let store = self.store()?;
+        let response = match body_bytes(body) {
+            Ok(bytes) => store.create_user_wire(id, &bytes),
+            Err(response) => response,
+        };
+        if response.status >= 500 {
+            let message = match &response.body {
+                spkey_store::contract::Body::Error(error) => error.message.clone(),
+                spkey_store::contract::Body::Success(_) => "storage failure".into(),
+            };
+            return Err(js_error(names::STORAGE, message));
+        }
+        Ok(response)
+    }
+
+    /// The user's current state, or `null` when there is none. An `id` that
+    /// is not a UUID is an `InvalidArgumentError`.
+    #[wasm_bindgen(unchecked_return_type = "User | null")]
+    pub fn user(&self, id: &str) -> Result<JsValue, JsValue> {
+        let id = parse_id(id)?;
+        match self.store()?.user(id).map_err(store_error)? {
+            Some(user) => to_js(&user_json(&user)),
+            None => Ok(JsValue::NULL),
+        }
+    }
+
+    /// Events in position order, from `fromPosition` (default 1) on, at most
+    /// `limit` of them (default: all).
+    #[wasm_bindgen(unchecked_return_type = "RecordedEvent[]")]
+    pub fn events(
+        &self,
+        #[wasm_bindgen(js_name = fromPosition)] from_position: Option<f64>,
+        limit: Option<f64>,
+    ) -> Result<JsValue, JsValue> {
+        let from = whole_number("fromPosition", from_position.unwrap_or(1.0))?;
+        let limit = match limit {
+            Some(limit) => whole_number("limit", limit)? as usize,
+            None => usize::MAX,
+        };
+        let events = self.store()?.events(from, limit).map_err(store_error)?;
+        to_js(&events.iter().map(event_json).collect::<Vec<_>>())
+    }
+
+    /// The position of the last event; 0 for an empty store.
+    #[wasm_bindgen(js_name = headPosition)]
+    pub fn head_position(&self) -> Result<f64, JsValue> {
+        let head = self.store()?.head_position().map_err(store_error)?;
+        Ok(head as f64)
+    }
+
+    /// Checks every event and index row; throws a `CorruptStoreError` with
+    /// the findings when the store is damaged.
+    pub fn verify(&self) -> Result<(), JsValue> {
+        let report = self.store()?.verify().map_err(store_error)?;
+        if report.is_sound() {
+            Ok(())
+        } else {
+            Err(js_error(names::CORRUPT, report.findings.join("; ")))
+        }
+    }
+
+    /// Closes the store, releasing its OPFS file for the next open. Later
+    /// calls throw a `StoreClosedError`; closing twice is harmless.
+    pub fn close(&mut self) -> Result<(), JsValue> {
+        match self.open.take() {
+            Some((store, _)) => store.close().map_err(store_error),
+            None => Ok(()),
+        }
+    }
+}

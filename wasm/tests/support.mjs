@@ -1,0 +1,102 @@
+// Shared by the page tests and the benchmark: a static server on loopback
+// and a headless Chromium that can be killed and restarted on one profile.
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import { readFile, mkdtemp, rm } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, extname, join, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const roots = { '/pkg/': join(here, '..', 'pkg'), '/page/': join(here, 'page') };
+const types = {
+  '.html': 'text/html',
+  '.js': 'text/javascript',
+  '.mjs': 'text/javascript',
+  '.wasm': 'application/wasm',
+  '.json': 'application/json',
+};
+
+/** Serves wasm/pkg at /pkg/ and tests/page at /page/ on 127.0.0.1. */
+export async function serve() {
+  const server = createServer(async (req, res) => {
+    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    const prefix = Object.keys(roots).find((p) => path.startsWith(p));
+    const file = prefix && normalize(join(roots[prefix], path.slice(prefix.length)));
+    if (!file || !file.startsWith(roots[prefix]) || !existsSync(file)) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream' });
+    res.end(await readFile(file));
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${server.address().port}`, close: () => server.close() };
+}
+
+export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+export async function profileDir() {
+  return mkdtemp(join(tmpdir(), 'spkey-chromium-'));
+}
+
+/**
+ * Starts headless Chromium on `profile` and connects to it. We start the
+ * process ourselves (not through Playwright's launcher) so that a test can
+ * SIGKILL it, as a crash or a killed tab would.
+ */
+export async function launch(profile) {
+  const portFile = join(profile, 'DevToolsActivePort');
+  // A killed browser leaves its old port behind; wait for the new one.
+  await rm(portFile, { force: true });
+  const child = spawn(CHROMIUM, [
+    '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    `--user-data-dir=${profile}`, '--remote-debugging-port=0', 'about:blank',
+  ], { stdio: 'ignore' });
+  for (let i = 0; i < 200 && !existsSync(portFile); i++) await sleep(50);
+  let port;
+  for (let i = 0; i < 100 && !port; i++) {
+    port = readFileSync(portFile, 'utf8').split('\n')[0];
+    if (!port) await sleep(50);
+  }
+  const browser = await chromium.connectOverCDP(`http://127.0.0.1:${port}`);
+  const context = browser.contexts()[0];
+  return {
+    browser,
+    context,
+    /** A page of the test site, loaded and ready. */
+    async page(url) {
+      const page = await context.newPage();
+      await page.goto(`${url}/page/index.html`);
+      await page.waitForFunction(() => window.ready === true);
+      return page;
+    },
+    /** Ends the browser the hard way: no shutdown, no flush. */
+    async kill() {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
+    },
+    /** Ends the browser the polite way. */
+    async close() {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      await browser.close();
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+export function user(n) {
+  const hex = n.toString(16).padStart(12, '0');
+  return {
+    userId: `00000000-0000-4000-8000-${hex}`,
+    email: `page${n}@example.com`,
+    firstName: 'Page',
+    phoneNumber: '+1-555-0123',
+  };
+}
