@@ -13,13 +13,16 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::{Event, RecordedEvent, UserCreated};
+use crate::event::{Event, RecordedEvent, UserCreated, UserCreationRejected};
+use crate::user::{Field, FieldError};
 
 /// The envelope format this version writes.
 pub const FORMAT_V1: u8 = 1;
 
 /// The event type code of `UserCreated`.
 const USER_CREATED: u16 = 1;
+/// The event type code of `UserCreationRejected`.
+const USER_CREATION_REJECTED: u16 = 2;
 
 const CHECKSUM_LEN: usize = 4;
 
@@ -78,6 +81,15 @@ struct UserCreatedV1<'a> {
     phone_number: Option<&'a str>,
 }
 
+/// `UserCreationRejected`, schema 1. Fields are stored by their API names.
+#[derive(Serialize, Deserialize)]
+struct UserCreationRejectedV1<'a> {
+    rejected_event_id: [u8; 16],
+    code: u16,
+    #[serde(borrow)]
+    details: Vec<(&'a str, &'a str)>,
+}
+
 /// Encodes a recorded event as envelope bytes in the current format.
 pub fn encode(recorded: &RecordedEvent) -> Vec<u8> {
     let (event_type, schema_version, payload) = match &recorded.event {
@@ -89,6 +101,19 @@ pub fn encode(recorded: &RecordedEvent) -> Vec<u8> {
                 first_name: created.first_name.as_deref(),
                 last_name: created.last_name.as_deref(),
                 phone_number: created.phone_number.as_deref(),
+            }),
+        ),
+        Event::UserCreationRejected(rejected) => (
+            USER_CREATION_REJECTED,
+            1,
+            to_postcard(&UserCreationRejectedV1 {
+                rejected_event_id: rejected.rejected_event_id.into_bytes(),
+                code: rejected.code,
+                details: rejected
+                    .details
+                    .iter()
+                    .map(|d| (d.field.as_str(), d.message.as_str()))
+                    .collect(),
             }),
         ),
     };
@@ -115,12 +140,12 @@ pub fn encode(recorded: &RecordedEvent) -> Vec<u8> {
 /// of tables, the `crc` crate's single 1 KB table does the same sum in a
 /// fraction of the binary. Both must agree: the golden fixtures check it.
 #[cfg(not(target_family = "wasm"))]
-fn checksum(bytes: &[u8]) -> u32 {
+pub(crate) fn checksum(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 
 #[cfg(target_family = "wasm")]
-fn checksum(bytes: &[u8]) -> u32 {
+pub(crate) fn checksum(bytes: &[u8]) -> u32 {
     const CRC: crc::Crc<u32, crc::Table<1>> =
         crc::Crc::<u32, crc::Table<1>>::new(&crc::CRC_32_ISO_HDLC);
     CRC.checksum(bytes)
@@ -161,6 +186,31 @@ fn decode_v1(body: &[u8]) -> Result<RecordedEvent, DecodeError> {
                 first_name: v1.first_name.map(str::to_owned),
                 last_name: v1.last_name.map(str::to_owned),
                 phone_number: v1.phone_number.map(str::to_owned),
+            })
+        }
+        (USER_CREATION_REJECTED, 1) => {
+            let v1: UserCreationRejectedV1 = from_postcard(envelope.payload)?;
+            let details = v1
+                .details
+                .into_iter()
+                .map(|(field, message)| {
+                    let field = Field::ALL
+                        .into_iter()
+                        .find(|f| f.as_str() == field)
+                        .ok_or_else(|| {
+                            DecodeError::Malformed(format!("unknown field {field:?}"))
+                        })?;
+                    Ok(FieldError {
+                        field,
+                        message: message.to_owned(),
+                    })
+                })
+                .collect::<Result<_, DecodeError>>()?;
+            Event::UserCreationRejected(UserCreationRejected {
+                user_id: aggregate_id,
+                rejected_event_id: Uuid::from_bytes(v1.rejected_event_id),
+                code: v1.code,
+                details,
             })
         }
         (event_type, schema_version) => {

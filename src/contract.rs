@@ -11,9 +11,9 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::event::{Event, RecordedEvent};
+use crate::event::{Event, RecordedEvent, UserCreated, UserCreationRejected};
 use crate::store::{Outcome, Store};
-use crate::user::{CreateUser, Field, FieldError, Rejection, User};
+use crate::user::{CreateUser, Field, FieldError, User};
 
 /// The largest request body accepted, in bytes; a larger one is answered 413
 /// without being parsed.
@@ -104,7 +104,36 @@ pub struct EventJson {
     /// RFC 3339, UTC, milliseconds: `2026-11-26T23:00:00.000Z`.
     pub recorded_at: String,
     /// The event's fields.
-    pub data: UserJson,
+    pub data: EventData,
+}
+
+/// The `data` of an event, by event type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
+#[serde(untagged)]
+pub enum EventData {
+    /// `UserCreated`: the profile.
+    User(UserJson),
+    /// `UserCreationRejected`: why the hub refused the user.
+    Rejection(RejectionJson),
+}
+
+/// Why the hub refused a user created offline: the API's error body for the
+/// refused command, and which event it refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RejectionJson {
+    /// The `UserCreated` event the hub refused.
+    pub rejected_event_id: String,
+    /// The HTTP reason phrase, e.g. `"Conflict"`.
+    pub error: String,
+    /// A sentence for a person.
+    pub message: String,
+    /// The HTTP status: 400 or 409.
+    pub code: u16,
+    /// One entry per failing field.
+    pub details: Vec<Detail>,
 }
 
 /// A user's profile fields as JSON; absent optional fields are omitted.
@@ -139,6 +168,9 @@ pub struct UserStateJson {
     pub version: u64,
     /// When the user was created, RFC 3339 UTC with milliseconds.
     pub created_at: String,
+    /// Present when the hub refused this user (created offline): why.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rejection: Option<RejectionJson>,
 }
 
 impl Response {
@@ -153,13 +185,15 @@ impl Response {
         match outcome {
             Outcome::Created(event) => Response::success(201, event),
             Outcome::Replayed(event) => Response::success(200, event),
-            Outcome::Rejected(Rejection::Invalid(details)) => bad_request(domain_details(details)),
-            Outcome::Rejected(Rejection::Conflict(details)) => Response::error(
-                409,
-                "Conflict",
-                "The request conflicts with an existing user",
-                domain_details(details),
-            ),
+            Outcome::Rejected(rejection) => {
+                let (error, message) = reason(rejection.code());
+                Response::error(
+                    rejection.code(),
+                    error,
+                    message,
+                    domain_details(rejection.details()),
+                )
+            }
         }
     }
 
@@ -206,13 +240,36 @@ impl Response {
     }
 }
 
+/// The `error` and `message` of an error body with status `code`.
+fn reason(code: u16) -> (&'static str, &'static str) {
+    match code {
+        400 => (
+            "Bad Request",
+            "The request contains invalid parameters or malformed data",
+        ),
+        409 => ("Conflict", "The request conflicts with an existing user"),
+        413 => ("Payload Too Large", "The request body is too large"),
+        _ => (
+            "Internal Server Error",
+            "The store could not record the command",
+        ),
+    }
+}
+
 fn bad_request(details: Vec<Detail>) -> Response {
-    Response::error(
-        400,
-        "Bad Request",
-        "The request contains invalid parameters or malformed data",
-        details,
-    )
+    let (error, message) = reason(400);
+    Response::error(400, error, message, details)
+}
+
+fn rejection_json(rejected: &UserCreationRejected) -> RejectionJson {
+    let (error, message) = reason(rejected.code);
+    RejectionJson {
+        rejected_event_id: rejected.rejected_event_id.to_string(),
+        error: error.into(),
+        message: message.into(),
+        code: rejected.code,
+        details: domain_details(&rejected.details),
+    }
 }
 
 fn domain_details(details: &[FieldError]) -> Vec<Detail> {
@@ -242,13 +299,8 @@ pub fn format_timestamp(ms: i64) -> String {
 /// A recorded event as the wire shows it.
 pub fn event_json(recorded: &RecordedEvent) -> EventJson {
     let data = match &recorded.event {
-        Event::UserCreated(created) => UserJson {
-            user_id: created.user_id.to_string(),
-            email: created.email.clone(),
-            first_name: created.first_name.clone(),
-            last_name: created.last_name.clone(),
-            phone_number: created.phone_number.clone(),
-        },
+        Event::UserCreated(created) => EventData::User(profile_json(created)),
+        Event::UserCreationRejected(rejected) => EventData::Rejection(rejection_json(rejected)),
     };
     EventJson {
         event_id: recorded.event_id.to_string(),
@@ -262,19 +314,23 @@ pub fn event_json(recorded: &RecordedEvent) -> EventJson {
     }
 }
 
+fn profile_json(profile: &UserCreated) -> UserJson {
+    UserJson {
+        user_id: profile.user_id.to_string(),
+        email: profile.email.clone(),
+        first_name: profile.first_name.clone(),
+        last_name: profile.last_name.clone(),
+        phone_number: profile.phone_number.clone(),
+    }
+}
+
 /// A user's state as the wire shows it.
 pub fn user_json(user: &User) -> UserStateJson {
-    let profile = &user.profile;
     UserStateJson {
-        profile: UserJson {
-            user_id: profile.user_id.to_string(),
-            email: profile.email.clone(),
-            first_name: profile.first_name.clone(),
-            last_name: profile.last_name.clone(),
-            phone_number: profile.phone_number.clone(),
-        },
+        profile: profile_json(&user.profile),
         version: user.version,
         created_at: format_timestamp(user.created_at_ms),
+        rejection: user.rejection.as_ref().map(rejection_json),
     }
 }
 

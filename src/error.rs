@@ -1,6 +1,7 @@
 //! Failures of the store, as opposed to rejections of a command
 //! ([`crate::Rejection`]), which are answers and change nothing.
 
+use crate::batch::BatchError;
 use crate::codec::DecodeError;
 
 /// The store could not do what was asked. Nothing was written: a failed
@@ -49,6 +50,11 @@ pub enum StoreError {
     /// `Corrupt`: drop the store, reopen, run `verify()`, restore if damaged.
     #[error("storage engine failed on damaged data: {0}")]
     Damaged(String),
+    /// A sync batch was refused whole: damaged, oversized, of the wrong kind,
+    /// from another hub, or carrying an unacceptable event. Nothing was
+    /// written. Handling: do not retry the same bytes; fetch a fresh batch.
+    #[error("batch refused: {0}")]
+    Batch(#[from] BatchError),
     /// The storage engine failed: I/O error, full disk, a damaged file.
     /// Handling: the operation did not happen; report it, and retry only
     /// after the cause is fixed.

@@ -2,6 +2,8 @@
 
 use uuid::Uuid;
 
+use crate::user::FieldError;
+
 /// Something that happened to a user aggregate. Variants are past tense and
 /// their names are stable: they are written to disk and to the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,6 +11,10 @@ use uuid::Uuid;
 pub enum Event {
     /// A user was created with its initial profile.
     UserCreated(UserCreated),
+    /// The hub refused a user created on this device: a compensating event,
+    /// so the log stays append-only and the refusal stays visible. Recorded
+    /// only locally, never pushed.
+    UserCreationRejected(UserCreationRejected),
 }
 
 impl Event {
@@ -16,13 +22,14 @@ impl Event {
     pub fn event_type(&self) -> &'static str {
         match self {
             Event::UserCreated(_) => "UserCreated",
+            Event::UserCreationRejected(_) => "UserCreationRejected",
         }
     }
 
     /// The aggregate type this event belongs to, as `aggregateType` shows it.
     pub fn aggregate_type(&self) -> &'static str {
         match self {
-            Event::UserCreated(_) => "User",
+            Event::UserCreated(_) | Event::UserCreationRejected(_) => "User",
         }
     }
 
@@ -30,6 +37,7 @@ impl Event {
     pub fn aggregate_id(&self) -> Uuid {
         match self {
             Event::UserCreated(created) => created.user_id,
+            Event::UserCreationRejected(rejected) => rejected.user_id,
         }
     }
 }
@@ -57,6 +65,19 @@ impl UserCreated {
     pub fn email_key(&self) -> String {
         email_key(&self.email)
     }
+}
+
+/// Why the hub refused a user this device created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCreationRejected {
+    /// The user (aggregate) whose creation was refused.
+    pub user_id: Uuid,
+    /// The `UserCreated` event the hub refused.
+    pub rejected_event_id: Uuid,
+    /// The HTTP status the hub answered with (400 or 409).
+    pub code: u16,
+    /// The failing fields, as the hub named them.
+    pub details: Vec<FieldError>,
 }
 
 /// Normalizes an email for the uniqueness index. Case is ignored across the

@@ -40,6 +40,7 @@
 
 #![deny(missing_docs)]
 
+mod batch;
 mod clock;
 pub mod codec;
 pub mod contract;
@@ -48,21 +49,24 @@ mod event;
 mod log;
 mod memory;
 mod store;
+mod sync;
 mod user;
 mod verify;
 
+pub use batch::{BatchError, BatchKind, MAX_BATCH_BYTES, MAX_BATCH_ITEMS};
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub use clock::SystemClock;
 pub use clock::{Clock, ManualClock};
 pub use codec::DecodeError;
 pub use contract::{MAX_BODY_BYTES, Response};
 pub use error::StoreError;
-pub use event::{Event, RecordedEvent, UserCreated, email_key};
+pub use event::{Event, RecordedEvent, UserCreated, UserCreationRejected, email_key};
 pub use memory::MemoryBackend;
 /// The trait a custom storage backend implements, re-exported from redb for
 /// [`StoreBuilder::backend`].
 pub use redb::StorageBackend;
 pub use store::{DEFAULT_CACHE_BYTES, Outcome, STORE_FORMAT, Store, StoreBuilder};
+pub use sync::{ImportSummary, ReplySummary};
 pub use user::{CreateUser, Decision, Field, FieldError, Rejection, User, apply, decide};
 pub use verify::VerifyReport;
 

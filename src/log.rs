@@ -27,8 +27,13 @@ pub(crate) const STREAMS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 pub(crate) const EMAILS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("emails");
 /// event id (16 bytes) → position (u64): dedupes retries and sync imports.
 pub(crate) const EVENT_IDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("event_ids");
-/// name (UTF-8) → bytes: format version, store id.
+/// name (UTF-8) → bytes: format version, store id, sync cursor, hub id.
 pub(crate) const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
+/// position (u64) → nothing: this store's own `UserCreated` events the hub
+/// has not yet accepted or rejected.
+pub(crate) const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
+/// position (u64) → nothing: the `UserCreationRejected` events, for listing.
+pub(crate) const REJECTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rejections");
 
 /// A u64 as a key or value.
 pub(crate) fn u64_bytes(n: u64) -> [u8; 8] {
@@ -76,6 +81,8 @@ pub(crate) struct LogTables<'txn> {
     pub streams: Table<'txn, Bytes, Bytes>,
     pub emails: Table<'txn, Bytes, Bytes>,
     pub event_ids: Table<'txn, Bytes, Bytes>,
+    pub pending: Table<'txn, Bytes, Bytes>,
+    pub rejections: Table<'txn, Bytes, Bytes>,
 }
 
 impl<'txn> LogTables<'txn> {
@@ -85,6 +92,8 @@ impl<'txn> LogTables<'txn> {
             streams: txn.open_table(STREAMS)?,
             emails: txn.open_table(EMAILS)?,
             event_ids: txn.open_table(EVENT_IDS)?,
+            pending: txn.open_table(PENDING)?,
+            rejections: txn.open_table(REJECTIONS)?,
         })
     }
 
@@ -93,6 +102,17 @@ impl<'txn> LogTables<'txn> {
     pub fn append(&mut self, recorded: &RecordedEvent) -> Result<(), StoreError> {
         let position = u64_bytes(recorded.position);
         let aggregate = recorded.aggregate_id();
+        if let Event::UserCreationRejected(_) = &recorded.event {
+            // The refused user's email is free again, unless someone else
+            // holds it already.
+            if let Some(user) = load_user(&self.events, &self.streams, aggregate)? {
+                let key = user.profile.email_key();
+                if email_owner(&self.emails, &key)? == Some(aggregate) {
+                    self.emails.remove(key.as_bytes())?;
+                }
+            }
+            self.rejections.insert(&position[..], &[][..])?;
+        }
         self.events
             .insert(&position[..], codec::encode(recorded).as_slice())?;
         self.streams
@@ -104,6 +124,7 @@ impl<'txn> LogTables<'txn> {
                 self.emails
                     .insert(created.email_key().as_bytes(), &aggregate.as_bytes()[..])?;
             }
+            Event::UserCreationRejected(_) => {}
         }
         Ok(())
     }

@@ -7,7 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redb::backends::InMemoryBackend;
-use redb::{Builder, Database, Durability, ReadableDatabase, ReadableTable, StorageBackend};
+use redb::{
+    Builder, Database, Durability, ReadableDatabase, ReadableTable, StorageBackend,
+    WriteTransaction,
+};
 use uuid::{NoContext, Timestamp, Uuid};
 
 use crate::clock::Clock;
@@ -267,13 +270,15 @@ fn init(db: &Database) -> Result<Uuid, StoreError> {
             }
         }
     };
-    if created {
-        // Opening the tables creates them, so that later reads never meet a
-        // missing table.
-        drop(LogTables::open(&txn)?);
+    // Opening the tables creates those missing (all of them in a new store;
+    // the sync tables in a store from before sync), so that later reads
+    // never meet a missing table. A complete store is opened without
+    // writing to it.
+    let tables = txn.list_tables()?.count();
+    drop(LogTables::open(&txn)?);
+    if created || txn.list_tables()?.count() != tables {
         txn.commit()?;
     } else {
-        // An existing store is opened without writing to it.
         txn.abort()?;
     }
     Ok(store_id)
@@ -362,31 +367,51 @@ impl Store {
     /// second command for the same email is a conflict). Either every
     /// `Created` outcome is committed, or (on `Err`) nothing is.
     pub fn execute_batch(&self, commands: &[CreateUser]) -> Result<Vec<Outcome>, StoreError> {
+        self.write(|tables, _| {
+            let mut head = log::head(&tables.events)?;
+            let mut outcomes = Vec::with_capacity(commands.len());
+            for command in commands {
+                outcomes.push(self.execute_in(tables, &mut head, command)?);
+            }
+            let created = outcomes.iter().any(|o| matches!(o, Outcome::Created(_)));
+            Ok((outcomes, created))
+        })
+    }
+
+    /// Runs `f` in one write transaction with the log's tables open, and
+    /// commits only when `f` says it wrote something (a transaction that
+    /// writes nothing is aborted, leaving the file as it was). On `Err`
+    /// nothing is written.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&mut LogTables<'_>, &WriteTransaction) -> Result<(T, bool), StoreError>,
+    ) -> Result<T, StoreError> {
         contain(|| {
             let mut txn = self.db().begin_write()?;
             txn.set_durability(self.durability)
                 .map_err(|e| StoreError::Storage(e.into()))?;
-            let mut outcomes = Vec::with_capacity(commands.len());
-            let mut created_any = false;
-            {
+            let (value, wrote) = {
                 let mut tables = LogTables::open(&txn)?;
-                let mut head = log::head(&tables.events)?;
-                for command in commands {
-                    let outcome = self.execute_in(&mut tables, &mut head, command)?;
-                    created_any |= matches!(outcome, Outcome::Created(_));
-                    outcomes.push(outcome);
-                }
-            }
-            if created_any {
+                f(&mut tables, &txn)?
+            };
+            if wrote {
                 txn.commit()?;
             } else {
                 txn.abort()?;
             }
-            Ok(outcomes)
+            Ok(value)
         })
     }
 
-    fn execute_in(
+    /// Runs `f` on a consistent read snapshot of the log's tables.
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        contain(|| f(&self.db().begin_read()?))
+    }
+
+    pub(crate) fn execute_in(
         &self,
         tables: &mut LogTables<'_>,
         head: &mut u64,
@@ -414,6 +439,10 @@ impl Store {
             Ok(Decision::Record(event)) => {
                 let recorded = self.stamp(event, current.as_ref(), *head + 1)?;
                 tables.append(&recorded)?;
+                // Created here, so the hub has yet to hear of it.
+                tables
+                    .pending
+                    .insert(&log::u64_bytes(recorded.position)[..], &[][..])?;
                 *head = recorded.position;
                 Ok(Outcome::Created(recorded))
             }
@@ -421,7 +450,7 @@ impl Store {
     }
 
     /// Gives a decided event its envelope: id, version, position and time.
-    fn stamp(
+    pub(crate) fn stamp(
         &self,
         event: Event,
         current: Option<&User>,

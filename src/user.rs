@@ -9,7 +9,7 @@ use std::fmt;
 use email_address::{EmailAddress, Options};
 use uuid::Uuid;
 
-use crate::event::{Event, RecordedEvent, UserCreated};
+use crate::event::{Event, RecordedEvent, UserCreated, UserCreationRejected};
 
 /// Longest email accepted, in characters (RFC 5321's path limit less the brackets).
 pub const MAX_EMAIL_CHARS: usize = 254;
@@ -258,6 +258,14 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// The HTTP status the API answers with: 400 or 409.
+    pub fn code(&self) -> u16 {
+        match self {
+            Rejection::Invalid(_) => 400,
+            Rejection::Conflict(_) => 409,
+        }
+    }
+
     /// The field errors, whatever the kind of rejection.
     pub fn details(&self) -> &[FieldError] {
         match self {
@@ -277,12 +285,22 @@ fn describe(details: &[FieldError]) -> String {
 /// A user's current state, folded from its events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    /// The user's profile as created.
+    /// The user's profile as (last) created.
     pub profile: UserCreated,
     /// The aggregate's version: the number of events applied.
     pub version: u64,
     /// When the user was created, in milliseconds since the Unix epoch.
     pub created_at_ms: i64,
+    /// Set when the hub refused this creation: the user does not exist as
+    /// far as the hub is concerned, and its email is free again.
+    pub rejection: Option<UserCreationRejected>,
+}
+
+impl User {
+    /// True when the hub refused this user's creation.
+    pub fn is_rejected(&self) -> bool {
+        self.rejection.is_some()
+    }
 }
 
 /// What a valid command amounts to, given the current state.
@@ -297,15 +315,17 @@ pub enum Decision {
 
 /// Decides what a validated `CreateUser` means.
 ///
-/// `current` is the user's state if the userId has any events; `email_owner`
-/// is the user currently holding the command's email (case ignored), if any.
+/// `current` is the user's state if the userId has any events (a user whose
+/// creation the hub rejected counts as absent: it may be created again);
+/// `email_owner` is the user currently holding the command's email (case
+/// ignored), if any.
 pub fn decide(
     current: Option<&User>,
     email_owner: Option<Uuid>,
     command: UserCreated,
 ) -> Result<Decision, Rejection> {
     let mut conflicts = Vec::new();
-    if let Some(user) = current {
+    if let Some(user) = current.filter(|user| !user.is_rejected()) {
         if user.profile == command {
             return Ok(Decision::AlreadyRecorded);
         }
@@ -328,18 +348,21 @@ pub fn decide(
 }
 
 /// Applies a recorded event to a user's state. Has no logic beyond folding:
-/// every rule was checked by [`decide`] before the event was recorded.
+/// every rule was checked before the event was recorded.
 pub fn apply(state: Option<User>, recorded: &RecordedEvent) -> Option<User> {
     match &recorded.event {
-        Event::UserCreated(created) => {
-            // decide() records UserCreated only for an id with no events.
-            debug_assert!(state.is_none(), "UserCreated applied to an existing user");
-            Some(User {
-                profile: created.clone(),
-                version: recorded.version,
-                created_at_ms: recorded.recorded_at_ms,
-            })
-        }
+        // A first creation, or a new one after the hub refused the last.
+        Event::UserCreated(created) => Some(User {
+            profile: created.clone(),
+            version: recorded.version,
+            created_at_ms: recorded.recorded_at_ms,
+            rejection: None,
+        }),
+        Event::UserCreationRejected(rejected) => state.map(|user| User {
+            version: recorded.version,
+            rejection: Some(rejected.clone()),
+            ..user
+        }),
     }
 }
 
@@ -405,6 +428,7 @@ mod tests {
             profile: created.clone(),
             version: 1,
             created_at_ms: 0,
+            rejection: None,
         };
         assert_eq!(
             decide(Some(&user), Some(created.user_id), created.clone()),

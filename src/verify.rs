@@ -94,20 +94,22 @@ pub(crate) fn verify(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> 
                 recorded.event_id
             ));
         }
-        match &recorded.event {
-            Event::UserCreated(created) => {
-                if version != 1 {
-                    findings.push(format!(
-                        "position {position}: UserCreated at version {version}"
-                    ));
+        if let Event::UserCreated(created) = &recorded.event {
+            // Only the user's current, unrefused creation holds its email.
+            let current = match log::load_user(&events, &streams, aggregate) {
+                Ok(user) => user,
+                Err(error) => {
+                    findings.push(format!("position {position}: {error}"));
+                    continue;
                 }
-                let owner = emails.get(created.email_key().as_bytes())?;
-                if owner.as_ref().map(|v| v.value()) != Some(&aggregate.as_bytes()[..]) {
-                    findings.push(format!(
-                        "position {position}: email row {} does not point at {aggregate}",
-                        created.email
-                    ));
-                }
+            };
+            let holds = current.is_some_and(|u| !u.is_rejected() && u.profile == *created);
+            let owner = emails.get(created.email_key().as_bytes())?;
+            if holds && owner.as_ref().map(|v| v.value()) != Some(&aggregate.as_bytes()[..]) {
+                findings.push(format!(
+                    "position {position}: email row {} does not point at {aggregate}",
+                    created.email
+                ));
             }
         }
     }
@@ -164,7 +166,9 @@ pub(crate) fn verify(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> 
             }
         };
         let holds = match log::load_user(&events, &streams, owner) {
-            Ok(user) => user.is_some_and(|u| email_key(&u.profile.email) == email),
+            Ok(user) => {
+                user.is_some_and(|u| !u.is_rejected() && email_key(&u.profile.email) == email)
+            }
             // A damaged event was already reported by the log pass.
             Err(StoreError::Corrupt { .. } | StoreError::Inconsistent(_)) => true,
             Err(other) => return Err(other),

@@ -53,6 +53,39 @@ enum Command {
     /// Checks every event and index row; exits 0 when the store is sound,
     /// 1 with the findings when not.
     Verify,
+    /// Device: writes a push batch of the pending events to stdout.
+    Push,
+    /// Hub: accepts a push batch (a file, or - for stdin) and writes the
+    /// reply batch to stdout. Exits 1 when the batch is refused.
+    Accept {
+        /// The push batch.
+        batch: PathBuf,
+    },
+    /// Device: applies the hub's reply (a file, or - for stdin).
+    ApplyReply {
+        /// The reply batch.
+        reply: PathBuf,
+    },
+    /// Hub: writes a pull batch of its events after position N to stdout.
+    Export {
+        /// The device's cursor (`spkey cursor` on the device).
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// The most events in the batch.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+    },
+    /// Device: imports the hub's pull batch (a file, or - for stdin).
+    Import {
+        /// The pull batch.
+        batch: PathBuf,
+    },
+    /// Device: the hub position imported up to, for `export --since`.
+    Cursor,
+    /// Device: the events the hub has not yet answered, one JSON per line.
+    Pending,
+    /// Device: the rejections the hub sent back, one event JSON per line.
+    Rejections,
 }
 
 /// Why the command could not run (exit 2).
@@ -134,6 +167,62 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             ExitCode::SUCCESS
         }
+        Command::Push => {
+            out.write_all(&store.push()?)?;
+            ExitCode::SUCCESS
+        }
+        Command::Accept { batch } => match store.accept(&read_batch(&batch)?) {
+            Ok(reply) => {
+                out.write_all(&reply)?;
+                ExitCode::SUCCESS
+            }
+            Err(refused @ StoreError::Batch(_)) => return refuse(refused),
+            Err(other) => return Err(other.into()),
+        },
+        Command::ApplyReply { reply } => match store.apply_reply(&read_batch(&reply)?) {
+            Ok(summary) => {
+                writeln!(
+                    out,
+                    r#"{{"accepted":{},"rejected":{},"alreadyApplied":{}}}"#,
+                    summary.accepted, summary.rejected, summary.already_applied
+                )?;
+                ExitCode::SUCCESS
+            }
+            Err(refused @ StoreError::Batch(_)) => return refuse(refused),
+            Err(other) => return Err(other.into()),
+        },
+        Command::Export { since, limit } => {
+            out.write_all(&store.export(since, limit)?)?;
+            ExitCode::SUCCESS
+        }
+        Command::Import { batch } => match store.import(&read_batch(&batch)?) {
+            Ok(summary) => {
+                writeln!(
+                    out,
+                    r#"{{"imported":{},"own":{},"rebased":{},"cursor":{}}}"#,
+                    summary.imported, summary.own, summary.rebased, summary.cursor
+                )?;
+                ExitCode::SUCCESS
+            }
+            Err(refused @ StoreError::Batch(_)) => return refuse(refused),
+            Err(other) => return Err(other.into()),
+        },
+        Command::Cursor => {
+            writeln!(out, "{}", store.pull_cursor()?)?;
+            ExitCode::SUCCESS
+        }
+        Command::Pending => {
+            for event in store.pending()? {
+                writeln!(out, "{}", to_json(&event_json(&event)))?;
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Rejections => {
+            for event in store.rejections()? {
+                writeln!(out, "{}", to_json(&event_json(&event)))?;
+            }
+            ExitCode::SUCCESS
+        }
         Command::Verify => {
             let report = store.verify()?;
             for finding in &report.findings {
@@ -154,6 +243,28 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     };
     out.flush()?;
     Ok(code)
+}
+
+/// A refused batch is an answer ("no"), not a failure to run: exit 1.
+fn refuse(error: StoreError) -> Result<ExitCode, Failure> {
+    eprintln!("spkey: {error}");
+    Ok(ExitCode::from(1))
+}
+
+/// A batch from a file, or stdin for `-`; never more than the batch limit
+/// plus one byte, so an oversized batch is refused without being read whole.
+fn read_batch(path: &PathBuf) -> Result<Vec<u8>, Failure> {
+    let limit = spkey_store::MAX_BATCH_BYTES as u64 + 1;
+    let mut bytes = Vec::new();
+    if path.as_os_str() == "-" {
+        io::stdin().lock().take(limit).read_to_end(&mut bytes)?;
+    } else {
+        std::fs::File::open(path)
+            .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?
+            .take(limit)
+            .read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
 }
 
 /// The body argument's bytes; `-` reads stdin, but never more than one byte

@@ -253,3 +253,41 @@ fn help_documents_every_command() {
         "--help must not create a store"
     );
 }
+
+#[test]
+fn two_store_files_sync_through_files_and_pipes() {
+    let device = Cli::new();
+    let hub = Cli::new();
+    let dir = device.dir.path();
+    device.run(&["create-user", ID, &body(ID, "user@example.com")]);
+    let other = uuid::Uuid::from_u128(5).to_string();
+    hub.run(&["create-user", &other, &body(&other, "hub@example.com")]);
+
+    let push = device.run(&["push"]);
+    std::fs::write(dir.join("push"), &push.stdout).unwrap();
+    let reply = hub.run(&["accept", dir.join("push").to_str().unwrap()]);
+    let applied = device.run_with_stdin(&["apply-reply", "-"], Some(&reply.stdout));
+    let cursor = stdout(&device.run(&["cursor"]));
+    let pull = hub.run(&["export", "--since", cursor.trim()]);
+    let imported = device.run_with_stdin(&["import", "-"], Some(&pull.stdout));
+    let mut damaged = push.stdout.clone();
+    damaged[10] ^= 1;
+    let refused = hub.run_with_stdin(&["accept", "-"], Some(&damaged));
+
+    assert_eq!(reply.status.code(), Some(0), "{}", stderr(&reply));
+    assert_eq!(json_line(&applied)["accepted"], 1);
+    assert_eq!(json_line(&imported)["imported"], 1);
+    assert_eq!(json_line(&imported)["own"], 1);
+    assert!(stdout(&device.run(&["pending"])).is_empty());
+    assert_eq!(device.run(&["user", &other]).status.code(), Some(0));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("checksum"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(
+        json_line(&hub.run(&["user", ID]))["email"],
+        "user@example.com"
+    );
+}

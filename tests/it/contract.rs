@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 use spkey_store::MAX_BODY_BYTES;
+use spkey_store::contract::EventData;
 
 use crate::support::*;
 
@@ -82,7 +83,10 @@ fn ids_in_any_standard_form_are_answered_lowercase_hyphenated() {
 
     assert_eq!(response.status, 201);
     assert_eq!(success(&response).user_id, ID);
-    assert_eq!(success(&response).event.data.user_id, ID);
+    let EventData::User(data) = &success(&response).event.data else {
+        panic!("UserCreated data expected");
+    };
+    assert_eq!(data.user_id, ID);
 }
 
 #[test]

@@ -65,3 +65,18 @@ fn envelope_inputs_decode_or_fail_cleanly_and_round_trip() {
         "no seed decoded: the round trip was never checked"
     );
 }
+
+#[test]
+fn batch_inputs_are_answered_and_leave_sound_stores() {
+    let cases = inputs("batch");
+    assert!(!cases.is_empty(), "no batch seeds found");
+    for (path, data) in cases {
+        let hub = Store::in_memory().unwrap();
+        let device = Store::in_memory().unwrap();
+        let _ = hub.accept(&data);
+        let _ = device.apply_reply(&data);
+        let _ = device.import(&data);
+        assert!(hub.verify().unwrap().is_sound(), "{}", path.display());
+        assert!(device.verify().unwrap().is_sound(), "{}", path.display());
+    }
+}

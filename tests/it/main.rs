@@ -13,3 +13,4 @@ mod kill;
 mod props;
 mod store;
 mod support;
+mod sync;

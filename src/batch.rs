@@ -1,0 +1,251 @@
+//! The bytes that travel between devices and the hub: push batches, replies
+//! and pull batches. `[b"SPKS"][version u8][kind u8][postcard body][crc32 LE]`.
+//!
+//! Batches come from other machines, so they are untrusted input: the length
+//! is checked before anything is parsed, the checksum before the structure,
+//! and no length field can make the decoder allocate beyond the input (serde
+//! caps preallocation; every item borrows from the input). Decoding returns
+//! an error, never panics.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::codec::checksum;
+
+const MAGIC: &[u8; 4] = b"SPKS";
+const VERSION_1: u8 = 1;
+const HEADER: usize = MAGIC.len() + 2;
+const CHECKSUM_LEN: usize = 4;
+
+/// The largest batch accepted, in bytes.
+pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+/// The most events or reply items one batch may carry.
+pub const MAX_BATCH_ITEMS: usize = 100_000;
+
+/// What a batch is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    /// A device's pending events, for the hub to accept or reject.
+    Push = 1,
+    /// The hub's answer to a push, one item per event.
+    Reply = 2,
+    /// The hub's accepted events after a cursor, for a device to import.
+    Pull = 3,
+}
+
+impl BatchKind {
+    fn from_byte(byte: u8) -> Option<BatchKind> {
+        match byte {
+            1 => Some(BatchKind::Push),
+            2 => Some(BatchKind::Reply),
+            3 => Some(BatchKind::Pull),
+            _ => None,
+        }
+    }
+}
+
+/// Why bytes were refused as a batch. A refused batch changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// Over [`MAX_BATCH_BYTES`].
+    #[error("batch is {len} bytes, over the limit of {max}")]
+    TooLarge {
+        /// The batch's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Does not start with the batch magic: not a batch at all.
+    #[error("not an spkey batch")]
+    NotABatch,
+    /// A format version this library does not read.
+    #[error("batch format {0} is not supported")]
+    UnsupportedVersion(u8),
+    /// A batch of another kind (a reply where a push was expected, …).
+    #[error("expected a {expected:?} batch, got {found}")]
+    WrongKind {
+        /// The kind this call takes.
+        expected: BatchKind,
+        /// The kind byte found.
+        found: u8,
+    },
+    /// The checksum does not match: the bytes were damaged on the way.
+    #[error("batch checksum mismatch: damaged in transit")]
+    ChecksumMismatch,
+    /// The checksum held but the structure did not parse.
+    #[error("malformed batch: {0}")]
+    Malformed(String),
+    /// More items than [`MAX_BATCH_ITEMS`].
+    #[error("batch carries {0} items, over the limit")]
+    TooManyItems(usize),
+    /// One event of the batch is unacceptable; the whole batch is refused.
+    #[error("event {index} of the batch: {reason}")]
+    BadEvent {
+        /// Its index in the batch.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The batch comes from another hub than this device syncs with.
+    #[error("batch is from store {found}, but this store syncs with hub {expected}")]
+    WrongHub {
+        /// The hub this store has synced with.
+        expected: Uuid,
+        /// The sender of the batch.
+        found: Uuid,
+    },
+}
+
+/// Push and pull batches: events as envelope bytes.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct EventsV1<'a> {
+    pub sender: [u8; 16],
+    #[serde(borrow)]
+    pub events: Vec<&'a [u8]>,
+}
+
+/// A reply: one item per pushed event.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ReplyV1<'a> {
+    pub sender: [u8; 16],
+    #[serde(borrow)]
+    pub items: Vec<ReplyItemV1<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ReplyItemV1<'a> {
+    pub event_id: [u8; 16],
+    #[serde(borrow)]
+    pub outcome: OutcomeV1<'a>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) enum OutcomeV1<'a> {
+    Accepted {
+        hub_position: u64,
+    },
+    Rejected {
+        code: u16,
+        #[serde(borrow)]
+        details: Vec<(&'a str, &'a str)>,
+    },
+}
+
+pub(crate) fn encode<T: Serialize>(kind: BatchKind, body: &T) -> Vec<u8> {
+    let mut bytes = MAGIC.to_vec();
+    bytes.push(VERSION_1);
+    bytes.push(kind as u8);
+    // Structs of integers, byte arrays and slices always serialize.
+    bytes.extend_from_slice(&postcard::to_allocvec(body).expect("batch bodies serialize"));
+    let sum = checksum(&bytes);
+    bytes.extend_from_slice(&sum.to_le_bytes());
+    bytes
+}
+
+/// Checks the frame of a batch of `kind` and returns its body.
+pub(crate) fn open(bytes: &[u8], kind: BatchKind) -> Result<&[u8], BatchError> {
+    if bytes.len() > MAX_BATCH_BYTES {
+        return Err(BatchError::TooLarge {
+            len: bytes.len(),
+            max: MAX_BATCH_BYTES,
+        });
+    }
+    if bytes.len() < HEADER + CHECKSUM_LEN || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(BatchError::NotABatch);
+    }
+    let (framed, tail) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+    let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+    if checksum(framed) != stored {
+        return Err(BatchError::ChecksumMismatch);
+    }
+    match framed[MAGIC.len()] {
+        VERSION_1 => {}
+        other => return Err(BatchError::UnsupportedVersion(other)),
+    }
+    let found = framed[MAGIC.len() + 1];
+    if BatchKind::from_byte(found) != Some(kind) {
+        return Err(BatchError::WrongKind {
+            expected: kind,
+            found,
+        });
+    }
+    Ok(&framed[HEADER..])
+}
+
+/// Parses exactly `body` as `T`.
+pub(crate) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, BatchError> {
+    match postcard::take_from_bytes(body) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(BatchError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        ))),
+        Err(error) => Err(BatchError::Malformed(error.to_string())),
+    }
+}
+
+/// Refuses batches with too many items.
+pub(crate) fn check_count(count: usize) -> Result<(), BatchError> {
+    if count > MAX_BATCH_ITEMS {
+        Err(BatchError::TooManyItems(count))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(events: Vec<&[u8]>) -> Vec<u8> {
+        encode(
+            BatchKind::Push,
+            &EventsV1 {
+                sender: [7; 16],
+                events,
+            },
+        )
+    }
+
+    #[test]
+    fn every_flipped_bit_and_every_truncation_is_refused() {
+        let bytes = push(vec![b"one", b"two"]);
+        for i in 0..bytes.len() * 8 {
+            let mut damaged = bytes.clone();
+            damaged[i / 8] ^= 1 << (i % 8);
+            assert!(open(&damaged, BatchKind::Push).is_err(), "bit {i}");
+        }
+        for len in 0..bytes.len() {
+            assert!(open(&bytes[..len], BatchKind::Push).is_err(), "len {len}");
+        }
+        let body = open(&bytes, BatchKind::Push).unwrap();
+        let parsed: EventsV1 = parse(body).unwrap();
+        assert_eq!(parsed.events, vec![&b"one"[..], b"two"]);
+    }
+
+    #[test]
+    fn a_length_field_cannot_allocate_beyond_the_input() {
+        // A body claiming 2^32 events, sealed with a valid checksum.
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&[VERSION_1, BatchKind::Push as u8]);
+        bytes.extend_from_slice(&[7; 16]);
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        let sum = checksum(&bytes);
+        bytes.extend_from_slice(&sum.to_le_bytes());
+        let body = open(&bytes, BatchKind::Push).unwrap();
+        assert!(matches!(
+            parse::<EventsV1>(body),
+            Err(BatchError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_batch_of_another_kind_is_refused() {
+        let bytes = push(vec![]);
+        assert!(matches!(
+            open(&bytes, BatchKind::Reply),
+            Err(BatchError::WrongKind { found: 1, .. })
+        ));
+    }
+}
