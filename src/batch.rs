@@ -34,6 +34,15 @@ pub enum BatchKind {
 }
 
 impl BatchKind {
+    /// The kind's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            BatchKind::Push => "push",
+            BatchKind::Reply => "reply",
+            BatchKind::Pull => "pull",
+        }
+    }
+
     fn from_byte(byte: u8) -> Option<BatchKind> {
         match byte {
             1 => Some(BatchKind::Push),
@@ -63,7 +72,7 @@ pub enum BatchError {
     #[error("batch format {0} is not supported")]
     UnsupportedVersion(u8),
     /// A batch of another kind (a reply where a push was expected, …).
-    #[error("expected a {expected:?} batch, got {found}")]
+    #[error("expected a {} batch, got kind {found}", expected.name())]
     WrongKind {
         /// The kind this call takes.
         expected: BatchKind,
@@ -175,14 +184,7 @@ pub(crate) fn open(bytes: &[u8], kind: BatchKind) -> Result<&[u8], BatchError> {
 
 /// Parses exactly `body` as `T`.
 pub(crate) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, BatchError> {
-    match postcard::take_from_bytes(body) {
-        Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(BatchError::Malformed(format!(
-            "{} trailing bytes",
-            rest.len()
-        ))),
-        Err(error) => Err(BatchError::Malformed(error.to_string())),
-    }
+    crate::codec::parse_exact(body).map_err(BatchError::Malformed)
 }
 
 /// Refuses batches with too many items.

@@ -198,7 +198,7 @@ fn decode_v1(body: &[u8]) -> Result<RecordedEvent, DecodeError> {
                         .into_iter()
                         .find(|f| f.as_str() == field)
                         .ok_or_else(|| {
-                            DecodeError::Malformed(format!("unknown field {field:?}"))
+                            DecodeError::Malformed(format!("unknown field '{field}'"))
                         })?;
                     Ok(FieldError {
                         field,
@@ -230,16 +230,18 @@ fn decode_v1(body: &[u8]) -> Result<RecordedEvent, DecodeError> {
     })
 }
 
-/// Parses exactly `bytes` as `T`: trailing bytes are an error, since a valid
-/// checksum over bytes with a tail means the writer and reader disagree.
 fn from_postcard<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    parse_exact(bytes).map_err(DecodeError::Malformed)
+}
+
+/// Parses exactly `bytes` as `T`, or says why not. Trailing bytes are an
+/// error: a valid checksum over bytes with a tail means the writer and the
+/// reader disagree on the structure.
+pub(crate) fn parse_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
     match postcard::take_from_bytes(bytes) {
         Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(DecodeError::Malformed(format!(
-            "{} trailing bytes",
-            rest.len()
-        ))),
-        Err(error) => Err(DecodeError::Malformed(error.to_string())),
+        Ok((_, rest)) => Err(format!("{} trailing bytes", rest.len())),
+        Err(error) => Err(error.to_string()),
     }
 }
 

@@ -428,21 +428,24 @@ pub fn parse_create_user(id: &str, body: &[u8]) -> Result<CreateUser, Response> 
     // A field with a wire error has a placeholder value, so its value error
     // (if any) is noise: report the wire error alone for it.
     let value_errors = command.validate().err().unwrap_or_default();
-    let mut details = wire_errors.clone();
-    details.extend(
-        value_errors
-            .into_iter()
-            .filter(|e| !wire_errors.iter().any(|(f, _)| *f == e.field))
-            .map(|e| (e.field, e.message)),
-    );
-    details.sort_by_key(|(field, _)| *field);
-    let mut details: Vec<Detail> = details
-        .into_iter()
-        .map(|(field, message)| Detail {
+    let mut details = Vec::new();
+    for field in Field::ALL {
+        let has_wire_error = wire_errors.iter().any(|(f, _)| *f == field);
+        let messages = wire_errors
+            .iter()
+            .filter(|(f, _)| *f == field)
+            .map(|(_, m)| m.clone())
+            .chain(
+                value_errors
+                    .iter()
+                    .filter(|e| e.field == field && !has_wire_error)
+                    .map(|e| e.message.clone()),
+            );
+        details.extend(messages.map(|message| Detail {
             field: field.as_str().into(),
             message,
-        })
-        .collect();
+        }));
+    }
     details.extend(unknown);
     Err(bad_request(details))
 }

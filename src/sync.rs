@@ -89,6 +89,23 @@ fn untrusted_user_created(
     }
 }
 
+/// Opens a push or pull batch and decodes and re-validates every event in
+/// it; any bad event refuses the whole batch.
+fn untrusted_events(
+    bytes: &[u8],
+    kind: BatchKind,
+) -> Result<(Uuid, Vec<(RecordedEvent, UserCreated)>), StoreError> {
+    let parsed: EventsV1 = batch::parse(batch::open(bytes, kind)?)?;
+    batch::check_count(parsed.events.len())?;
+    let events = parsed
+        .events
+        .iter()
+        .enumerate()
+        .map(|(index, bytes)| untrusted_user_created(index, bytes))
+        .collect::<Result<_, _>>()?;
+    Ok((Uuid::from_bytes(parsed.sender), events))
+}
+
 fn read_meta(meta: &Table<'_, Bytes, Bytes>, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(meta.get(name)?.map(|v| v.value().to_vec()))
 }
@@ -166,17 +183,9 @@ impl Store {
     /// again at its first position, so a repeated push changes nothing. A
     /// damaged or invalid batch is refused whole.
     pub fn accept(&self, push: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let body = batch::open(push, BatchKind::Push)?;
-        let parsed: EventsV1 = batch::parse(body)?;
-        batch::check_count(parsed.events.len())?;
-        let sender = Uuid::from_bytes(parsed.sender);
-        let mut events = Vec::with_capacity(parsed.events.len());
-        for (index, bytes) in parsed.events.iter().enumerate() {
-            let (recorded, created) = untrusted_user_created(index, bytes)?;
-            if recorded.origin != sender {
-                return Err(bad(index, "was not recorded by the batch's sender"));
-            }
-            events.push((recorded, created));
+        let (sender, events) = untrusted_events(push, BatchKind::Push)?;
+        if let Some(index) = events.iter().position(|(e, _)| e.origin != sender) {
+            return Err(bad(index, "was not recorded by the batch's sender"));
         }
         let items = self.write(|tables, _| {
             let mut head = log::head(&tables.events)?;
@@ -299,7 +308,7 @@ impl Store {
                                     .into_iter()
                                     .find(|f| f.as_str() == *field)
                                     .ok_or_else(|| {
-                                    bad(index, format!("unknown field {field:?}"))
+                                    bad(index, format!("unknown field '{field}'"))
                                 })?;
                                 Ok(FieldError {
                                     field,
@@ -371,14 +380,7 @@ impl Store {
     /// is rejected as a reply would (the rebase). The cursor is saved in the
     /// same transaction; importing the same batch twice changes nothing.
     pub fn import(&self, pull: &[u8]) -> Result<ImportSummary, StoreError> {
-        let body = batch::open(pull, BatchKind::Pull)?;
-        let parsed: EventsV1 = batch::parse(body)?;
-        batch::check_count(parsed.events.len())?;
-        let sender = Uuid::from_bytes(parsed.sender);
-        let mut events = Vec::with_capacity(parsed.events.len());
-        for (index, bytes) in parsed.events.iter().enumerate() {
-            events.push(untrusted_user_created(index, bytes)?);
-        }
+        let (sender, events) = untrusted_events(pull, BatchKind::Pull)?;
         self.write(|tables, txn| {
             let mut meta = txn.open_table(META)?;
             check_hub(&mut meta, sender)?;

@@ -81,7 +81,14 @@ impl CreateUser {
         if let (Some(id), Some(user_id)) = (id, user_id)
             && id != user_id
         {
-            check(e, Field::Id, Err::<(), _>("must match userId".into()));
+            // Reported first, where `id` belongs in the API's field order.
+            e.insert(
+                0,
+                FieldError {
+                    field: Field::Id,
+                    message: "must match userId".into(),
+                },
+            );
         }
         let email = check(e, Field::Email, validate_email(&self.email));
         let first_name = check(e, Field::FirstName, validate_name(&self.first_name));
@@ -99,10 +106,8 @@ impl CreateUser {
                     phone_number,
                 })
             }
-            _ => {
-                errors.sort_by_key(|e| e.field);
-                Err(errors)
-            }
+            // Checked in field order, so reported in field order.
+            _ => Err(errors),
         }
     }
 }

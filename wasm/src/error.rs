@@ -23,6 +23,9 @@ pub mod names {
     pub const NOT_SUPPORTED: &str = "NotSupportedError";
     /// The store was closed.
     pub const CLOSED: &str = "StoreClosedError";
+    /// A sync batch was refused whole (damaged, foreign, invalid); nothing
+    /// changed.
+    pub const BATCH_REFUSED: &str = "BatchRefusedError";
 }
 
 /// A JavaScript `Error` with the given `name`.
@@ -40,6 +43,7 @@ pub fn store_error(error: StoreError) -> JsValue {
             names::CORRUPT
         }
         StoreError::UnsupportedFormat { .. } => names::UNSUPPORTED_FORMAT,
+        StoreError::Batch(_) => names::BATCH_REFUSED,
         _ => names::STORAGE,
     };
     js_error(name, error)

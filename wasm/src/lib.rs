@@ -67,6 +67,15 @@ fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
     js_sys::JSON::parse(&text)
 }
 
+/// A plain object of counts (all far below 2^53, so exact as numbers).
+fn named(fields: &[(&str, f64)]) -> Result<JsValue, JsValue> {
+    let object = js_sys::Object::new();
+    for (key, value) in fields {
+        js_sys::Reflect::set(&object, &JsValue::from_str(key), &JsValue::from_f64(*value))?;
+    }
+    Ok(object.into())
+}
+
 /// A count or position from JS: a non-negative integer within 2^53.
 fn whole_number(name: &str, value: f64) -> Result<u64, JsValue> {
     const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
@@ -88,7 +97,7 @@ fn parse_id(id: &str) -> Result<uuid::Uuid, JsValue> {
     uuid::Uuid::try_parse(id).map_err(|e| {
         js_error(
             names::INVALID_ARGUMENT,
-            format!("{id:?} is not a UUID: {e}"),
+            format!("'{id}' is not a UUID: {e}"),
         )
     })
 }
@@ -267,6 +276,65 @@ impl EventStore {
         } else {
             Err(js_error(names::CORRUPT, report.findings.join("; ")))
         }
+    }
+
+    /// Sync: the pending events as a push batch for the hub (a native
+    /// store: `Store::accept`, or `spkey accept`), over any transport.
+    pub fn push(&self) -> Result<Vec<u8>, JsValue> {
+        self.store()?.push().map_err(store_error)
+    }
+
+    /// Sync: applies the hub's reply. Accepted events stop being pending;
+    /// each rejected one gets a `UserCreationRejected` (see `rejections()`).
+    /// A refused batch throws a `BatchRefusedError` and changes nothing.
+    #[wasm_bindgen(
+        js_name = applyReply,
+        unchecked_return_type = "{ accepted: number; rejected: number; alreadyApplied: number }"
+    )]
+    pub fn apply_reply(&self, reply: &[u8]) -> Result<JsValue, JsValue> {
+        let summary = self.store()?.apply_reply(reply).map_err(store_error)?;
+        named(&[
+            ("accepted", summary.accepted as f64),
+            ("rejected", summary.rejected as f64),
+            ("alreadyApplied", summary.already_applied as f64),
+        ])
+    }
+
+    /// Sync: imports the hub's pull batch (from `exportSince(pullCursor())`
+    /// on the hub).
+    #[wasm_bindgen(
+        js_name = importBatch,
+        unchecked_return_type = "{ imported: number; own: number; rebased: number; cursor: number }"
+    )]
+    pub fn import_batch(&self, batch: &[u8]) -> Result<JsValue, JsValue> {
+        let summary = self.store()?.import(batch).map_err(store_error)?;
+        named(&[
+            ("imported", summary.imported as f64),
+            ("own", summary.own as f64),
+            ("rebased", summary.rebased as f64),
+            ("cursor", summary.cursor as f64),
+        ])
+    }
+
+    /// Sync: the hub position imported up to.
+    #[wasm_bindgen(js_name = pullCursor)]
+    pub fn pull_cursor(&self) -> Result<f64, JsValue> {
+        Ok(self.store()?.pull_cursor().map_err(store_error)? as f64)
+    }
+
+    /// Sync: the events the hub has not answered yet.
+    #[wasm_bindgen(unchecked_return_type = "RecordedEvent[]")]
+    pub fn pending(&self) -> Result<JsValue, JsValue> {
+        let events = self.store()?.pending().map_err(store_error)?;
+        to_js(&events.iter().map(event_json).collect::<Vec<_>>())
+    }
+
+    /// Sync: the rejections the hub sent back (`UserCreationRejected`
+    /// events, whose `data` is the API's error body for the refused command).
+    #[wasm_bindgen(unchecked_return_type = "RecordedEvent[]")]
+    pub fn rejections(&self) -> Result<JsValue, JsValue> {
+        let events = self.store()?.rejections().map_err(store_error)?;
+        to_js(&events.iter().map(event_json).collect::<Vec<_>>())
     }
 
     /// Closes the store, releasing its OPFS file for the next open. Later

@@ -78,7 +78,7 @@ impl OpfsBackend {
                 .map_err(|e| {
                     js_error(
                         names::INVALID_ARGUMENT,
-                        format!("cannot open OPFS file {name:?}: {}", describe(&e)),
+                        format!("cannot open OPFS file '{name}': {}", describe(&e)),
                     )
                 })?
                 .unchecked_into();
@@ -91,7 +91,7 @@ impl OpfsBackend {
                 if taken {
                     js_error(
                         names::LOCKED,
-                        format!("store {name:?} is open elsewhere (another tab or worker)"),
+                        format!("store '{name}' is open elsewhere (another tab or worker)"),
                     )
                 } else {
                     js_error(names::STORAGE, describe(&e))

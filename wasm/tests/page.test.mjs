@@ -57,5 +57,5 @@ test('a second tab cannot open the OPFS store another tab holds', async () => {
     .then(() => null, (e) => e.message);
   await browser.close();
 
-  assert.match(error ?? 'opened twice', /StoreLockedError: store "shared.redb" is open elsewhere/);
+  assert.match(error ?? 'opened twice', /StoreLockedError: store 'shared.redb' is open elsewhere/);
 });
