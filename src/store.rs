@@ -475,8 +475,7 @@ impl Store {
 
     /// Up to `limit` events from `from` (inclusive) on, in position order.
     pub fn events(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        contain(|| {
-            let txn = self.db().begin_read()?;
+        self.read(|txn| {
             let events = txn.open_table(EVENTS)?;
             let mut out = Vec::new();
             for row in events.range(&log::u64_bytes(from)[..]..)?.take(limit) {
@@ -490,34 +489,24 @@ impl Store {
 
     /// One user's events in version order; empty for an unknown id.
     pub fn aggregate_events(&self, user_id: Uuid) -> Result<Vec<RecordedEvent>, StoreError> {
-        contain(|| {
-            let txn = self.db().begin_read()?;
-            log::stream(&txn.open_table(EVENTS)?, &txn.open_table(STREAMS)?, user_id)
-        })
+        self.read(|txn| log::stream(&txn.open_table(EVENTS)?, &txn.open_table(STREAMS)?, user_id))
     }
 
     /// A user's current state, or `None` for an unknown id.
     pub fn user(&self, user_id: Uuid) -> Result<Option<User>, StoreError> {
-        contain(|| {
-            let txn = self.db().begin_read()?;
+        self.read(|txn| {
             log::load_user(&txn.open_table(EVENTS)?, &txn.open_table(STREAMS)?, user_id)
         })
     }
 
     /// The user holding `email` (case and surrounding space ignored), if any.
     pub fn user_id_by_email(&self, email: &str) -> Result<Option<Uuid>, StoreError> {
-        contain(|| {
-            let txn = self.db().begin_read()?;
-            log::email_owner(&txn.open_table(EMAILS)?, &crate::event::email_key(email))
-        })
+        self.read(|txn| log::email_owner(&txn.open_table(EMAILS)?, &crate::event::email_key(email)))
     }
 
     /// The position of the last recorded event; 0 for an empty store.
     pub fn head_position(&self) -> Result<u64, StoreError> {
-        contain(|| {
-            let txn = self.db().begin_read()?;
-            log::head(&txn.open_table(EVENTS)?)
-        })
+        self.read(|txn| log::head(&txn.open_table(EVENTS)?))
     }
 
     /// Checks the whole store: every envelope decodes and its checksum holds,
@@ -526,7 +515,7 @@ impl Store {
     /// the store cannot be read at all. Memory stays flat: nothing is
     /// collected per event.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
-        contain(|| crate::verify::verify(&self.db().begin_read()?))
+        self.read(crate::verify::verify)
     }
 }
 
