@@ -46,6 +46,7 @@ pub mod codec;
 pub mod contract;
 mod error;
 mod event;
+mod group;
 mod log;
 mod memory;
 mod store;

@@ -16,6 +16,7 @@ use uuid::{NoContext, Timestamp, Uuid};
 use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::event::{Event, RecordedEvent};
+use crate::group::Group;
 use crate::log::{self, EMAILS, EVENTS, LogTables, META, STREAMS};
 use crate::user::{self, CreateUser, Decision, Rejection, User};
 use crate::verify::VerifyReport;
@@ -168,6 +169,7 @@ impl StoreBuilder {
             clock,
             durability,
             store_id,
+            group: Group::default(),
         })
     }
 }
@@ -295,6 +297,7 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     durability: Durability,
     store_id: Uuid,
+    group: Group,
 }
 
 impl std::fmt::Debug for Store {
@@ -354,12 +357,13 @@ impl Store {
     }
 
     /// Executes one `CreateUser`: validates it, decides it against the
-    /// recorded state, and records the event in one durable transaction.
-    /// A rejection or a replay writes nothing.
+    /// recorded state, and records the event in a durable transaction. A
+    /// rejection or a replay writes nothing. Concurrent calls from several
+    /// threads share transactions and fsyncs (group commit); each returns
+    /// only once its own command is durable.
     pub fn create_user(&self, command: &CreateUser) -> Result<Outcome, StoreError> {
-        let mut outcomes = self.execute_batch(std::slice::from_ref(command))?;
-        // execute_batch returns exactly one outcome per command.
-        Ok(outcomes.pop().expect("one outcome for one command"))
+        self.group
+            .submit(command, |commands| self.execute_batch(commands))
     }
 
     /// Executes many commands in one transaction, in order, returning an

@@ -78,6 +78,10 @@ struct State {
     cut: bool,
     /// Planted bug: a sync that does not reach the disk.
     sync_is_a_lie: bool,
+    /// How long a sync takes, as a real disk's would.
+    sync_delay: std::time::Duration,
+    /// Syncs so far.
+    syncs: u64,
 }
 
 /// A disk shared by the test and the backend redb holds.
@@ -111,6 +115,16 @@ impl Disk {
     pub fn with_lying_sync(self) -> Disk {
         self.state().sync_is_a_lie = true;
         self
+    }
+
+    /// Syncs that take `delay`, like a real disk's fsync.
+    pub fn with_slow_sync(self, delay: std::time::Duration) -> Disk {
+        self.state().sync_delay = delay;
+        self
+    }
+
+    pub fn syncs(&self) -> u64 {
+        self.state().syncs
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -239,7 +253,10 @@ impl StorageBackend for DiskBackend {
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
+        let delay = self.0.state().sync_delay;
+        std::thread::sleep(delay);
         let mut state = self.0.state();
+        state.syncs += 1;
         if self.0.op(&mut state)? && !state.sync_is_a_lie {
             let pending = std::mem::take(&mut state.pending);
             let State { durable, .. } = &mut *state;

@@ -1,0 +1,81 @@
+//! Group commit: concurrent `create_user` calls share one transaction and one
+//! fsync. The first caller to find no commit under way leads: it takes every
+//! command queued so far, runs them as one batch, hands each caller its own
+//! outcome, and steps down; callers that arrived meanwhile form the next
+//! group. Each caller is answered only after the commit holding its command
+//! is durable, exactly as if it had committed alone.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::error::StoreError;
+use crate::store::Outcome;
+use crate::user::CreateUser;
+
+/// One caller's command and, once its group has committed, its answer.
+type Slot = Arc<Mutex<Option<Result<Outcome, StoreError>>>>;
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<(CreateUser, Slot)>,
+    leading: bool,
+}
+
+/// The queue of commands waiting for the next group commit.
+#[derive(Default)]
+pub(crate) struct Group {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while leading is contained by the store and answered as an
+    // error; the queue itself is still consistent.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Group {
+    /// Runs `command` in the next group; `run` executes a whole group as one
+    /// batch.
+    pub fn submit(
+        &self,
+        command: &CreateUser,
+        run: impl Fn(&[CreateUser]) -> Result<Vec<Outcome>, StoreError>,
+    ) -> Result<Outcome, StoreError> {
+        let slot: Slot = Arc::default();
+        let mut queue = lock(&self.queue);
+        queue.waiting.push((command.clone(), slot.clone()));
+        loop {
+            if let Some(answer) = lock(&slot).take() {
+                return answer;
+            }
+            if !queue.leading {
+                break;
+            }
+            // Never reached on single-threaded targets (wasm), where no
+            // other caller can be leading.
+            queue = self.changed.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+        queue.leading = true;
+        let group = std::mem::take(&mut queue.waiting);
+        drop(queue);
+
+        let (commands, slots): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        match run(&commands) {
+            Ok(outcomes) => {
+                for (slot, outcome) in slots.iter().zip(outcomes) {
+                    *lock(slot) = Some(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                for slot in &slots {
+                    *lock(slot) = Some(Err(error.duplicate()));
+                }
+            }
+        }
+        lock(&self.queue).leading = false;
+        self.changed.notify_all();
+        lock(&slot)
+            .take()
+            .expect("the leader's own command is in the group it ran")
+    }
+}
