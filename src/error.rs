@@ -87,29 +87,3 @@ storage_from!(
     redb::StorageError,
     redb::CommitError
 );
-
-impl StoreError {
-    /// A copy for each caller of a group commit that failed as a whole.
-    /// redb's errors cannot be cloned; they are carried over as their text.
-    pub(crate) fn duplicate(&self) -> StoreError {
-        match self {
-            StoreError::Locked => StoreError::Locked,
-            StoreError::Corrupt { position, source } => StoreError::Corrupt {
-                position: *position,
-                source: source.clone(),
-            },
-            StoreError::Inconsistent(what) => StoreError::Inconsistent(what.clone()),
-            StoreError::UnsupportedFormat { found, supported } => StoreError::UnsupportedFormat {
-                found: *found,
-                supported: *supported,
-            },
-            StoreError::ClockOutOfRange(ms) => StoreError::ClockOutOfRange(*ms),
-            StoreError::NoClock => StoreError::NoClock,
-            StoreError::Damaged(what) => StoreError::Damaged(what.clone()),
-            StoreError::Batch(error) => StoreError::Batch(error.clone()),
-            StoreError::Storage(error) => {
-                StoreError::Storage(redb::Error::Io(std::io::Error::other(error.to_string())))
-            }
-        }
-    }
-}

@@ -68,7 +68,7 @@ impl Group {
             }
             Err(error) => {
                 for slot in &slots {
-                    *lock(slot) = Some(Err(error.duplicate()));
+                    *lock(slot) = Some(Err(duplicate(&error)));
                 }
             }
         }
@@ -77,5 +77,29 @@ impl Group {
         lock(&slot)
             .take()
             .expect("the leader's own command is in the group it ran")
+    }
+}
+
+/// A copy of `error` for each caller of a group commit that failed as a
+/// whole. redb's errors cannot be cloned; they are carried over as their text.
+fn duplicate(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Locked => StoreError::Locked,
+        StoreError::Corrupt { position, source } => StoreError::Corrupt {
+            position: *position,
+            source: source.clone(),
+        },
+        StoreError::Inconsistent(what) => StoreError::Inconsistent(what.clone()),
+        StoreError::UnsupportedFormat { found, supported } => StoreError::UnsupportedFormat {
+            found: *found,
+            supported: *supported,
+        },
+        StoreError::ClockOutOfRange(ms) => StoreError::ClockOutOfRange(*ms),
+        StoreError::NoClock => StoreError::NoClock,
+        StoreError::Damaged(what) => StoreError::Damaged(what.clone()),
+        StoreError::Batch(error) => StoreError::Batch(error.clone()),
+        StoreError::Storage(error) => {
+            StoreError::Storage(redb::Error::Io(std::io::Error::other(error.to_string())))
+        }
     }
 }

@@ -46,6 +46,7 @@ pub mod codec;
 pub mod contract;
 mod error;
 mod event;
+#[cfg(not(target_family = "wasm"))]
 mod group;
 mod log;
 mod memory;

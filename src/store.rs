@@ -16,6 +16,7 @@ use uuid::{NoContext, Timestamp, Uuid};
 use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::event::{Event, RecordedEvent};
+#[cfg(not(target_family = "wasm"))]
 use crate::group::Group;
 use crate::log::{self, EMAILS, EVENTS, LogTables, META, STREAMS};
 use crate::user::{self, CreateUser, Decision, Rejection, User};
@@ -169,6 +170,7 @@ impl StoreBuilder {
             clock,
             durability,
             store_id,
+            #[cfg(not(target_family = "wasm"))]
             group: Group::default(),
         })
     }
@@ -297,6 +299,7 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     durability: Durability,
     store_id: Uuid,
+    #[cfg(not(target_family = "wasm"))]
     group: Group,
 }
 
@@ -362,8 +365,17 @@ impl Store {
     /// threads share transactions and fsyncs (group commit); each returns
     /// only once its own command is durable.
     pub fn create_user(&self, command: &CreateUser) -> Result<Outcome, StoreError> {
-        self.group
-            .submit(command, |commands| self.execute_batch(commands))
+        #[cfg(not(target_family = "wasm"))]
+        return self
+            .group
+            .submit(command, |commands| self.execute_batch(commands));
+        // wasm has one thread: there is never a group to join, and the
+        // machinery would only cost the browser package bytes.
+        #[cfg(target_family = "wasm")]
+        return self
+            .execute_batch(std::slice::from_ref(command))?
+            .pop()
+            .ok_or_else(|| StoreError::Inconsistent("a batch of one gave no outcome".into()));
     }
 
     /// Executes many commands in one transaction, in order, returning an

@@ -247,19 +247,9 @@ impl Store {
         let owner = log::email_owner(&tables.emails, &created.email_key())?;
         match user::decide(current.as_ref(), owner, created.clone()) {
             Ok(Decision::Record(event)) => {
-                // The hub keeps the device's event id, time and origin, and
-                // gives it the hub's own position and version.
-                let accepted = RecordedEvent {
-                    event_id: recorded.event_id,
-                    version: current.map_or(0, |u| u.version) + 1,
-                    position: *head + 1,
-                    recorded_at_ms: recorded.recorded_at_ms,
-                    origin: recorded.origin,
-                    event,
-                };
-                tables.append(&accepted)?;
-                *head = accepted.position;
-                Ok(Accepted::New(accepted.position))
+                let version = current.map_or(0, |u| u.version) + 1;
+                let position = append_foreign(tables, head, recorded, event, version)?;
+                Ok(Accepted::New(position))
             }
             // The same data, but created by another event (another device):
             // this one is not the user's creation.
@@ -469,19 +459,35 @@ impl Store {
             summary.rebased += 1;
         }
         let current = log::load_user(&tables.events, &tables.streams, created.user_id)?;
-        let imported = RecordedEvent {
-            event_id: recorded.event_id,
-            version: current.map_or(0, |u| u.version) + 1,
-            position: *head + 1,
-            recorded_at_ms: recorded.recorded_at_ms,
-            origin: recorded.origin,
-            event: Event::UserCreated(created.clone()),
-        };
-        tables.append(&imported)?;
-        *head = imported.position;
+        let version = current.map_or(0, |u| u.version) + 1;
+        let event = Event::UserCreated(created.clone());
+        append_foreign(tables, head, recorded, event, version)?;
         summary.imported += 1;
         Ok(())
     }
+}
+
+/// Appends an event recorded by another store under this store's next
+/// position and the given version, keeping its id, time and origin (so ids
+/// recognise it everywhere). Returns its position here.
+fn append_foreign(
+    tables: &mut LogTables<'_>,
+    head: &mut u64,
+    from: &RecordedEvent,
+    event: Event,
+    version: u64,
+) -> Result<u64, StoreError> {
+    let stamped = RecordedEvent {
+        event_id: from.event_id,
+        version,
+        position: *head + 1,
+        recorded_at_ms: from.recorded_at_ms,
+        origin: from.origin,
+        event,
+    };
+    tables.append(&stamped)?;
+    *head = stamped.position;
+    Ok(stamped.position)
 }
 
 /// How the hub answered one pushed event.
