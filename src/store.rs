@@ -427,7 +427,7 @@ impl Store {
         contain(|| f(&self.db().begin_read()?))
     }
 
-    pub(crate) fn execute_in(
+    fn execute_in(
         &self,
         tables: &mut LogTables<'_>,
         head: &mut u64,

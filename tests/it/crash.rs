@@ -92,6 +92,16 @@ fn run(store: &Store) -> Vec<EventJson> {
     acked
 }
 
+/// Opens a store on `disk` and runs the workload; what was acknowledged
+/// (nothing when the open itself failed), or `None` if anything panicked.
+fn acked_on(disk: &Disk) -> Option<Vec<EventJson>> {
+    catch_unwind(AssertUnwindSafe(|| match open(disk) {
+        Ok(store) => run(&store),
+        Err(_) => Vec::new(),
+    }))
+    .ok()
+}
+
 /// Reopens `image` and checks it against what was acknowledged.
 fn check(image: Vec<u8>, acked: &[EventJson]) -> Result<(), String> {
     let store = open(&Disk::with_image(image)).map_err(|e| format!("reopen failed: {e}"))?;
@@ -176,11 +186,7 @@ fn power_cut_at_every_io_op_loses_no_acknowledged_event() {
     let mut cases = 0;
     for at in 1..=total {
         let disk = Disk::default().with_fault(Fault::PowerCut(at));
-        let acked = catch_unwind(AssertUnwindSafe(|| match open(&disk) {
-            Ok(store) => run(&store),
-            Err(_) => Vec::new(),
-        }))
-        .unwrap_or_else(|_| panic!("panic with power cut at op {at}"));
+        let acked = acked_on(&disk).unwrap_or_else(|| panic!("panic with power cut at op {at}"));
         for (i, (keep, again)) in variants(at * 1000).into_iter().enumerate() {
             let mut image = disk.image(keep);
             if let Some(keep_again) = again {
@@ -202,11 +208,7 @@ fn an_io_fault_at_every_op_is_a_500_never_a_panic_and_loses_nothing() {
     for at in 1..=total {
         for fault in [Fault::FailOnce(at), Fault::FailFrom(at)] {
             let disk = Disk::default().with_fault(fault);
-            let acked = catch_unwind(AssertUnwindSafe(|| match open(&disk) {
-                Ok(store) => run(&store),
-                Err(_) => Vec::new(),
-            }))
-            .unwrap_or_else(|_| panic!("panic with {fault:?}"));
+            let acked = acked_on(&disk).unwrap_or_else(|| panic!("panic with {fault:?}"));
             // The process carries on (the file as the OS holds it), or the
             // machine then loses power (only what was synced).
             for (what, image) in [("live", disk.live()), ("synced", disk.image(Keep::Nothing))] {
@@ -238,11 +240,7 @@ fn the_fault_harness_catches_a_write_the_disk_silently_lost() {
     let mut caught = 0;
     for at in 1..=total {
         let disk = Disk::default().with_fault(Fault::Lose(at));
-        let acked = catch_unwind(AssertUnwindSafe(|| match open(&disk) {
-            Ok(store) => run(&store),
-            Err(_) => Vec::new(),
-        }))
-        .unwrap_or_default();
+        let acked = acked_on(&disk).unwrap_or_default();
         if check(disk.live(), &acked).is_err() {
             caught += 1;
         }

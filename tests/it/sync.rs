@@ -275,13 +275,9 @@ fn an_event_that_fails_validation_makes_the_hub_refuse_the_batch() {
 /// Frames envelopes as a push batch exactly as a device would, so a test
 /// can send events no device would record.
 fn forge_push(sender: Uuid, events: &[Vec<u8>]) -> Vec<u8> {
-    let genuine = {
-        let device = store();
-        device.push().unwrap()
-    };
-    // Header, then postcard: the sender's 16 bytes, a varint count, and each
-    // event as a varint length and its bytes.
-    let mut bytes = genuine[..6].to_vec();
+    // Magic, version 1, kind push; then postcard: the sender's 16 bytes, a
+    // varint count, and each event as a varint length and its bytes.
+    let mut bytes = b"SPKS\x01\x01".to_vec();
     bytes.extend_from_slice(sender.as_bytes());
     bytes.push(events.len() as u8);
     for event in events {

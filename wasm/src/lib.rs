@@ -67,6 +67,14 @@ fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
     js_sys::JSON::parse(&text)
 }
 
+/// Recorded events as a JS array of their wire JSON.
+fn events_js(
+    events: Result<Vec<spkey_store::RecordedEvent>, spkey_store::StoreError>,
+) -> Result<JsValue, JsValue> {
+    let events = events.map_err(store_error)?;
+    to_js(&events.iter().map(event_json).collect::<Vec<_>>())
+}
+
 /// A plain object of counts (all far below 2^53, so exact as numbers).
 fn named(fields: &[(&str, f64)]) -> Result<JsValue, JsValue> {
     let object = js_sys::Object::new();
@@ -256,8 +264,7 @@ impl EventStore {
             Some(limit) => whole_number("limit", limit)? as usize,
             None => usize::MAX,
         };
-        let events = self.store()?.events(from, limit).map_err(store_error)?;
-        to_js(&events.iter().map(event_json).collect::<Vec<_>>())
+        events_js(self.store()?.events(from, limit))
     }
 
     /// The position of the last event; 0 for an empty store.
@@ -325,16 +332,14 @@ impl EventStore {
     /// Sync: the events the hub has not answered yet.
     #[wasm_bindgen(unchecked_return_type = "RecordedEvent[]")]
     pub fn pending(&self) -> Result<JsValue, JsValue> {
-        let events = self.store()?.pending().map_err(store_error)?;
-        to_js(&events.iter().map(event_json).collect::<Vec<_>>())
+        events_js(self.store()?.pending())
     }
 
     /// Sync: the rejections the hub sent back (`UserCreationRejected`
     /// events, whose `data` is the API's error body for the refused command).
     #[wasm_bindgen(unchecked_return_type = "RecordedEvent[]")]
     pub fn rejections(&self) -> Result<JsValue, JsValue> {
-        let events = self.store()?.rejections().map_err(store_error)?;
-        to_js(&events.iter().map(event_json).collect::<Vec<_>>())
+        events_js(self.store()?.rejections())
     }
 
     /// Closes the store, releasing its OPFS file for the next open. Later
