@@ -4,21 +4,21 @@
 //! [`Outcome`]s; `contract` turns those into the API's bodies.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use redb::backends::InMemoryBackend;
 use redb::{
-    Builder, Database, Durability, ReadableDatabase, ReadableTable, StorageBackend,
-    WriteTransaction,
+    Builder, Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
+    StorageBackend, WriteTransaction,
 };
-use uuid::{NoContext, Timestamp, Uuid};
+use uuid::{ContextV7, Timestamp, Uuid};
 
 use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::event::{Event, RecordedEvent};
 #[cfg(not(target_family = "wasm"))]
 use crate::group::Group;
-use crate::log::{self, EMAILS, EVENTS, LogTables, META, STREAMS};
+use crate::log::{self, Bytes, EMAILS, EVENTS, LogTables, META, STREAMS};
 use crate::user::{self, CreateUser, Decision, Rejection, User};
 use crate::verify::VerifyReport;
 
@@ -170,6 +170,9 @@ impl StoreBuilder {
             clock,
             durability,
             store_id,
+            ids: Mutex::new(ContextV7::new()),
+            #[cfg(not(target_family = "wasm"))]
+            snapshot: Mutex::new(None),
             #[cfg(not(target_family = "wasm"))]
             group: Group::default(),
         })
@@ -219,6 +222,12 @@ fn reset_if_never_initialized(path: &Path) -> Result<bool, StoreError> {
 /// [`StoreError::Damaged`]. redb may panic on a damaged file; no input, a
 /// damaged file included, may panic through this library's API. (On targets
 /// built with `panic = "abort"` there is nothing to catch.)
+/// Locks a mutex whose data stays consistent even if a holder panicked (every
+/// critical section here is a plain read or replacement).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn contain<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
         let message = payload
@@ -299,8 +308,26 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     durability: Durability,
     store_id: Uuid,
+    /// Makes this store's event ids increase, so the `EVENT_IDS` index is
+    /// appended at its right edge like the log: random ids within a
+    /// millisecond left its pages half full and dirtied a random page each.
+    ids: Mutex<ContextV7>,
+    /// The read snapshot every read shares until the next commit. Opening a
+    /// redb read transaction and its tables costs more than a point lookup
+    /// itself (about 0.65 µs against 0.2 µs); read-mostly callers pay it
+    /// once per commit instead of once per call.
+    #[cfg(not(target_family = "wasm"))]
+    snapshot: Mutex<Option<Arc<Snapshot>>>,
     #[cfg(not(target_family = "wasm"))]
     group: Group,
+}
+
+/// A read transaction with the tables point reads use already open.
+pub(crate) struct Snapshot {
+    pub txn: ReadTransaction,
+    pub events: ReadOnlyTable<Bytes, Bytes>,
+    pub streams: ReadOnlyTable<Bytes, Bytes>,
+    pub emails: ReadOnlyTable<Bytes, Bytes>,
 }
 
 impl std::fmt::Debug for Store {
@@ -313,6 +340,7 @@ impl std::fmt::Debug for Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        self.forget_snapshot();
         if let Some(db) = self.db.take() {
             // redb commits on close and may panic on a damaged file; a panic
             // must not escape a drop (during unwinding it would abort).
@@ -347,6 +375,7 @@ impl Store {
     /// Closes the store, reporting what dropping it would swallow: redb's
     /// final commit on close can fail (or meet a damaged file).
     pub fn close(mut self) -> Result<(), StoreError> {
+        self.forget_snapshot();
         let db = self
             .db
             .take()
@@ -412,6 +441,7 @@ impl Store {
             };
             if wrote {
                 txn.commit()?;
+                self.forget_snapshot();
             } else {
                 txn.abort()?;
             }
@@ -419,12 +449,59 @@ impl Store {
         })
     }
 
-    /// Runs `f` on a consistent read snapshot of the log's tables.
+    /// Runs `f` on a consistent read snapshot of the log.
     pub(crate) fn read<T>(
         &self,
-        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        contain(|| f(&self.db().begin_read()?))
+        self.read_tables(|snapshot| f(&snapshot.txn))
+    }
+
+    /// Runs `f` on the shared read snapshot, opening one if the last commit
+    /// retired it.
+    pub(crate) fn read_tables<T>(
+        &self,
+        f: impl FnOnce(&Snapshot) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        contain(|| {
+            #[cfg(not(target_family = "wasm"))]
+            let snapshot = {
+                // Held while a new snapshot is opened: a writer retiring the
+                // old one waits, so a snapshot older than a finished commit
+                // can never be installed after it.
+                let mut shared = lock(&self.snapshot);
+                match &*shared {
+                    Some(snapshot) => snapshot.clone(),
+                    None => {
+                        let snapshot = Arc::new(self.open_snapshot()?);
+                        *shared = Some(snapshot.clone());
+                        snapshot
+                    }
+                }
+            };
+            // The browser package keeps its bytes for other things: a fresh
+            // snapshot per read there.
+            #[cfg(target_family = "wasm")]
+            let snapshot = self.open_snapshot()?;
+            f(&snapshot)
+        })
+    }
+
+    fn open_snapshot(&self) -> Result<Snapshot, StoreError> {
+        let txn = self.db().begin_read()?;
+        Ok(Snapshot {
+            events: txn.open_table(EVENTS)?,
+            streams: txn.open_table(STREAMS)?,
+            emails: txn.open_table(EMAILS)?,
+            txn,
+        })
+    }
+
+    /// Retires the shared snapshot after a commit (so reads see it) and
+    /// before closing (redb will not close under a live transaction).
+    fn forget_snapshot(&self) {
+        #[cfg(not(target_family = "wasm"))]
+        lock(&self.snapshot).take();
     }
 
     fn execute_in(
@@ -478,7 +555,10 @@ impl Store {
         }
         // In range, so both conversions are exact.
         let (secs, millis) = ((now / 1000) as u64, (now % 1000) as u32);
-        let ts = Timestamp::from_unix(NoContext, secs, millis * 1_000_000);
+        // Stamping happens inside the write transaction, so the lock is never
+        // contended.
+        let ids = lock(&self.ids);
+        let ts = Timestamp::from_unix(&*ids, secs, millis * 1_000_000);
         Ok(RecordedEvent {
             event_id: Uuid::new_v7(ts),
             version: current.map_or(0, |user| user.version) + 1,
@@ -491,10 +571,13 @@ impl Store {
 
     /// Up to `limit` events from `from` (inclusive) on, in position order.
     pub fn events(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.read(|txn| {
-            let events = txn.open_table(EVENTS)?;
-            let mut out = Vec::new();
-            for row in events.range(&log::u64_bytes(from)[..]..)?.take(limit) {
+        self.read_tables(|snapshot| {
+            let mut out = Vec::with_capacity(limit.min(1024));
+            for row in snapshot
+                .events
+                .range(&log::u64_bytes(from)[..]..)?
+                .take(limit)
+            {
                 let (position, bytes) = row?;
                 let position = log::read_u64("log key", position.value())?;
                 out.push(log::decode_row(position, bytes.value())?);
@@ -505,24 +588,22 @@ impl Store {
 
     /// One user's events in version order; empty for an unknown id.
     pub fn aggregate_events(&self, user_id: Uuid) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.read(|txn| log::stream(&txn.open_table(EVENTS)?, &txn.open_table(STREAMS)?, user_id))
+        self.read_tables(|s| log::stream(&s.events, &s.streams, user_id))
     }
 
     /// A user's current state, or `None` for an unknown id.
     pub fn user(&self, user_id: Uuid) -> Result<Option<User>, StoreError> {
-        self.read(|txn| {
-            log::load_user(&txn.open_table(EVENTS)?, &txn.open_table(STREAMS)?, user_id)
-        })
+        self.read_tables(|s| log::load_user(&s.events, &s.streams, user_id))
     }
 
     /// The user holding `email` (case and surrounding space ignored), if any.
     pub fn user_id_by_email(&self, email: &str) -> Result<Option<Uuid>, StoreError> {
-        self.read(|txn| log::email_owner(&txn.open_table(EMAILS)?, &crate::event::email_key(email)))
+        self.read_tables(|s| log::email_owner(&s.emails, &crate::event::email_key(email)))
     }
 
     /// The position of the last recorded event; 0 for an empty store.
     pub fn head_position(&self) -> Result<u64, StoreError> {
-        self.read(|txn| log::head(&txn.open_table(EVENTS)?))
+        self.read_tables(|s| log::head(&s.events))
     }
 
     /// Checks the whole store: every envelope decodes and its checksum holds,

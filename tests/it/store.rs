@@ -337,3 +337,45 @@ fn a_snapshot_between_commands_restores_every_command_before_it() {
         assert!(restored.verify().unwrap().is_sound());
     }
 }
+
+#[test]
+fn a_read_after_a_commit_sees_it_though_an_earlier_read_was_cached() {
+    let given = given_store();
+    let id: Uuid = user_id(1).parse().unwrap();
+    // These reads leave the shared snapshot in place…
+    assert_eq!(given.store.user(id).unwrap(), None);
+    assert_eq!(given.store.head_position().unwrap(), 0);
+
+    given.store.create_user(&create(1)).unwrap();
+
+    // …and the commit must have retired it.
+    assert!(given.store.user(id).unwrap().is_some());
+    assert_eq!(given.store.head_position().unwrap(), 1);
+    assert_eq!(given.store.events(1, 10).unwrap().len(), 1);
+    assert_eq!(
+        given.store.user_id_by_email("user1@example.com").unwrap(),
+        Some(id)
+    );
+}
+
+#[test]
+fn event_ids_increase_even_within_one_millisecond() {
+    // The fixed clock puts every event in the same millisecond.
+    let given = given_store();
+    for n in 0..50 {
+        given.store.create_user(&create(n)).unwrap();
+    }
+    let ids: Vec<Uuid> = given
+        .store
+        .events(1, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(ids.len(), 50);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    for id in &ids {
+        let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+        assert_eq!(secs as i64 * 1000 + (nanos / 1_000_000) as i64, NOW_MS);
+    }
+}
