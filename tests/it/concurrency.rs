@@ -160,3 +160,37 @@ impl SpawnPiped for Command {
             .unwrap()
     }
 }
+
+#[test]
+fn a_read_that_starts_after_a_write_returned_sees_it() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let given = given_store();
+    let acknowledged = AtomicU64::new(0);
+    let commands = if long_run() { 2_000 } else { 300 };
+
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let seen = acknowledged.load(Ordering::Acquire);
+                    let head = given.store.head_position().unwrap();
+                    assert!(
+                        head >= seen,
+                        "read head {head} after {seen} were acknowledged"
+                    );
+                    if seen == commands {
+                        break;
+                    }
+                }
+            });
+        }
+        for n in 0..commands {
+            let id = Uuid::from_u128(0xc000 + n as u128).to_string();
+            given
+                .store
+                .create_user(&CreateUser::new(id, format!("r{n}@example.com")))
+                .unwrap();
+            acknowledged.store(n + 1, Ordering::Release);
+        }
+    });
+}
