@@ -30,7 +30,8 @@ pub(crate) const EVENT_IDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new
 /// name (UTF-8) → bytes: format version, store id, sync cursor, hub id.
 pub(crate) const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
 /// position (u64) → nothing: this store's own `UserCreated` events the hub
-/// has not yet accepted or rejected.
+/// has not yet accepted or rejected — those up to the meta row
+/// `pending_listed_to`; newer creations are pending without a row (sync.rs).
 pub(crate) const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
 /// position (u64) → nothing: the `UserCreationRejected` events, for listing.
 pub(crate) const REJECTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rejections");

@@ -531,11 +531,8 @@ impl Store {
             }
             Ok(Decision::Record(event)) => {
                 let recorded = self.stamp(event, current.as_ref(), *head + 1)?;
+                // Pending for the hub, without a row yet: see sync.rs.
                 tables.append(&recorded)?;
-                // Created here, so the hub has yet to hear of it.
-                tables
-                    .pending
-                    .insert(&log::u64_bytes(recorded.position)[..], &[][..])?;
                 *head = recorded.position;
                 Ok(Outcome::Created(recorded))
             }

@@ -30,6 +30,12 @@ use crate::user::{self, CreateUser, Decision, Field, FieldError, Rejection};
 
 const PULL_CURSOR: &[u8] = b"pull_cursor";
 const HUB_ID: &[u8] = b"hub_id";
+/// The position up to which this store's own `UserCreated` events have
+/// their `PENDING` rows. Creating a user writes no sync bookkeeping (one
+/// table fewer in every create's commit, which is what a store that never
+/// syncs wants); every sync step, and `pending()`, first lists the newer
+/// creations.
+const PENDING_LISTED_TO: &[u8] = b"pending_listed_to";
 
 /// What [`Store::apply_reply`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,8 +112,22 @@ fn untrusted_events(
     Ok((Uuid::from_bytes(parsed.sender), events))
 }
 
-fn read_meta(meta: &Table<'_, Bytes, Bytes>, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+fn read_meta(
+    meta: &impl ReadableTable<Bytes, Bytes>,
+    name: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(meta.get(name)?.map(|v| v.value().to_vec()))
+}
+
+fn listed_to(meta: &impl ReadableTable<Bytes, Bytes>) -> Result<u64, StoreError> {
+    match read_meta(meta, PENDING_LISTED_TO)? {
+        Some(bytes) => log::read_u64("pending listed to", &bytes),
+        None => Ok(0),
+    }
+}
+
+fn own_creation(recorded: &RecordedEvent, store_id: Uuid) -> bool {
+    recorded.origin == store_id && matches!(recorded.event, Event::UserCreated(_))
 }
 
 /// Checks that `sender` is the hub this store syncs with, recording it the
@@ -133,9 +153,43 @@ fn check_hub(meta: &mut Table<'_, Bytes, Bytes>, sender: Uuid) -> Result<(), Sto
 
 impl Store {
     /// This store's own events the hub has not yet accepted or rejected, in
-    /// log order.
+    /// log order. Creations made since the last sync step are listed first,
+    /// a small write that commits only when there are any.
     pub fn pending(&self) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.list_new_pending()?;
         self.read(|txn| listed(&txn.open_table(PENDING)?, &txn.open_table(EVENTS)?))
+    }
+
+    /// Lists creations made since the last sync step, in a transaction of
+    /// its own that commits only if there were any.
+    fn list_new_pending(&self) -> Result<(), StoreError> {
+        self.write(|tables, txn| {
+            let listed = self.list_pending(tables, &mut txn.open_table(META)?)?;
+            Ok(((), listed))
+        })
+    }
+
+    /// Writes the `PENDING` rows of this store's creations after the listed
+    /// position, so what follows can read or resolve them by row. Returns
+    /// whether it wrote anything.
+    fn list_pending(
+        &self,
+        tables: &mut LogTables<'_>,
+        meta: &mut Table<'_, Bytes, Bytes>,
+    ) -> Result<bool, StoreError> {
+        let from = listed_to(meta)?;
+        let mut head = from;
+        for row in tables.events.range(&log::u64_bytes(from + 1)[..]..)? {
+            let (position, stored) = row?;
+            head = log::read_u64("log key", position.value())?;
+            if own_creation(&log::decode_row(head, stored.value())?, self.store_id()) {
+                tables.pending.insert(&log::u64_bytes(head)[..], &[][..])?;
+            }
+        }
+        if head != from {
+            meta.insert(PENDING_LISTED_TO, &log::u64_bytes(head)[..])?;
+        }
+        Ok(head != from)
     }
 
     /// The `UserCreationRejected` events: every command the hub refused, in
@@ -154,8 +208,10 @@ impl Store {
 
     /// A push batch of every pending event, for the hub's
     /// [`accept`](Self::accept). Pushing again before the reply is harmless:
-    /// the hub recognises events it has seen.
+    /// the hub recognises events it has seen. Lists new creations first, as
+    /// [`pending`](Self::pending) does.
     pub fn push(&self) -> Result<Vec<u8>, StoreError> {
+        self.list_new_pending()?;
         self.read(|txn| {
             let events = txn.open_table(EVENTS)?;
             let mut bytes = Vec::new();
@@ -274,7 +330,9 @@ impl Store {
         batch::check_count(parsed.items.len())?;
         let sender = Uuid::from_bytes(parsed.sender);
         self.write(|tables, txn| {
-            check_hub(&mut txn.open_table(META)?, sender)?;
+            let mut meta = txn.open_table(META)?;
+            check_hub(&mut meta, sender)?;
+            self.list_pending(tables, &mut meta)?;
             let mut head = log::head(&tables.events)?;
             let mut summary = ReplySummary::default();
             for (index, item) in parsed.items.iter().enumerate() {
@@ -374,6 +432,7 @@ impl Store {
         self.write(|tables, txn| {
             let mut meta = txn.open_table(META)?;
             check_hub(&mut meta, sender)?;
+            self.list_pending(tables, &mut meta)?;
             let mut summary = ImportSummary {
                 cursor: match read_meta(&meta, PULL_CURSOR)? {
                     Some(bytes) => log::read_u64("pull cursor", &bytes)?,

@@ -119,6 +119,14 @@ fn a_store_written_by_format_v1_still_reads_and_accepts_writes() {
         .collect();
     assert_eq!(lines, expected.lines().collect::<Vec<_>>());
     assert!(store.verify().unwrap().is_sound());
+    // The three creations were never pushed: each is pending exactly once.
+    let pending: Vec<u64> = store
+        .pending()
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(pending, [1, 2, 3]);
     let next = CreateUser::new(Uuid::from_u128(0xabcd).to_string(), "new@example.com");
     assert_eq!(
         store.create_user(&next).unwrap().event().unwrap().position,

@@ -83,6 +83,32 @@ fn a_user_created_offline_reaches_the_hub_and_stops_being_pending() {
 }
 
 #[test]
+fn users_created_between_a_push_and_its_reply_stay_pending_until_their_own_push() {
+    let (device, hub) = (store(), store());
+    create(&device, 1, "a@example.com", "Ann");
+    let push = device.push().unwrap();
+    // Created after the push: not in it, and the reply must not settle it.
+    create(&device, 2, "b@example.com", "Bob");
+    device.apply_reply(&hub.accept(&push).unwrap()).unwrap();
+    create(&device, 3, "c@example.com", "Cid");
+
+    let pending: Vec<u64> = device
+        .pending()
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(pending, [2, 3]);
+
+    let summary = device
+        .apply_reply(&hub.accept(&device.push().unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(summary.accepted, 2);
+    assert!(device.pending().unwrap().is_empty());
+    assert_eq!(hub.head_position().unwrap(), 3);
+}
+
+#[test]
 fn two_devices_create_one_user_id_differently_and_the_later_is_rejected_then_rebased() {
     let (one, two, hub) = (store(), store(), store());
     create(&one, 1, "ann@example.com", "Ann");
