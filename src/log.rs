@@ -25,7 +25,10 @@ pub(crate) const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("e
 pub(crate) const STREAMS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("streams");
 /// normalized email (UTF-8) → user id (16 bytes): unique emails.
 pub(crate) const EMAILS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("emails");
-/// event id (16 bytes) → position (u64): dedupes retries and sync imports.
+/// event id (16 bytes) → position (u64): recognises events across stores.
+/// Events from other stores are indexed as they are appended; this store's
+/// own `UserCreated` events only when a sync step lists them (see sync.rs),
+/// since only sync looks them up — a create commits one table fewer.
 pub(crate) const EVENT_IDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("event_ids");
 /// name (UTF-8) → bytes: format version, store id, sync cursor, hub id.
 pub(crate) const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
@@ -78,6 +81,9 @@ pub(crate) fn read_stream_key(bytes: &[u8]) -> Result<(Uuid, u64), StoreError> {
 
 /// The tables a command writes, opened once per write transaction.
 pub(crate) struct LogTables<'txn> {
+    /// The store whose log this is: its own events are not indexed by id
+    /// on append.
+    pub store_id: Uuid,
     pub events: Table<'txn, Bytes, Bytes>,
     pub streams: Table<'txn, Bytes, Bytes>,
     pub emails: Table<'txn, Bytes, Bytes>,
@@ -87,8 +93,9 @@ pub(crate) struct LogTables<'txn> {
 }
 
 impl<'txn> LogTables<'txn> {
-    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+    pub fn open(txn: &'txn WriteTransaction, store_id: Uuid) -> Result<Self, StoreError> {
         Ok(LogTables {
+            store_id,
             events: txn.open_table(EVENTS)?,
             streams: txn.open_table(STREAMS)?,
             emails: txn.open_table(EMAILS)?,
@@ -118,8 +125,10 @@ impl<'txn> LogTables<'txn> {
             .insert(&position[..], codec::encode(recorded).as_slice())?;
         self.streams
             .insert(&stream_key(aggregate, recorded.version)[..], &position[..])?;
-        self.event_ids
-            .insert(&recorded.event_id.as_bytes()[..], &position[..])?;
+        if recorded.origin != self.store_id {
+            self.event_ids
+                .insert(&recorded.event_id.as_bytes()[..], &position[..])?;
+        }
         match &recorded.event {
             Event::UserCreated(created) => {
                 self.emails

@@ -288,7 +288,7 @@ fn init(db: &Database) -> Result<Uuid, StoreError> {
     // never meet a missing table. A complete store is opened without
     // writing to it.
     let tables = txn.list_tables()?.count();
-    drop(LogTables::open(&txn)?);
+    drop(LogTables::open(&txn, store_id)?);
     if created || txn.list_tables()?.count() != tables {
         txn.commit()?;
     } else {
@@ -436,7 +436,7 @@ impl Store {
             txn.set_durability(self.durability)
                 .map_err(|e| StoreError::Storage(e.into()))?;
             let (value, wrote) = {
-                let mut tables = LogTables::open(&txn)?;
+                let mut tables = LogTables::open(&txn, self.store_id)?;
                 f(&mut tables, &txn)?
             };
             if wrote {

@@ -31,11 +31,11 @@ use crate::user::{self, CreateUser, Decision, Field, FieldError, Rejection};
 const PULL_CURSOR: &[u8] = b"pull_cursor";
 const HUB_ID: &[u8] = b"hub_id";
 /// The position up to which this store's own `UserCreated` events have
-/// their `PENDING` rows. Creating a user writes no sync bookkeeping (one
-/// table fewer in every create's commit, which is what a store that never
-/// syncs wants); every sync step, and `pending()`, first lists the newer
-/// creations.
-const PENDING_LISTED_TO: &[u8] = b"pending_listed_to";
+/// their `PENDING` and `EVENT_IDS` rows. Creating a user writes no sync
+/// bookkeeping (two tables fewer in every create's commit, which is what a
+/// store that never syncs wants); every sync step, and `pending()`, first
+/// lists the newer creations.
+pub(crate) const PENDING_LISTED_TO: &[u8] = b"pending_listed_to";
 
 /// What [`Store::apply_reply`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -119,14 +119,16 @@ fn read_meta(
     Ok(meta.get(name)?.map(|v| v.value().to_vec()))
 }
 
-fn listed_to(meta: &impl ReadableTable<Bytes, Bytes>) -> Result<u64, StoreError> {
+pub(crate) fn listed_to(meta: &impl ReadableTable<Bytes, Bytes>) -> Result<u64, StoreError> {
     match read_meta(meta, PENDING_LISTED_TO)? {
         Some(bytes) => log::read_u64("pending listed to", &bytes),
         None => Ok(0),
     }
 }
 
-fn own_creation(recorded: &RecordedEvent, store_id: Uuid) -> bool {
+/// Whether `recorded` is a creation of the store `store_id`: the events
+/// listed lazily into `PENDING` and `EVENT_IDS`.
+pub(crate) fn own_creation(recorded: &RecordedEvent, store_id: Uuid) -> bool {
     recorded.origin == store_id && matches!(recorded.event, Event::UserCreated(_))
 }
 
@@ -169,9 +171,9 @@ impl Store {
         })
     }
 
-    /// Writes the `PENDING` rows of this store's creations after the listed
-    /// position, so what follows can read or resolve them by row. Returns
-    /// whether it wrote anything.
+    /// Writes the `PENDING` and `EVENT_IDS` rows of this store's creations
+    /// after the listed position, so what follows can find, read or resolve
+    /// them by row. Returns whether it wrote anything.
     fn list_pending(
         &self,
         tables: &mut LogTables<'_>,
@@ -182,8 +184,13 @@ impl Store {
         for row in tables.events.range(&log::u64_bytes(from + 1)[..]..)? {
             let (position, stored) = row?;
             head = log::read_u64("log key", position.value())?;
-            if own_creation(&log::decode_row(head, stored.value())?, self.store_id()) {
-                tables.pending.insert(&log::u64_bytes(head)[..], &[][..])?;
+            let recorded = log::decode_row(head, stored.value())?;
+            if own_creation(&recorded, self.store_id()) {
+                let position = log::u64_bytes(head);
+                tables.pending.insert(&position[..], &[][..])?;
+                tables
+                    .event_ids
+                    .insert(&recorded.event_id.as_bytes()[..], &position[..])?;
             }
         }
         if head != from {
@@ -243,7 +250,10 @@ impl Store {
         if let Some(index) = events.iter().position(|(e, _)| e.origin != sender) {
             return Err(bad(index, "was not recorded by the batch's sender"));
         }
-        let items = self.write(|tables, _| {
+        let items = self.write(|tables, txn| {
+            // Indexes this store's own creations by id too, so a store
+            // handed its own push recognises every event in it.
+            self.list_pending(tables, &mut txn.open_table(META)?)?;
             let mut head = log::head(&tables.events)?;
             let mut items = Vec::with_capacity(events.len());
             for (recorded, created) in &events {

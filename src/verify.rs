@@ -10,7 +10,8 @@ use redb::{ReadTransaction, ReadableTable};
 use crate::codec;
 use crate::error::StoreError;
 use crate::event::{Event, email_key};
-use crate::log::{self, Bytes, EMAILS, EVENT_IDS, EVENTS, STREAMS, stream_key};
+use crate::log::{self, Bytes, EMAILS, EVENT_IDS, EVENTS, META, STREAMS, stream_key};
+use crate::sync::{listed_to, own_creation};
 
 /// What [`Store::verify`](crate::Store::verify) found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -35,6 +36,12 @@ pub(crate) fn verify(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> 
     let streams = txn.open_table(STREAMS)?;
     let emails = txn.open_table(EMAILS)?;
     let event_ids = txn.open_table(EVENT_IDS)?;
+    let meta = txn.open_table(META)?;
+    let store_id = meta
+        .get(&b"store_id"[..])?
+        .and_then(|v| uuid::Uuid::from_slice(v.value()).ok())
+        .ok_or_else(|| StoreError::Inconsistent("meta store_id row is damaged".into()))?;
+    let listed_to = listed_to(&meta)?;
     let mut report = VerifyReport::default();
     let findings = &mut report.findings;
 
@@ -88,9 +95,20 @@ pub(crate) fn verify(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> 
                 )),
             },
         }
-        if position_at(&event_ids, recorded.event_id.as_bytes())? != Some(position) {
+        // Events from elsewhere are indexed by id on append; own creations
+        // once listed; own compensations never.
+        let indexed = recorded.origin != store_id
+            || (own_creation(&recorded, store_id) && position <= listed_to);
+        let id_row = position_at(&event_ids, recorded.event_id.as_bytes())?;
+        if indexed && id_row != Some(position) {
             findings.push(format!(
                 "position {position}: event id row does not point at event {}",
+                recorded.event_id
+            ));
+        }
+        if !indexed && id_row.is_some() {
+            findings.push(format!(
+                "position {position}: own event {} has an event id row before it was listed",
                 recorded.event_id
             ));
         }

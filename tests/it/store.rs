@@ -379,3 +379,32 @@ fn event_ids_increase_even_within_one_millisecond() {
         assert_eq!(secs as i64 * 1000 + (nanos / 1_000_000) as i64, NOW_MS);
     }
 }
+
+#[test]
+fn verify_holds_own_creations_to_their_event_id_rows_once_listed() {
+    const EVENT_IDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("event_ids");
+    let given = given_store();
+    given.store.create_user(&create(1)).unwrap();
+    let first = given.store.events(1, 1).unwrap().remove(0);
+    // pending() lists creation 1 (indexing it by id); creation 2 is not yet.
+    assert_eq!(given.store.pending().unwrap().len(), 1);
+    given.store.create_user(&create(2)).unwrap();
+    let second = given.store.events(2, 1).unwrap().remove(0);
+    assert!(given.store.verify().unwrap().is_sound());
+
+    let given = tamper(given, |txn| {
+        let mut ids = txn.open_table(EVENT_IDS).unwrap();
+        assert!(
+            ids.remove(&first.event_id.as_bytes()[..])
+                .unwrap()
+                .is_some()
+        );
+        ids.insert(&second.event_id.as_bytes()[..], &2u64.to_be_bytes()[..])
+            .unwrap();
+    });
+
+    let findings = given.store.verify().unwrap().findings;
+    assert_eq!(findings.len(), 2, "{findings:?}");
+    assert!(findings[0].contains("position 1: event id row does not point"));
+    assert!(findings[1].contains("position 2: own event"));
+}
