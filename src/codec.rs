@@ -159,6 +159,15 @@ fn to_postcard<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes envelope bytes, verifying the checksum first.
 pub fn decode(bytes: &[u8]) -> Result<RecordedEvent, DecodeError> {
+    let body = checked(bytes)?;
+    match body[0] {
+        FORMAT_V1 => decode_v1(&body[1..]),
+        other => Err(DecodeError::UnknownFormat(other)),
+    }
+}
+
+/// The bytes before the checksum, once it holds; never empty.
+fn checked(bytes: &[u8]) -> Result<&[u8], DecodeError> {
     if bytes.len() < 1 + CHECKSUM_LEN {
         return Err(DecodeError::TooShort(bytes.len()));
     }
@@ -168,9 +177,48 @@ pub fn decode(bytes: &[u8]) -> Result<RecordedEvent, DecodeError> {
     if stored != computed {
         return Err(DecodeError::ChecksumMismatch { stored, computed });
     }
-    match body[0] {
-        FORMAT_V1 => decode_v1(&body[1..]),
-        other => Err(DecodeError::UnknownFormat(other)),
+    Ok(body)
+}
+
+/// Decodes envelope bytes into `out`, reusing its strings' memory when both
+/// are a format-1 `UserCreated` (the event a scan meets), so a scan
+/// allocates nothing per event once warm. Anything else is decoded afresh
+/// by [`decode`], which checks the same things; on `Err`, `out` is left
+/// unspecified but valid.
+pub(crate) fn decode_into(bytes: &[u8], out: &mut RecordedEvent) -> Result<(), DecodeError> {
+    let body = checked(bytes)?;
+    let (FORMAT_V1, Event::UserCreated(created)) = (body[0], &mut out.event) else {
+        *out = decode(bytes)?;
+        return Ok(());
+    };
+    let envelope: EnvelopeV1 = from_postcard(&body[1..])?;
+    if (envelope.event_type, envelope.schema_version) != (USER_CREATED, 1) {
+        *out = decode(bytes)?;
+        return Ok(());
+    }
+    let v1: UserCreatedV1 = from_postcard(envelope.payload)?;
+    created.user_id = Uuid::from_bytes(envelope.aggregate_id);
+    refill(&mut created.email, v1.email);
+    refill_option(&mut created.first_name, v1.first_name);
+    refill_option(&mut created.last_name, v1.last_name);
+    refill_option(&mut created.phone_number, v1.phone_number);
+    out.event_id = Uuid::from_bytes(envelope.event_id);
+    out.version = envelope.version;
+    out.position = envelope.position;
+    out.recorded_at_ms = envelope.recorded_at_ms;
+    out.origin = Uuid::from_bytes(envelope.origin);
+    Ok(())
+}
+
+fn refill(to: &mut String, from: &str) {
+    to.clear();
+    to.push_str(from);
+}
+
+fn refill_option(to: &mut Option<String>, from: Option<&str>) {
+    match (to.as_mut(), from) {
+        (Some(to), Some(from)) => refill(to, from),
+        (_, from) => *to = from.map(str::to_owned),
     }
 }
 
@@ -278,6 +326,42 @@ mod tests {
     #[test]
     fn round_trips() {
         assert_eq!(decode(&encode(&sample())), Ok(sample()));
+    }
+
+    #[test]
+    fn decoding_into_an_earlier_event_gives_what_decoding_afresh_gives() {
+        let full = sample();
+        let mut sparse = sample();
+        sparse.position = 10;
+        if let Event::UserCreated(created) = &mut sparse.event {
+            created.email = "a-much-longer-address@example.com".into();
+            (created.first_name, created.last_name, created.phone_number) =
+                (None, Some("Lee".into()), None);
+        }
+        let rejected = RecordedEvent {
+            event: Event::UserCreationRejected(UserCreationRejected {
+                user_id: Uuid::from_u128(3),
+                rejected_event_id: Uuid::from_u128(1),
+                code: 409,
+                details: vec![FieldError {
+                    field: Field::Email,
+                    message: "taken".into(),
+                }],
+            }),
+            ..sample()
+        };
+        let cases = [full, sparse, rejected];
+        for earlier in &cases {
+            for next in &cases {
+                let mut out = earlier.clone();
+                assert_eq!(decode_into(&encode(next), &mut out), Ok(()));
+                assert_eq!(&out, next);
+            }
+        }
+        let mut damaged = encode(&cases[1]);
+        damaged[5] ^= 1;
+        let mut out = cases[0].clone();
+        assert!(decode_into(&damaged, &mut out).is_err());
     }
 
     #[test]

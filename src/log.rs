@@ -164,13 +164,37 @@ pub(crate) fn read_event(
 pub(crate) fn decode_row(position: u64, bytes: &[u8]) -> Result<RecordedEvent, StoreError> {
     let recorded =
         codec::decode(bytes).map_err(|source| StoreError::Corrupt { position, source })?;
+    check_row(position, &recorded)?;
+    Ok(recorded)
+}
+
+/// As [`decode_row`], into the memory of an earlier event (see
+/// [`codec::decode_into`]); `out` holds the event after `Ok`.
+pub(crate) fn decode_row_into<'a>(
+    position: u64,
+    bytes: &[u8],
+    out: &'a mut Option<RecordedEvent>,
+) -> Result<&'a RecordedEvent, StoreError> {
+    let corrupt = |source| StoreError::Corrupt { position, source };
+    let recorded = match out {
+        Some(earlier) => {
+            codec::decode_into(bytes, earlier).map_err(corrupt)?;
+            earlier
+        }
+        None => out.insert(codec::decode(bytes).map_err(corrupt)?),
+    };
+    check_row(position, recorded)?;
+    Ok(recorded)
+}
+
+fn check_row(position: u64, recorded: &RecordedEvent) -> Result<(), StoreError> {
     if recorded.position != position {
         return Err(StoreError::Inconsistent(format!(
             "log row {position} holds the event of position {}",
             recorded.position
         )));
     }
-    Ok(recorded)
+    Ok(())
 }
 
 /// Reads one aggregate's events in version order.

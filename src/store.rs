@@ -583,6 +583,31 @@ impl Store {
         })
     }
 
+    /// Visits the events from position `from` on, in position order, until
+    /// `visit` returns `false` or the log ends; returns how many it visited.
+    /// Each event is decoded into the memory of the one before, so a scan
+    /// allocates nothing per event once warm (clone what you keep), unlike
+    /// collecting pages with [`events`](Self::events). The whole scan reads
+    /// one snapshot of the log; a damaged event ends it with the error.
+    pub fn scan(
+        &self,
+        from: u64,
+        mut visit: impl FnMut(&RecordedEvent) -> bool,
+    ) -> Result<u64, StoreError> {
+        self.read_tables(|snapshot| {
+            let (mut current, mut visited) = (None, 0);
+            for row in snapshot.events.range(&log::u64_bytes(from)[..]..)? {
+                let (position, bytes) = row?;
+                let position = log::read_u64("log key", position.value())?;
+                visited += 1;
+                if !visit(log::decode_row_into(position, bytes.value(), &mut current)?) {
+                    break;
+                }
+            }
+            Ok(visited)
+        })
+    }
+
     /// One user's events in version order; empty for an unknown id.
     pub fn aggregate_events(&self, user_id: Uuid) -> Result<Vec<RecordedEvent>, StoreError> {
         self.read_tables(|s| log::stream(&s.events, &s.streams, user_id))

@@ -157,6 +157,30 @@ fn two_devices_claim_one_email_and_the_loser_sees_why_and_frees_it() {
     sync(&two, &hub);
     assert_eq!(user_of(&hub, 2).unwrap().profile.email, "bob@example.com");
     assert!(two.verify().unwrap().is_sound() && hub.verify().unwrap().is_sound());
+    // Its log mixes creations and a rejection: a scan, reusing one event's
+    // memory across both kinds, sees exactly what paging sees.
+    let mut scanned = Vec::new();
+    let visited = two
+        .scan(1, |event| {
+            scanned.push(event.clone());
+            true
+        })
+        .unwrap();
+    assert_eq!(scanned, two.events(1, usize::MAX).unwrap());
+    assert_eq!(visited as usize, scanned.len());
+    assert!(
+        scanned
+            .iter()
+            .any(|e| matches!(e.event, Event::UserCreationRejected(_)))
+    );
+    let mut from_two = Vec::new();
+    let visited = two
+        .scan(2, |event| {
+            from_two.push(event.position);
+            from_two.len() < 2
+        })
+        .unwrap();
+    assert_eq!((visited, from_two), (2, vec![2, 3]));
 }
 
 #[test]
