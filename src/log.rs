@@ -28,7 +28,7 @@ pub(crate) const EMAILS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("e
 /// event id (16 bytes) → position (u64): recognises events across stores.
 /// Events from other stores are indexed as they are appended; this store's
 /// own `UserCreated` events only when a sync step lists them (see sync.rs),
-/// since only sync looks them up — a create commits one table fewer.
+/// since only sync looks them up and a create then commits fewer tables.
 pub(crate) const EVENT_IDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("event_ids");
 /// name (UTF-8) → bytes: format version, store id, sync cursor, hub id.
 pub(crate) const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");

@@ -218,16 +218,16 @@ fn reset_if_never_initialized(path: &Path) -> Result<bool, StoreError> {
     Ok(true)
 }
 
-/// Runs `f`, turning a panic inside the storage engine into
-/// [`StoreError::Damaged`]. redb may panic on a damaged file; no input, a
-/// damaged file included, may panic through this library's API. (On targets
-/// built with `panic = "abort"` there is nothing to catch.)
 /// Locks a mutex whose data stays consistent even if a holder panicked (every
 /// critical section here is a plain read or replacement).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs `f`, turning a panic inside the storage engine into
+/// [`StoreError::Damaged`]. redb may panic on a damaged file; no input, a
+/// damaged file included, may panic through this library's API. (On targets
+/// built with `panic = "abort"` there is nothing to catch.)
 fn contain<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
         let message = payload
@@ -634,7 +634,7 @@ impl Store {
     /// the store cannot be read at all. Memory stays flat: nothing is
     /// collected per event.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
-        self.read(crate::verify::verify)
+        self.read(|txn| crate::verify::verify(txn, self.store_id))
     }
 }
 

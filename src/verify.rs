@@ -6,6 +6,7 @@
 //! or misdirected row, without holding anything per event in memory.
 
 use redb::{ReadTransaction, ReadableTable};
+use uuid::Uuid;
 
 use crate::codec;
 use crate::error::StoreError;
@@ -31,17 +32,14 @@ impl VerifyReport {
     }
 }
 
-pub(crate) fn verify(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> {
+/// Checks the store whose id is `store_id` (its own events are indexed by id
+/// only once listed).
+pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyReport, StoreError> {
     let events = txn.open_table(EVENTS)?;
     let streams = txn.open_table(STREAMS)?;
     let emails = txn.open_table(EMAILS)?;
     let event_ids = txn.open_table(EVENT_IDS)?;
-    let meta = txn.open_table(META)?;
-    let store_id = meta
-        .get(&b"store_id"[..])?
-        .and_then(|v| uuid::Uuid::from_slice(v.value()).ok())
-        .ok_or_else(|| StoreError::Inconsistent("meta store_id row is damaged".into()))?;
-    let listed_to = listed_to(&meta)?;
+    let listed_to = listed_to(&txn.open_table(META)?)?;
     let mut report = VerifyReport::default();
     let findings = &mut report.findings;
 
