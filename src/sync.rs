@@ -126,6 +126,15 @@ pub(crate) fn listed_to(meta: &impl ReadableTable<Bytes, Bytes>) -> Result<u64, 
     }
 }
 
+/// Records that every own creation up to `head` has its rows. A sync step
+/// lists first and then appends only events from elsewhere and
+/// compensations, never an own creation, so it marks its own appends listed
+/// too: otherwise the next step would decode them all again to find none.
+fn listed_through(meta: &mut Table<'_, Bytes, Bytes>, head: u64) -> Result<(), StoreError> {
+    meta.insert(PENDING_LISTED_TO, &log::u64_bytes(head)[..])?;
+    Ok(())
+}
+
 /// Whether `recorded` is a creation of the store `store_id`: the events
 /// listed lazily into `PENDING` and `EVENT_IDS`.
 pub(crate) fn own_creation(recorded: &RecordedEvent, store_id: Uuid) -> bool {
@@ -194,7 +203,7 @@ impl Store {
             }
         }
         if head != from {
-            meta.insert(PENDING_LISTED_TO, &log::u64_bytes(head)[..])?;
+            listed_through(meta, head)?;
         }
         Ok(head != from)
     }
@@ -253,13 +262,15 @@ impl Store {
         let items = self.write(|tables, txn| {
             // Indexes this store's own creations by id too, so a store
             // handed its own push recognises every event in it.
-            self.list_pending(tables, &mut txn.open_table(META)?)?;
+            let mut meta = txn.open_table(META)?;
+            self.list_pending(tables, &mut meta)?;
             let mut head = log::head(&tables.events)?;
             let mut items = Vec::with_capacity(events.len());
             for (recorded, created) in &events {
                 let outcome = self.accept_one(tables, &mut head, recorded, created)?;
                 items.push((recorded.event_id, outcome));
             }
+            listed_through(&mut meta, head)?;
             let appended = items.iter().any(|(_, o)| matches!(o, Accepted::New(_)));
             Ok((items, appended))
         })?;
@@ -382,6 +393,7 @@ impl Store {
                     }
                 }
             }
+            listed_through(&mut meta, head)?;
             let wrote = summary.accepted + summary.rejected > 0;
             Ok((summary, wrote))
         })
@@ -459,6 +471,7 @@ impl Store {
                 self.import_one(tables, &mut head, &mut summary, index, recorded, created)?;
                 summary.cursor = recorded.position;
             }
+            listed_through(&mut meta, head)?;
             let moved = summary.cursor != start;
             if moved {
                 meta.insert(PULL_CURSOR, &log::u64_bytes(summary.cursor)[..])?;
