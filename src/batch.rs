@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::codec::checksum;
+use crate::codec::{Bounded, MAX_DETAILS, checksum};
 
 const MAGIC: &[u8; 4] = b"SPKS";
 const VERSION_1: u8 = 1;
@@ -19,8 +19,11 @@ const CHECKSUM_LEN: usize = 4;
 
 /// The largest batch accepted, in bytes.
 pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
-/// The most events or reply items one batch may carry.
+/// The most events or reply items one batch may carry; a batch claiming more
+/// is refused while it is decoded, before anything is allocated for it.
 pub const MAX_BATCH_ITEMS: usize = 100_000;
+/// The longest message a rejection's field error may carry, in bytes.
+pub(crate) const MAX_DETAIL_BYTES: usize = 1024;
 
 /// What a batch is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +99,11 @@ pub enum BatchError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The batch was made by the store it is given to: every reply and
+    /// export carries its sender's id, and a store's own events are not news
+    /// to it.
+    #[error("batch was sent by this very store")]
+    FromThisStore,
     /// The batch comes from another hub than this device syncs with.
     #[error("batch is from store {found}, but this store syncs with hub {expected}")]
     WrongHub {
@@ -111,7 +119,7 @@ pub enum BatchError {
 pub(crate) struct EventsV1<'a> {
     pub sender: [u8; 16],
     #[serde(borrow)]
-    pub events: Vec<&'a [u8]>,
+    pub events: Bounded<&'a [u8], MAX_BATCH_ITEMS>,
 }
 
 /// A reply: one item per pushed event.
@@ -119,7 +127,7 @@ pub(crate) struct EventsV1<'a> {
 pub(crate) struct ReplyV1<'a> {
     pub sender: [u8; 16],
     #[serde(borrow)]
-    pub items: Vec<ReplyItemV1<'a>>,
+    pub items: Bounded<ReplyItemV1<'a>, MAX_BATCH_ITEMS>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -137,7 +145,7 @@ pub(crate) enum OutcomeV1<'a> {
     Rejected {
         code: u16,
         #[serde(borrow)]
-        details: Vec<(&'a str, &'a str)>,
+        details: Bounded<(&'a str, &'a str), MAX_DETAILS>,
     },
 }
 
@@ -205,7 +213,7 @@ mod tests {
             BatchKind::Push,
             &EventsV1 {
                 sender: [7; 16],
-                events,
+                events: events.into(),
             },
         )
     }
@@ -223,7 +231,7 @@ mod tests {
         }
         let body = open(&bytes, BatchKind::Push).unwrap();
         let parsed: EventsV1 = parse(body).unwrap();
-        assert_eq!(parsed.events, vec![&b"one"[..], b"two"]);
+        assert_eq!(*parsed.events, vec![&b"one"[..], b"two"]);
     }
 
     #[test]

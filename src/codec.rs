@@ -87,7 +87,73 @@ struct UserCreationRejectedV1<'a> {
     rejected_event_id: [u8; 16],
     code: u16,
     #[serde(borrow)]
-    details: Vec<(&'a str, &'a str)>,
+    details: Bounded<(&'a str, &'a str), MAX_DETAILS>,
+}
+
+/// The most field errors one rejection may carry: one per field of the
+/// request, and room for unknown fields.
+pub(crate) const MAX_DETAILS: usize = 16;
+
+/// A sequence of at most `MAX` items, refused while decoding — before
+/// anything is allocated for it — when its length says more. serde caps
+/// what it preallocates, but a sequence of millions of empty items still
+/// costs its count times the item's size once decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Bounded<T, const MAX: usize>(pub Vec<T>);
+
+impl<T, const MAX: usize> std::ops::Deref for Bounded<T, MAX> {
+    type Target = Vec<T>;
+    fn deref(&self) -> &Vec<T> {
+        &self.0
+    }
+}
+
+impl<T, const MAX: usize> From<Vec<T>> for Bounded<T, MAX> {
+    fn from(items: Vec<T>) -> Self {
+        Bounded(items)
+    }
+}
+
+impl<T: Serialize, const MAX: usize> Serialize for Bounded<T, MAX> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de, T: Deserialize<'de>, const MAX: usize> Deserialize<'de> for Bounded<T, MAX> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<T, const MAX: usize>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const MAX: usize> serde::de::Visitor<'de> for Visit<T, MAX> {
+            type Value = Bounded<T, MAX>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "a sequence of at most {MAX} items")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let too_many = |n: usize| {
+                    // postcard replaces a custom message with a generic one;
+                    // parse_exact reports this one instead.
+                    OVER_LIMIT.with(|over| over.set(Some((n, MAX))));
+                    serde::de::Error::custom("over the limit")
+                };
+                let hint = seq.size_hint().unwrap_or(0);
+                if hint > MAX {
+                    return Err(too_many(hint));
+                }
+                let mut items = Vec::with_capacity(hint.min(MAX));
+                while let Some(item) = seq.next_element()? {
+                    if items.len() == MAX {
+                        return Err(too_many(MAX + 1));
+                    }
+                    items.push(item);
+                }
+                Ok(Bounded(items))
+            }
+        }
+        deserializer.deserialize_seq(Visit::<T, MAX>(std::marker::PhantomData))
+    }
 }
 
 /// Encodes a recorded event as envelope bytes in the current format.
@@ -113,7 +179,8 @@ pub fn encode(recorded: &RecordedEvent) -> Vec<u8> {
                     .details
                     .iter()
                     .map(|d| (d.field.as_str(), d.message.as_str()))
-                    .collect(),
+                    .collect::<Vec<_>>()
+                    .into(),
             }),
         ),
     };
@@ -240,6 +307,7 @@ fn decode_v1(body: &[u8]) -> Result<RecordedEvent, DecodeError> {
             let v1: UserCreationRejectedV1 = from_postcard(envelope.payload)?;
             let details = v1
                 .details
+                .0
                 .into_iter()
                 .map(|(field, message)| {
                     let field = Field::ALL
@@ -286,11 +354,23 @@ fn from_postcard<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeErr
 /// error: a valid checksum over bytes with a tail means the writer and the
 /// reader disagree on the structure.
 pub(crate) fn parse_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    OVER_LIMIT.with(|over| over.set(None));
     match postcard::take_from_bytes(bytes) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(format!("{} trailing bytes", rest.len())),
-        Err(error) => Err(error.to_string()),
+        Err(error) => Err(match OVER_LIMIT.with(|over| over.take()) {
+            Some((count, max)) => {
+                format!("a sequence of {count} items, over the limit of {max}")
+            }
+            None => error.to_string(),
+        }),
     }
+}
+
+thread_local! {
+    /// The count and limit of the last [`Bounded`] sequence refused on this
+    /// thread, for [`parse_exact`]'s message.
+    static OVER_LIMIT: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
 }
 
 #[cfg(test)]

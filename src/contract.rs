@@ -203,12 +203,23 @@ impl Response {
         bad_request(vec![body_detail(message.to_owned())])
     }
 
-    /// The 500 response for a storage failure: nothing was written.
+    /// The 500 response for a storage failure: nothing was written. The
+    /// body names the kind of failure, not its internals (paths, positions,
+    /// engine messages stay with the caller that has the error).
     pub fn storage_failure(error: &StoreError) -> Response {
+        let kind = match error {
+            StoreError::Locked => "the store is locked by another process",
+            StoreError::ReadOnly => "the store was opened read-only",
+            StoreError::Corrupt { .. } | StoreError::Inconsistent(_) | StoreError::Damaged(_) => {
+                "the store is damaged"
+            }
+            StoreError::ClockOutOfRange(_) | StoreError::NoClock => "the store's clock is off",
+            _ => "the storage failed",
+        };
         Response::error(
             500,
             "Internal Server Error",
-            &format!("The store could not record the command and wrote nothing: {error}"),
+            &format!("The store could not record the command and wrote nothing: {kind}"),
             Vec::new(),
         )
     }
@@ -289,7 +300,7 @@ pub fn format_timestamp(ms: i64) -> String {
     // later or pre-1970 time (it checks the clock), so the fallback shows
     // only a hand-built event's raw value.
     match u64::try_from(ms) {
-        Ok(ms) if ms <= 253_402_300_799_999 => {
+        Ok(ms) if ms <= crate::event::MAX_RECORDED_AT_MS as u64 => {
             humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
         }
         _ => ms.to_string(),
@@ -337,15 +348,26 @@ pub fn user_json(user: &User) -> UserStateJson {
 impl Store {
     /// Executes `POST /users/{id}/CreateUser` from the wire: the path `id`
     /// and the raw body bytes. Never fails: every outcome, a storage failure
-    /// included (500, nothing written), is a [`Response`].
+    /// included (500, nothing written), is a [`Response`]. Callers that
+    /// handle failures themselves use
+    /// [`try_create_user_wire`](Self::try_create_user_wire).
     pub fn create_user_wire(&self, id: &str, body: &[u8]) -> Response {
-        let command = match parse_create_user(id, body) {
-            Ok(command) => command,
-            Err(response) => return response,
-        };
-        match self.create_user(&command) {
-            Ok(outcome) => Response::from_outcome(&outcome),
-            Err(error) => Response::storage_failure(&error),
+        self.try_create_user_wire(id, body)
+            .unwrap_or_else(|error| Response::storage_failure(&error))
+    }
+
+    /// As [`create_user_wire`](Self::create_user_wire), with a failure of
+    /// the store returned as the [`StoreError`] it is, so that its kind
+    /// (a damaged store, a lock, a full disk) reaches the caller.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`Store::create_user`]; every answer of the API (201,
+    /// 200, 400, 409, 413) is `Ok`.
+    pub fn try_create_user_wire(&self, id: &str, body: &[u8]) -> Result<Response, StoreError> {
+        match parse_create_user(id, body) {
+            Ok(command) => Ok(Response::from_outcome(&self.create_user(&command)?)),
+            Err(response) => Ok(response),
         }
     }
 }

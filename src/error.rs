@@ -27,6 +27,15 @@ pub enum StoreError {
     /// Handling: as for `Corrupt`.
     #[error("inconsistent store: {0}")]
     Inconsistent(String),
+    /// The path holds something that is not a store: a directory, a FIFO, a
+    /// file without a store's header, or nothing where a store must exist
+    /// (a read-only open). It was left untouched. Handling: check the path.
+    #[error("not a store: {0}")]
+    NotAStore(String),
+    /// The store was opened read-only and was asked to write. Handling: open
+    /// it with `StoreBuilder::open` to write.
+    #[error("the store was opened read-only")]
+    ReadOnly,
     /// The file was written by a newer version of this library. Handling:
     /// upgrade the library; never write to the file with this version.
     #[error("store format {found} is newer than this version supports ({supported})")]

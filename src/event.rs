@@ -80,6 +80,10 @@ pub struct UserCreationRejected {
     pub details: Vec<FieldError>,
 }
 
+/// The latest time an event may carry, in milliseconds since the epoch:
+/// 9999-12-31T23:59:59.999Z, the last instant the wire's RFC 3339 can show.
+pub(crate) const MAX_RECORDED_AT_MS: i64 = 253_402_300_799_999;
+
 /// Normalizes an email for the uniqueness index. ASCII case is ignored
 /// across the whole address: treating `Ann@x.io` and `ann@x.io` as two
 /// accounts is what users of the remote API would call a bug, whatever RFC

@@ -130,6 +130,8 @@ fn duplicate(error: &StoreError) -> StoreError {
             source: source.clone(),
         },
         StoreError::Inconsistent(what) => StoreError::Inconsistent(what.clone()),
+        StoreError::NotAStore(what) => StoreError::NotAStore(what.clone()),
+        StoreError::ReadOnly => StoreError::ReadOnly,
         StoreError::UnsupportedFormat { found, supported } => StoreError::UnsupportedFormat {
             found: *found,
             supported: *supported,

@@ -50,6 +50,7 @@ mod event;
 mod group;
 mod log;
 mod memory;
+mod readonly;
 mod store;
 mod sync;
 mod user;
@@ -70,7 +71,7 @@ pub use redb::StorageBackend;
 pub use store::{DEFAULT_CACHE_BYTES, Outcome, STORE_FORMAT, Store, StoreBuilder};
 pub use sync::{ImportSummary, ReplySummary};
 pub use user::{CreateUser, Decision, Field, FieldError, Rejection, User, apply, decide};
-pub use verify::VerifyReport;
+pub use verify::{Finding, VerifyReport};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -1,20 +1,30 @@
-//! The redb tables and the reads and appends over them.
+//! The redb tables, their encodings, and the one writer every write goes
+//! through.
 //!
-//! Invariant: this module, `store` and `verify` are the only ones that know
-//! redb. The tables are declared once, here. Every key and value is bytes,
-//! encoded and decoded here with typed errors, because redb's
+//! Invariant: only this module declares tables and meta keys and encodes
+//! their keys and values (a tidy test holds it to that). Every key and value
+//! is bytes, encoded and decoded here with typed errors, because redb's
 //! `Value::from_bytes` cannot report failure — and because redb compiles its
 //! B-tree once per key and value type: one byte-to-byte type instead of five
 //! keeps the wasm build about a fifth smaller. Integers are big-endian, so
 //! byte order is numeric order and ranges work as on integer keys.
+//!
+//! Invariant: every event is appended by [`Writer::append`], and every
+//! `CreateUser` — a local command, a pushed event, a pulled event — is
+//! decided by [`Writer::execute`]: load the user, find the email's owner,
+//! [`user::decide`], stamp, append. Local commands and both sides of sync
+//! are callers of this one pipeline, not copies of it.
+
+use std::sync::{Arc, Mutex};
 
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
-use uuid::Uuid;
+use uuid::{ContextV7, Timestamp, Uuid};
 
+use crate::clock::Clock;
 use crate::codec;
 use crate::error::StoreError;
-use crate::event::{Event, RecordedEvent};
-use crate::user::{self, User};
+use crate::event::{Event, MAX_RECORDED_AT_MS, RecordedEvent, UserCreated, UserCreationRejected};
+use crate::user::{self, Decision, FieldError, Rejection, User};
 
 /// The one key and value type of every table.
 pub(crate) type Bytes = &'static [u8];
@@ -23,21 +33,38 @@ pub(crate) type Bytes = &'static [u8];
 pub(crate) const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
 /// user id (16 bytes) ++ version (u64) → position (u64): one user's events.
 pub(crate) const STREAMS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("streams");
-/// normalized email (UTF-8) → user id (16 bytes): unique emails.
+/// email key (UTF-8, see `event::email_key`) → user id (16 bytes): unique
+/// emails.
 pub(crate) const EMAILS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("emails");
 /// event id (16 bytes) → position (u64): recognises events across stores.
-/// Events from other stores are indexed as they are appended; this store's
-/// own `UserCreated` events only when a sync step lists them (see sync.rs),
-/// since only sync looks them up and a create then commits fewer tables.
+/// Events appended by a sync step are indexed as they are appended; this
+/// store's own `UserCreated` events only when a sync step lists them, since
+/// only sync looks them up and a create then commits fewer tables; own
+/// compensations never.
 pub(crate) const EVENT_IDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("event_ids");
-/// name (UTF-8) → bytes: format version, store id, sync cursor, hub id.
+/// name (UTF-8) → bytes: the `META_*` rows.
 pub(crate) const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
 /// position (u64) → nothing: this store's own `UserCreated` events the hub
-/// has not yet accepted or rejected — those up to the meta row
-/// `pending_listed_to`; newer creations are pending without a row (sync.rs).
+/// has not yet accepted or rejected — those up to [`META_LISTED_TO`]; newer
+/// creations are pending without a row.
 pub(crate) const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
 /// position (u64) → nothing: the `UserCreationRejected` events, for listing.
 pub(crate) const REJECTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rejections");
+
+/// Meta row: the store format, u32 little-endian.
+pub(crate) const META_FORMAT: &[u8] = b"format";
+/// Meta row: this store's id, 16 bytes.
+pub(crate) const META_STORE_ID: &[u8] = b"store_id";
+/// Meta row: the hub position this device has imported up to, u64.
+pub(crate) const META_PULL_CURSOR: &[u8] = b"pull_cursor";
+/// Meta row: the hub this device syncs with, 16 bytes.
+pub(crate) const META_HUB_ID: &[u8] = b"hub_id";
+/// Meta row: the position up to which this store's own `UserCreated`
+/// events have their `PENDING` and `EVENT_IDS` rows, u64. Creating a user
+/// writes no sync bookkeeping (two tables fewer in every create's commit,
+/// which is what a store that never syncs wants); every sync step first
+/// lists the newer creations.
+pub(crate) const META_LISTED_TO: &[u8] = b"pending_listed_to";
 
 /// A u64 as a key or value.
 pub(crate) fn u64_bytes(n: u64) -> [u8; 8] {
@@ -79,65 +106,63 @@ pub(crate) fn read_stream_key(bytes: &[u8]) -> Result<(Uuid, u64), StoreError> {
     ))
 }
 
-/// The tables a command writes, opened once per write transaction.
-pub(crate) struct LogTables<'txn> {
-    /// The store whose log this is: its own events are not indexed by id
-    /// on append.
-    pub store_id: Uuid,
-    pub events: Table<'txn, Bytes, Bytes>,
-    pub streams: Table<'txn, Bytes, Bytes>,
-    pub emails: Table<'txn, Bytes, Bytes>,
-    pub event_ids: Table<'txn, Bytes, Bytes>,
-    pub pending: Table<'txn, Bytes, Bytes>,
-    pub rejections: Table<'txn, Bytes, Bytes>,
+/// Reads a u64 meta row, 0 when absent.
+pub(crate) fn meta_u64(
+    meta: &impl ReadableTable<Bytes, Bytes>,
+    name: &'static [u8],
+) -> Result<u64, StoreError> {
+    match meta.get(name)? {
+        Some(bytes) => read_u64(meta_name(name), bytes.value()),
+        None => Ok(0),
+    }
 }
 
-impl<'txn> LogTables<'txn> {
-    pub fn open(txn: &'txn WriteTransaction, store_id: Uuid) -> Result<Self, StoreError> {
-        Ok(LogTables {
-            store_id,
-            events: txn.open_table(EVENTS)?,
-            streams: txn.open_table(STREAMS)?,
-            emails: txn.open_table(EMAILS)?,
-            event_ids: txn.open_table(EVENT_IDS)?,
-            pending: txn.open_table(PENDING)?,
-            rejections: txn.open_table(REJECTIONS)?,
-        })
-    }
+/// Reads a 16-byte id meta row.
+pub(crate) fn meta_uuid(
+    meta: &impl ReadableTable<Bytes, Bytes>,
+    name: &'static [u8],
+) -> Result<Option<Uuid>, StoreError> {
+    meta.get(name)?
+        .map(|bytes| read_uuid(meta_name(name), bytes.value()))
+        .transpose()
+}
 
-    /// Appends an event and its index rows. The caller has decided the event
-    /// is valid; position and version must be the next ones.
-    pub fn append(&mut self, recorded: &RecordedEvent) -> Result<(), StoreError> {
-        let position = u64_bytes(recorded.position);
-        let aggregate = recorded.aggregate_id();
-        if let Event::UserCreationRejected(_) = &recorded.event {
-            // The refused user's email is free again, unless someone else
-            // holds it already.
-            if let Some(user) = load_user(&self.events, &self.streams, aggregate)? {
-                let key = user.profile.email_key();
-                if email_owner(&self.emails, &key)? == Some(aggregate) {
-                    self.emails.remove(key.as_bytes())?;
-                }
-            }
-            self.rejections.insert(&position[..], &[][..])?;
-        }
-        self.events
-            .insert(&position[..], codec::encode(recorded).as_slice())?;
-        self.streams
-            .insert(&stream_key(aggregate, recorded.version)[..], &position[..])?;
-        if recorded.origin != self.store_id {
-            self.event_ids
-                .insert(&recorded.event_id.as_bytes()[..], &position[..])?;
-        }
-        match &recorded.event {
-            Event::UserCreated(created) => {
-                self.emails
-                    .insert(created.email_key().as_bytes(), &aggregate.as_bytes()[..])?;
-            }
-            Event::UserCreationRejected(_) => {}
-        }
-        Ok(())
+fn meta_name(name: &'static [u8]) -> &'static str {
+    std::str::from_utf8(name).unwrap_or("meta row")
+}
+
+/// Reads the format meta row.
+pub(crate) fn meta_format(
+    meta: &impl ReadableTable<Bytes, Bytes>,
+) -> Result<Option<u32>, StoreError> {
+    meta.get(META_FORMAT)?
+        .map(|bytes| {
+            <[u8; 4]>::try_from(bytes.value())
+                .map(u32::from_le_bytes)
+                .map_err(|_| StoreError::Inconsistent("meta format row is damaged".into()))
+        })
+        .transpose()
+}
+
+/// Writes the format meta row.
+pub(crate) fn set_meta_format(
+    meta: &mut Table<'_, Bytes, Bytes>,
+    format: u32,
+) -> Result<(), StoreError> {
+    meta.insert(META_FORMAT, format.to_le_bytes().as_slice())?;
+    Ok(())
+}
+
+/// Opens every table of the store, creating those missing; returns whether
+/// any was missing.
+pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<bool, StoreError> {
+    let before = txn.list_tables()?.count();
+    for table in [
+        EVENTS, STREAMS, EMAILS, EVENT_IDS, META, PENDING, REJECTIONS,
+    ] {
+        txn.open_table(table)?;
     }
+    Ok(txn.list_tables()?.count() != before)
 }
 
 /// The last position in the log, 0 when empty.
@@ -235,7 +260,7 @@ pub(crate) fn load_user(
         .fold(None, user::apply))
 }
 
-/// The user holding `email_key` (a normalized email), if any.
+/// The user holding `email_key` (see `event::email_key`), if any.
 pub(crate) fn email_owner(
     emails: &impl ReadableTable<Bytes, Bytes>,
     email_key: &str,
@@ -244,4 +269,325 @@ pub(crate) fn email_owner(
         .get(email_key.as_bytes())?
         .map(|id| read_uuid("email row", id.value()))
         .transpose()
+}
+
+/// The position an index row holds.
+pub(crate) fn position_at(
+    index: &impl ReadableTable<Bytes, Bytes>,
+    key: &[u8],
+) -> Result<Option<u64>, StoreError> {
+    index
+        .get(key)?
+        .map(|v| read_u64("index row", v.value()))
+        .transpose()
+}
+
+/// Whether `recorded` is a creation of the store `store_id`: the events
+/// listed lazily into `PENDING` and `EVENT_IDS`.
+pub(crate) fn own_creation(recorded: &RecordedEvent, store_id: Uuid) -> bool {
+    recorded.origin == store_id && matches!(recorded.event, Event::UserCreated(_))
+}
+
+/// Gives this store's new events their id and time: event ids are v7 UUIDs
+/// from one counter, so they increase within a store and the `EVENT_IDS`
+/// index is appended at its right edge like the log (random ids within a
+/// millisecond left its pages half full and dirtied a random page each).
+pub(crate) struct Stamper {
+    clock: Arc<dyn Clock>,
+    ids: Mutex<ContextV7>,
+}
+
+impl Stamper {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Stamper {
+            clock,
+            ids: Mutex::new(ContextV7::new()),
+        }
+    }
+
+    /// A new event id and the time to record.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ClockOutOfRange`] when the clock reads outside years
+    /// 1970–9999.
+    fn next(&self) -> Result<(Uuid, i64), StoreError> {
+        let now = self.clock.now_ms();
+        if !(0..=MAX_RECORDED_AT_MS).contains(&now) {
+            return Err(StoreError::ClockOutOfRange(now));
+        }
+        // In range, so both conversions are exact.
+        let (secs, millis) = ((now / 1000) as u64, (now % 1000) as u32);
+        // Stamping happens inside the write transaction, so the lock is never
+        // contended; a panic while holding it leaves a valid counter.
+        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        let ts = Timestamp::from_unix(&*ids, secs, millis * 1_000_000);
+        Ok((Uuid::new_v7(ts), now))
+    }
+}
+
+/// Where an appended event was first recorded.
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'a> {
+    /// Here, now: stamped with a new id, this store as origin, the clock's
+    /// time.
+    Local,
+    /// By another store (a push on the hub, a pull on a device): it keeps
+    /// its id, origin and time, so ids recognise it everywhere, and is
+    /// indexed by id at once.
+    From(&'a RecordedEvent),
+}
+
+/// What [`Writer::execute`] made of a valid creation.
+pub(crate) enum Executed {
+    /// Appended now.
+    Recorded(RecordedEvent),
+    /// The same user with identical data is already recorded: its current
+    /// creation (not an earlier, refused one).
+    AlreadyRecorded(RecordedEvent),
+    /// Rejected; nothing written.
+    Rejected(Rejection),
+}
+
+/// One write transaction's view of the log: every table open, the head
+/// position threaded through each append, and whether anything was written
+/// (a transaction that wrote nothing is aborted, leaving the file as it was).
+pub(crate) struct Writer<'txn, 's> {
+    store_id: Uuid,
+    stamper: &'s Stamper,
+    events: Table<'txn, Bytes, Bytes>,
+    streams: Table<'txn, Bytes, Bytes>,
+    emails: Table<'txn, Bytes, Bytes>,
+    event_ids: Table<'txn, Bytes, Bytes>,
+    pending: Table<'txn, Bytes, Bytes>,
+    rejections: Table<'txn, Bytes, Bytes>,
+    meta: Table<'txn, Bytes, Bytes>,
+    head: u64,
+    dirty: bool,
+}
+
+impl<'txn, 's> Writer<'txn, 's> {
+    /// Opens the tables in `txn`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Storage`] when a table cannot be opened;
+    /// [`StoreError::Inconsistent`] when the last log key is damaged.
+    pub fn open(
+        txn: &'txn WriteTransaction,
+        store_id: Uuid,
+        stamper: &'s Stamper,
+    ) -> Result<Self, StoreError> {
+        let events = txn.open_table(EVENTS)?;
+        Ok(Writer {
+            store_id,
+            stamper,
+            head: head(&events)?,
+            events,
+            streams: txn.open_table(STREAMS)?,
+            emails: txn.open_table(EMAILS)?,
+            event_ids: txn.open_table(EVENT_IDS)?,
+            pending: txn.open_table(PENDING)?,
+            rejections: txn.open_table(REJECTIONS)?,
+            meta: txn.open_table(META)?,
+            dirty: false,
+        })
+    }
+
+    /// Whether anything was written: the transaction commits only then.
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// A user's current state.
+    pub fn user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        load_user(&self.events, &self.streams, id)
+    }
+
+    /// The event at `position`.
+    pub fn event_at(&self, position: u64) -> Result<Option<RecordedEvent>, StoreError> {
+        read_event(&self.events, position)
+    }
+
+    /// The position of the event with this id, if this store indexes it.
+    pub fn position_of(&self, event_id: Uuid) -> Result<Option<u64>, StoreError> {
+        position_at(&self.event_ids, event_id.as_bytes())
+    }
+
+    /// The user holding `email_key`, if any.
+    pub fn email_owner(&self, email_key: &str) -> Result<Option<Uuid>, StoreError> {
+        email_owner(&self.emails, email_key)
+    }
+
+    /// The pipeline: loads the user and the email's owner, decides, and
+    /// appends what the decision records.
+    pub fn execute(
+        &mut self,
+        created: UserCreated,
+        source: Source<'_>,
+    ) -> Result<Executed, StoreError> {
+        let user_id = created.user_id;
+        let current = self.user(user_id)?;
+        let owner = self.email_owner(&created.email_key())?;
+        Ok(match user::decide(current.as_ref(), owner, created) {
+            Err(rejection) => Executed::Rejected(rejection),
+            Ok(Decision::AlreadyRecorded) => {
+                Executed::AlreadyRecorded(self.current_creation(user_id)?)
+            }
+            Ok(Decision::Record(event)) => {
+                Executed::Recorded(self.append(event, current.as_ref(), source)?)
+            }
+        })
+    }
+
+    /// The user's latest `UserCreated`: the one its state was folded from.
+    /// (A user refused by the hub and created again has two.)
+    pub fn current_creation(&self, user_id: Uuid) -> Result<RecordedEvent, StoreError> {
+        stream(&self.events, &self.streams, user_id)?
+            .into_iter()
+            .rev()
+            .find(|e| matches!(e.event, Event::UserCreated(_)))
+            .ok_or_else(|| StoreError::Inconsistent(format!("user {user_id} has no creation")))
+    }
+
+    /// Appends a decided event and its index rows at the next position, as
+    /// the next version of its user (`current`, as loaded in this
+    /// transaction).
+    pub fn append(
+        &mut self,
+        event: Event,
+        current: Option<&User>,
+        source: Source<'_>,
+    ) -> Result<RecordedEvent, StoreError> {
+        let version = current.map_or(0, |user| user.version) + 1;
+        let position = self.head + 1;
+        let (event_id, recorded_at_ms, origin) = match source {
+            Source::Local => {
+                let (id, at) = self.stamper.next()?;
+                (id, at, self.store_id)
+            }
+            Source::From(from) => (from.event_id, from.recorded_at_ms, from.origin),
+        };
+        let recorded = RecordedEvent {
+            event_id,
+            version,
+            position,
+            recorded_at_ms,
+            origin,
+            event,
+        };
+        let key = u64_bytes(position);
+        let aggregate = recorded.aggregate_id();
+        match &recorded.event {
+            Event::UserCreated(created) => {
+                self.emails
+                    .insert(created.email_key().as_bytes(), &aggregate.as_bytes()[..])?;
+            }
+            Event::UserCreationRejected(_) => {
+                // The refused user's email is free again, unless someone
+                // else holds it already.
+                if let Some(user) = current {
+                    let email = user.profile.email_key();
+                    if self.email_owner(&email)? == Some(aggregate) {
+                        self.emails.remove(email.as_bytes())?;
+                    }
+                }
+                self.rejections.insert(&key[..], &[][..])?;
+            }
+        }
+        self.events
+            .insert(&key[..], codec::encode(&recorded).as_slice())?;
+        self.streams
+            .insert(&stream_key(aggregate, version)[..], &key[..])?;
+        if let Source::From(_) = source {
+            self.event_ids
+                .insert(&recorded.event_id.as_bytes()[..], &key[..])?;
+        }
+        self.head = position;
+        self.dirty = true;
+        Ok(recorded)
+    }
+
+    /// Appends the `UserCreationRejected` for `refused`, one of this store's
+    /// creations that the hub refused.
+    pub fn compensate(
+        &mut self,
+        refused: &RecordedEvent,
+        code: u16,
+        details: Vec<FieldError>,
+    ) -> Result<(), StoreError> {
+        let user_id = refused.aggregate_id();
+        let current = self.user(user_id)?;
+        let event = Event::UserCreationRejected(UserCreationRejected {
+            user_id,
+            rejected_event_id: refused.event_id,
+            code,
+            details,
+        });
+        self.append(event, current.as_ref(), Source::Local)?;
+        Ok(())
+    }
+
+    /// Starts a sync step: writes the `PENDING` and `EVENT_IDS` rows of this
+    /// store's creations after [`META_LISTED_TO`], so what follows can find,
+    /// read or resolve them by row.
+    pub fn list_pending(&mut self) -> Result<(), StoreError> {
+        let from = meta_u64(&self.meta, META_LISTED_TO)?;
+        for row in self.events.range(&u64_bytes(from + 1)[..]..)? {
+            let (position, stored) = row?;
+            let position = read_u64("log key", position.value())?;
+            let recorded = decode_row(position, stored.value())?;
+            if own_creation(&recorded, self.store_id) {
+                let key = u64_bytes(position);
+                self.pending.insert(&key[..], &[][..])?;
+                self.event_ids
+                    .insert(&recorded.event_id.as_bytes()[..], &key[..])?;
+            }
+        }
+        self.mark_listed()
+    }
+
+    /// Ends a sync step. A step lists first and then appends only events
+    /// from elsewhere and compensations, never an own creation, so its own
+    /// appends count as listed too: otherwise the next step would decode
+    /// them all again to find none.
+    pub fn mark_listed(&mut self) -> Result<(), StoreError> {
+        if meta_u64(&self.meta, META_LISTED_TO)? != self.head {
+            self.meta
+                .insert(META_LISTED_TO, &u64_bytes(self.head)[..])?;
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Removes the pending row at `position`; returns whether there was one.
+    pub fn settle(&mut self, position: u64) -> Result<bool, StoreError> {
+        let removed = self.pending.remove(&u64_bytes(position)[..])?.is_some();
+        self.dirty |= removed;
+        Ok(removed)
+    }
+
+    /// The hub position this device has imported up to.
+    pub fn pull_cursor(&self) -> Result<u64, StoreError> {
+        meta_u64(&self.meta, META_PULL_CURSOR)
+    }
+
+    /// Saves the pull cursor.
+    pub fn set_pull_cursor(&mut self, cursor: u64) -> Result<(), StoreError> {
+        self.meta.insert(META_PULL_CURSOR, &u64_bytes(cursor)[..])?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// The hub this device syncs with, if it has synced.
+    pub fn hub_id(&self) -> Result<Option<Uuid>, StoreError> {
+        meta_uuid(&self.meta, META_HUB_ID)
+    }
+
+    /// Records the hub this device syncs with.
+    pub fn set_hub_id(&mut self, hub: Uuid) -> Result<(), StoreError> {
+        self.meta.insert(META_HUB_ID, &hub.as_bytes()[..])?;
+        self.dirty = true;
+        Ok(())
+    }
 }

@@ -8,18 +8,17 @@ use std::sync::{Arc, Mutex};
 
 use redb::backends::InMemoryBackend;
 use redb::{
-    Builder, Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
-    StorageBackend, WriteTransaction,
+    Builder, Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, StorageBackend,
 };
-use uuid::{ContextV7, Timestamp, Uuid};
+use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::error::StoreError;
-use crate::event::{Event, RecordedEvent};
+use crate::event::RecordedEvent;
 #[cfg(not(target_family = "wasm"))]
 use crate::group::Group;
-use crate::log::{self, Bytes, EMAILS, EVENTS, LogTables, META, STREAMS};
-use crate::user::{self, CreateUser, Decision, Rejection, User};
+use crate::log::{self, Bytes, EMAILS, EVENTS, Executed, META, STREAMS, Source, Stamper, Writer};
+use crate::user::{CreateUser, Rejection, User};
 use crate::verify::VerifyReport;
 
 /// The store file format this version writes and reads.
@@ -28,9 +27,6 @@ pub const STORE_FORMAT: u32 = 1;
 /// The page cache redb may use unless told otherwise: small enough for a
 /// phone or a browser tab, large enough to hold the hot index pages.
 pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
-
-/// The latest time the wire format can express: 9999-12-31T23:59:59.999Z.
-const MAX_RECORDED_AT_MS: i64 = 253_402_300_799_999;
 
 /// What a command came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,42 +103,114 @@ impl StoreBuilder {
     }
 
     /// Opens the store in the file at `path`, creating it when missing.
+    ///
+    /// A new store is created whole or not at all: it is built and synced
+    /// under a temporary name in the same directory, then linked into place
+    /// only if nothing is there yet, and the directory is synced. So any file
+    /// at `path` is a complete store or not a store, whatever crashes, and
+    /// processes racing to create the same path end up on one store.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Locked`] when another handle has the store open;
+    /// [`StoreError::NotAStore`] when `path` is not a regular file or does
+    /// not hold a store (it is left untouched);
+    /// [`StoreError::UnsupportedFormat`] for a store from a newer version;
+    /// [`StoreError::Storage`] / [`StoreError::Damaged`] when the file cannot
+    /// be read or written, or fails its checksum check.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref();
-        contain(|| {
-            let db = match self.redb().create(path) {
-                Err(error) if reset_if_never_initialized(path)? => {
-                    drop(error);
-                    self.redb().create(path)?
-                }
-                other => other?,
-            };
-            self.finish(db)
+        contain(|| match existing_store_file(path)? {
+            Some(_) => self.finish(self.redb().open(path)?, false),
+            None => self.create_new(path),
         })
     }
 
+    /// Opens the existing store at `path` for reading only: no byte of the
+    /// file changes, so it works on read-only media and on a file this
+    /// process may not write. A store that was not closed cleanly is
+    /// recovered in memory. Writing through the store fails with
+    /// [`StoreError::ReadOnly`]. Another process may read it at the same
+    /// time, but not write it (redb's locks).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open), and [`StoreError::NotAStore`] when there is
+    /// no file at `path`.
+    pub fn open_read_only(self, path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref();
+        contain(|| {
+            let Some(file) = existing_store_file(path)? else {
+                return Err(StoreError::NotAStore(format!(
+                    "{}: no such file",
+                    path.display()
+                )));
+            };
+            let backend = crate::readonly::ReadOnlyFile::new(file).map_err(io_error)?;
+            self.finish(self.redb().create_with_backend(backend)?, true)
+        })
+    }
+
+    /// Builds a new store under a temporary name beside `path` and links it
+    /// into place; when another process linked its store there first, opens
+    /// that one instead.
+    fn create_new(&self, path: &Path) -> Result<Store, StoreError> {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| StoreError::NotAStore(format!("{}: not a file name", path.display())))?;
+        let temporary = dir.join(format!(
+            ".{}.{}.creating",
+            name.to_string_lossy(),
+            Uuid::new_v4().simple()
+        ));
+        let created = self.redb().create(&temporary).map_err(StoreError::from);
+        // The store stays open on the temporary name: redb's lock is on the
+        // file, so the name it is linked to is locked from the first moment.
+        let linked = created
+            .and_then(|db| self.finish(db, false))
+            .and_then(|store| link_new(&temporary, path, dir).map(|won| won.then_some(store)));
+        // Whether linked, beaten or failed, the temporary name goes.
+        let _ = std::fs::remove_file(&temporary);
+        match linked? {
+            Some(store) => {
+                sync_dir(dir)?;
+                Ok(store)
+            }
+            None => self.finish(self.redb().open(path)?, false),
+        }
+    }
+
     /// Opens a store that lives in memory and is gone when dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Storage`] only if redb fails to set up its memory.
     pub fn in_memory(self) -> Result<Store, StoreError> {
         self.backend(InMemoryBackend::new())
     }
 
     /// Opens the store on any redb storage backend (OPFS, a fault-injecting
-    /// test disk, …).
-    /// A backend holding the remains of a creation that never finished is
-    /// emptied first, as [`open`](Self::open) does for files; the backend
-    /// must not be open elsewhere.
+    /// test disk, …). The backend belongs to the store: one holding the
+    /// remains of a creation that never finished (redb writes its magic
+    /// number last, so those read as zeros there) is emptied first, as no
+    /// other data may live in it.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
     pub fn backend(self, backend: impl StorageBackend) -> Result<Store, StoreError> {
         contain(|| {
-            let len = backend.len().map_err(redb::StorageError::from)?;
-            let mut head = vec![0; REDB_MAGIC_LEN.min(len as usize)];
-            backend
-                .read(0, &mut head)
-                .map_err(redb::StorageError::from)?;
-            if never_initialized(len, &head) {
-                backend.set_len(0).map_err(redb::StorageError::from)?;
+            let len = backend.len().map_err(io_error)?;
+            let mut head = vec![0; REDB_MAGIC.len().min(len as usize)];
+            backend.read(0, &mut head).map_err(io_error)?;
+            if len > 0 && head.iter().all(|b| *b == 0) {
+                backend.set_len(0).map_err(io_error)?;
             }
-            let db = self.redb().create_with_backend(backend)?;
-            self.finish(db)
+            self.finish(self.redb().create_with_backend(backend)?, false)
         })
     }
 
@@ -154,9 +222,9 @@ impl StoreBuilder {
         builder
     }
 
-    fn finish(self, db: Database) -> Result<Store, StoreError> {
-        let clock = match self.clock {
-            Some(clock) => clock,
+    fn finish(&self, db: Database, read_only: bool) -> Result<Store, StoreError> {
+        let clock = match &self.clock {
+            Some(clock) => clock.clone(),
             None => default_clock()?,
         };
         let durability = if self.durable {
@@ -167,10 +235,10 @@ impl StoreBuilder {
         let store_id = init(&db)?;
         Ok(Store {
             db: Some(db),
-            clock,
             durability,
             store_id,
-            ids: Mutex::new(ContextV7::new()),
+            read_only,
+            stamper: Stamper::new(clock),
             #[cfg(not(target_family = "wasm"))]
             snapshot: Mutex::new(None),
             #[cfg(not(target_family = "wasm"))]
@@ -179,43 +247,69 @@ impl StoreBuilder {
     }
 }
 
-/// Length of redb's magic number, the first bytes of every redb file.
-const REDB_MAGIC_LEN: usize = 9;
+/// redb's magic number, the first bytes of every redb file.
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
-/// redb writes its magic number last when it creates a file, after the rest
-/// is on disk, and never commits before that. A file that is not empty but
-/// whose magic bytes are still zero is therefore a creation cut short (a
-/// crash or power loss during the very first open): it holds nothing, and
-/// redb would refuse it forever as "not a redb database". Any other content
-/// is left alone: it may be someone's data.
-fn never_initialized(len: u64, head: &[u8]) -> bool {
-    len > 0 && head.iter().all(|b| *b == 0)
+fn io_error(error: std::io::Error) -> StoreError {
+    StoreError::Storage(redb::StorageError::from(error).into())
 }
 
-/// Empties the file at `path` when it is a creation cut short. Called only
-/// after redb refused the file while holding its lock: no other process can
-/// be creating it then, since redb creates only in an empty file.
-fn reset_if_never_initialized(path: &Path) -> Result<bool, StoreError> {
+/// The store file at `path` opened for reading, `None` when there is none.
+/// Anything else at the path — a directory, a FIFO (opening one would
+/// block), a file without redb's magic number — is refused untouched:
+/// creation is atomic, so a store file always starts with it.
+fn existing_store_file(path: &Path) -> Result<Option<std::fs::File>, StoreError> {
     use std::io::Read;
-    let Ok(mut file) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-    else {
-        return Ok(false);
+    let not_a_store = |why: &str| StoreError::NotAStore(format!("{}: {why}", path.display()));
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error(error)),
     };
-    let len = file.metadata().map_err(redb::StorageError::from)?.len();
-    let mut head = Vec::with_capacity(REDB_MAGIC_LEN);
-    (&mut file)
-        .take(REDB_MAGIC_LEN as u64)
-        .read_to_end(&mut head)
-        .map_err(redb::StorageError::from)?;
-    if !never_initialized(len, &head) {
-        return Ok(false);
+    if !metadata.is_file() {
+        return Err(not_a_store("not a regular file"));
     }
-    file.set_len(0).map_err(redb::StorageError::from)?;
-    file.sync_all().map_err(redb::StorageError::from)?;
-    Ok(true)
+    let mut file = std::fs::File::open(path).map_err(io_error)?;
+    let mut magic = Vec::with_capacity(REDB_MAGIC.len());
+    (&mut file)
+        .take(REDB_MAGIC.len() as u64)
+        .read_to_end(&mut magic)
+        .map_err(io_error)?;
+    if magic != REDB_MAGIC {
+        return Err(not_a_store(
+            "not a store file (no redb header); left untouched",
+        ));
+    }
+    Ok(Some(file))
+}
+
+/// Links the finished store at `temporary` to `path` unless something is
+/// there already; returns whether it was linked.
+fn link_new(temporary: &Path, path: &Path, dir: &Path) -> Result<bool, StoreError> {
+    match std::fs::hard_link(temporary, path) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        // A file system without hard links: a rename after a check, which
+        // two racing creators could both pass. The first open of a path is
+        // rarely raced there; the store is whole either way.
+        Err(_) if !path.exists() => {
+            std::fs::rename(temporary, path).map_err(io_error)?;
+            sync_dir(dir)?;
+            Ok(true)
+        }
+        Err(_) => Ok(false),
+    }
+}
+
+/// Makes a directory entry just created durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error)?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (every
@@ -253,43 +347,34 @@ fn default_clock() -> Result<Arc<dyn Clock>, StoreError> {
 /// store's format; returns the store id.
 fn init(db: &Database) -> Result<Uuid, StoreError> {
     let txn = db.begin_write()?;
-    let (store_id, created) = {
+    let (store_id, mut wrote) = {
         let mut meta = txn.open_table(META)?;
-        let format = meta.get(&b"format"[..])?.map(|v| v.value().to_vec());
-        match format {
-            Some(bytes) => {
-                let found = <[u8; 4]>::try_from(bytes.as_slice())
-                    .map(u32::from_le_bytes)
-                    .map_err(|_| StoreError::Inconsistent("meta format row is damaged".into()))?;
-                if found > STORE_FORMAT {
-                    return Err(StoreError::UnsupportedFormat {
-                        found,
-                        supported: STORE_FORMAT,
-                    });
-                }
-                let id = meta.get(&b"store_id"[..])?.map(|v| v.value().to_vec());
-                let id = id
-                    .and_then(|bytes| Uuid::from_slice(&bytes).ok())
-                    .ok_or_else(|| {
-                        StoreError::Inconsistent("meta store_id row is damaged".into())
-                    })?;
+        match log::meta_format(&meta)? {
+            Some(found) if found > STORE_FORMAT => {
+                return Err(StoreError::UnsupportedFormat {
+                    found,
+                    supported: STORE_FORMAT,
+                });
+            }
+            Some(_) => {
+                let id = log::meta_uuid(&meta, log::META_STORE_ID)?.ok_or_else(|| {
+                    StoreError::Inconsistent("meta store_id row is missing".into())
+                })?;
                 (id, false)
             }
             None => {
                 let id = Uuid::new_v4();
-                meta.insert(&b"format"[..], STORE_FORMAT.to_le_bytes().as_slice())?;
-                meta.insert(&b"store_id"[..], id.as_bytes().as_slice())?;
+                log::set_meta_format(&mut meta, STORE_FORMAT)?;
+                meta.insert(log::META_STORE_ID, id.as_bytes().as_slice())?;
                 (id, true)
             }
         }
     };
-    // Opening the tables creates those missing (all of them in a new store;
-    // the sync tables in a store from before sync), so that later reads
-    // never meet a missing table. A complete store is opened without
-    // writing to it.
-    let tables = txn.list_tables()?.count();
-    drop(LogTables::open(&txn, store_id)?);
-    if created || txn.list_tables()?.count() != tables {
+    // Creates the tables missing (all of them in a new store; the sync
+    // tables in a store from before sync), so that later reads never meet a
+    // missing table. A complete store is opened without writing to it.
+    wrote |= log::create_tables(&txn)?;
+    if wrote {
         txn.commit()?;
     } else {
         txn.abort()?;
@@ -305,13 +390,11 @@ pub struct Store {
     /// Always `Some` while the store can be used; taken only by `close` and
     /// `drop`, which end the store.
     db: Option<Database>,
-    clock: Arc<dyn Clock>,
     durability: Durability,
     store_id: Uuid,
-    /// Makes this store's event ids increase, so the `EVENT_IDS` index is
-    /// appended at its right edge like the log: random ids within a
-    /// millisecond left its pages half full and dirtied a random page each.
-    ids: Mutex<ContextV7>,
+    /// Opened by [`StoreBuilder::open_read_only`]: every write is refused.
+    read_only: bool,
+    stamper: Stamper,
     /// The read snapshot every read shares until the next commit. Opening a
     /// redb read transaction and its tables costs more than a point lookup
     /// itself (about 0.65 µs against 0.2 µs); read-mostly callers pay it
@@ -411,35 +494,53 @@ impl Store {
     /// outcome for each. Later commands see the effects of earlier ones (a
     /// second command for the same email is a conflict). Either every
     /// `Created` outcome is committed, or (on `Err`) nothing is.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ReadOnly`] on a store opened read-only;
+    /// [`StoreError::ClockOutOfRange`] when the clock is off; otherwise the
+    /// storage failures of [`StoreError`]. On any error nothing is written.
     pub fn execute_batch(&self, commands: &[CreateUser]) -> Result<Vec<Outcome>, StoreError> {
-        self.write(|tables, _| {
-            let mut head = log::head(&tables.events)?;
-            let mut outcomes = Vec::with_capacity(commands.len());
-            for command in commands {
-                outcomes.push(self.execute_in(tables, &mut head, command)?);
-            }
-            let created = outcomes.iter().any(|o| matches!(o, Outcome::Created(_)));
-            Ok((outcomes, created))
+        self.write(|writer| {
+            commands
+                .iter()
+                .map(|command| {
+                    let created = match command.validate() {
+                        Ok(created) => created,
+                        Err(details) => return Ok(Outcome::Rejected(Rejection::Invalid(details))),
+                    };
+                    // Pending for the hub, without a row yet: see log::META_LISTED_TO.
+                    Ok(match writer.execute(created, Source::Local)? {
+                        Executed::Recorded(event) => Outcome::Created(event),
+                        Executed::AlreadyRecorded(event) => Outcome::Replayed(event),
+                        Executed::Rejected(rejection) => Outcome::Rejected(rejection),
+                    })
+                })
+                .collect()
         })
     }
 
-    /// Runs `f` in one write transaction with the log's tables open, and
-    /// commits only when `f` says it wrote something (a transaction that
-    /// writes nothing is aborted, leaving the file as it was). On `Err`
-    /// nothing is written.
+    /// Runs `f` in one write transaction through the log's one [`Writer`],
+    /// and commits only when it wrote something (a transaction that writes
+    /// nothing is aborted, leaving the file as it was). On `Err` nothing is
+    /// written.
     pub(crate) fn write<T>(
         &self,
-        f: impl FnOnce(&mut LogTables<'_>, &WriteTransaction) -> Result<(T, bool), StoreError>,
+        f: impl FnOnce(&mut Writer<'_, '_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
         contain(|| {
             let mut txn = self.db().begin_write()?;
             txn.set_durability(self.durability)
                 .map_err(|e| StoreError::Storage(e.into()))?;
-            let (value, wrote) = {
-                let mut tables = LogTables::open(&txn, self.store_id)?;
-                f(&mut tables, &txn)?
+            let (value, dirty) = {
+                let mut writer = Writer::open(&txn, self.store_id, &self.stamper)?;
+                let value = f(&mut writer)?;
+                (value, writer.dirty())
             };
-            if wrote {
+            if dirty {
                 txn.commit()?;
                 self.forget_snapshot();
             } else {
@@ -502,68 +603,6 @@ impl Store {
     fn forget_snapshot(&self) {
         #[cfg(not(target_family = "wasm"))]
         lock(&self.snapshot).take();
-    }
-
-    fn execute_in(
-        &self,
-        tables: &mut LogTables<'_>,
-        head: &mut u64,
-        command: &CreateUser,
-    ) -> Result<Outcome, StoreError> {
-        let created = match command.validate() {
-            Ok(created) => created,
-            Err(details) => return Ok(Outcome::Rejected(Rejection::Invalid(details))),
-        };
-        let user_id = created.user_id;
-        let current = log::load_user(&tables.events, &tables.streams, user_id)?;
-        let owner = log::email_owner(&tables.emails, &created.email_key())?;
-        match user::decide(current.as_ref(), owner, created) {
-            Err(rejection) => Ok(Outcome::Rejected(rejection)),
-            Ok(Decision::AlreadyRecorded) => {
-                // UserCreated is always version 1 of its aggregate.
-                let original = log::stream(&tables.events, &tables.streams, user_id)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| {
-                        StoreError::Inconsistent(format!("user {user_id} has no events"))
-                    })?;
-                Ok(Outcome::Replayed(original))
-            }
-            Ok(Decision::Record(event)) => {
-                let recorded = self.stamp(event, current.as_ref(), *head + 1)?;
-                // Pending for the hub, without a row yet: see sync.rs.
-                tables.append(&recorded)?;
-                *head = recorded.position;
-                Ok(Outcome::Created(recorded))
-            }
-        }
-    }
-
-    /// Gives a decided event its envelope: id, version, position and time.
-    pub(crate) fn stamp(
-        &self,
-        event: Event,
-        current: Option<&User>,
-        position: u64,
-    ) -> Result<RecordedEvent, StoreError> {
-        let now = self.clock.now_ms();
-        if !(0..=MAX_RECORDED_AT_MS).contains(&now) {
-            return Err(StoreError::ClockOutOfRange(now));
-        }
-        // In range, so both conversions are exact.
-        let (secs, millis) = ((now / 1000) as u64, (now % 1000) as u32);
-        // Stamping happens inside the write transaction, so the lock is never
-        // contended.
-        let ids = lock(&self.ids);
-        let ts = Timestamp::from_unix(&*ids, secs, millis * 1_000_000);
-        Ok(RecordedEvent {
-            event_id: Uuid::new_v7(ts),
-            version: current.map_or(0, |user| user.version) + 1,
-            position,
-            recorded_at_ms: now,
-            origin: self.store_id,
-            event,
-        })
     }
 
     /// Up to `limit` events from `from` (inclusive) on, in position order.

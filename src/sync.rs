@@ -16,29 +16,29 @@
 //!    they contradict is rejected (the rebase); cursor saved in the same
 //!    transaction
 //! ```
+//!
+//! The hub's side (`accept`, `export`) and the device's side (`push`,
+//! `apply_reply`, `import`, and the reads) are both callers of the log's one
+//! [`Writer`]: each step lists new own creations first
+//! ([`Writer::list_pending`]), then decides through [`Writer::execute`] or
+//! settles and compensates, then marks what it appended listed.
 
-use redb::{ReadableTable, Table};
+use redb::ReadableTable;
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::batch::{self, BatchError, BatchKind, EventsV1, OutcomeV1, ReplyItemV1, ReplyV1};
 use crate::codec;
 use crate::error::StoreError;
-use crate::event::{Event, RecordedEvent, UserCreated, UserCreationRejected};
-use crate::log::{self, Bytes, EVENTS, LogTables, META, PENDING, REJECTIONS};
+use crate::event::{Event, MAX_RECORDED_AT_MS, RecordedEvent, UserCreated};
+use crate::log::{self, Bytes, EVENTS, Executed, META, PENDING, REJECTIONS, Source, Writer};
 use crate::store::Store;
-use crate::user::{self, CreateUser, Decision, Field, FieldError, Rejection};
+use crate::user::{CreateUser, Field, FieldError, Rejection};
 
-const PULL_CURSOR: &[u8] = b"pull_cursor";
-const HUB_ID: &[u8] = b"hub_id";
-/// The position up to which this store's own `UserCreated` events have
-/// their `PENDING` and `EVENT_IDS` rows. Creating a user writes no sync
-/// bookkeeping (two tables fewer in every create's commit, which is what a
-/// store that never syncs wants); every sync step, and `pending()`, first
-/// lists the newer creations.
-pub(crate) const PENDING_LISTED_TO: &[u8] = b"pending_listed_to";
-
-/// What [`Store::apply_reply`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What [`Store::apply_reply`] did. Serializes as
+/// `{"accepted","rejected","alreadyApplied"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ReplySummary {
     /// Pending events the hub accepted.
     pub accepted: usize,
@@ -48,8 +48,10 @@ pub struct ReplySummary {
     pub already_applied: usize,
 }
 
-/// What [`Store::import`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What [`Store::import`] did. Serializes as
+/// `{"imported","own","rebased","cursor"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ImportSummary {
     /// Events of other stores appended.
     pub imported: usize,
@@ -68,12 +70,11 @@ fn bad(index: usize, reason: impl Into<String>) -> StoreError {
     })
 }
 
-/// Decodes and re-validates one event of a batch from another store: only a
-/// `UserCreated` whose fields pass validation exactly as stored.
-fn untrusted_user_created(
-    index: usize,
-    bytes: &[u8],
-) -> Result<(RecordedEvent, UserCreated), StoreError> {
+/// Decodes and checks one event of a batch from another store: a
+/// `UserCreated` whose every field is what this library itself would have
+/// recorded — fields exactly as validation leaves them, ids that are ids, a
+/// time the wire can show, a version and a position.
+fn untrusted_user_created(index: usize, bytes: &[u8]) -> Result<RecordedEvent, StoreError> {
     let recorded = codec::decode(bytes).map_err(|e| bad(index, e.to_string()))?;
     let Event::UserCreated(created) = &recorded.event else {
         return Err(bad(
@@ -81,12 +82,27 @@ fn untrusted_user_created(
             format!("{} is not shared", recorded.event.event_type()),
         ));
     };
+    if recorded.event_id.is_nil() || recorded.origin.is_nil() {
+        return Err(bad(index, "event id and origin must not be nil"));
+    }
+    if !(0..=MAX_RECORDED_AT_MS).contains(&recorded.recorded_at_ms) {
+        return Err(bad(
+            index,
+            format!(
+                "recorded at {} ms, outside years 1970 to 9999",
+                recorded.recorded_at_ms
+            ),
+        ));
+    }
+    if recorded.version == 0 || recorded.position == 0 {
+        return Err(bad(index, "version and position start at 1"));
+    }
     let mut command = CreateUser::new(created.user_id.to_string(), created.email.clone());
     command.first_name = created.first_name.clone();
     command.last_name = created.last_name.clone();
     command.phone_number = created.phone_number.clone();
     match command.validate() {
-        Ok(valid) if valid == *created => Ok((recorded.clone(), valid)),
+        Ok(valid) if valid == *created => Ok(recorded),
         Ok(_) => Err(bad(index, "fields are not in their validated form")),
         Err(errors) => Err(bad(
             index,
@@ -95,139 +111,162 @@ fn untrusted_user_created(
     }
 }
 
-/// Opens a push or pull batch and decodes and re-validates every event in
-/// it; any bad event refuses the whole batch.
+/// Opens a push or pull batch and decodes and checks every event in it; any
+/// bad event refuses the whole batch, and so does a batch this store sent
+/// itself (its own id is in every reply and export).
 fn untrusted_events(
+    store: &Store,
     bytes: &[u8],
     kind: BatchKind,
-) -> Result<(Uuid, Vec<(RecordedEvent, UserCreated)>), StoreError> {
+) -> Result<(Uuid, Vec<RecordedEvent>), StoreError> {
     let parsed: EventsV1 = batch::parse(batch::open(bytes, kind)?)?;
-    batch::check_count(parsed.events.len())?;
+    let sender = from_another_store(store, parsed.sender)?;
     let events = parsed
         .events
         .iter()
         .enumerate()
         .map(|(index, bytes)| untrusted_user_created(index, bytes))
         .collect::<Result<_, _>>()?;
-    Ok((Uuid::from_bytes(parsed.sender), events))
+    Ok((sender, events))
 }
 
-fn read_meta(
-    meta: &impl ReadableTable<Bytes, Bytes>,
-    name: &[u8],
-) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(meta.get(name)?.map(|v| v.value().to_vec()))
+fn from_another_store(store: &Store, sender: [u8; 16]) -> Result<Uuid, StoreError> {
+    let sender = Uuid::from_bytes(sender);
+    if sender == store.store_id() {
+        return Err(BatchError::FromThisStore.into());
+    }
+    Ok(sender)
 }
 
-pub(crate) fn listed_to(meta: &impl ReadableTable<Bytes, Bytes>) -> Result<u64, StoreError> {
-    match read_meta(meta, PENDING_LISTED_TO)? {
-        Some(bytes) => log::read_u64("pending listed to", &bytes),
-        None => Ok(0),
+/// The created user of an event [`untrusted_user_created`] let through.
+fn creation(recorded: &RecordedEvent) -> UserCreated {
+    match &recorded.event {
+        Event::UserCreated(created) => created.clone(),
+        // untrusted_user_created refuses every other event.
+        Event::UserCreationRejected(_) => unreachable!("only creations pass the batch check"),
     }
 }
 
-/// Records that every own creation up to `head` has its rows. A sync step
-/// lists first and then appends only events from elsewhere and
-/// compensations, never an own creation, so it marks its own appends listed
-/// too: otherwise the next step would decode them all again to find none.
-fn listed_through(meta: &mut Table<'_, Bytes, Bytes>, head: u64) -> Result<(), StoreError> {
-    meta.insert(PENDING_LISTED_TO, &log::u64_bytes(head)[..])?;
-    Ok(())
-}
-
-/// Whether `recorded` is a creation of the store `store_id`: the events
-/// listed lazily into `PENDING` and `EVENT_IDS`.
-pub(crate) fn own_creation(recorded: &RecordedEvent, store_id: Uuid) -> bool {
-    recorded.origin == store_id && matches!(recorded.event, Event::UserCreated(_))
-}
-
-/// Checks that `sender` is the hub this store syncs with, recording it the
+/// Checks that `sender` is the hub this device syncs with, recording it the
 /// first time.
-fn check_hub(meta: &mut Table<'_, Bytes, Bytes>, sender: Uuid) -> Result<(), StoreError> {
-    match read_meta(meta, HUB_ID)? {
-        Some(bytes) => {
-            let expected = log::read_uuid("hub id", &bytes)?;
-            if expected != sender {
-                return Err(BatchError::WrongHub {
-                    expected,
-                    found: sender,
-                }
-                .into());
-            }
+fn check_hub(writer: &mut Writer<'_, '_>, sender: Uuid) -> Result<(), StoreError> {
+    match writer.hub_id()? {
+        Some(expected) if expected != sender => Err(BatchError::WrongHub {
+            expected,
+            found: sender,
         }
-        None => {
-            meta.insert(HUB_ID, &sender.as_bytes()[..])?;
-        }
+        .into()),
+        Some(_) => Ok(()),
+        None => writer.set_hub_id(sender),
     }
-    Ok(())
+}
+
+/// A reply's rejection, checked as the device will store it: a 400 or 409,
+/// with the API's field names and at most a handful of short messages.
+fn untrusted_rejection(
+    index: usize,
+    code: u16,
+    details: &[(&str, &str)],
+) -> Result<Vec<FieldError>, StoreError> {
+    if !matches!(code, 400 | 409) {
+        return Err(bad(
+            index,
+            format!("rejection code {code} is not 400 or 409"),
+        ));
+    }
+    if details.is_empty() {
+        return Err(bad(index, "a rejection names at least one field"));
+    }
+    details
+        .iter()
+        .map(|(field, message)| {
+            let field = Field::ALL
+                .into_iter()
+                .find(|f| f.as_str() == *field)
+                .ok_or_else(|| bad(index, format!("unknown field '{field}'")))?;
+            if message.len() > batch::MAX_DETAIL_BYTES {
+                return Err(bad(
+                    index,
+                    format!("a detail message is over {} bytes", batch::MAX_DETAIL_BYTES),
+                ));
+            }
+            Ok(FieldError {
+                field,
+                message: (*message).to_owned(),
+            })
+        })
+        .collect()
 }
 
 impl Store {
-    /// This store's own events the hub has not yet accepted or rejected, in
-    /// log order. Creations made since the last sync step are listed first,
-    /// a small write that commits only when there are any.
+    /// This store's own creations the hub has not yet accepted or rejected,
+    /// in log order. Reads only.
+    ///
+    /// # Errors
+    ///
+    /// The read failures of [`StoreError`].
     pub fn pending(&self) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.list_new_pending()?;
-        self.read(|txn| listed(&txn.open_table(PENDING)?, &txn.open_table(EVENTS)?))
-    }
-
-    /// Lists creations made since the last sync step, in a transaction of
-    /// its own that commits only if there were any.
-    fn list_new_pending(&self) -> Result<(), StoreError> {
-        self.write(|tables, txn| {
-            let listed = self.list_pending(tables, &mut txn.open_table(META)?)?;
-            Ok(((), listed))
-        })
-    }
-
-    /// Writes the `PENDING` and `EVENT_IDS` rows of this store's creations
-    /// after the listed position, so what follows can find, read or resolve
-    /// them by row. Returns whether it wrote anything.
-    fn list_pending(
-        &self,
-        tables: &mut LogTables<'_>,
-        meta: &mut Table<'_, Bytes, Bytes>,
-    ) -> Result<bool, StoreError> {
-        let from = listed_to(meta)?;
-        let mut head = from;
-        for row in tables.events.range(&log::u64_bytes(from + 1)[..]..)? {
-            let (position, stored) = row?;
-            head = log::read_u64("log key", position.value())?;
-            let recorded = log::decode_row(head, stored.value())?;
-            if own_creation(&recorded, self.store_id()) {
-                let position = log::u64_bytes(head);
-                tables.pending.insert(&position[..], &[][..])?;
-                tables
-                    .event_ids
-                    .insert(&recorded.event_id.as_bytes()[..], &position[..])?;
+        self.read(|txn| {
+            let events = txn.open_table(EVENTS)?;
+            let mut out = listed(&txn.open_table(PENDING)?, &events)?;
+            // Creations since the last sync step are pending without a row.
+            let from = log::meta_u64(&txn.open_table(META)?, log::META_LISTED_TO)?;
+            for row in events.range(&log::u64_bytes(from + 1)[..]..)? {
+                let (position, bytes) = row?;
+                let position = log::read_u64("log key", position.value())?;
+                let recorded = log::decode_row(position, bytes.value())?;
+                if log::own_creation(&recorded, self.store_id()) {
+                    out.push(recorded);
+                }
             }
-        }
-        if head != from {
-            listed_through(meta, head)?;
-        }
-        Ok(head != from)
+            Ok(out)
+        })
     }
 
     /// The `UserCreationRejected` events: every command the hub refused, in
     /// log order.
+    ///
+    /// # Errors
+    ///
+    /// The read failures of [`StoreError`].
     pub fn rejections(&self) -> Result<Vec<RecordedEvent>, StoreError> {
         self.read(|txn| listed(&txn.open_table(REJECTIONS)?, &txn.open_table(EVENTS)?))
     }
 
     /// The hub position this store has imported up to (0 before any pull).
+    ///
+    /// # Errors
+    ///
+    /// The read failures of [`StoreError`].
     pub fn pull_cursor(&self) -> Result<u64, StoreError> {
-        self.read(|txn| match txn.open_table(META)?.get(PULL_CURSOR)? {
-            Some(v) => log::read_u64("pull cursor", v.value()),
-            None => Ok(0),
+        self.read(|txn| log::meta_u64(&txn.open_table(META)?, log::META_PULL_CURSOR))
+    }
+
+    /// Runs one sync step through the writer: new own creations listed
+    /// first, what the step appended marked listed last.
+    fn sync_step<T>(
+        &self,
+        step: impl FnOnce(&mut Writer<'_, '_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.write(|writer| {
+            writer.list_pending()?;
+            let value = step(writer)?;
+            writer.mark_listed()?;
+            Ok(value)
         })
     }
 
     /// A push batch of every pending event, for the hub's
     /// [`accept`](Self::accept). Pushing again before the reply is harmless:
-    /// the hub recognises events it has seen. Lists new creations first, as
-    /// [`pending`](Self::pending) does.
+    /// the hub recognises events it has seen.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Batch`] with [`BatchError::TooManyItems`] when more
+    /// events are pending than one batch carries; the storage failures of
+    /// [`StoreError`].
     pub fn push(&self) -> Result<Vec<u8>, StoreError> {
-        self.list_new_pending()?;
+        self.sync_step(|_| Ok(()))?;
         self.read(|txn| {
             let events = txn.open_table(EVENTS)?;
             let mut bytes = Vec::new();
@@ -243,7 +282,7 @@ impl Store {
                 BatchKind::Push,
                 &EventsV1 {
                     sender: self.store_id().into_bytes(),
-                    events: bytes.iter().map(Vec::as_slice).collect(),
+                    events: bytes.iter().map(Vec::as_slice).collect::<Vec<_>>().into(),
                 },
             ))
         })
@@ -252,178 +291,135 @@ impl Store {
     /// The hub's side of a push: decodes and re-validates every event, decides
     /// each against the hub's state, appends the accepted ones in one
     /// transaction, and returns the reply. An event seen before is accepted
-    /// again at its first position, so a repeated push changes nothing. A
-    /// damaged or invalid batch is refused whole.
+    /// again at its first position, so a repeated push gets the same reply
+    /// and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Batch`] when the batch is damaged, oversized, of another
+    /// kind, from this store itself, or carries an event that is not a valid
+    /// creation by its sender: nothing is applied. Otherwise the storage
+    /// failures of [`StoreError`].
     pub fn accept(&self, push: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let (sender, events) = untrusted_events(push, BatchKind::Push)?;
-        if let Some(index) = events.iter().position(|(e, _)| e.origin != sender) {
+        let (sender, events) = untrusted_events(self, push, BatchKind::Push)?;
+        if let Some(index) = events.iter().position(|e| e.origin != sender) {
             return Err(bad(index, "was not recorded by the batch's sender"));
         }
-        let items = self.write(|tables, txn| {
-            // Indexes this store's own creations by id too, so a store
-            // handed its own push recognises every event in it.
-            let mut meta = txn.open_table(META)?;
-            self.list_pending(tables, &mut meta)?;
-            let mut head = log::head(&tables.events)?;
-            let mut items = Vec::with_capacity(events.len());
-            for (recorded, created) in &events {
-                let outcome = self.accept_one(tables, &mut head, recorded, created)?;
-                items.push((recorded.event_id, outcome));
-            }
-            listed_through(&mut meta, head)?;
-            let appended = items.iter().any(|(_, o)| matches!(o, Accepted::New(_)));
-            Ok((items, appended))
+        let items = self.sync_step(|writer| {
+            events
+                .iter()
+                .map(|recorded| {
+                    let outcome = match writer.position_of(recorded.event_id)? {
+                        Some(position) => Ok(position),
+                        None => match writer.execute(creation(recorded), Source::From(recorded))? {
+                            Executed::Recorded(event) => Ok(event.position),
+                            // The same data, but created by another event
+                            // (another device): this one is not the user's
+                            // creation.
+                            Executed::AlreadyRecorded(_) => {
+                                Err(Rejection::Conflict(vec![FieldError::created_elsewhere()]))
+                            }
+                            Executed::Rejected(rejection) => Err(rejection),
+                        },
+                    };
+                    Ok((recorded.event_id, outcome))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
         })?;
         let details: Vec<Vec<(&str, &str)>> = items
             .iter()
             .map(|(_, outcome)| match outcome {
-                Accepted::Rejected(rejection) => rejection
+                Err(rejection) => rejection
                     .details()
                     .iter()
                     .map(|d| (d.field.as_str(), d.message.as_str()))
                     .collect(),
-                _ => Vec::new(),
+                Ok(_) => Vec::new(),
             })
             .collect();
         let reply = ReplyV1 {
             sender: self.store_id().into_bytes(),
             items: items
                 .iter()
-                .zip(&details)
+                .zip(details)
                 .map(|((event_id, outcome), details)| ReplyItemV1 {
                     event_id: event_id.into_bytes(),
                     outcome: match outcome {
-                        Accepted::New(position) | Accepted::Before(position) => {
-                            OutcomeV1::Accepted {
-                                hub_position: *position,
-                            }
-                        }
-                        Accepted::Rejected(rejection) => OutcomeV1::Rejected {
+                        Ok(position) => OutcomeV1::Accepted {
+                            hub_position: *position,
+                        },
+                        Err(rejection) => OutcomeV1::Rejected {
                             code: rejection.code(),
-                            details: details.clone(),
+                            details: details.into(),
                         },
                     },
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
         };
         Ok(batch::encode(BatchKind::Reply, &reply))
-    }
-
-    fn accept_one(
-        &self,
-        tables: &mut LogTables<'_>,
-        head: &mut u64,
-        recorded: &RecordedEvent,
-        created: &UserCreated,
-    ) -> Result<Accepted, StoreError> {
-        let row = tables.event_ids.get(&recorded.event_id.as_bytes()[..])?;
-        if let Some(position) = row.map(|p| log::read_u64("event id row", p.value())) {
-            return Ok(Accepted::Before(position?));
-        }
-        let current = log::load_user(&tables.events, &tables.streams, created.user_id)?;
-        let owner = log::email_owner(&tables.emails, &created.email_key())?;
-        match user::decide(current.as_ref(), owner, created.clone()) {
-            Ok(Decision::Record(event)) => {
-                let version = current.map_or(0, |u| u.version) + 1;
-                let position = append_foreign(tables, head, recorded, event, version)?;
-                Ok(Accepted::New(position))
-            }
-            // The same data, but created by another event (another device):
-            // this one is not the user's creation.
-            Ok(Decision::AlreadyRecorded) => {
-                Ok(Accepted::Rejected(Rejection::Conflict(vec![FieldError {
-                    field: Field::UserId,
-                    message: "was already created by another device".into(),
-                }])))
-            }
-            Err(rejection) => Ok(Accepted::Rejected(rejection)),
-        }
     }
 
     /// The device's side of a reply: accepted events stop being pending; each
     /// rejected one gets a `UserCreationRejected` in its aggregate (its email
     /// released). Applying the same reply twice changes nothing the second
-    /// time. A damaged reply, or one naming events this store never pushed,
-    /// is refused whole.
+    /// time.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Batch`] when the reply is damaged, from another hub or
+    /// this store, names events this store never pushed, or carries a
+    /// rejection the API could not have sent (a code other than 400 or 409,
+    /// unknown fields, oversized details): nothing is applied. Otherwise the
+    /// storage failures of [`StoreError`].
     pub fn apply_reply(&self, reply: &[u8]) -> Result<ReplySummary, StoreError> {
-        let body = batch::open(reply, BatchKind::Reply)?;
-        let parsed: ReplyV1 = batch::parse(body)?;
-        batch::check_count(parsed.items.len())?;
-        let sender = Uuid::from_bytes(parsed.sender);
-        self.write(|tables, txn| {
-            let mut meta = txn.open_table(META)?;
-            check_hub(&mut meta, sender)?;
-            self.list_pending(tables, &mut meta)?;
-            let mut head = log::head(&tables.events)?;
+        let parsed: ReplyV1 = batch::parse(batch::open(reply, BatchKind::Reply)?)?;
+        let sender = from_another_store(self, parsed.sender)?;
+        let mut outcomes = Vec::with_capacity(parsed.items.len());
+        for (index, item) in parsed.items.iter().enumerate() {
+            outcomes.push(match &item.outcome {
+                OutcomeV1::Accepted { hub_position: 0 } => {
+                    return Err(bad(index, "hub positions start at 1"));
+                }
+                OutcomeV1::Accepted { .. } => None,
+                OutcomeV1::Rejected { code, details } => {
+                    Some((*code, untrusted_rejection(index, *code, details)?))
+                }
+            });
+        }
+        self.sync_step(|writer| {
+            check_hub(writer, sender)?;
             let mut summary = ReplySummary::default();
-            for (index, item) in parsed.items.iter().enumerate() {
+            for (index, (item, outcome)) in parsed.items.iter().zip(outcomes).enumerate() {
                 let event_id = Uuid::from_bytes(item.event_id);
-                let row = tables.event_ids.get(&event_id.as_bytes()[..])?;
-                let Some(position) = row.map(|p| log::read_u64("event id row", p.value())) else {
+                let Some(position) = writer.position_of(event_id)? else {
                     return Err(bad(index, format!("event {event_id} is not this store's")));
                 };
-                let position = log::u64_bytes(position?);
-                if tables.pending.remove(&position[..])?.is_none() {
+                if !writer.settle(position)? {
                     summary.already_applied += 1;
                     continue;
                 }
-                match &item.outcome {
-                    OutcomeV1::Accepted { .. } => summary.accepted += 1,
-                    OutcomeV1::Rejected { code, details } => {
-                        let details = details
-                            .iter()
-                            .map(|(field, message)| {
-                                let field = Field::ALL
-                                    .into_iter()
-                                    .find(|f| f.as_str() == *field)
-                                    .ok_or_else(|| {
-                                    bad(index, format!("unknown field '{field}'"))
-                                })?;
-                                Ok(FieldError {
-                                    field,
-                                    message: (*message).to_owned(),
-                                })
-                            })
-                            .collect::<Result<Vec<_>, StoreError>>()?;
-                        let position = log::read_u64("position", &position)?;
-                        let refused = log::read_event(&tables.events, position)?
+                match outcome {
+                    None => summary.accepted += 1,
+                    Some((code, details)) => {
+                        let refused = writer
+                            .event_at(position)?
                             .ok_or_else(|| bad(index, "the pushed event is gone"))?;
-                        self.compensate(tables, &mut head, &refused, *code, details)?;
+                        writer.compensate(&refused, code, details)?;
                         summary.rejected += 1;
                     }
                 }
             }
-            listed_through(&mut meta, head)?;
-            let wrote = summary.accepted + summary.rejected > 0;
-            Ok((summary, wrote))
+            Ok(summary)
         })
-    }
-
-    /// Appends the `UserCreationRejected` for a refused local event.
-    fn compensate(
-        &self,
-        tables: &mut LogTables<'_>,
-        head: &mut u64,
-        refused: &RecordedEvent,
-        code: u16,
-        details: Vec<FieldError>,
-    ) -> Result<(), StoreError> {
-        let user_id = refused.aggregate_id();
-        let current = log::load_user(&tables.events, &tables.streams, user_id)?;
-        let event = Event::UserCreationRejected(UserCreationRejected {
-            user_id,
-            rejected_event_id: refused.event_id,
-            code,
-            details,
-        });
-        let recorded = self.stamp(event, current.as_ref(), *head + 1)?;
-        tables.append(&recorded)?;
-        *head = recorded.position;
-        Ok(())
     }
 
     /// The hub's side of a pull: its events after hub position `since`, at
     /// most `limit` of them, as a pull batch for [`import`](Self::import).
+    ///
+    /// # Errors
+    ///
+    /// The read failures of [`StoreError`].
     pub fn export(&self, since: u64, limit: usize) -> Result<Vec<u8>, StoreError> {
         let limit = limit.min(batch::MAX_BATCH_ITEMS);
         self.read(|txn| {
@@ -437,7 +433,7 @@ impl Store {
                 BatchKind::Pull,
                 &EventsV1 {
                     sender: self.store_id().into_bytes(),
-                    events: bytes.iter().map(Vec::as_slice).collect(),
+                    events: bytes.iter().map(Vec::as_slice).collect::<Vec<_>>().into(),
                 },
             ))
         })
@@ -449,137 +445,111 @@ impl Store {
     /// event that contradicts a pending local event wins, and the local one
     /// is rejected as a reply would (the rebase). The cursor is saved in the
     /// same transaction; importing the same batch twice changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Batch`] when the batch is damaged, from another hub or
+    /// this store, carries an invalid event, or its positions are not the
+    /// hub's gap-free sequence after this store's cursor (a batch that
+    /// skips or reorders events would lose them): nothing is applied.
+    /// Otherwise the storage failures of [`StoreError`].
     pub fn import(&self, pull: &[u8]) -> Result<ImportSummary, StoreError> {
-        let (sender, events) = untrusted_events(pull, BatchKind::Pull)?;
-        self.write(|tables, txn| {
-            let mut meta = txn.open_table(META)?;
-            check_hub(&mut meta, sender)?;
-            self.list_pending(tables, &mut meta)?;
+        let (sender, events) = untrusted_events(self, pull, BatchKind::Pull)?;
+        for (index, pair) in events.windows(2).enumerate() {
+            if pair[1].position != pair[0].position + 1 {
+                return Err(bad(
+                    index + 1,
+                    format!(
+                        "position {} follows {}: the hub's positions have no gaps",
+                        pair[1].position, pair[0].position
+                    ),
+                ));
+            }
+        }
+        self.sync_step(|writer| {
+            check_hub(writer, sender)?;
+            let start = writer.pull_cursor()?;
             let mut summary = ImportSummary {
-                cursor: match read_meta(&meta, PULL_CURSOR)? {
-                    Some(bytes) => log::read_u64("pull cursor", &bytes)?,
-                    None => 0,
-                },
+                cursor: start,
                 ..ImportSummary::default()
             };
-            let start = summary.cursor;
-            let mut head = log::head(&tables.events)?;
-            for (index, (recorded, created)) in events.iter().enumerate() {
+            for (index, recorded) in events.iter().enumerate() {
                 if recorded.position <= summary.cursor {
                     continue;
                 }
-                self.import_one(tables, &mut head, &mut summary, index, recorded, created)?;
+                if recorded.position != summary.cursor + 1 {
+                    return Err(bad(
+                        index,
+                        format!(
+                            "position {} after cursor {}: events in between would be lost",
+                            recorded.position, summary.cursor
+                        ),
+                    ));
+                }
+                import_one(writer, &mut summary, index, recorded)?;
                 summary.cursor = recorded.position;
             }
-            listed_through(&mut meta, head)?;
-            let moved = summary.cursor != start;
-            if moved {
-                meta.insert(PULL_CURSOR, &log::u64_bytes(summary.cursor)[..])?;
+            if summary.cursor != start {
+                writer.set_pull_cursor(summary.cursor)?;
             }
-            Ok((summary, moved))
+            Ok(summary)
         })
     }
+}
 
-    fn import_one(
-        &self,
-        tables: &mut LogTables<'_>,
-        head: &mut u64,
-        summary: &mut ImportSummary,
-        index: usize,
-        recorded: &RecordedEvent,
-        created: &UserCreated,
-    ) -> Result<(), StoreError> {
-        let row = tables.event_ids.get(&recorded.event_id.as_bytes()[..])?;
-        if let Some(position) = row.map(|p| log::read_u64("event id row", p.value())) {
-            let position = log::u64_bytes(position?);
-            tables.pending.remove(&position[..])?;
-            summary.own += 1;
-            return Ok(());
-        }
-        // Local users the hub's event contradicts: the same id with other
-        // data, or another user holding its email.
-        let mut contradicted = Vec::new();
-        if let Some(local) = log::load_user(&tables.events, &tables.streams, created.user_id)?
-            && !local.is_rejected()
-        {
-            contradicted.push((created.user_id, Field::UserId));
-        }
-        if let Some(owner) = log::email_owner(&tables.emails, &created.email_key())?
-            && owner != created.user_id
-        {
-            contradicted.push((owner, Field::Email));
-        }
-        for (user_id, field) in contradicted {
-            let stream = log::stream(&tables.events, &tables.streams, user_id)?;
-            let creation = stream
-                .iter()
-                .rev()
-                .find(|e| matches!(e.event, Event::UserCreated(_)))
-                .ok_or_else(|| {
-                    StoreError::Inconsistent(format!("user {user_id} has no creation"))
-                })?;
-            let was_pending = tables
-                .pending
-                .remove(&log::u64_bytes(creation.position)[..])?
-                .is_some();
-            if !was_pending {
-                // An accepted local event the hub now contradicts: the hub
-                // broke its own rules. Refuse rather than guess.
-                return Err(bad(
-                    index,
-                    format!("contradicts accepted user {user_id} ({field})"),
-                ));
-            }
-            let details = vec![FieldError {
-                field,
-                message: match field {
-                    Field::Email => "is already registered to another user".into(),
-                    _ => "a user with this userId already exists with different data".into(),
-                },
-            }];
-            self.compensate(tables, head, creation, 409, details)?;
-            summary.rebased += 1;
-        }
-        let current = log::load_user(&tables.events, &tables.streams, created.user_id)?;
-        let version = current.map_or(0, |u| u.version) + 1;
-        let event = Event::UserCreated(created.clone());
-        append_foreign(tables, head, recorded, event, version)?;
-        summary.imported += 1;
-        Ok(())
+fn import_one(
+    writer: &mut Writer<'_, '_>,
+    summary: &mut ImportSummary,
+    index: usize,
+    recorded: &RecordedEvent,
+) -> Result<(), StoreError> {
+    if let Some(position) = writer.position_of(recorded.event_id)? {
+        writer.settle(position)?;
+        summary.own += 1;
+        return Ok(());
     }
-}
-
-/// Appends an event recorded by another store under this store's next
-/// position and the given version, keeping its id, time and origin (so ids
-/// recognise it everywhere). Returns its position here.
-fn append_foreign(
-    tables: &mut LogTables<'_>,
-    head: &mut u64,
-    from: &RecordedEvent,
-    event: Event,
-    version: u64,
-) -> Result<u64, StoreError> {
-    let stamped = RecordedEvent {
-        event_id: from.event_id,
-        version,
-        position: *head + 1,
-        recorded_at_ms: from.recorded_at_ms,
-        origin: from.origin,
-        event,
-    };
-    tables.append(&stamped)?;
-    *head = stamped.position;
-    Ok(stamped.position)
-}
-
-/// How the hub answered one pushed event.
-enum Accepted {
-    /// Appended now, at this hub position.
-    New(u64),
-    /// Appended by an earlier push, at this hub position.
-    Before(u64),
-    /// Refused.
-    Rejected(Rejection),
+    let created = creation(recorded);
+    // Local users the hub's event contradicts: the same id, or another user
+    // holding its email. Each must still be pending, and loses.
+    let mut contradicted = Vec::new();
+    if let Some(local) = writer.user(created.user_id)?
+        && !local.is_rejected()
+    {
+        let why = if local.profile == created {
+            FieldError::created_elsewhere()
+        } else {
+            FieldError::user_id_taken()
+        };
+        contradicted.push((created.user_id, why));
+    }
+    if let Some(owner) = writer.email_owner(&created.email_key())?
+        && owner != created.user_id
+    {
+        contradicted.push((owner, FieldError::email_taken()));
+    }
+    for (user_id, why) in contradicted {
+        let local = writer.current_creation(user_id)?;
+        if !writer.settle(local.position)? {
+            // An accepted local event the hub now contradicts: the hub broke
+            // its own rules. Refuse rather than guess.
+            return Err(bad(
+                index,
+                format!("contradicts accepted user {user_id} ({})", why.field),
+            ));
+        }
+        writer.compensate(&local, 409, vec![why])?;
+        summary.rebased += 1;
+    }
+    match writer.execute(created, Source::From(recorded))? {
+        Executed::Recorded(_) => {
+            summary.imported += 1;
+            Ok(())
+        }
+        Executed::AlreadyRecorded(_) => Err(bad(index, "is already recorded by another event")),
+        Executed::Rejected(rejection) => {
+            Err(bad(index, format!("contradicts this store: {rejection}")))
+        }
+    }
 }
 
 /// The events at the positions a listing table holds.

@@ -247,6 +247,33 @@ pub struct FieldError {
     pub message: String,
 }
 
+impl FieldError {
+    /// `userId` names a user recorded with other data.
+    pub fn user_id_taken() -> FieldError {
+        FieldError {
+            field: Field::UserId,
+            message: "a user with this userId already exists with different data".into(),
+        }
+    }
+
+    /// `email` is held by another user.
+    pub fn email_taken() -> FieldError {
+        FieldError {
+            field: Field::Email,
+            message: "is already registered to another user".into(),
+        }
+    }
+
+    /// The same user, with the same data, was created by another event: on
+    /// another device, which reached the hub first.
+    pub fn created_elsewhere() -> FieldError {
+        FieldError {
+            field: Field::UserId,
+            message: "was already created by another device".into(),
+        }
+    }
+}
+
 /// Why a command was rejected. Rejections are answers, not failures: the
 /// store is unchanged and the caller shows the details to whoever sent it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -334,16 +361,10 @@ pub fn decide(
         if user.profile == command {
             return Ok(Decision::AlreadyRecorded);
         }
-        conflicts.push(FieldError {
-            field: Field::UserId,
-            message: "a user with this userId already exists with different data".into(),
-        });
+        conflicts.push(FieldError::user_id_taken());
     }
     if email_owner.is_some_and(|owner| owner != command.user_id) {
-        conflicts.push(FieldError {
-            field: Field::Email,
-            message: "is already registered to another user".into(),
-        });
+        conflicts.push(FieldError::email_taken());
     }
     if conflicts.is_empty() {
         Ok(Decision::Record(Event::UserCreated(command)))

@@ -3,16 +3,23 @@
 //! Each check is one direction of a bijection: every event has exactly its
 //! index rows (event → row), and every index row is the row of the event it
 //! points at (row → event). Together they leave no room for a missing, extra
-//! or misdirected row, without holding anything per event in memory.
+//! or misdirected row, without holding anything per event in memory. The
+//! sync tables are held to their rules the same way: `pending` rows are own,
+//! listed, unrefused creations; `rejections` rows are exactly the
+//! `UserCreationRejected` events.
+
+use std::fmt;
 
 use redb::{ReadTransaction, ReadableTable};
 use uuid::Uuid;
 
-use crate::codec;
+use crate::codec::{self, DecodeError};
 use crate::error::StoreError;
-use crate::event::{Event, email_key};
-use crate::log::{self, Bytes, EMAILS, EVENT_IDS, EVENTS, META, STREAMS, stream_key};
-use crate::sync::{listed_to, own_creation};
+use crate::event::{Event, RecordedEvent, email_key};
+use crate::log::{
+    self, Bytes, EMAILS, EVENT_IDS, EVENTS, META, PENDING, REJECTIONS, STREAMS, own_creation,
+    stream_key,
+};
 
 /// What [`Store::verify`](crate::Store::verify) found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -22,13 +29,250 @@ pub struct VerifyReport {
     /// Users (aggregates) seen in the log.
     pub users: u64,
     /// Every inconsistency found; empty when the store is sound.
-    pub findings: Vec<String>,
+    pub findings: Vec<Finding>,
 }
 
 impl VerifyReport {
     /// True when nothing was found wrong.
     pub fn is_sound(&self) -> bool {
         self.findings.is_empty()
+    }
+}
+
+/// One inconsistency [`Store::verify`](crate::Store::verify) found. Its
+/// `Display` is a sentence for a person; match on the variant in code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Finding {
+    /// A key or value that is not its table's encoding.
+    MalformedRow {
+        /// The table.
+        table: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The log skips positions.
+    LogGap {
+        /// The position found.
+        position: u64,
+        /// The position before it.
+        after: u64,
+    },
+    /// An envelope that does not decode (checksum, structure, format).
+    Undecodable {
+        /// Its log position.
+        position: u64,
+        /// What the decoder found.
+        error: DecodeError,
+    },
+    /// An envelope stored under another position than its own.
+    Misplaced {
+        /// The log position it is stored at.
+        position: u64,
+        /// The position it says it has.
+        claims: u64,
+    },
+    /// An event whose user's version is 0, or whose previous version is
+    /// missing or later.
+    VersionGap {
+        /// Its log position.
+        position: u64,
+        /// The user.
+        user: Uuid,
+        /// Its version.
+        version: u64,
+    },
+    /// An event without the `streams` row that points at it.
+    MissingStreamRow {
+        /// Its log position.
+        position: u64,
+        /// The user.
+        user: Uuid,
+        /// Its version.
+        version: u64,
+    },
+    /// An event that must be indexed by id and is not (or points elsewhere).
+    MissingEventIdRow {
+        /// Its log position.
+        position: u64,
+        /// Its event id.
+        event_id: Uuid,
+    },
+    /// An own creation indexed by id before a sync step listed it.
+    UnlistedEventIdRow {
+        /// Its log position.
+        position: u64,
+        /// Its event id.
+        event_id: Uuid,
+    },
+    /// A user's current creation whose email row does not point at it.
+    MissingEmailRow {
+        /// Its log position.
+        position: u64,
+        /// The email.
+        email: String,
+        /// The user.
+        user: Uuid,
+    },
+    /// A user's events could not be read to check its email.
+    UnreadableUser {
+        /// The log position of the event being checked.
+        position: u64,
+        /// Why.
+        error: String,
+    },
+    /// A `streams` row pointing at an event of another user or version.
+    StreamRowMismatch {
+        /// The row's user.
+        user: Uuid,
+        /// The row's version.
+        version: u64,
+        /// The position it points at.
+        position: u64,
+    },
+    /// An `event_ids` row pointing at another event.
+    EventIdRowMismatch {
+        /// The row's event id.
+        event_id: Uuid,
+        /// The position it points at.
+        position: u64,
+    },
+    /// An `emails` row naming a user who does not hold that email.
+    EmailRowMismatch {
+        /// The row's email key.
+        email: String,
+        /// The user it names.
+        user: Uuid,
+    },
+    /// An index or listing row pointing past the log.
+    DanglingRow {
+        /// The table.
+        table: &'static str,
+        /// The position it points at.
+        position: u64,
+    },
+    /// A `pending` row at an event that is not this store's own creation.
+    PendingNotOwnCreation {
+        /// The position.
+        position: u64,
+    },
+    /// A `pending` row past the listed position (own creations there are
+    /// pending without rows).
+    PendingUnlisted {
+        /// The position.
+        position: u64,
+    },
+    /// A `pending` row for a creation the hub already refused.
+    PendingRefused {
+        /// The position.
+        position: u64,
+    },
+    /// A `rejections` row at an event that is not a `UserCreationRejected`.
+    RejectionRowMismatch {
+        /// The position.
+        position: u64,
+    },
+    /// A `UserCreationRejected` without its `rejections` row.
+    MissingRejectionRow {
+        /// The position.
+        position: u64,
+    },
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Finding::MalformedRow { table, detail } => write!(f, "{table} row: {detail}"),
+            Finding::LogGap { position, after } => {
+                write!(f, "log gap: position {position} follows {after}")
+            }
+            Finding::Undecodable { position, error } => write!(f, "position {position}: {error}"),
+            Finding::Misplaced { position, claims } => {
+                write!(f, "position {position}: envelope says position {claims}")
+            }
+            Finding::VersionGap {
+                position,
+                user,
+                version,
+            } => write!(
+                f,
+                "position {position}: {user} version {version} has no earlier version before it"
+            ),
+            Finding::MissingStreamRow {
+                position,
+                user,
+                version,
+            } => write!(
+                f,
+                "position {position}: no stream row {user}/{version} for it"
+            ),
+            Finding::MissingEventIdRow { position, event_id } => write!(
+                f,
+                "position {position}: event id row does not point at event {event_id}"
+            ),
+            Finding::UnlistedEventIdRow { position, event_id } => write!(
+                f,
+                "position {position}: own event {event_id} has an event id row before it was listed"
+            ),
+            Finding::MissingEmailRow {
+                position,
+                email,
+                user,
+            } => write!(
+                f,
+                "position {position}: email row {email} does not point at {user}"
+            ),
+            Finding::UnreadableUser { position, error } => {
+                write!(f, "position {position}: {error}")
+            }
+            Finding::StreamRowMismatch {
+                user,
+                version,
+                position,
+            } => write!(
+                f,
+                "stream row {user}/{version} points at another event (position {position})"
+            ),
+            Finding::EventIdRowMismatch { event_id, position } => write!(
+                f,
+                "event id row {event_id} points at another event (position {position})"
+            ),
+            Finding::EmailRowMismatch { email, user } => {
+                write!(
+                    f,
+                    "email row {email} points at {user}, who does not hold it"
+                )
+            }
+            Finding::DanglingRow { table, position } => {
+                write!(f, "{table} row points at missing position {position}")
+            }
+            Finding::PendingNotOwnCreation { position } => write!(
+                f,
+                "pending row {position} is not at one of this store's creations"
+            ),
+            Finding::PendingUnlisted { position } => {
+                write!(f, "pending row {position} is past the listed position")
+            }
+            Finding::PendingRefused { position } => write!(
+                f,
+                "pending row {position} is at a creation the hub already refused"
+            ),
+            Finding::RejectionRowMismatch { position } => write!(
+                f,
+                "rejections row {position} is not at a UserCreationRejected"
+            ),
+            Finding::MissingRejectionRow { position } => write!(
+                f,
+                "position {position}: UserCreationRejected without a rejections row"
+            ),
+        }
+    }
+}
+
+fn malformed(table: &'static str, error: StoreError) -> Finding {
+    Finding::MalformedRow {
+        table,
+        detail: error.to_string(),
     }
 }
 
@@ -39,7 +283,9 @@ pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyRepo
     let streams = txn.open_table(STREAMS)?;
     let emails = txn.open_table(EMAILS)?;
     let event_ids = txn.open_table(EVENT_IDS)?;
-    let listed_to = listed_to(&txn.open_table(META)?)?;
+    let pending = txn.open_table(PENDING)?;
+    let rejections = txn.open_table(REJECTIONS)?;
+    let listed_to = log::meta_u64(&txn.open_table(META)?, log::META_LISTED_TO)?;
     let mut report = VerifyReport::default();
     let findings = &mut report.findings;
 
@@ -51,81 +297,100 @@ pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyRepo
         let position = match log::read_u64("log key", key.value()) {
             Ok(position) => position,
             Err(error) => {
-                findings.push(error.to_string());
+                findings.push(malformed("events", error));
                 continue;
             }
         };
         if position != expected_position {
-            findings.push(format!(
-                "log gap: position {position} follows {}",
-                expected_position - 1
-            ));
+            findings.push(Finding::LogGap {
+                position,
+                after: expected_position - 1,
+            });
         }
         expected_position = position + 1;
         let recorded = match codec::decode(bytes.value()) {
             Ok(recorded) => recorded,
             Err(error) => {
-                findings.push(format!("position {position}: {error}"));
+                findings.push(Finding::Undecodable { position, error });
                 continue;
             }
         };
         if recorded.position != position {
-            findings.push(format!(
-                "position {position}: envelope says position {}",
-                recorded.position
-            ));
+            findings.push(Finding::Misplaced {
+                position,
+                claims: recorded.position,
+            });
         }
-        let aggregate = recorded.aggregate_id();
+        let user = recorded.aggregate_id();
         let version = recorded.version;
-        if position_at(&streams, &stream_key(aggregate, version))? != Some(position) {
-            findings.push(format!(
-                "position {position}: no stream row {aggregate}/{version} for it"
-            ));
+        if row_position(&streams, &stream_key(user, version)) != Some(position) {
+            findings.push(Finding::MissingStreamRow {
+                position,
+                user,
+                version,
+            });
         }
-        match version {
-            0 => findings.push(format!("position {position}: version 0")),
-            1 => report.users += 1,
-            _ => match position_at(&streams, &stream_key(aggregate, version - 1))? {
-                Some(earlier) if earlier < position => {}
-                _ => findings.push(format!(
-                    "position {position}: {aggregate} version {version} has no earlier version {}",
-                    version - 1
-                )),
-            },
+        let earlier_ok = match version {
+            0 => false,
+            1 => {
+                report.users += 1;
+                true
+            }
+            _ => matches!(
+                row_position(&streams, &stream_key(user, version - 1)),
+                Some(earlier) if earlier < position
+            ),
+        };
+        if !earlier_ok {
+            findings.push(Finding::VersionGap {
+                position,
+                user,
+                version,
+            });
         }
-        // Events from elsewhere are indexed by id on append; own creations
-        // once listed; own compensations never.
+        // Events appended by a sync step are indexed by id at once; own
+        // creations once listed; own compensations never.
         let indexed = recorded.origin != store_id
             || (own_creation(&recorded, store_id) && position <= listed_to);
-        let id_row = position_at(&event_ids, recorded.event_id.as_bytes())?;
+        let id_row = row_position(&event_ids, recorded.event_id.as_bytes());
+        let event_id = recorded.event_id;
         if indexed && id_row != Some(position) {
-            findings.push(format!(
-                "position {position}: event id row does not point at event {}",
-                recorded.event_id
-            ));
+            findings.push(Finding::MissingEventIdRow { position, event_id });
         }
         if !indexed && id_row.is_some() {
-            findings.push(format!(
-                "position {position}: own event {} has an event id row before it was listed",
-                recorded.event_id
-            ));
+            findings.push(Finding::UnlistedEventIdRow { position, event_id });
         }
-        if let Event::UserCreated(created) = &recorded.event {
-            // Only the user's current, unrefused creation holds its email.
-            let current = match log::load_user(&events, &streams, aggregate) {
-                Ok(user) => user,
-                Err(error) => {
-                    findings.push(format!("position {position}: {error}"));
-                    continue;
+        let listed_as_rejection = rejections.get(key.value())?.is_some();
+        match &recorded.event {
+            Event::UserCreated(created) => {
+                if listed_as_rejection {
+                    findings.push(Finding::RejectionRowMismatch { position });
                 }
-            };
-            let holds = current.is_some_and(|u| !u.is_rejected() && u.profile == *created);
-            let owner = emails.get(created.email_key().as_bytes())?;
-            if holds && owner.as_ref().map(|v| v.value()) != Some(&aggregate.as_bytes()[..]) {
-                findings.push(format!(
-                    "position {position}: email row {} does not point at {aggregate}",
-                    created.email
-                ));
+                // Only the user's current, unrefused creation holds its email.
+                let current = match log::load_user(&events, &streams, user) {
+                    Ok(current) => current,
+                    Err(error) => {
+                        findings.push(Finding::UnreadableUser {
+                            position,
+                            error: error.to_string(),
+                        });
+                        continue;
+                    }
+                };
+                let holds = current.is_some_and(|u| !u.is_rejected() && u.profile == *created);
+                let owner = emails.get(created.email_key().as_bytes())?;
+                if holds && owner.as_ref().map(|v| v.value()) != Some(&user.as_bytes()[..]) {
+                    findings.push(Finding::MissingEmailRow {
+                        position,
+                        email: created.email.clone(),
+                        user,
+                    });
+                }
+            }
+            Event::UserCreationRejected(_) => {
+                if !listed_as_rejection {
+                    findings.push(Finding::MissingRejectionRow { position });
+                }
             }
         }
     }
@@ -133,92 +398,131 @@ pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyRepo
     // Rows → event.
     for row in streams.iter()? {
         let (key, position) = row?;
-        let ((aggregate, version), position) = match (
+        let ((user, version), position) = match (
             log::read_stream_key(key.value()),
             log::read_u64("stream row", position.value()),
         ) {
             (Ok(key), Ok(position)) => (key, position),
             (Err(error), _) | (_, Err(error)) => {
-                findings.push(error.to_string());
+                findings.push(malformed("streams", error));
                 continue;
             }
         };
-        if let Some(recorded) = readable(&events, position, findings)?
-            && (recorded.aggregate_id() != aggregate || recorded.version != version)
+        if let Some(recorded) = readable(&events, "streams", position, findings)?
+            && (recorded.aggregate_id() != user || recorded.version != version)
         {
-            findings.push(format!(
-                "stream row {aggregate}/{version} points at another event (position {position})"
-            ));
+            findings.push(Finding::StreamRowMismatch {
+                user,
+                version,
+                position,
+            });
         }
     }
     for row in event_ids.iter()? {
         let (id, position) = row?;
-        let (id, position) = match (
+        let (event_id, position) = match (
             log::read_uuid("event id key", id.value()),
             log::read_u64("event id row", position.value()),
         ) {
             (Ok(id), Ok(position)) => (id, position),
             (Err(error), _) | (_, Err(error)) => {
-                findings.push(error.to_string());
+                findings.push(malformed("event_ids", error));
                 continue;
             }
         };
-        if let Some(recorded) = readable(&events, position, findings)?
-            && recorded.event_id != id
+        if let Some(recorded) = readable(&events, "event_ids", position, findings)?
+            && recorded.event_id != event_id
         {
-            findings.push(format!(
-                "event id row {id} points at another event (position {position})"
-            ));
+            findings.push(Finding::EventIdRowMismatch { event_id, position });
         }
     }
     for row in emails.iter()? {
         let (email, owner) = row?;
         let email = String::from_utf8_lossy(email.value()).into_owned();
-        let owner = match log::read_uuid("email row", owner.value()) {
+        let user = match log::read_uuid("email row", owner.value()) {
             Ok(owner) => owner,
             Err(error) => {
-                findings.push(format!("{email}: {error}"));
+                findings.push(malformed("emails", error));
                 continue;
             }
         };
-        let holds = match log::load_user(&events, &streams, owner) {
-            Ok(user) => {
-                user.is_some_and(|u| !u.is_rejected() && email_key(&u.profile.email) == email)
+        let holds = match log::load_user(&events, &streams, user) {
+            Ok(state) => {
+                state.is_some_and(|u| !u.is_rejected() && email_key(&u.profile.email) == email)
             }
             // A damaged event was already reported by the log pass.
             Err(StoreError::Corrupt { .. } | StoreError::Inconsistent(_)) => true,
             Err(other) => return Err(other),
         };
         if !holds {
-            findings.push(format!(
-                "email row {email} points at {owner}, who does not hold it"
-            ));
+            findings.push(Finding::EmailRowMismatch { email, user });
         }
+    }
+    for row in pending.iter()? {
+        let position = match log::read_u64("pending key", row?.0.value()) {
+            Ok(position) => position,
+            Err(error) => {
+                findings.push(malformed("pending", error));
+                continue;
+            }
+        };
+        if position > listed_to {
+            findings.push(Finding::PendingUnlisted { position });
+        }
+        let Some(recorded) = readable(&events, "pending", position, findings)? else {
+            continue;
+        };
+        if !own_creation(&recorded, store_id) {
+            findings.push(Finding::PendingNotOwnCreation { position });
+        } else if refused(&events, &streams, &recorded)? {
+            findings.push(Finding::PendingRefused { position });
+        }
+    }
+    for row in rejections.iter()? {
+        let position = match log::read_u64("rejections key", row?.0.value()) {
+            Ok(position) => position,
+            Err(error) => {
+                findings.push(malformed("rejections", error));
+                continue;
+            }
+        };
+        // The log pass reported rows at creations; this one, rows past the log.
+        readable(&events, "rejections", position, findings)?;
     }
     Ok(report)
 }
 
-/// The position an index row holds, `None` when there is no row or it is
-/// not a position (a damaged value counts as absent: it is reported then).
-fn position_at(
-    index: &impl ReadableTable<Bytes, Bytes>,
-    key: &[u8],
-) -> Result<Option<u64>, StoreError> {
-    Ok(index
-        .get(key)?
-        .and_then(|v| log::read_u64("index row", v.value()).ok()))
+/// Whether the hub's refusal of `creation` is recorded in its user's stream.
+fn refused(
+    events: &impl ReadableTable<Bytes, Bytes>,
+    streams: &impl ReadableTable<Bytes, Bytes>,
+    creation: &RecordedEvent,
+) -> Result<bool, StoreError> {
+    Ok(log::stream(events, streams, creation.aggregate_id())
+        .unwrap_or_default()
+        .iter()
+        .any(|e| {
+            matches!(&e.event, Event::UserCreationRejected(r) if r.rejected_event_id == creation.event_id)
+        }))
 }
 
-/// The event an index row points at; a row pointing past the log is a
+/// The position an index row holds, `None` when there is no row or it is
+/// not a position (a damaged value counts as absent: it is reported then).
+fn row_position(index: &impl ReadableTable<Bytes, Bytes>, key: &[u8]) -> Option<u64> {
+    log::position_at(index, key).ok().flatten()
+}
+
+/// The event a row of `table` points at; a row pointing past the log is a
 /// finding, a damaged event was already reported by the log pass.
 fn readable(
     events: &impl ReadableTable<Bytes, Bytes>,
+    table: &'static str,
     position: u64,
-    findings: &mut Vec<String>,
-) -> Result<Option<crate::event::RecordedEvent>, StoreError> {
+    findings: &mut Vec<Finding>,
+) -> Result<Option<RecordedEvent>, StoreError> {
     match events.get(&log::u64_bytes(position)[..])? {
         None => {
-            findings.push(format!("index row points at missing position {position}"));
+            findings.push(Finding::DanglingRow { table, position });
             Ok(None)
         }
         Some(bytes) => Ok(codec::decode(bytes.value()).ok()),

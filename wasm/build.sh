@@ -4,7 +4,7 @@
 #   pkg/node/  CommonJS for Node (ready on require/import)
 # with package.json, the .d.ts types generated from the Rust types, and the
 # package README. wasm-opt comes from npm's binaryen (Debian's is too old for
-# wasm-bindgen's output). Needs: scripts/setup-wasm.
+# wasm-bindgen's output). Needs what scripts/setup installs.
 set -euo pipefail
 cd "$(dirname "$0")"
 

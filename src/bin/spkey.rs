@@ -18,7 +18,8 @@ use uuid::Uuid;
 #[derive(Parser)]
 #[command(name = "spkey", version)]
 struct Cli {
-    /// The store file; created when missing.
+    /// The store file; created when missing by the commands that write
+    /// (reading commands open it read-only and change no byte).
     #[arg(long, global = true, value_name = "PATH", default_value = "spkey.redb")]
     db: PathBuf,
     #[command(subcommand)]
@@ -114,28 +115,45 @@ fn main() -> ExitCode {
     }
 }
 
+impl Command {
+    /// Whether the command only reads: it then opens the store read-only,
+    /// changing no byte of the file (and working on one it cannot write).
+    fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            Command::User { .. }
+                | Command::Events { .. }
+                | Command::Verify
+                | Command::Export { .. }
+                | Command::Cursor
+                | Command::Pending
+                | Command::Rejections
+        )
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let body = match &cli.command {
         Command::CreateUser { body, .. } => Some(read_body(body)?),
         _ => None,
     };
-    let store = Store::open(&cli.db)
-        .map_err(|e| Failure(format!("cannot open store {}: {e}", cli.db.display())))?;
+    let builder = Store::builder();
+    let store = if cli.command.reads_only() {
+        builder.open_read_only(&cli.db)
+    } else {
+        builder.open(&cli.db)
+    }
+    .map_err(|e| Failure(format!("cannot open store {}: {e}", cli.db.display())))?;
     let mut out = BufWriter::new(io::stdout().lock());
     let code = match cli.command {
         Command::CreateUser { id, .. } => {
-            let response = store.create_user_wire(&id, body.as_deref().unwrap_or_default());
+            let response = store
+                .try_create_user_wire(&id, body.as_deref().unwrap_or_default())
+                .map_err(|e| Failure(format!("the store failed; nothing was written: {e}")))?;
             writeln!(out, "{}", response.to_json())?;
             match response.status {
                 200..=299 => ExitCode::SUCCESS,
-                400..=499 => ExitCode::from(1),
-                _ => {
-                    out.flush()?;
-                    return Err(Failure(format!(
-                        "the store failed (status {}); nothing was written",
-                        response.status
-                    )));
-                }
+                _ => ExitCode::from(1),
             }
         }
         Command::User { id } => {
@@ -181,11 +199,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         },
         Command::ApplyReply { reply } => match store.apply_reply(&read_batch(&reply)?) {
             Ok(summary) => {
-                writeln!(
-                    out,
-                    r#"{{"accepted":{},"rejected":{},"alreadyApplied":{}}}"#,
-                    summary.accepted, summary.rejected, summary.already_applied
-                )?;
+                writeln!(out, "{}", to_json(&summary))?;
                 ExitCode::SUCCESS
             }
             Err(refused @ StoreError::Batch(_)) => return refuse(refused),
@@ -197,11 +211,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Import { batch } => match store.import(&read_batch(&batch)?) {
             Ok(summary) => {
-                writeln!(
-                    out,
-                    r#"{{"imported":{},"own":{},"rebased":{},"cursor":{}}}"#,
-                    summary.imported, summary.own, summary.rebased, summary.cursor
-                )?;
+                writeln!(out, "{}", to_json(&summary))?;
                 ExitCode::SUCCESS
             }
             Err(refused @ StoreError::Batch(_)) => return refuse(refused),

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per concern. Tests read as
 //! given / when / then through the helpers in `support`.
 
+mod alloc;
 mod cli;
 mod concurrency;
 mod contract;
@@ -9,6 +10,7 @@ mod damage;
 mod disk;
 mod fuzz_regressions;
 mod golden;
+mod hardening;
 mod kill;
 mod props;
 mod store;

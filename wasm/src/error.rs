@@ -44,6 +44,7 @@ pub fn store_error(error: StoreError) -> JsValue {
         }
         StoreError::UnsupportedFormat { .. } => names::UNSUPPORTED_FORMAT,
         StoreError::Batch(_) => names::BATCH_REFUSED,
+        StoreError::NotAStore(_) => names::INVALID_ARGUMENT,
         _ => names::STORAGE,
     };
     js_error(name, error)

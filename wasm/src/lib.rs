@@ -75,15 +75,6 @@ fn events_js(
     to_js(&events.iter().map(event_json).collect::<Vec<_>>())
 }
 
-/// A plain object of counts (all far below 2^53, so exact as numbers).
-fn named(fields: &[(&str, f64)]) -> Result<JsValue, JsValue> {
-    let object = js_sys::Object::new();
-    for (key, value) in fields {
-        js_sys::Reflect::set(&object, &JsValue::from_str(key), &JsValue::from_f64(*value))?;
-    }
-    Ok(object.into())
-}
-
 /// A count or position from JS: a non-negative integer within 2^53.
 fn whole_number(name: &str, value: f64) -> Result<u64, JsValue> {
     const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
@@ -224,20 +215,15 @@ impl EventStore {
         })
     }
 
+    /// The contract's answer, or the store's failure thrown as the named
+    /// error of its kind (a damaged store is a `CorruptStoreError` here as
+    /// in every other method).
     fn respond(&self, id: &str, body: &JsValue) -> Result<Response, JsValue> {
         let store = self.store()?;
-        let response = match body_bytes(body) {
-            Ok(bytes) => store.create_user_wire(id, &bytes),
-            Err(response) => response,
-        };
-        if response.status >= 500 {
-            let message = match &response.body {
-                spkey_store::contract::Body::Error(error) => error.message.clone(),
-                spkey_store::contract::Body::Success(_) => "storage failure".into(),
-            };
-            return Err(js_error(names::STORAGE, message));
+        match body_bytes(body) {
+            Ok(bytes) => store.try_create_user_wire(id, &bytes).map_err(store_error),
+            Err(response) => Ok(response),
         }
-        Ok(response)
     }
 
     /// The user's current state, or `null` when there is none. An `id` that
@@ -281,7 +267,8 @@ impl EventStore {
         if report.is_sound() {
             Ok(())
         } else {
-            Err(js_error(names::CORRUPT, report.findings.join("; ")))
+            let findings: Vec<String> = report.findings.iter().map(|f| f.to_string()).collect();
+            Err(js_error(names::CORRUPT, findings.join("; ")))
         }
     }
 
@@ -299,28 +286,17 @@ impl EventStore {
         unchecked_return_type = "{ accepted: number; rejected: number; alreadyApplied: number }"
     )]
     pub fn apply_reply(&self, reply: &[u8]) -> Result<JsValue, JsValue> {
-        let summary = self.store()?.apply_reply(reply).map_err(store_error)?;
-        named(&[
-            ("accepted", summary.accepted as f64),
-            ("rejected", summary.rejected as f64),
-            ("alreadyApplied", summary.already_applied as f64),
-        ])
+        to_js(&self.store()?.apply_reply(reply).map_err(store_error)?)
     }
 
-    /// Sync: imports the hub's pull batch (from `exportSince(pullCursor())`
-    /// on the hub).
+    /// Sync: imports the hub's pull batch (the hub's `Store::export` or
+    /// `spkey export --since` with this store's `pullCursor()`).
     #[wasm_bindgen(
         js_name = importBatch,
         unchecked_return_type = "{ imported: number; own: number; rebased: number; cursor: number }"
     )]
     pub fn import_batch(&self, batch: &[u8]) -> Result<JsValue, JsValue> {
-        let summary = self.store()?.import(batch).map_err(store_error)?;
-        named(&[
-            ("imported", summary.imported as f64),
-            ("own", summary.own as f64),
-            ("rebased", summary.rebased as f64),
-            ("cursor", summary.cursor as f64),
-        ])
+        to_js(&self.store()?.import(batch).map_err(store_error)?)
     }
 
     /// Sync: the hub position imported up to.
