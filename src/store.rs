@@ -312,6 +312,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+#[cfg(not(target_family = "wasm"))]
 /// Locks a mutex whose data stays consistent even if a holder panicked (every
 /// critical section here is a plain read or replacement).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

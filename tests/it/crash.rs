@@ -51,7 +51,7 @@ fn attempted() -> Vec<UserCreated> {
         .collect()
 }
 
-fn open(disk: &Disk) -> Result<Store, StoreError> {
+pub fn open(disk: &Disk) -> Result<Store, StoreError> {
     Store::builder()
         .clock(ManualClock::new(NOW_MS))
         .backend(disk.backend())
@@ -142,7 +142,7 @@ fn total_ops() -> u64 {
 
 /// What a reboot after a cut at `at` finds, under each variant; some
 /// variants lose power again part-way through recovery.
-fn variants(seed: u64) -> Vec<(Keep, Option<Keep>)> {
+pub fn variants(seed: u64) -> Vec<(Keep, Option<Keep>)> {
     let mut out = vec![
         (Keep::Nothing, None),
         (Keep::Everything, None),
@@ -164,7 +164,7 @@ fn variants(seed: u64) -> Vec<(Keep, Option<Keep>)> {
 }
 
 /// A reboot that loses power again at a random op of its recovery.
-fn cut_during_recovery(image: Vec<u8>, keep: Keep, seed: u64) -> Vec<u8> {
+pub fn cut_during_recovery(image: Vec<u8>, keep: Keep, seed: u64) -> Vec<u8> {
     let probe = Disk::with_image(image.clone());
     drop(open(&probe));
     if probe.ops() == 0 {

@@ -158,3 +158,184 @@ fn the_kill_harness_catches_commits_that_do_not_wait_for_the_disk() {
         "non-durable commits survived every kill: the harness cannot see loss"
     );
 }
+
+const HUB_ENV: &str = "SPKEY_KILL_HUB";
+
+/// The child of the sync kill harness: a device and a hub, each on its own
+/// file, creating users (every third device user takes an email the hub
+/// just gave away) and syncing, forever. After each step it reports the
+/// head of the store that step wrote, and that head's event id.
+#[test]
+#[ignore = "the child process of the sync kill -9 harness, run by it"]
+fn kill_sync_child() {
+    let durable = std::env::var_os(PLANT_ENV).is_none();
+    let open = |path| Store::builder().durable(durable).open(path).unwrap();
+    let device = open(std::env::var(DB_ENV).expect("run by the harness"));
+    let hub = open(std::env::var(HUB_ENV).unwrap());
+    let round: u64 = std::env::var(ROUND_ENV).unwrap().parse().unwrap();
+    let mut out = std::io::stdout().lock();
+    let mut report = |side: &str, store: &Store| {
+        let head = store.head_position().unwrap();
+        let id = store.events(head, 1).unwrap().first().map(|e| e.event_id);
+        let cursor = store.pull_cursor().unwrap();
+        writeln!(out, "ack {side} {head} {} {cursor}", id.unwrap_or_default()).unwrap();
+        out.flush().unwrap();
+    };
+    for n in 0.. {
+        let hub_email = format!("r{round}h{n}@example.com");
+        hub.create_user(&command(round, 2 * n).clone_with_email(&hub_email))
+            .unwrap();
+        report("hub", &hub);
+        let email = if n % 3 == 0 {
+            hub_email
+        } else {
+            format!("r{round}d{n}@example.com")
+        };
+        device
+            .create_user(&command(round, 2 * n + 1).clone_with_email(&email))
+            .unwrap();
+        report("dev", &device);
+        let reply = hub.accept(&device.push().unwrap()).unwrap();
+        report("hub", &hub);
+        device.apply_reply(&reply).unwrap();
+        report("dev", &device);
+        let cursor = device.pull_cursor().unwrap();
+        device.import(&hub.export(cursor, 1000).unwrap()).unwrap();
+        report("dev", &device);
+    }
+}
+
+trait WithEmail {
+    fn clone_with_email(&self, email: &str) -> CreateUser;
+}
+
+impl WithEmail for CreateUser {
+    fn clone_with_email(&self, email: &str) -> CreateUser {
+        CreateUser::new(self.user_id.clone(), email)
+    }
+}
+
+/// The last acknowledged state of one side: head, the event id there, and
+/// the pull cursor.
+type SideAck = (u64, Uuid, u64);
+
+fn kill_sync_round(
+    device: &Path,
+    hub: &Path,
+    round: u64,
+    plant: bool,
+    rng: &mut fastrand::Rng,
+) -> (Option<SideAck>, Option<SideAck>) {
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "--ignored",
+            "--exact",
+            "kill::kill_sync_child",
+            "--nocapture",
+        ])
+        .env(DB_ENV, device)
+        .env(HUB_ENV, hub)
+        .env(ROUND_ENV, round.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if plant {
+        child.env(PLANT_ENV, "1");
+    }
+    let mut child = child.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut dev, mut hub) = (None, None);
+        let mut lines = BufReader::new(stdout);
+        let mut line = String::new();
+        while lines.read_line(&mut line).unwrap_or(0) > 0 {
+            if let Some(ack) = line.strip_suffix('\n').and_then(|l| l.strip_prefix("ack ")) {
+                let parts: Vec<&str> = ack.split(' ').collect();
+                let state = (
+                    parts[1].parse().unwrap(),
+                    parts[2].parse().unwrap(),
+                    parts[3].parse().unwrap(),
+                );
+                match parts[0] {
+                    "dev" => dev = Some(state),
+                    _ => hub = Some(state),
+                }
+            }
+            line.clear();
+        }
+        (dev, hub)
+    });
+    std::thread::sleep(Duration::from_millis(rng.u64(20..120)));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    reader.join().unwrap()
+}
+
+fn check_side(path: &Path, acked: Option<SideAck>) -> Result<Store, String> {
+    let store = Store::open(path).map_err(|e| format!("reopen failed: {e}"))?;
+    let report = store.verify().map_err(|e| e.to_string())?;
+    if !report.is_sound() {
+        return Err(format!("unsound after kill: {:?}", report.findings));
+    }
+    if let Some((head, id, cursor)) = acked {
+        let at = store.events(head, 1).map_err(|e| e.to_string())?;
+        if head > 0 && at.first().map(|e| e.event_id) != Some(id) {
+            return Err(format!("acknowledged event {id} at position {head} lost"));
+        }
+        if store.pull_cursor().map_err(|e| e.to_string())? < cursor {
+            return Err(format!("pull cursor went back below {cursor}"));
+        }
+    }
+    Ok(store)
+}
+
+#[test]
+fn kill_9_while_syncing_loses_no_acknowledged_step_and_converges() {
+    let kills = if long_run() { 300 } else { 20 };
+    let dir = tempfile::tempdir().unwrap();
+    let (device, hub) = (dir.path().join("device.redb"), dir.path().join("hub.redb"));
+    let mut rng = fastrand::Rng::with_seed(0x5eed5);
+    let (mut dev_ack, mut hub_ack) = (None, None);
+    for round in 0..kills {
+        let (dev, hub_now) = kill_sync_round(&device, &hub, round, false, &mut rng);
+        dev_ack = dev.or(dev_ack);
+        hub_ack = hub_now.or(hub_ack);
+        for (path, acked) in [(&device, dev_ack), (&hub, hub_ack)] {
+            if let Err(problem) = check_side(path, acked) {
+                panic!("after kill {}: {}: {problem}", round + 1, path.display());
+            }
+        }
+    }
+    assert!(
+        dev_ack.is_some() && hub_ack.is_some(),
+        "the children never got to sync"
+    );
+    let (device, hub) = (Store::open(&device).unwrap(), Store::open(&hub).unwrap());
+    if let Err(problem) = crate::crash_sync::converge(&device, &hub) {
+        panic!("after {kills} kills: {problem}");
+    }
+    eprintln!(
+        "kill -9, sync: {kills} kills, device at position {}, hub at {}, 0 acknowledged steps lost, converged",
+        device.head_position().unwrap(),
+        hub.head_position().unwrap()
+    );
+}
+
+#[test]
+fn the_sync_kill_harness_catches_commits_that_do_not_wait_for_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (device, hub) = (dir.path().join("device.redb"), dir.path().join("hub.redb"));
+    let mut rng = fastrand::Rng::with_seed(11);
+    let (mut dev_ack, mut hub_ack) = (None, None);
+    let mut caught = false;
+    for round in 0..3 {
+        let (dev, hub_now) = kill_sync_round(&device, &hub, round, true, &mut rng);
+        dev_ack = dev.or(dev_ack);
+        hub_ack = hub_now.or(hub_ack);
+        caught |= check_side(&device, dev_ack).is_err() || check_side(&hub, hub_ack).is_err();
+    }
+    assert!(
+        caught,
+        "non-durable sync steps survived every kill: the harness cannot see loss"
+    );
+}

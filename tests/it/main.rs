@@ -6,6 +6,7 @@ mod cli;
 mod concurrency;
 mod contract;
 mod crash;
+mod crash_sync;
 mod damage;
 mod disk;
 mod fuzz_regressions;
