@@ -84,14 +84,13 @@ pub struct UserCreationRejected {
 /// 9999-12-31T23:59:59.999Z, the last instant the wire's RFC 3339 can show.
 pub(crate) const MAX_RECORDED_AT_MS: i64 = 253_402_300_799_999;
 
-/// Normalizes an email for the uniqueness index. ASCII case is ignored
-/// across the whole address: treating `Ann@x.io` and `ann@x.io` as two
-/// accounts is what users of the remote API would call a bug, whatever RFC
-/// 5321 allows. Non-ASCII letters keep their case: full Unicode lowercasing
-/// would cost the wasm build its 11 KB of case tables, and mail systems do
-/// not agree on folding internationalized local parts anyway.
+/// The key under which an email is held unique: two addresses with the same
+/// key are one mailbox. The local part is compared in full Unicode case
+/// folding and the domain in its ASCII (punycode) form, so `Ann@x.io` and
+/// `ann@X.IO`, `ñandú@…` and `ÑANDÚ@…`, `…@bücher.de` and
+/// `…@xn--bcher-kva.de` are each one address.
 pub fn email_key(email: &str) -> String {
-    email.trim().to_ascii_lowercase()
+    crate::email::key(email)
 }
 
 /// An event as stored in the log: the event and where and when it was recorded.

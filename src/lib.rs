@@ -44,6 +44,7 @@ mod batch;
 mod clock;
 pub mod codec;
 pub mod contract;
+mod email;
 mod error;
 mod event;
 #[cfg(not(target_family = "wasm"))]

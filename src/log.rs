@@ -165,6 +165,33 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<bool, StoreError> 
     Ok(txn.list_tables()?.count() != before)
 }
 
+/// Rebuilds the email index from the log under the current key rule: each
+/// user's current, unrefused creation holds its key. Where two users
+/// recorded under an older, looser rule now share a key (`ñandú@…` and
+/// `ÑANDÚ@…`), the earlier holds the row; both stay recorded. Memory stays
+/// flat: one event at a time.
+pub(crate) fn rekey_emails(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let events = txn.open_table(EVENTS)?;
+    let streams = txn.open_table(STREAMS)?;
+    let mut emails = txn.open_table(EMAILS)?;
+    emails.retain(|_, _| false)?;
+    for row in events.iter()? {
+        let (position, bytes) = row?;
+        let recorded = decode_row(read_u64("log key", position.value())?, bytes.value())?;
+        let Event::UserCreated(created) = &recorded.event else {
+            continue;
+        };
+        let user = recorded.aggregate_id();
+        let holds = load_user(&events, &streams, user)?
+            .is_some_and(|u| !u.is_rejected() && u.profile == *created);
+        let key = created.email_key();
+        if holds && emails.get(key.as_bytes())?.is_none() {
+            emails.insert(key.as_bytes(), &user.as_bytes()[..])?;
+        }
+    }
+    Ok(())
+}
+
 /// The last position in the log, 0 when empty.
 pub(crate) fn head(events: &impl ReadableTable<Bytes, Bytes>) -> Result<u64, StoreError> {
     match events.last()? {

@@ -21,8 +21,10 @@ use crate::log::{self, Bytes, EMAILS, EVENTS, Executed, META, STREAMS, Source, S
 use crate::user::{CreateUser, Rejection, User};
 use crate::verify::VerifyReport;
 
-/// The store file format this version writes and reads.
-pub const STORE_FORMAT: u32 = 1;
+/// The store file format this version writes and reads. Format 2 keys the
+/// email index by the signup-grade rule (Unicode case folding, punycode
+/// domains); a format-1 store is migrated when it is opened.
+pub const STORE_FORMAT: u32 = 2;
 
 /// The page cache redb may use unless told otherwise: small enough for a
 /// phone or a browser tab, large enough to hold the hot index pages.
@@ -357,11 +359,11 @@ fn init(db: &Database) -> Result<Uuid, StoreError> {
                     supported: STORE_FORMAT,
                 });
             }
-            Some(_) => {
+            Some(found) => {
                 let id = log::meta_uuid(&meta, log::META_STORE_ID)?.ok_or_else(|| {
                     StoreError::Inconsistent("meta store_id row is missing".into())
                 })?;
-                (id, false)
+                (id, found < STORE_FORMAT)
             }
             None => {
                 let id = Uuid::new_v4();
@@ -375,6 +377,12 @@ fn init(db: &Database) -> Result<Uuid, StoreError> {
     // tables in a store from before sync), so that later reads never meet a
     // missing table. A complete store is opened without writing to it.
     wrote |= log::create_tables(&txn)?;
+    if wrote {
+        // Older formats are brought to this one in the same transaction (a
+        // new store's rebuild finds nothing to do).
+        log::rekey_emails(&txn)?;
+        log::set_meta_format(&mut txn.open_table(META)?, STORE_FORMAT)?;
+    }
     if wrote {
         txn.commit()?;
     } else {

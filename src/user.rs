@@ -6,13 +6,10 @@
 
 use std::fmt;
 
-use email_address::{EmailAddress, Options};
 use uuid::Uuid;
 
 use crate::event::{Event, RecordedEvent, UserCreated, UserCreationRejected};
 
-/// Longest email accepted, in characters (RFC 5321's path limit less the brackets).
-pub const MAX_EMAIL_CHARS: usize = 254;
 /// Longest first or last name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
 /// Fewest digits a phone number may have.
@@ -31,7 +28,8 @@ pub struct CreateUser {
     pub id: String,
     /// `userId`: a UUID in any standard textual form, not the nil UUID.
     pub user_id: String,
-    /// `email`: required, a valid address of at most 254 characters.
+    /// `email`: required; see the rule in the crate's `email` module (a
+    /// deliverable address; one mailbox, one user).
     pub email: String,
     /// `firstName`: optional, at most 100 characters, no control characters.
     pub first_name: Option<String>,
@@ -90,7 +88,7 @@ impl CreateUser {
                 },
             );
         }
-        let email = check(e, Field::Email, validate_email(&self.email));
+        let email = check(e, Field::Email, crate::email::validate(&self.email));
         let first_name = check(e, Field::FirstName, validate_name(&self.first_name));
         let last_name = check(e, Field::LastName, validate_name(&self.last_name));
         let phone_number = check(e, Field::PhoneNumber, validate_phone(&self.phone_number));
@@ -132,21 +130,6 @@ fn parse_user_id(text: &str) -> Result<Uuid, String> {
         return Err("must not be the nil UUID".into());
     }
     Ok(id)
-}
-
-fn validate_email(raw: &str) -> Result<String, String> {
-    let email = raw.trim();
-    if email.is_empty() {
-        return Err("is required".into());
-    }
-    if email.chars().count() > MAX_EMAIL_CHARS {
-        return Err(format!("must be at most {MAX_EMAIL_CHARS} characters"));
-    }
-    // A display name ("Ann <ann@x.io>") is not an address to store.
-    let options = Options::default().without_display_text();
-    EmailAddress::parse_with_options(email, options)
-        .map(|_| email.to_owned())
-        .map_err(|_| "Invalid email format".into())
 }
 
 /// Trims an optional text field; empty after trimming means absent.

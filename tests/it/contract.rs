@@ -295,7 +295,7 @@ fn error_bodies_have_the_seed_shape() {
             "error": "Bad Request",
             "message": "The request contains invalid parameters or malformed data",
             "code": 400,
-            "details": [{"field": "email", "message": "Invalid email format"}]
+            "details": [{"field": "email", "message": "Invalid email format: must contain an @"}]
         })
     );
 }

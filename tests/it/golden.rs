@@ -73,51 +73,79 @@ fn envelope_v1_bytes_are_frozen() {
 
 const STORE_V1: &str = "store-v1.redb";
 const STORE_V1_EVENTS: &str = "store-v1.events.jsonl";
+const STORE_V2: &str = "store-v2.redb";
+const STORE_V2_EVENTS: &str = "store-v2.events.jsonl";
 
-fn write_store_v1() {
-    let path = fixture(STORE_V1);
+/// The meta `format` row of the store file at `path`, read with redb.
+fn format_of(path: &std::path::Path) -> u32 {
+    use redb::{ReadableDatabase, TableDefinition};
+    const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    let bytes = meta.get(&b"format"[..]).unwrap().unwrap().value().to_vec();
+    u32::from_le_bytes(bytes.try_into().unwrap())
+}
+
+/// Writes the current format's fixture: users with non-ASCII emails, whose
+/// index keys are what format 2 changed.
+fn write_store_v2() {
+    let path = fixture(STORE_V2);
     let _ = std::fs::remove_file(&path);
     let clock = ManualClock::new(1_795_734_000_000);
     let store = Store::builder().clock(clock.clone()).open(&path).unwrap();
-    for n in 1..=3u128 {
-        let id = Uuid::from_u128(0xabc0 + n).to_string();
-        let mut command = CreateUser::new(id, format!("user{n}@example.com"));
-        if n != 2 {
-            command = command
-                .first_name(format!("User {n}"))
-                .phone_number("+1-555-0123");
-        }
-        store.create_user(&command).unwrap();
+    for (n, email) in [
+        (1u128, "ñandú@bücher.de"),
+        (2, "Straße@example.com"),
+        (3, "plain@example.com"),
+    ] {
+        let id = Uuid::from_u128(0xabd0 + n).to_string();
+        store
+            .create_user(&CreateUser::new(id, email).first_name(format!("User {n}")))
+            .unwrap();
         clock.advance(1_000);
     }
+    write_events(&store, STORE_V2_EVENTS);
+}
+
+fn write_events(store: &Store, name: &str) {
     let lines: Vec<String> = store
         .events(1, usize::MAX)
         .unwrap()
         .iter()
         .map(|e| serde_json::to_string(&event_json(e)).unwrap() + "\n")
         .collect();
-    std::fs::write(fixture(STORE_V1_EVENTS), lines.concat()).unwrap();
+    std::fs::write(fixture(name), lines.concat()).unwrap();
 }
 
-#[test]
-fn a_store_written_by_format_v1_still_reads_and_accepts_writes() {
-    if blessing() {
-        write_store_v1();
-    }
+/// Opens a copy of a fixture store and checks its events against the
+/// fixture's JSON lines.
+fn open_copy(store: &str, events: &str) -> (Store, tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("copy.redb");
-    std::fs::copy(fixture(STORE_V1), &copy).unwrap();
-    let expected = std::fs::read_to_string(fixture(STORE_V1_EVENTS)).unwrap();
-
-    let store = Store::open(&copy).unwrap();
-
-    let lines: Vec<String> = store
+    std::fs::copy(fixture(store), &copy).unwrap();
+    let expected = std::fs::read_to_string(fixture(events)).unwrap();
+    let opened = Store::open(&copy).unwrap();
+    let lines: Vec<String> = opened
         .events(1, usize::MAX)
         .unwrap()
         .iter()
         .map(|e| serde_json::to_string(&event_json(e)).unwrap())
         .collect();
-    assert_eq!(lines, expected.lines().collect::<Vec<_>>());
+    assert_eq!(lines, expected.lines().collect::<Vec<_>>(), "{store}");
+    (opened, dir, copy)
+}
+
+#[test]
+fn a_store_written_by_format_v1_is_migrated_and_still_reads_and_accepts_writes() {
+    assert_eq!(
+        format_of(&fixture(STORE_V1)),
+        1,
+        "the fixture is frozen at format 1"
+    );
+
+    let (store, _dir, copy) = open_copy(STORE_V1, STORE_V1_EVENTS);
+
     assert!(store.verify().unwrap().is_sound());
     // The three creations were never pushed: each is pending exactly once.
     let pending: Vec<u64> = store
@@ -127,9 +155,46 @@ fn a_store_written_by_format_v1_still_reads_and_accepts_writes() {
         .map(|e| e.position)
         .collect();
     assert_eq!(pending, [1, 2, 3]);
+    // The email index answers under the new rule.
+    assert_eq!(
+        store.user_id_by_email("USER2@Example.com").unwrap(),
+        Some(Uuid::from_u128(0xabc2))
+    );
+    let taken = CreateUser::new(Uuid::from_u128(0xabce).to_string(), "User1@EXAMPLE.com");
+    assert!(matches!(
+        store.create_user(&taken).unwrap(),
+        spkey_store::Outcome::Rejected(_)
+    ));
     let next = CreateUser::new(Uuid::from_u128(0xabcd).to_string(), "new@example.com");
     assert_eq!(
         store.create_user(&next).unwrap().event().unwrap().position,
         4
     );
+    drop(store);
+    assert_eq!(
+        format_of(&copy),
+        spkey_store::STORE_FORMAT,
+        "migrated on open"
+    );
+}
+
+#[test]
+fn a_store_written_by_format_v2_still_reads_and_finds_its_emails() {
+    if blessing() {
+        write_store_v2();
+    }
+    let (store, _dir, _) = open_copy(STORE_V2, STORE_V2_EVENTS);
+
+    assert!(store.verify().unwrap().is_sound());
+    for (email, n) in [
+        ("ÑANDÚ@xn--bcher-kva.de", 1u128),
+        ("STRASSE@example.com", 2),
+        ("Plain@Example.com", 3),
+    ] {
+        assert_eq!(
+            store.user_id_by_email(email).unwrap(),
+            Some(Uuid::from_u128(0xabd0 + n)),
+            "{email}"
+        );
+    }
 }

@@ -289,7 +289,7 @@ fn a_store_from_a_newer_format_is_refused() {
         reopened,
         Err(StoreError::UnsupportedFormat {
             found: 99,
-            supported: 1
+            supported: 2
         })
     ));
     let db = redb::Database::open(dir.path().join("store.redb")).unwrap();

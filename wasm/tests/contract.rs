@@ -222,3 +222,59 @@ async fn opfs_outside_a_dedicated_worker_is_not_supported() {
 
     assert_eq!(error_name(refused), names::NOT_SUPPORTED);
 }
+
+#[path = "../../tests/shared/email_corpus.rs"]
+mod email_corpus;
+
+/// The email rule's whole corpus through the JS API: the same verdicts and
+/// messages as natively, so the Unicode tables in the package are the
+/// native ones.
+#[wasm_bindgen_test]
+fn the_email_corpus_gets_the_same_verdicts_as_natively() {
+    let store = EventStore::in_memory().unwrap();
+    let mut wrong = Vec::new();
+    for (n, case) in email_corpus::cases().iter().enumerate() {
+        let id = format!("00000000-0000-4000-8000-{:012x}", 0xe3a1_0000u64 + n as u64);
+        let body = JsValue::from_str(&email_corpus::body(&id, &case.address));
+        let answer = store.create_user_with_status(&id, body).unwrap();
+        let status = number(&answer, "status") as u16;
+        let ok = match (&case.message, status) {
+            (None, 201) => true,
+            (Some(fragment), 400) => {
+                text(&answer, "body.details.0.field") == "email"
+                    && text(&answer, "body.details.0.message").contains(fragment.as_str())
+            }
+            _ => false,
+        };
+        if !ok || case.valid != case.message.is_none() {
+            wrong.push(format!("{:?} ({}): {status}", case.address, case.why));
+        }
+    }
+    for (n, pair) in email_corpus::pairs().iter().enumerate() {
+        let store = EventStore::in_memory().unwrap();
+        let (a, b) = (
+            format!(
+                "00000000-0000-4000-8000-{:012x}",
+                0xe3b1_0000u64 + 2 * n as u64
+            ),
+            format!(
+                "00000000-0000-4000-8000-{:012x}",
+                0xe3b1_0001u64 + 2 * n as u64
+            ),
+        );
+        let first = store
+            .create_user_with_status(&a, JsValue::from_str(&email_corpus::body(&a, &pair.first)));
+        let second = store
+            .create_user_with_status(&b, JsValue::from_str(&email_corpus::body(&b, &pair.second)));
+        let expected = if pair.same { 409.0 } else { 201.0 };
+        if number(&first.unwrap(), "status") != 201.0
+            || number(&second.unwrap(), "status") != expected
+        {
+            wrong.push(format!(
+                "{:?} / {:?} ({})",
+                pair.first, pair.second, pair.why
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

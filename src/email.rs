@@ -1,0 +1,235 @@
+//! The email rule: what a signup accepts, and when two addresses are one
+//! mailbox. The same code, with the same ICU4X tables compiled in, runs on
+//! every target (native, wasm, the hub), so the rule cannot differ between
+//! them.
+//!
+//! Accepted: after trimming, no control, invisible (format), private-use,
+//! unassigned or space character; normalized to NFC; an unquoted dot-atom
+//! local part of at most 64 bytes (non-ASCII letters allowed, as RFC 6531
+//! does); a domain that UTS 46 converts to ASCII under the STD3 rules
+//! (letters, digits, hyphens), with at least two labels of 1 to 63
+//! characters, an alphabetic top-level domain, no IP address and no
+//! special-use name (`localhost`, `local`, `invalid`, `test`, `onion`,
+//! `arpa`); at most 254 bytes once the domain is ASCII. This is what Python's
+//! email-validator and the signup forms of large mail providers accept.
+//!
+//! One mailbox: the uniqueness key is the local part in full Unicode case
+//! folding (NFC before and after) and the domain in its lowercase ASCII
+//! form, so `ÑANDÚ@x.io` and `ñandú@x.io`, a composed and a decomposed
+//! `josé`, and `bücher.de` and `xn--bcher-kva.de` are each one address. The
+//! stored email keeps what the user typed, trimmed and in NFC.
+//!
+//! Every address accepted here is an RFC 5321 mailbox (a dot-atom local
+//! part, an LDH domain): the `email_address` crate, the RFC grammar, is the
+//! oracle of a test rather than a dependency of the package, whose every
+//! byte counts in a browser.
+
+use std::borrow::Cow;
+
+use icu_casemap::CaseMapper;
+use icu_normalizer::ComposingNormalizerBorrowed;
+use icu_properties::CodePointMapData;
+use icu_properties::props::GeneralCategory;
+use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
+
+/// Longest email accepted, in bytes once its domain is ASCII (RFC 5321's
+/// path limit less the brackets).
+pub const MAX_EMAIL_BYTES: usize = 254;
+/// Longest local part accepted, in bytes (RFC 5321).
+pub const MAX_LOCAL_BYTES: usize = 64;
+
+/// Top-level domains reserved for special use (RFC 6761, 6762, 7686, 6761's
+/// registry): no mailbox lives there.
+const SPECIAL_USE: [&str; 6] = ["arpa", "invalid", "local", "localhost", "onion", "test"];
+
+/// The characters RFC 5322 allows in a dot-atom besides ASCII letters and
+/// digits (RFC 6531 adds every non-ASCII character, filtered above).
+const ATEXT: &str = "!#$%&'*+-/=?^_`{|}~";
+
+fn nfc(text: &str) -> Cow<'_, str> {
+    ComposingNormalizerBorrowed::new_nfc().normalize(text)
+}
+
+/// What a character the rule refuses is, in words, or `None` when it may
+/// stand in an address.
+fn refused_kind(c: char) -> Option<&'static str> {
+    Some(match CodePointMapData::<GeneralCategory>::new().get(c) {
+        GeneralCategory::Control => "a control character",
+        GeneralCategory::Format => "an invisible character",
+        GeneralCategory::PrivateUse => "a private-use character",
+        GeneralCategory::Unassigned | GeneralCategory::Surrogate => "an unassigned character",
+        GeneralCategory::SpaceSeparator
+        | GeneralCategory::LineSeparator
+        | GeneralCategory::ParagraphSeparator => "a space",
+        _ => return None,
+    })
+}
+
+/// The domain in ASCII (punycode, lowercase) under UTS 46 with the STD3
+/// rules, or why not.
+fn ascii_domain(domain: &str) -> Result<Cow<'_, str>, String> {
+    Uts46::new()
+        .to_ascii(
+            domain.as_bytes(),
+            AsciiDenyList::STD3,
+            Hyphens::CheckFirstLast,
+            DnsLength::Ignore,
+        )
+        .map_err(|_| {
+            if domain
+                .chars()
+                .any(|c| c.is_ascii() && !c.is_ascii_alphanumeric() && !matches!(c, '-' | '.'))
+            {
+                "the domain may hold only letters, digits, hyphens and dots".into()
+            } else {
+                "the domain is not a valid domain name".into()
+            }
+        })
+}
+
+/// Checks `raw` against the rule. Returns the email to store — trimmed, in
+/// NFC, otherwise as typed — or a message that says what is wrong: "is
+/// required", or the seed's "Invalid email format" followed by the reason
+/// ("Invalid email format: IP addresses are not accepted").
+pub fn validate(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err("is required".into());
+    }
+    check(trimmed).map_err(|why| format!("Invalid email format: {why}"))
+}
+
+fn check(trimmed: &str) -> Result<String, String> {
+    if let Some(kind) = trimmed.chars().find_map(refused_kind) {
+        return Err(format!("contains {kind}"));
+    }
+    let email = nfc(trimmed).into_owned();
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return Err("must contain an @".into());
+    };
+    check_local(local)?;
+    let ascii = check_domain(domain)?;
+    if local.len() + 1 + ascii.len() > MAX_EMAIL_BYTES {
+        return Err(format!("must be at most {MAX_EMAIL_BYTES} bytes"));
+    }
+    Ok(email)
+}
+
+fn check_local(local: &str) -> Result<(), String> {
+    if local.is_empty() {
+        return Err("has nothing before the @".into());
+    }
+    if local.starts_with('"') {
+        return Err("quoted names before the @ are not accepted".into());
+    }
+    if local.contains('(') || local.contains(')') {
+        return Err("comments are not accepted".into());
+    }
+    if local.contains('@') || local.contains('<') || local.contains('>') {
+        return Err("must hold exactly one address, with one @".into());
+    }
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return Err(
+            "the part before the @ must not start or end with a dot, or have two in a row".into(),
+        );
+    }
+    if let Some(c) = local
+        .chars()
+        .find(|c| c.is_ascii() && !c.is_ascii_alphanumeric() && *c != '.' && !ATEXT.contains(*c))
+    {
+        return Err(format!("the part before the @ may not contain '{c}'"));
+    }
+    if local.len() > MAX_LOCAL_BYTES {
+        return Err(format!(
+            "the part before the @ must be at most {MAX_LOCAL_BYTES} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the domain; returns its ASCII form.
+fn check_domain(domain: &str) -> Result<String, String> {
+    if domain.is_empty() {
+        return Err("has no domain after the @".into());
+    }
+    if domain.starts_with('[') {
+        return Err("IP addresses are not accepted".into());
+    }
+    let ascii = ascii_domain(domain)?;
+    let labels: Vec<&str> = ascii.split('.').collect();
+    if labels
+        .iter()
+        .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(if labels.len() > 1 {
+            "IP addresses are not accepted".into()
+        } else {
+            "the domain must have a dot, as in example.com".into()
+        });
+    }
+    if labels.len() < 2 {
+        return Err("the domain must have a dot, as in example.com".into());
+    }
+    if labels
+        .iter()
+        .any(|label| label.is_empty() || label.len() > 63)
+    {
+        return Err("each part of the domain must be 1 to 63 characters".into());
+    }
+    let tld = labels[labels.len() - 1];
+    if !tld.starts_with("xn--") && !tld.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err("the top-level domain must be alphabetic".into());
+    }
+    if SPECIAL_USE.contains(&tld) {
+        return Err(format!(
+            "'.{tld}' is a special-use domain where no mailbox can live"
+        ));
+    }
+    Ok(ascii.into_owned())
+}
+
+/// The key under which an email is held unique: the local part case-folded
+/// (full Unicode folding, NFC) and the domain in lowercase ASCII. Total:
+/// an address recorded before the rule tightened still gets a key (a domain
+/// UTS 46 refuses is lowercased as it is).
+pub fn key(email: &str) -> String {
+    let email = nfc(email.trim());
+    let (local, domain) = email.rsplit_once('@').unwrap_or((&email, ""));
+    let folded = CaseMapper::new().fold_string(local);
+    let local = nfc(&folded);
+    let domain = ascii_domain(domain)
+        .map(Cow::into_owned)
+        .unwrap_or_else(|_| domain.to_ascii_lowercase());
+    if email.contains('@') {
+        format!("{local}@{domain}")
+    } else {
+        local.into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_mailbox_one_key() {
+        for (a, b) in [
+            ("ñandú@example.com", "ÑANDÚ@EXAMPLE.COM"),
+            ("jos\u{e9}@example.com", "jose\u{301}@example.com"),
+            ("a@bücher.de", "a@xn--bcher-kva.de"),
+            ("a@ｅｘａｍｐｌｅ.com", "a@example.com"),
+            ("Straße@example.com", "STRASSE@example.com"),
+        ] {
+            assert_eq!(key(a), key(b), "{a} / {b}");
+        }
+        assert_ne!(key("ann@example.com"), key("anne@example.com"));
+    }
+
+    #[test]
+    fn the_stored_form_is_trimmed_nfc_as_typed() {
+        assert_eq!(
+            validate("  Jose\u{301}@Bücher.de ").unwrap(),
+            "José@Bücher.de"
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! The architecture's mechanical invariants, read off the source tree (in
+//! the spirit of rust-analyzer's tidy tests): what ARCHITECTURE.md says a
+//! module does not do, a test holds it to.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every `.rs` file under the library's and the wasm adapter's sources, as
+/// (path relative to the root, text).
+fn sources() -> Vec<(String, String)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    for dir in ["src", "wasm/src"] {
+        walk(&root().join(dir), &mut paths);
+    }
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let relative = path.strip_prefix(root()).unwrap();
+            (relative.to_string_lossy().replace('\\', "/"), text)
+        })
+        .collect()
+}
+
+/// Lines that are code: doc and line comments dropped.
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line))
+        .filter(|(_, line)| !line.trim_start().starts_with("//"))
+}
+
+/// Places outside `allowed` whose code contains `needle`.
+fn offenders(needle: &str, allowed: &[&str]) -> Vec<String> {
+    sources()
+        .iter()
+        .filter(|(path, _)| !allowed.contains(&path.as_str()))
+        .flat_map(|(path, text)| {
+            code_lines(text)
+                .filter(|(_, line)| line.contains(needle))
+                .map(move |(n, _)| format!("{path}:{n}"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn only_the_log_declares_tables() {
+    let found = offenders("TableDefinition", &["src/log.rs"]);
+    assert!(
+        found.is_empty(),
+        "tables declared outside src/log.rs: {found:?}"
+    );
+}
+
+#[test]
+fn only_the_log_names_meta_keys() {
+    let log = std::fs::read_to_string(root().join("src/log.rs")).unwrap();
+    let keys: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("const META_") && line.contains("b\""))
+        .filter_map(|line| line.split("b\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(
+        keys.len() >= 5,
+        "the meta keys were not found in src/log.rs: {keys:?}"
+    );
+    for key in keys {
+        let found = offenders(&format!("b\"{key}\""), &["src/log.rs"]);
+        assert!(
+            found.is_empty(),
+            "meta key {key} spelled outside src/log.rs: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn only_the_system_clock_reads_the_system_time() {
+    let found = offenders("SystemTime::now", &["src/clock.rs"]);
+    assert!(
+        found.is_empty(),
+        "SystemTime::now outside src/clock.rs: {found:?}"
+    );
+}
+
+#[test]
+fn every_store_error_says_how_to_handle_it() {
+    let text = std::fs::read_to_string(root().join("src/error.rs")).unwrap();
+    let body = text
+        .split("pub enum StoreError {")
+        .nth(1)
+        .and_then(|rest| rest.split("\n}\n").next())
+        .expect("StoreError is in src/error.rs");
+    let mut docs = String::new();
+    let mut variants = 0;
+    for line in body.lines() {
+        let line = line.trim();
+        if let Some(doc) = line.strip_prefix("///") {
+            docs.push_str(doc);
+        } else if line.starts_with('#') {
+        } else if line.starts_with(|c: char| c.is_ascii_uppercase()) {
+            let name = line.split(['(', ' ', '{', ',']).next().unwrap();
+            assert!(
+                docs.contains("Handling"),
+                "StoreError::{name} does not say how to handle it"
+            );
+            variants += 1;
+            docs.clear();
+        } else if !line.is_empty() && !line.starts_with('}') {
+            // A field of a struct variant: its docs are not the variant's.
+            docs.clear();
+        }
+    }
+    assert!(
+        variants >= 10,
+        "found {variants} variants: the parse is off"
+    );
+}
+
+#[test]
+fn the_store_error_stays_non_exhaustive() {
+    // The umbrella error is what callers match on: it must stay
+    // non_exhaustive so that adding a kind is not a breaking change.
+    let text = std::fs::read_to_string(root().join("src/error.rs")).unwrap();
+    let before = text.split("pub enum StoreError").next().unwrap();
+    assert!(before.trim_end().ends_with("#[non_exhaustive]"));
+}
