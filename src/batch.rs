@@ -14,6 +14,8 @@ use crate::codec::{Bounded, MAX_DETAILS, checksum};
 
 const MAGIC: &[u8; 4] = b"SPKS";
 const VERSION_1: u8 = 1;
+/// The batch format this version writes and reads.
+pub const BATCH_FORMAT: u8 = VERSION_1;
 const HEADER: usize = MAGIC.len() + 2;
 const CHECKSUM_LEN: usize = 4;
 

@@ -49,6 +49,8 @@ mod error;
 mod event;
 #[cfg(not(target_family = "wasm"))]
 mod group;
+#[cfg(feature = "http")]
+pub mod http;
 mod log;
 mod memory;
 mod readonly;
@@ -57,7 +59,7 @@ mod sync;
 mod user;
 mod verify;
 
-pub use batch::{BatchError, BatchKind, MAX_BATCH_BYTES, MAX_BATCH_ITEMS};
+pub use batch::{BATCH_FORMAT, BatchError, BatchKind, MAX_BATCH_BYTES, MAX_BATCH_ITEMS};
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub use clock::SystemClock;
 pub use clock::{Clock, ManualClock};

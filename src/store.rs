@@ -4,7 +4,9 @@
 //! [`Outcome`]s; `contract` turns those into the API's bodies.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[cfg(not(target_family = "wasm"))]
+use std::sync::Mutex;
 
 use redb::backends::InMemoryBackend;
 use redb::{

@@ -87,6 +87,21 @@ enum Command {
     Pending,
     /// Device: the rejections the hub sent back, one event JSON per line.
     Rejections,
+    /// Device: syncs with a hub over HTTP — push, apply the reply, pull
+    /// until caught up — and prints
+    /// {"pushed","accepted","rejected","pulled","cursor"}. Safe to run again
+    /// after any failure. Exits 2 when the hub cannot be reached or refuses.
+    Sync {
+        /// The hub's base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        hub: String,
+        /// The organization's API key.
+        #[arg(long)]
+        api_key: String,
+        /// The Bearer JWT.
+        #[arg(long)]
+        token: String,
+    },
 }
 
 /// Why the command could not run (exit 2).
@@ -117,14 +132,16 @@ fn main() -> ExitCode {
 
 impl Command {
     /// Whether the command only reads: it then opens the store read-only,
-    /// changing no byte of the file (and working on one it cannot write).
+    /// changing no byte of the file (and working on one it cannot write),
+    /// and a store not yet created reads as an empty one (for `verify`, it
+    /// is an error). `export` is not among them: a pull batch carries the
+    /// hub's store id, so it speaks for a store that exists.
     fn reads_only(&self) -> bool {
         matches!(
             self,
             Command::User { .. }
                 | Command::Events { .. }
                 | Command::Verify
-                | Command::Export { .. }
                 | Command::Cursor
                 | Command::Pending
                 | Command::Rejections
@@ -138,7 +155,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         _ => None,
     };
     let builder = Store::builder();
-    let store = if cli.command.reads_only() {
+    let missing = !cli.db.exists() && !matches!(cli.command, Command::Verify);
+    let store = if cli.command.reads_only() && missing {
+        builder.in_memory()
+    } else if cli.command.reads_only() {
         builder.open_read_only(&cli.db)
     } else {
         builder.open(&cli.db)
@@ -217,6 +237,16 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Err(refused @ StoreError::Batch(_)) => return refuse(refused),
             Err(other) => return Err(other.into()),
         },
+        Command::Sync {
+            hub,
+            api_key,
+            token,
+        } => {
+            let summary = spkey_store::http::sync(&store, &hub, &api_key, &token)
+                .map_err(|e| Failure(format!("sync with {hub} failed: {e}")))?;
+            writeln!(out, "{}", to_json(&summary))?;
+            ExitCode::SUCCESS
+        }
         Command::Cursor => {
             writeln!(out, "{}", store.pull_cursor()?)?;
             ExitCode::SUCCESS

@@ -291,3 +291,39 @@ fn two_store_files_sync_through_files_and_pipes() {
         "user@example.com"
     );
 }
+
+#[test]
+fn reading_a_store_not_yet_created_reads_empty_and_creates_nothing() {
+    let cli = Cli::new();
+
+    let user = cli.run(&["user", ID]);
+    let events = cli.run(&["events"]);
+    let cursor = cli.run(&["cursor"]);
+    let verify = cli.run(&["verify"]);
+
+    assert_eq!(user.status.code(), Some(1), "{}", stderr(&user));
+    assert_eq!(events.status.code(), Some(0));
+    assert!(stdout(&events).is_empty());
+    assert_eq!(stdout(&cursor).trim(), "0");
+    assert_eq!(
+        verify.status.code(),
+        Some(2),
+        "verify must say there is no store"
+    );
+    assert!(!cli.db().exists(), "a reading command created the store");
+}
+
+#[test]
+fn an_email_refusal_says_what_is_wrong() {
+    let cli = Cli::new();
+
+    let output = cli.run(&["create-user", ID, &body(ID, "me@[127.0.0.1]")]);
+
+    assert_eq!(output.status.code(), Some(1));
+    let answer = json_line(&output);
+    assert_eq!(answer["details"][0]["field"], "email");
+    assert_eq!(
+        answer["details"][0]["message"],
+        "Invalid email format: IP addresses are not accepted"
+    );
+}

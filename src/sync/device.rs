@@ -1,39 +1,17 @@
-//! Offline-first sync: devices record at once, push to a hub, apply its
-//! reply, and pull what it accepted. The hub is authoritative; every step is
-//! idempotent (event ids), every batch is untrusted input, and a rejection
-//! becomes a compensating `UserCreationRejected` event on the device, so
-//! nothing blocks behind it and nothing vanishes.
-//!
-//! ```text
-//!  device D                           hub H
-//!  create_user ─► log (pending)
-//!  push() ─────── push batch ───────► accept(): re-validate, decide, append
-//!  apply_reply() ◄──── reply ──────── accepted (hub position) | rejected (409…)
-//!    accepted: no longer pending
-//!    rejected: UserCreationRejected appended, email released
-//!  import() ◄──── pull batch ──────── export(since cursor)
-//!    own events recognised by id; others appended; a pending local event
-//!    they contradict is rejected (the rebase); cursor saved in the same
-//!    transaction
-//! ```
-//!
-//! The hub's side (`accept`, `export`) and the device's side (`push`,
-//! `apply_reply`, `import`, and the reads) are both callers of the log's one
-//! [`Writer`]: each step lists new own creations first
-//! ([`Writer::list_pending`]), then decides through [`Writer::execute`] or
-//! settles and compensates, then marks what it appended listed.
+//! The device's side of sync: what it has not yet pushed, the push, the
+//! hub's reply, and the pull.
 
 use redb::ReadableTable;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::batch::{self, BatchError, BatchKind, EventsV1, OutcomeV1, ReplyItemV1, ReplyV1};
-use crate::codec;
+use super::{bad, creation, from_another_store, untrusted_events};
+use crate::batch::{self, BatchError, BatchKind, EventsV1, OutcomeV1, ReplyV1};
 use crate::error::StoreError;
-use crate::event::{Event, MAX_RECORDED_AT_MS, RecordedEvent, UserCreated};
+use crate::event::RecordedEvent;
 use crate::log::{self, Bytes, EVENTS, Executed, META, PENDING, REJECTIONS, Source, Writer};
 use crate::store::Store;
-use crate::user::{CreateUser, Field, FieldError, Rejection};
+use crate::user::{Field, FieldError};
 
 /// What [`Store::apply_reply`] did. Serializes as
 /// `{"accepted","rejected","alreadyApplied"}`.
@@ -61,90 +39,6 @@ pub struct ImportSummary {
     pub rebased: usize,
     /// The hub position imported up to: pass it to the next `export`.
     pub cursor: u64,
-}
-
-fn bad(index: usize, reason: impl Into<String>) -> StoreError {
-    StoreError::Batch(BatchError::BadEvent {
-        index,
-        reason: reason.into(),
-    })
-}
-
-/// Decodes and checks one event of a batch from another store: a
-/// `UserCreated` whose every field is what this library itself would have
-/// recorded — fields exactly as validation leaves them, ids that are ids, a
-/// time the wire can show, a version and a position.
-fn untrusted_user_created(index: usize, bytes: &[u8]) -> Result<RecordedEvent, StoreError> {
-    let recorded = codec::decode(bytes).map_err(|e| bad(index, e.to_string()))?;
-    let Event::UserCreated(created) = &recorded.event else {
-        return Err(bad(
-            index,
-            format!("{} is not shared", recorded.event.event_type()),
-        ));
-    };
-    if recorded.event_id.is_nil() || recorded.origin.is_nil() {
-        return Err(bad(index, "event id and origin must not be nil"));
-    }
-    if !(0..=MAX_RECORDED_AT_MS).contains(&recorded.recorded_at_ms) {
-        return Err(bad(
-            index,
-            format!(
-                "recorded at {} ms, outside years 1970 to 9999",
-                recorded.recorded_at_ms
-            ),
-        ));
-    }
-    if recorded.version == 0 || recorded.position == 0 {
-        return Err(bad(index, "version and position start at 1"));
-    }
-    let mut command = CreateUser::new(created.user_id.to_string(), created.email.clone());
-    command.first_name = created.first_name.clone();
-    command.last_name = created.last_name.clone();
-    command.phone_number = created.phone_number.clone();
-    match command.validate() {
-        Ok(valid) if valid == *created => Ok(recorded),
-        Ok(_) => Err(bad(index, "fields are not in their validated form")),
-        Err(errors) => Err(bad(
-            index,
-            format!("invalid: {}", Rejection::Invalid(errors)),
-        )),
-    }
-}
-
-/// Opens a push or pull batch and decodes and checks every event in it; any
-/// bad event refuses the whole batch, and so does a batch this store sent
-/// itself (its own id is in every reply and export).
-fn untrusted_events(
-    store: &Store,
-    bytes: &[u8],
-    kind: BatchKind,
-) -> Result<(Uuid, Vec<RecordedEvent>), StoreError> {
-    let parsed: EventsV1 = batch::parse(batch::open(bytes, kind)?)?;
-    let sender = from_another_store(store, parsed.sender)?;
-    let events = parsed
-        .events
-        .iter()
-        .enumerate()
-        .map(|(index, bytes)| untrusted_user_created(index, bytes))
-        .collect::<Result<_, _>>()?;
-    Ok((sender, events))
-}
-
-fn from_another_store(store: &Store, sender: [u8; 16]) -> Result<Uuid, StoreError> {
-    let sender = Uuid::from_bytes(sender);
-    if sender == store.store_id() {
-        return Err(BatchError::FromThisStore.into());
-    }
-    Ok(sender)
-}
-
-/// The created user of an event [`untrusted_user_created`] let through.
-fn creation(recorded: &RecordedEvent) -> UserCreated {
-    match &recorded.event {
-        Event::UserCreated(created) => created.clone(),
-        // untrusted_user_created refuses every other event.
-        Event::UserCreationRejected(_) => unreachable!("only creations pass the batch check"),
-    }
 }
 
 /// Checks that `sender` is the hub this device syncs with, recording it the
@@ -242,20 +136,6 @@ impl Store {
         self.read(|txn| log::meta_u64(&txn.open_table(META)?, log::META_PULL_CURSOR))
     }
 
-    /// Runs one sync step through the writer: new own creations listed
-    /// first, what the step appended marked listed last.
-    fn sync_step<T>(
-        &self,
-        step: impl FnOnce(&mut Writer<'_, '_>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.write(|writer| {
-            writer.list_pending()?;
-            let value = step(writer)?;
-            writer.mark_listed()?;
-            Ok(value)
-        })
-    }
-
     /// A push batch of every pending event, for the hub's
     /// [`accept`](Self::accept). Pushing again before the reply is harmless:
     /// the hub recognises events it has seen.
@@ -286,78 +166,6 @@ impl Store {
                 },
             ))
         })
-    }
-
-    /// The hub's side of a push: decodes and re-validates every event, decides
-    /// each against the hub's state, appends the accepted ones in one
-    /// transaction, and returns the reply. An event seen before is accepted
-    /// again at its first position, so a repeated push gets the same reply
-    /// and changes nothing.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Batch`] when the batch is damaged, oversized, of another
-    /// kind, from this store itself, or carries an event that is not a valid
-    /// creation by its sender: nothing is applied. Otherwise the storage
-    /// failures of [`StoreError`].
-    pub fn accept(&self, push: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let (sender, events) = untrusted_events(self, push, BatchKind::Push)?;
-        if let Some(index) = events.iter().position(|e| e.origin != sender) {
-            return Err(bad(index, "was not recorded by the batch's sender"));
-        }
-        let items = self.sync_step(|writer| {
-            events
-                .iter()
-                .map(|recorded| {
-                    let outcome = match writer.position_of(recorded.event_id)? {
-                        Some(position) => Ok(position),
-                        None => match writer.execute(creation(recorded), Source::From(recorded))? {
-                            Executed::Recorded(event) => Ok(event.position),
-                            // The same data, but created by another event
-                            // (another device): this one is not the user's
-                            // creation.
-                            Executed::AlreadyRecorded(_) => {
-                                Err(Rejection::Conflict(vec![FieldError::created_elsewhere()]))
-                            }
-                            Executed::Rejected(rejection) => Err(rejection),
-                        },
-                    };
-                    Ok((recorded.event_id, outcome))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()
-        })?;
-        let details: Vec<Vec<(&str, &str)>> = items
-            .iter()
-            .map(|(_, outcome)| match outcome {
-                Err(rejection) => rejection
-                    .details()
-                    .iter()
-                    .map(|d| (d.field.as_str(), d.message.as_str()))
-                    .collect(),
-                Ok(_) => Vec::new(),
-            })
-            .collect();
-        let reply = ReplyV1 {
-            sender: self.store_id().into_bytes(),
-            items: items
-                .iter()
-                .zip(details)
-                .map(|((event_id, outcome), details)| ReplyItemV1 {
-                    event_id: event_id.into_bytes(),
-                    outcome: match outcome {
-                        Ok(position) => OutcomeV1::Accepted {
-                            hub_position: *position,
-                        },
-                        Err(rejection) => OutcomeV1::Rejected {
-                            code: rejection.code(),
-                            details: details.into(),
-                        },
-                    },
-                })
-                .collect::<Vec<_>>()
-                .into(),
-        };
-        Ok(batch::encode(BatchKind::Reply, &reply))
     }
 
     /// The device's side of a reply: accepted events stop being pending; each
@@ -411,31 +219,6 @@ impl Store {
                 }
             }
             Ok(summary)
-        })
-    }
-
-    /// The hub's side of a pull: its events after hub position `since`, at
-    /// most `limit` of them, as a pull batch for [`import`](Self::import).
-    ///
-    /// # Errors
-    ///
-    /// The read failures of [`StoreError`].
-    pub fn export(&self, since: u64, limit: usize) -> Result<Vec<u8>, StoreError> {
-        let limit = limit.min(batch::MAX_BATCH_ITEMS);
-        self.read(|txn| {
-            let events = txn.open_table(EVENTS)?;
-            let from = log::u64_bytes(since.saturating_add(1));
-            let mut bytes = Vec::new();
-            for row in events.range(&from[..]..)?.take(limit) {
-                bytes.push(row?.1.value().to_vec());
-            }
-            Ok(batch::encode(
-                BatchKind::Pull,
-                &EventsV1 {
-                    sender: self.store_id().into_bytes(),
-                    events: bytes.iter().map(Vec::as_slice).collect::<Vec<_>>().into(),
-                },
-            ))
         })
     }
 

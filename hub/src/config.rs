@@ -1,0 +1,307 @@
+//! `hub.toml`: read, checked whole, and turned into what the server needs.
+//! A bad config is refused at start with a message naming the key.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default = "yes")]
+    metrics: bool,
+    organizations: Vec<OrgFile>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What keeps one client from hurting the rest. Every key is optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Requests served at once; more are answered 503 with `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// Long-polls held open at once (`/sync/pull?wait=`); more are 503.
+    pub max_long_polls: usize,
+    /// The longest a request may take, long-polls included, in seconds.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_concurrent_requests: 512,
+            max_long_polls: 2048,
+            request_timeout_secs: 40,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrgFile {
+    id: String,
+    api_key_sha256: Vec<String>,
+    jwt_secret: Option<String>,
+    jwt_public_key_pem: Option<PathBuf>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
+    #[serde(default)]
+    cors_origins: Vec<String>,
+}
+
+/// One organization: its keys, its token check, its store.
+pub struct Organization {
+    /// The organization's id: its store is `<data_dir>/<id>.redb`.
+    pub id: String,
+    /// SHA-256 digests of its API keys.
+    pub api_keys: Vec<[u8; 32]>,
+    /// The key material its tokens are checked with, each with the one
+    /// algorithm it is for: a token in any other algorithm is refused.
+    pub jwt_keys: Vec<(Algorithm, DecodingKey)>,
+    /// `iss` a token must carry, when configured.
+    pub issuer: Option<String>,
+    /// `aud` a token must carry, when configured.
+    pub audience: Option<String>,
+    /// Origins a browser may call from.
+    pub cors_origins: Vec<String>,
+}
+
+/// The checked config.
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Where the organizations' stores live.
+    pub data_dir: PathBuf,
+    /// Limits per client and overall.
+    pub limits: Limits,
+    /// Whether `/metrics` is served.
+    pub metrics: bool,
+    /// The organizations.
+    pub organizations: Vec<Organization>,
+}
+
+impl Limits {
+    /// The request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+/// Why a config was refused: the key at fault and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn refuse(key: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("config key `{key}`: {why}"))
+}
+
+impl Config {
+    /// Reads and checks the config at `path`; relative paths in it (the data
+    /// directory, PEM files) are taken from the config's directory.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the key for an unreadable file, TOML that
+    /// does not parse, an unknown or missing key, a duplicate organization
+    /// or API key, a malformed digest, an organization without key material,
+    /// or a PEM that cannot be read or parsed.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base)
+    }
+
+    /// Checks config text; relative paths are taken from `base`.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load).
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| ConfigError(format!("{e}")))?;
+        if file.organizations.is_empty() {
+            return Err(refuse("organizations", "at least one is required"));
+        }
+        let mut ids = HashSet::new();
+        let mut keys = HashSet::new();
+        let mut organizations = Vec::new();
+        for (n, org) in file.organizations.into_iter().enumerate() {
+            let at = |key: &str| format!("organizations[{n}].{key}");
+            let valid_id = !org.id.is_empty()
+                && org.id.len() <= 64
+                && org
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid_id {
+                return Err(refuse(
+                    &at("id"),
+                    "1 to 64 letters, digits, '-' or '_' (it names a file)",
+                ));
+            }
+            if !ids.insert(org.id.clone()) {
+                return Err(refuse(
+                    &at("id"),
+                    format!("duplicate organization {:?}", org.id),
+                ));
+            }
+            if org.api_key_sha256.is_empty() {
+                return Err(refuse(
+                    &at("api_key_sha256"),
+                    "at least one key digest is required",
+                ));
+            }
+            let mut api_keys = Vec::new();
+            for digest in &org.api_key_sha256 {
+                let bytes: [u8; 32] = hex::decode(digest)
+                    .ok()
+                    .filter(|_| digest.bytes().all(|b| !b.is_ascii_uppercase()))
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| {
+                        refuse(
+                            &at("api_key_sha256"),
+                            "each entry is 64 lowercase hex digits",
+                        )
+                    })?;
+                if !keys.insert(bytes) {
+                    return Err(refuse(&at("api_key_sha256"), "duplicate API key"));
+                }
+                api_keys.push(bytes);
+            }
+            let mut jwt_keys = Vec::new();
+            if let Some(secret) = &org.jwt_secret {
+                if secret.len() < 32 {
+                    return Err(refuse(&at("jwt_secret"), "at least 32 bytes for HS256"));
+                }
+                jwt_keys.push((
+                    Algorithm::HS256,
+                    DecodingKey::from_secret(secret.as_bytes()),
+                ));
+            }
+            if let Some(pem_path) = &org.jwt_public_key_pem {
+                let full = base.join(pem_path);
+                let pem = std::fs::read(&full).map_err(|e| {
+                    refuse(
+                        &at("jwt_public_key_pem"),
+                        format!("cannot read {}: {e}", full.display()),
+                    )
+                })?;
+                jwt_keys.push(public_key(&pem).ok_or_else(|| {
+                    refuse(
+                        &at("jwt_public_key_pem"),
+                        "not an RSA, P-256 or Ed25519 public key in PEM",
+                    )
+                })?);
+            }
+            if jwt_keys.is_empty() {
+                return Err(refuse(
+                    &at("jwt_secret"),
+                    "jwt_secret or jwt_public_key_pem is required",
+                ));
+            }
+            organizations.push(Organization {
+                id: org.id,
+                api_keys,
+                jwt_keys,
+                issuer: org.jwt_issuer,
+                audience: org.jwt_audience,
+                cors_origins: org.cors_origins,
+            });
+        }
+        if file.limits.max_concurrent_requests == 0 || file.limits.max_long_polls == 0 {
+            return Err(refuse("limits", "limits must be at least 1"));
+        }
+        Ok(Config {
+            listen: file.listen,
+            data_dir: base.join(file.data_dir),
+            limits: file.limits,
+            metrics: file.metrics,
+            organizations,
+        })
+    }
+}
+
+/// A public key in PEM and the algorithm its kind is used with.
+fn public_key(pem: &[u8]) -> Option<(Algorithm, DecodingKey)> {
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        return Some((Algorithm::RS256, key));
+    }
+    if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+        return Some((Algorithm::ES256, key));
+    }
+    DecodingKey::from_ed_pem(pem)
+        .ok()
+        .map(|key| (Algorithm::EdDSA, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    fn config(orgs: &str) -> String {
+        format!("listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n{orgs}")
+    }
+
+    fn org(id: &str, digest: &str) -> String {
+        format!(
+            "[[organizations]]\nid = \"{id}\"\napi_key_sha256 = [\"{digest}\"]\njwt_secret = \"{}\"\n",
+            "s".repeat(32)
+        )
+    }
+
+    fn refused(text: &str) -> String {
+        match Config::parse(text, Path::new(".")) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(error) => error.0,
+        }
+    }
+
+    #[test]
+    fn a_bad_config_is_refused_naming_the_key() {
+        let good = config(&org("acme", DIGEST));
+        assert!(Config::parse(&good, Path::new(".")).is_ok());
+        let other = DIGEST.replace('9', "8");
+        for (text, key) in [
+            (good.replace("listen", "lisen"), "lisen"),
+            (
+                config(&org("acme", DIGEST)).replace("data_dir = \"d\"\n", ""),
+                "data_dir",
+            ),
+            (
+                config(&format!("{}{}", org("acme", DIGEST), org("acme", &other))),
+                "organizations[1].id",
+            ),
+            (
+                config(&format!("{}{}", org("acme", DIGEST), org("beta", DIGEST))),
+                "organizations[1].api_key_sha256",
+            ),
+            (
+                config(&org("acme", &DIGEST.to_uppercase())),
+                "api_key_sha256",
+            ),
+            (config(&org("ac/me", DIGEST)), "organizations[0].id"),
+            (
+                config(&org("acme", DIGEST)).replace("jwt_secret", "jwt_public_key_pem"),
+                "jwt_public_key_pem",
+            ),
+        ] {
+            let message = refused(&text);
+            assert!(message.contains(key), "{key}: {message}");
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The spkey hub as a network service: the seed's own endpoint,
+//! `POST /users/{id}/CreateUser` with its auth (a Bearer JWT checked under
+//! the key material of the organization its `X-API-Key` names), and sync
+//! for devices over HTTP (`POST /sync/push`, `GET /sync/pull?since=N&wait=S`).
+//!
+//! Layers: [`server`] (HTTP, auth, limits, metrics) over the storage seam
+//! [`storage::HubStorage`], whose redb backend keeps one store file per
+//! organization. The rules are the core's: every command and every pushed
+//! event is decided by `spkey_store`'s one write pipeline.
+
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod server;
+pub mod storage;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::server::Metrics;
+use crate::storage::RedbHub;
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// An organization's store could not be opened.
+    #[error("cannot open the store of organization {0}: {1}")]
+    Store(String, spkey_store::StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(std::net::SocketAddr, std::io::Error),
+}
+
+/// A hub bound to its address, ready to serve.
+pub struct Hub {
+    listener: TcpListener,
+    app: axum::Router,
+}
+
+impl Hub {
+    /// Opens every organization's store and binds the listen address.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Store`] when a store cannot be opened (locked by another
+    /// hub, damaged, not a store); [`StartError::Listen`] when the address
+    /// cannot be bound.
+    pub async fn bind(config: Config) -> Result<Hub, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let observed = metrics.clone();
+        let ids: Vec<String> = config.organizations.iter().map(|o| o.id.clone()).collect();
+        let storage = RedbHub::open(
+            &config.data_dir,
+            &ids,
+            Arc::new(move |took, appended| {
+                observed.commits.observe(took.as_secs_f64());
+                observed.events_accepted.inc_by(appended);
+            }),
+        )
+        .map_err(|(org, error)| StartError::Store(org, error))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| StartError::Listen(config.listen, e))?;
+        let app = server::router(config, storage, metrics);
+        Ok(Hub { listener, app })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then answers the requests in
+    /// flight and closes the stores.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error that ended serving.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}

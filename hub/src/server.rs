@@ -1,0 +1,467 @@
+//! The HTTP layer: routes, auth, limits, metrics. It speaks the seed's
+//! contract and knows nothing of how a log is stored ([`HubStorage`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes, to_bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::json;
+use spkey_store::{BATCH_FORMAT, BatchError, MAX_BATCH_BYTES, MAX_BODY_BYTES};
+use tokio::sync::Semaphore;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::auth::{Denied, authenticate};
+use crate::config::{Config, Organization};
+use crate::storage::{HubError, HubStorage};
+
+/// The response header that names the batch format this hub speaks.
+pub const BATCH_FORMAT_HEADER: &str = "x-spkey-batch-format";
+
+/// The longest a long-poll may wait, in seconds.
+pub const MAX_WAIT_SECS: u64 = 30;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
+}
+
+/// What `/metrics` shows.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    /// Commit latency of every write, in seconds.
+    pub commits: Histogram,
+    /// Events appended to the organizations' logs.
+    pub events_accepted: Counter,
+    long_polls: Gauge,
+}
+
+impl Metrics {
+    /// A registry with the hub's metrics.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let commits = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        let events_accepted = Counter::default();
+        let long_polls = Gauge::default();
+        registry.register(
+            "spkey_hub_requests",
+            "Requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "spkey_hub_commit_seconds",
+            "Latency of each write to an organization's log",
+            commits.clone(),
+        );
+        registry.register(
+            "spkey_hub_events_accepted",
+            "Events recorded by the seed endpoint or accepted from pushes",
+            events_accepted.clone(),
+        );
+        registry.register(
+            "spkey_hub_open_long_polls",
+            "Pull requests waiting for news",
+            long_polls.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            commits,
+            events_accepted,
+            long_polls,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+struct Hub<S> {
+    storage: S,
+    orgs: Vec<Organization>,
+    metrics: Arc<Metrics>,
+    serve_metrics: bool,
+    requests: Arc<Semaphore>,
+    long_polls: Arc<Semaphore>,
+}
+
+/// The organization a request authenticated as.
+#[derive(Clone, Copy)]
+struct Org(usize);
+
+/// The API's error shape: `{"error","message","code","details":[]}`.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = json!({
+        "error": status.canonical_reason().unwrap_or("Error"),
+        "message": message.into(),
+        "code": status.as_u16(),
+        "details": [],
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn busy(what: &str) -> Response {
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the hub is at its limit of {what}; retry shortly"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn hub_error(error_: HubError) -> Response {
+    match error_ {
+        HubError::Refused(BatchError::UnsupportedVersion(found)) => error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the batch is in format {found}; this hub reads format {BATCH_FORMAT}: {} must upgrade",
+                if found > BATCH_FORMAT {
+                    "the hub"
+                } else {
+                    "the device"
+                }
+            ),
+        ),
+        HubError::Refused(refused) => error(StatusCode::BAD_REQUEST, refused.to_string()),
+        HubError::Unavailable(why) => {
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, why);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        HubError::Failed(failure) => {
+            tracing::error!(%failure, "storage failure");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the hub's storage failed; nothing was recorded",
+            )
+        }
+    }
+}
+
+/// Builds the router over `storage`.
+pub fn router<S: HubStorage>(config: Config, storage: S, metrics: Arc<Metrics>) -> Router {
+    let limits = config.limits.clone();
+    let origins: Vec<HeaderValue> = config
+        .organizations
+        .iter()
+        .flat_map(|org| org.cors_origins.iter())
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    let hub = Arc::new(Hub {
+        storage,
+        orgs: config.organizations,
+        metrics,
+        serve_metrics: config.metrics,
+        requests: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+        long_polls: Arc::new(Semaphore::new(limits.max_long_polls)),
+    });
+    let authenticated = Router::new()
+        .route(
+            "/users/{id}/CreateUser",
+            post(create_user::<S>).fallback(method_not_allowed),
+        )
+        .route("/sync/push", post(push::<S>).fallback(method_not_allowed))
+        .route("/sync/pull", get(pull::<S>).fallback(method_not_allowed))
+        .route_layer(middleware::from_fn_with_state(hub.clone(), auth::<S>));
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-api-key"),
+        ])
+        .expose_headers([HeaderName::from_static(BATCH_FORMAT_HEADER)]);
+    Router::new()
+        .merge(authenticated)
+        .route("/health", get(health::<S>))
+        .route("/metrics", get(serve_metrics::<S>))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(hub.clone(), admit::<S>))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout(),
+        ))
+        .layer(cors)
+        .with_state(hub)
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint",
+    )
+}
+
+/// Caps requests in flight (503 beyond), and counts every answer by route
+/// and status.
+async fn admit<S: HubStorage>(
+    State(hub): State<Arc<Hub<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = match request.uri().path() {
+        "/health" => "/health",
+        "/metrics" => "/metrics",
+        "/sync/push" => "/sync/push",
+        "/sync/pull" => "/sync/pull",
+        path if path.starts_with("/users/") && path.ends_with("/CreateUser") => {
+            "/users/{id}/CreateUser"
+        }
+        _ => "other",
+    };
+    let response = match hub.requests.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => busy("concurrent requests"),
+    };
+    hub.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn auth<S: HubStorage>(
+    State(hub): State<Arc<Hub<S>>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match authenticate(request.headers(), &hub.orgs) {
+        Ok(org) => {
+            request.extensions_mut().insert(Org(org));
+            next.run(request).await
+        }
+        Err(Denied::NoBearer) => {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "an Authorization: Bearer <JWT> header is required",
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+        Err(Denied::UnknownKey) => error(
+            StatusCode::FORBIDDEN,
+            "the X-API-Key header is missing or names no organization",
+        ),
+        Err(Denied::BadToken(why)) => {
+            let mut response = error(StatusCode::UNAUTHORIZED, why);
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+            response
+        }
+    }
+}
+
+/// Reads a body of at most `limit` bytes: a declared length over it is
+/// refused before anything is read, and so is a body that grows past it.
+async fn body(request: Request, limit: usize) -> Result<Bytes, Response> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body exceeds {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| too_large())
+}
+
+fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
+}
+
+async fn create_user<S: HubStorage>(
+    State(hub): State<Arc<Hub<S>>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let Org(org) = *request.extensions().get::<Org>().expect("set by auth");
+    if !content_type_is(request.headers(), "application/json") {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be application/json",
+        );
+    }
+    let bytes = match body(request, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    match hub.storage.create_user(org, id, bytes.to_vec()).await {
+        Ok(answer) => {
+            let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/json")],
+                answer.to_json(),
+            )
+                .into_response()
+        }
+        Err(failure) => hub_error(failure),
+    }
+}
+
+fn batch_response(bytes: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                HeaderName::from_static(BATCH_FORMAT_HEADER),
+                HeaderValue::from(u16::from(BATCH_FORMAT)),
+            ),
+        ],
+        Body::from(bytes),
+    )
+        .into_response()
+}
+
+async fn push<S: HubStorage>(State(hub): State<Arc<Hub<S>>>, request: Request) -> Response {
+    let Org(org) = *request.extensions().get::<Org>().expect("set by auth");
+    let bytes = match body(request, MAX_BATCH_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    match hub.storage.accept(org, bytes.to_vec()).await {
+        Ok(reply) => batch_response(reply),
+        Err(failure) => hub_error(failure),
+    }
+}
+
+#[derive(Deserialize)]
+struct PullQuery {
+    #[serde(default)]
+    since: u64,
+    #[serde(default)]
+    wait: u64,
+}
+
+async fn pull<S: HubStorage>(
+    State(hub): State<Arc<Hub<S>>>,
+    query: Result<Query<PullQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> Response {
+    let Org(org) = *request.extensions().get::<Org>().expect("set by auth");
+    let Ok(Query(query)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "since and wait must be whole numbers",
+        );
+    };
+    if query.wait > MAX_WAIT_SECS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("wait is at most {MAX_WAIT_SECS} seconds"),
+        );
+    }
+    let _permit = if query.wait > 0 {
+        match hub.long_polls.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => return busy("open long-polls"),
+        }
+    } else {
+        None
+    };
+    let gauge = hub.metrics.long_polls.clone();
+    if query.wait > 0 {
+        gauge.inc();
+    }
+    let answer = hub
+        .storage
+        .pull(org, query.since, Duration::from_secs(query.wait))
+        .await;
+    if query.wait > 0 {
+        gauge.dec();
+    }
+    match answer {
+        Ok(batch) => batch_response(batch),
+        Err(failure) => hub_error(failure),
+    }
+}
+
+async fn health<S: HubStorage>(State(hub): State<Arc<Hub<S>>>) -> Response {
+    match hub.storage.health().await {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"status": "ok"}).to_string(),
+        )
+            .into_response(),
+        Err(failure) => hub_error(failure),
+    }
+}
+
+async fn serve_metrics<S: HubStorage>(State(hub): State<Arc<Hub<S>>>) -> Response {
+    if !hub.serve_metrics {
+        return not_found().await;
+    }
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &hub.metrics.registry).is_err() {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics could not be encoded",
+        );
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

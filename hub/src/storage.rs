@@ -1,0 +1,187 @@
+//! The storage seam: what the HTTP layer asks of an organization's log, and
+//! the redb backend (one store file per organization). The HTTP layer knows
+//! nothing of redb; this module knows nothing of HTTP. A backend on another
+//! engine implements [`HubStorage`] with the core's same rules
+//! (`spkey_store::decide` through the same typed state).
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spkey_store::{BatchError, Response, Store, StoreError};
+use tokio::sync::watch;
+
+/// Told each write's latency and how many events it appended (for the
+/// metrics).
+pub type Observer = Arc<dyn Fn(Duration, u64) + Send + Sync>;
+
+/// Why an organization's log could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The batch was refused whole; nothing was applied (400).
+    #[error("{0}")]
+    Refused(BatchError),
+    /// The storage failed; nothing was applied (500).
+    #[error("the hub's storage failed: {0}")]
+    Failed(StoreError),
+    /// The storage cannot be reached now; retry later (503).
+    #[error("the hub's storage is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for HubError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Batch(refused) => HubError::Refused(refused),
+            other => HubError::Failed(other),
+        }
+    }
+}
+
+/// An organization's log, as the HTTP layer uses it.
+pub trait HubStorage: Send + Sync + 'static {
+    /// `POST /users/{id}/CreateUser`: the contract's answer, durable before
+    /// it returns.
+    fn create_user(
+        &self,
+        org: usize,
+        id: String,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<Response, HubError>> + Send;
+
+    /// A device's push batch; returns the reply batch.
+    fn accept(
+        &self,
+        org: usize,
+        push: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u8>, HubError>> + Send;
+
+    /// The pull batch of events after `since`; when there are none, waits up
+    /// to `wait` for one to be accepted.
+    fn pull(
+        &self,
+        org: usize,
+        since: u64,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Vec<u8>, HubError>> + Send;
+
+    /// Whether the storage answers.
+    fn health(&self) -> impl Future<Output = Result<(), HubError>> + Send;
+}
+
+/// The most events one pull batch carries; a device pulls again until it
+/// is caught up.
+pub const PULL_LIMIT: usize = 10_000;
+
+struct OrgLog {
+    store: Arc<Store>,
+    /// The log's head, published after every commit: long-polls wait here.
+    head: watch::Sender<u64>,
+}
+
+/// One redb store per organization, in `<data_dir>/<org id>.redb`.
+pub struct RedbHub {
+    orgs: Vec<OrgLog>,
+    /// Told each write's latency and how many events it appended.
+    observe: Observer,
+}
+
+impl RedbHub {
+    /// Opens (or creates) each organization's store.
+    ///
+    /// # Errors
+    ///
+    /// The [`StoreError`] of the first store that cannot be opened, with its
+    /// organization.
+    pub fn open(
+        data_dir: &Path,
+        org_ids: &[String],
+        observe: Observer,
+    ) -> Result<RedbHub, (String, StoreError)> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            (
+                data_dir.display().to_string(),
+                StoreError::NotAStore(e.to_string()),
+            )
+        })?;
+        let mut orgs = Vec::new();
+        for id in org_ids {
+            let store =
+                Store::open(data_dir.join(format!("{id}.redb"))).map_err(|e| (id.clone(), e))?;
+            let head = store.head_position().map_err(|e| (id.clone(), e))?;
+            orgs.push(OrgLog {
+                store: Arc::new(store),
+                head: watch::Sender::new(head),
+            });
+        }
+        Ok(RedbHub { orgs, observe })
+    }
+
+    /// Runs `f` on the organization's store on the blocking pool, times it,
+    /// and publishes the head afterwards.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        org: usize,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, HubError> {
+        let log = &self.orgs[org];
+        let store = log.store.clone();
+        let started = Instant::now();
+        let (value, head) = tokio::task::spawn_blocking(move || {
+            let value = f(&store)?;
+            Ok::<_, StoreError>((value, store.head_position()?))
+        })
+        .await
+        .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))??;
+        let took = started.elapsed();
+        // The head only moves forward: concurrent writers may publish out
+        // of order, and each counts only what it adds past the last.
+        let mut appended = 0;
+        log.head.send_if_modified(|old| {
+            appended = head.saturating_sub(*old);
+            *old = (*old).max(head);
+            appended > 0
+        });
+        (self.observe)(took, appended);
+        Ok(value)
+    }
+}
+
+impl HubStorage for RedbHub {
+    async fn create_user(
+        &self,
+        org: usize,
+        id: String,
+        body: Vec<u8>,
+    ) -> Result<Response, HubError> {
+        self.blocking(org, move |store| store.try_create_user_wire(&id, &body))
+            .await
+    }
+
+    async fn accept(&self, org: usize, push: Vec<u8>) -> Result<Vec<u8>, HubError> {
+        self.blocking(org, move |store| store.accept(&push)).await
+    }
+
+    async fn pull(&self, org: usize, since: u64, wait: Duration) -> Result<Vec<u8>, HubError> {
+        let mut head = self.orgs[org].head.subscribe();
+        // Wakes as soon as an event after `since` is committed, or gives up
+        // at `wait` and answers an empty batch.
+        let _ = tokio::time::timeout(wait, head.wait_for(|head| *head > since)).await;
+        let store = self.orgs[org].store.clone();
+        tokio::task::spawn_blocking(move || store.export(since, PULL_LIMIT))
+            .await
+            .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))?
+            .map_err(HubError::from)
+    }
+
+    async fn health(&self) -> Result<(), HubError> {
+        for log in &self.orgs {
+            let store = log.store.clone();
+            tokio::task::spawn_blocking(move || store.head_position())
+                .await
+                .map_err(|e| HubError::Unavailable(e.to_string()))??;
+        }
+        Ok(())
+    }
+}

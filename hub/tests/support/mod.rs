@@ -1,0 +1,227 @@
+//! A real hub for the tests: the `spkey-hub` library serving on 127.0.0.1
+//! in a runtime of its own (or the binary, for the kill tests), two
+//! organizations with their keys, and tokens signed for each.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use spkey_hub::Hub;
+use spkey_hub::config::Config;
+use tempfile::TempDir;
+
+pub const ACME_KEY: &str = "acme-api-key-0123456789";
+pub const BETA_KEY: &str = "beta-api-key-9876543210";
+pub const ACME_SECRET: &str = "acme-hs256-secret-acme-hs256-secret!";
+pub const BETA_SECRET: &str = "beta-hs256-secret-beta-hs256-secret!";
+pub const ISSUER: &str = "https://auth.example";
+pub const AUDIENCE: &str = "spkey-users";
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn digest(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A config for acme (HS256 with issuer and audience, and an Ed25519 key)
+/// and beta (HS256 only), with extra TOML appended at the top level.
+pub fn config_text(dir: &Path, extra: &str) -> String {
+    let pem = ed25519_keys(dir).1;
+    format!(
+        r#"listen = "127.0.0.1:0"
+data_dir = "data"
+{extra}
+
+[[organizations]]
+id = "acme"
+api_key_sha256 = ["{}"]
+jwt_secret = "{ACME_SECRET}"
+jwt_public_key_pem = "{}"
+jwt_issuer = "{ISSUER}"
+jwt_audience = "{AUDIENCE}"
+cors_origins = ["http://localhost:5173"]
+
+[[organizations]]
+id = "beta"
+api_key_sha256 = ["{}"]
+jwt_secret = "{BETA_SECRET}"
+"#,
+        digest(ACME_KEY),
+        pem.display(),
+        digest(BETA_KEY),
+    )
+}
+
+/// An Ed25519 key pair made with openssl: (private PEM, public PEM).
+pub fn ed25519_keys(dir: &Path) -> (PathBuf, PathBuf) {
+    let (private, public) = (dir.join("ed25519.pem"), dir.join("ed25519.pub.pem"));
+    if !public.exists() {
+        let made = Command::new("openssl")
+            .args(["genpkey", "-algorithm", "ed25519", "-out"])
+            .arg(&private)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let made = Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+    (private, public)
+}
+
+/// A hub serving in a runtime of its own until dropped.
+pub struct TestHub {
+    pub url: String,
+    pub dir: TempDir,
+    runtime: Option<tokio::runtime::Runtime>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestHub {
+    pub fn start() -> TestHub {
+        TestHub::start_with("")
+    }
+
+    pub fn start_with(extra: &str) -> TestHub {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(&config_text(dir.path(), extra), dir.path()).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let hub = runtime.block_on(Hub::bind(config)).unwrap();
+        let url = format!("http://{}", hub.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        runtime.spawn(hub.serve(async move {
+            let _ = stopped.await;
+        }));
+        TestHub {
+            url,
+            dir,
+            runtime: Some(runtime),
+            stop: Some(stop),
+        }
+    }
+
+    /// Stops serving and closes the stores; returns the data directory.
+    pub fn stop(mut self) -> TempDir {
+        self.shutdown();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+        }
+    }
+
+    pub fn store_path(&self, org: &str) -> PathBuf {
+        self.dir.path().join("data").join(format!("{org}.redb"))
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Claims valid for acme: its issuer and audience, an hour to live.
+pub fn acme_claims() -> Value {
+    json!({"sub": "svc", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 3600})
+}
+
+pub fn hs256(claims: &Value, secret: &str) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn acme_token() -> String {
+    hs256(&acme_claims(), ACME_SECRET)
+}
+
+pub fn beta_token() -> String {
+    hs256(&json!({"sub": "svc", "exp": now() + 3600}), BETA_SECRET)
+}
+
+/// A plain HTTP client that returns every status as it is.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// Status, headers and body text of a response.
+pub struct Answer {
+    pub status: u16,
+    pub headers: ureq::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+pub fn answer(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
+    let mut response = response.unwrap();
+    Answer {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response
+            .body_mut()
+            .with_config()
+            .limit(128 << 20)
+            .read_to_vec()
+            .unwrap(),
+    }
+}
+
+/// `POST /users/{id}/CreateUser` exactly as the seed's curl sends it.
+pub fn create(hub: &str, key: &str, token: &str, id: &str, body: &str) -> Answer {
+    answer(
+        agent()
+            .post(&format!("{hub}/users/{id}/CreateUser"))
+            .header("Content-Type", "application/json")
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("X-API-Key", key)
+            .send(body),
+    )
+}
+
+pub fn body(id: &str, email: &str) -> String {
+    format!(
+        r#"{{"userId":"{id}","email":"{email}","firstName":"John Doe","lastName":"John Doe","phoneNumber":"+1-555-0123"}}"#
+    )
+}
+
+pub fn user_id(n: u128) -> String {
+    uuid::Uuid::from_u128(0x0b00_0000 + n).to_string()
+}

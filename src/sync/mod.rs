@@ -1,0 +1,142 @@
+//! Offline-first sync: devices record at once, push to a hub, apply its
+//! reply, and pull what it accepted. The hub is authoritative; every step is
+//! idempotent (event ids), every batch is untrusted input, and a rejection
+//! becomes a compensating `UserCreationRejected` event on the device, so
+//! nothing blocks behind it and nothing vanishes.
+//!
+//! ```text
+//!  device D                           hub H
+//!  create_user ─► log (pending)
+//!  push() ─────── push batch ───────► accept(): re-validate, decide, append
+//!  apply_reply() ◄──── reply ──────── accepted (hub position) | rejected (409…)
+//!    accepted: no longer pending
+//!    rejected: UserCreationRejected appended, email released
+//!  import() ◄──── pull batch ──────── export(since cursor)
+//!    own events recognised by id; others appended; a pending local event
+//!    they contradict is rejected (the rebase); cursor saved in the same
+//!    transaction
+//! ```
+//!
+//! The hub's side (`hub.rs`: `accept`, `export`) and the device's side
+//! (`device.rs`: `push`, `apply_reply`, `import`, and the reads) are both
+//! callers of the log's one [`Writer`]: each step lists new own creations
+//! first ([`Writer::list_pending`]), then decides through
+//! [`Writer::execute`] or settles and compensates, then marks what it
+//! appended listed. What both sides share — reading untrusted batches —
+//! is here.
+
+use uuid::Uuid;
+
+use crate::batch::{self, BatchError, BatchKind, EventsV1};
+use crate::codec;
+use crate::error::StoreError;
+use crate::event::{Event, MAX_RECORDED_AT_MS, RecordedEvent, UserCreated};
+#[cfg(doc)]
+use crate::log::Writer;
+use crate::store::Store;
+use crate::user::{CreateUser, Rejection};
+
+mod device;
+mod hub;
+
+pub use device::{ImportSummary, ReplySummary};
+
+pub(super) fn bad(index: usize, reason: impl Into<String>) -> StoreError {
+    StoreError::Batch(BatchError::BadEvent {
+        index,
+        reason: reason.into(),
+    })
+}
+
+/// Decodes and checks one event of a batch from another store: a
+/// `UserCreated` whose every field is what this library itself would have
+/// recorded — fields exactly as validation leaves them, ids that are ids, a
+/// time the wire can show, a version and a position.
+fn untrusted_user_created(index: usize, bytes: &[u8]) -> Result<RecordedEvent, StoreError> {
+    let recorded = codec::decode(bytes).map_err(|e| bad(index, e.to_string()))?;
+    let Event::UserCreated(created) = &recorded.event else {
+        return Err(bad(
+            index,
+            format!("{} is not shared", recorded.event.event_type()),
+        ));
+    };
+    if recorded.event_id.is_nil() || recorded.origin.is_nil() {
+        return Err(bad(index, "event id and origin must not be nil"));
+    }
+    if !(0..=MAX_RECORDED_AT_MS).contains(&recorded.recorded_at_ms) {
+        return Err(bad(
+            index,
+            format!(
+                "recorded at {} ms, outside years 1970 to 9999",
+                recorded.recorded_at_ms
+            ),
+        ));
+    }
+    if recorded.version == 0 || recorded.position == 0 {
+        return Err(bad(index, "version and position start at 1"));
+    }
+    let mut command = CreateUser::new(created.user_id.to_string(), created.email.clone());
+    command.first_name = created.first_name.clone();
+    command.last_name = created.last_name.clone();
+    command.phone_number = created.phone_number.clone();
+    match command.validate() {
+        Ok(valid) if valid == *created => Ok(recorded),
+        Ok(_) => Err(bad(index, "fields are not in their validated form")),
+        Err(errors) => Err(bad(
+            index,
+            format!("invalid: {}", Rejection::Invalid(errors)),
+        )),
+    }
+}
+
+/// Opens a push or pull batch and decodes and checks every event in it; any
+/// bad event refuses the whole batch, and so does a batch this store sent
+/// itself (its own id is in every reply and export).
+pub(super) fn untrusted_events(
+    store: &Store,
+    bytes: &[u8],
+    kind: BatchKind,
+) -> Result<(Uuid, Vec<RecordedEvent>), StoreError> {
+    let parsed: EventsV1 = batch::parse(batch::open(bytes, kind)?)?;
+    let sender = from_another_store(store, parsed.sender)?;
+    let events = parsed
+        .events
+        .iter()
+        .enumerate()
+        .map(|(index, bytes)| untrusted_user_created(index, bytes))
+        .collect::<Result<_, _>>()?;
+    Ok((sender, events))
+}
+
+pub(super) fn from_another_store(store: &Store, sender: [u8; 16]) -> Result<Uuid, StoreError> {
+    let sender = Uuid::from_bytes(sender);
+    if sender == store.store_id() {
+        return Err(BatchError::FromThisStore.into());
+    }
+    Ok(sender)
+}
+
+/// The created user of an event [`untrusted_user_created`] let through.
+pub(super) fn creation(recorded: &RecordedEvent) -> UserCreated {
+    match &recorded.event {
+        Event::UserCreated(created) => created.clone(),
+        // untrusted_user_created refuses every other event.
+        Event::UserCreationRejected(_) => unreachable!("only creations pass the batch check"),
+    }
+}
+
+impl Store {
+    /// Runs one sync step through the writer: new own creations listed
+    /// first, what the step appended marked listed last.
+    pub(super) fn sync_step<T>(
+        &self,
+        step: impl FnOnce(&mut crate::log::Writer<'_, '_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.write(|writer| {
+            writer.list_pending()?;
+            let value = step(writer)?;
+            writer.mark_listed()?;
+            Ok(value)
+        })
+    }
+}
