@@ -1,0 +1,352 @@
+//! Devices against a real hub: 32 devices creating users offline (some
+//! emails colliding across devices) and syncing over HTTP; the hub binary
+//! SIGKILLed at random moments while devices push and pull; and the `spkey
+//! sync` command. Every run ends in the same state: every device agrees with
+//! the hub on every user, every command is on the hub or visibly refused on
+//! its device, nothing is on the hub twice, and the hub's store verifies.
+//! Bounded in count and time; `SPKEY_LONG=1` runs the long size.
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use spkey_store::{CreateUser, Store};
+use support::*;
+
+fn long_run() -> bool {
+    std::env::var_os("SPKEY_LONG").is_some()
+}
+
+/// Device `d`'s `n`th user: every third takes an email from a pool of
+/// eight that all devices draw from.
+fn command(d: usize, n: usize) -> CreateUser {
+    let id = uuid::Uuid::from_u128(((d as u128) << 32) | n as u128 | 1 << 100).to_string();
+    let email = if n.is_multiple_of(3) {
+        format!("shared{}@example.com", (d + n) % 8)
+    } else {
+        format!("d{d}n{n}@example.com")
+    };
+    CreateUser::new(id, email).first_name(format!("Device {d}"))
+}
+
+/// Syncs until it succeeds or `deadline` passes.
+fn sync_until_done(device: &Store, url: &str, deadline: Instant) {
+    let token = acme_token();
+    loop {
+        match spkey_store::http::sync(device, url, ACME_KEY, &token) {
+            Ok(_) => return,
+            Err(error) if Instant::now() < deadline => {
+                let _ = error;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => panic!("sync never succeeded: {error}"),
+        }
+    }
+}
+
+/// The end state every run must reach.
+fn check_converged(devices: &[Store], created: &[Vec<CreateUser>], hub_store: &Path) {
+    let hub = Store::open(hub_store).unwrap();
+    let report = hub.verify().unwrap();
+    assert!(report.is_sound(), "hub unsound: {:?}", report.findings);
+    let events = hub.events(1, usize::MAX).unwrap();
+    let ids: HashSet<_> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), events.len(), "an event is on the hub twice");
+    for (d, device) in devices.iter().enumerate() {
+        assert!(
+            device.pending().unwrap().is_empty(),
+            "device {d} still has pending events"
+        );
+        for event in &events {
+            let id = event.aggregate_id();
+            let mine = device
+                .user(id)
+                .unwrap()
+                .expect("every hub user is on every device");
+            assert_eq!(Some(mine.profile), hub.user(id).unwrap().map(|u| u.profile));
+        }
+        for command in &created[d] {
+            let id = command.user_id.parse().unwrap();
+            let on_hub = hub.user(id).unwrap();
+            let local = device
+                .user(id)
+                .unwrap()
+                .expect("a created user stays recorded");
+            assert!(
+                local.is_rejected() || on_hub.is_some(),
+                "device {d}: {id} is neither on the hub nor refused"
+            );
+        }
+    }
+}
+
+#[test]
+fn thirty_two_devices_syncing_over_http_converge_with_the_hub() {
+    let rounds = if long_run() { 25 } else { 4 };
+    let hub = TestHub::start();
+    let url = hub.url.clone();
+    let deadline = Instant::now() + Duration::from_secs(if long_run() { 600 } else { 120 });
+    let workers: Vec<_> = (0..32)
+        .map(|d| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let device = Store::in_memory().unwrap();
+                let mut created = Vec::new();
+                for round in 0..rounds {
+                    for n in [2 * round, 2 * round + 1] {
+                        let command = command(d, n);
+                        // A create the device refuses at once (an email it
+                        // already knows is taken) records nothing.
+                        if device.create_user(&command).unwrap().event().is_some() {
+                            created.push(command);
+                        }
+                    }
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    sync_until_done(&device, &url, deadline);
+                }
+                (device, created)
+            })
+        })
+        .collect();
+    let (devices, created): (Vec<Store>, Vec<Vec<CreateUser>>) =
+        workers.into_iter().map(|w| w.join().unwrap()).unzip();
+    // Everyone syncs once more, so the last pushes reach every device.
+    for device in &devices {
+        sync_until_done(device, &url, Instant::now() + Duration::from_secs(30));
+    }
+
+    let dir = hub.stop();
+    check_converged(&devices, &created, &dir.path().join("data/acme.redb"));
+    let refused: usize = devices.iter().map(|d| d.rejections().unwrap().len()).sum();
+    eprintln!(
+        "32 devices, {} users created, {refused} refused (emails taken), converged",
+        created.iter().map(Vec::len).sum::<usize>()
+    );
+    assert!(refused > 0, "the shared emails must have collided");
+}
+
+/// The hub binary on a fixed port, restarted on the same data.
+struct HubProcess {
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl HubProcess {
+    fn start(config: &Path) -> HubProcess {
+        let mut hub = HubProcess {
+            config: config.to_owned(),
+            child: None,
+        };
+        hub.restart();
+        hub
+    }
+
+    fn restart(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_spkey-hub"))
+                .arg("--config")
+                .arg(&self.config)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            if line.starts_with("listening on http://") {
+                self.child = Some(child);
+                return;
+            }
+            // The port may still be held by the killed process's socket.
+            let _ = child.wait();
+            assert!(Instant::now() < deadline, "the hub did not restart");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+    }
+
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let stopped = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(stopped.success());
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "SIGTERM must stop the hub cleanly: {status}"
+            );
+        }
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_hub_killed_at_random_moments_loses_nothing_and_devices_converge() {
+    let kills = if long_run() { 200 } else { 20 };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        config_text(dir.path(), "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut hub = HubProcess::start(&config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|d| {
+            let (url, stop) = (url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let device = Store::in_memory().unwrap();
+                let token = acme_token();
+                let mut created = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let command = command(d, n);
+                    if device.create_user(&command).unwrap().event().is_some() {
+                        created.push(command);
+                    }
+                    n += 1;
+                    // Failures are expected while the hub is down: retried
+                    // by the next round.
+                    let _ = spkey_store::http::sync(&device, &url, ACME_KEY, &token);
+                }
+                (device, created)
+            })
+        })
+        .collect();
+    let mut rng = fastrand::Rng::with_seed(0x4b11);
+    for _ in 0..kills {
+        std::thread::sleep(Duration::from_millis(rng.u64(30..300)));
+        hub.kill();
+        hub.restart();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (devices, created): (Vec<Store>, Vec<Vec<CreateUser>>) =
+        workers.into_iter().map(|w| w.join().unwrap()).unzip();
+    for device in &devices {
+        sync_until_done(device, &url, Instant::now() + Duration::from_secs(30));
+    }
+    for device in &devices {
+        sync_until_done(device, &url, Instant::now() + Duration::from_secs(30));
+    }
+    hub.terminate();
+
+    check_converged(&devices, &created, &dir.path().join("data/acme.redb"));
+    eprintln!(
+        "hub SIGKILLed {kills} times under 8 syncing devices: {} users created, converged",
+        created.iter().map(Vec::len).sum::<usize>()
+    );
+}
+
+/// The `spkey` CLI of this workspace, built once if this test run did not
+/// build it.
+fn spkey_cli() -> &'static Path {
+    static CLI: OnceLock<PathBuf> = OnceLock::new();
+    CLI.get_or_init(|| {
+        let built = Command::new(env!("CARGO"))
+            .args(["build", "--locked", "-p", "spkey-store", "--bin", "spkey"])
+            .status()
+            .unwrap();
+        assert!(built.success());
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().unwrap().parent().unwrap().join("spkey")
+    })
+}
+
+#[test]
+fn spkey_sync_pushes_pulls_and_prints_one_line_then_exits_2_when_the_hub_is_gone() {
+    let hub = TestHub::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one.redb"), dir.path().join("two.redb"));
+    let token = acme_token();
+    let run = |db: &Path, args: &[&str]| {
+        Command::new(spkey_cli())
+            .arg("--db")
+            .arg(db)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let id = user_id(60);
+    assert!(
+        run(&one, &["create-user", &id, &body(&id, "cli@example.com")])
+            .status
+            .success()
+    );
+    let sync = |db: &Path, url: &str| {
+        run(
+            db,
+            &[
+                "sync",
+                "--hub",
+                url,
+                "--api-key",
+                ACME_KEY,
+                "--token",
+                &token,
+            ],
+        )
+    };
+
+    let pushed = sync(&one, &hub.url);
+    let pulled = sync(&two, &hub.url);
+    let again = sync(&one, &hub.url);
+    let url = hub.url.clone();
+    drop(hub);
+    let gone = sync(&one, &url);
+
+    let line = |out: &std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(
+        line(&pushed),
+        serde_json::json!({"pushed": 1, "accepted": 1, "rejected": 0, "pulled": 0, "cursor": 1})
+    );
+    assert_eq!(line(&pulled)["pulled"], 1);
+    assert_eq!(
+        line(&again),
+        serde_json::json!({"pushed": 0, "accepted": 0, "rejected": 0, "pulled": 0, "cursor": 1})
+    );
+    assert_eq!(gone.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("cannot reach the hub"));
+    let two = run(&two, &["user", &id]);
+    assert!(String::from_utf8_lossy(&two.stdout).contains("cli@example.com"));
+}
