@@ -49,7 +49,7 @@ mod error;
 mod event;
 #[cfg(not(target_family = "wasm"))]
 mod group;
-#[cfg(feature = "http")]
+#[cfg(all(feature = "http", not(target_family = "wasm")))]
 pub mod http;
 mod log;
 mod memory;

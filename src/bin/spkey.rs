@@ -242,10 +242,21 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             api_key,
             token,
         } => {
-            let summary = spkey_store::http::sync(&store, &hub, &api_key, &token)
-                .map_err(|e| Failure(format!("sync with {hub} failed: {e}")))?;
-            writeln!(out, "{}", to_json(&summary))?;
-            ExitCode::SUCCESS
+            #[cfg(not(target_family = "wasm"))]
+            {
+                let summary = spkey_store::http::sync(&store, &hub, &api_key, &token)
+                    .map_err(|e| Failure(format!("sync with {hub} failed: {e}")))?;
+                writeln!(out, "{}", to_json(&summary))?;
+                ExitCode::SUCCESS
+            }
+            // The HTTP client's TLS stack builds for no wasm target.
+            #[cfg(target_family = "wasm")]
+            {
+                let _ = (store, api_key, token);
+                return Err(Failure(format!(
+                    "sync with {hub}: this build has no HTTP client (WASI); use push, apply-reply and import"
+                )));
+            }
         }
         Command::Cursor => {
             writeln!(out, "{}", store.pull_cursor()?)?;

@@ -1,0 +1,372 @@
+//! The hub under load, on this machine: the `spkey-hub` binary on a store
+//! file with durable commits, driven over keep-alive HTTP connections.
+//!
+//! - seed-endpoint creates per second and p50 / p99 latency at 1, 8 and 64
+//!   concurrent clients, beside the same creates as in-process library
+//!   calls (`Store::create_user` from as many threads, durable);
+//! - `spkey_store::http::sync` of a device with 10,000 pending events;
+//! - the hub's peak RSS (VmHWM) after all of it, and what 1,000 idle
+//!   long-polls add to its RSS.
+//!
+//! `cargo bench -p spkey-hub --bench load` writes `hub/benches/results/`
+//! (a Markdown table and an SVG chart). `cargo test --benches` runs it once
+//! at a tiny size; timings are never asserted.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use sha2::{Digest, Sha256};
+use spkey_store::{CreateUser, Store};
+
+const KEY: &str = "bench-api-key";
+/// The key of a second, empty organization: the sync figure measures one
+/// device's 10,000 events, not the creates of the tiers before it.
+const SYNC_KEY: &str = "bench-sync-api-key";
+const SECRET: &str = "bench-hs256-secret-bench-hs256-secret";
+
+struct Size {
+    seconds: f64,
+    pending: usize,
+    polls: usize,
+}
+
+fn size() -> Size {
+    // `cargo test --benches` passes no `--bench`: run once, tiny.
+    if std::env::args().any(|a| a == "--bench") {
+        Size {
+            seconds: 5.0,
+            pending: 10_000,
+            polls: 1_000,
+        }
+    } else {
+        Size {
+            seconds: 0.3,
+            pending: 200,
+            polls: 20,
+        }
+    }
+}
+
+fn token() -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({"sub": "bench", "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+struct HubProcess {
+    child: Child,
+    url: String,
+}
+
+impl HubProcess {
+    fn start(dir: &Path) -> HubProcess {
+        let config = dir.join("hub.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[limits]\nmax_long_polls = 4096\nmax_concurrent_requests = 4096\n\n[[organizations]]\nid = \"bench\"\napi_key_sha256 = [\"{}\"]\njwt_secret = \"{SECRET}\"\n\n[[organizations]]\nid = \"sync\"\napi_key_sha256 = [\"{}\"]\njwt_secret = \"{SECRET}\"\n",
+                hex::encode(Sha256::digest(KEY.as_bytes())),
+                hex::encode(Sha256::digest(SYNC_KEY.as_bytes()))
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spkey-hub"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_owned();
+        HubProcess { child, url }
+    }
+
+    /// A field of /proc/<pid>/status, in KiB.
+    fn status_kib(&self, field: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn id(n: usize) -> String {
+    uuid::Uuid::from_u128(n as u128 | 1 << 90).to_string()
+}
+
+/// Throughput (per second) and p50 / p99 latency (ms) of `clients` threads
+/// each running `call` in a loop for `seconds`.
+fn drive(
+    clients: usize,
+    seconds: f64,
+    call: impl Fn(usize) + Send + Sync + 'static,
+) -> (f64, f64, f64) {
+    let call = Arc::new(call);
+    let next = Arc::new(AtomicUsize::new(0));
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (call, next) = (call.clone(), next.clone());
+            std::thread::spawn(move || {
+                let mut latencies = Vec::new();
+                while Instant::now() < until {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let t = Instant::now();
+                    call(n);
+                    latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all: Vec<f64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let took = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    (all.len() as f64 / took, at(0.5), at(0.99))
+}
+
+struct Row {
+    clients: usize,
+    http: (f64, f64, f64),
+    library: (f64, f64, f64),
+}
+
+fn main() {
+    let size = size();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let token = Arc::new(token());
+    let offset = Arc::new(AtomicUsize::new(0));
+    let mut rows = Vec::new();
+    for clients in [1, 8, 64] {
+        let (url, token) = (hub.url.clone(), token.clone());
+        let base = offset.fetch_add(10_000_000, Ordering::Relaxed);
+        let agents: Arc<Vec<ureq::Agent>> = Arc::new((0..clients).map(|_| agent()).collect());
+        let next_agent = Arc::new(AtomicUsize::new(0));
+        thread_local! { static AGENT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) }; }
+        let http = drive(clients, size.seconds, move |n| {
+            let slot = AGENT.with(|a| match a.get() {
+                Some(slot) => slot,
+                None => {
+                    let slot = next_agent.fetch_add(1, Ordering::Relaxed) % agents.len();
+                    a.set(Some(slot));
+                    slot
+                }
+            });
+            let user = id(base + n);
+            let body = format!(
+                r#"{{"userId":"{user}","email":"u{}@example.com"}}"#,
+                base + n
+            );
+            let mut response = agents[slot]
+                .post(&format!("{url}/users/{user}/CreateUser"))
+                .header("Content-Type", "application/json")
+                .header("Authorization", &format!("Bearer {token}"))
+                .header("X-API-Key", KEY)
+                .send(&body)
+                .unwrap();
+            assert_eq!(response.status(), 201);
+            let _ = response.body_mut().read_to_vec();
+        });
+        let store =
+            Arc::new(Store::open(dir.path().join(format!("library-{clients}.redb"))).unwrap());
+        let library = drive(clients, size.seconds, move |n| {
+            let command = CreateUser::new(id(n), format!("u{n}@example.com"));
+            assert!(store.create_user(&command).unwrap().event().is_some());
+        });
+        rows.push(Row {
+            clients,
+            http,
+            library,
+        });
+    }
+
+    let device = Store::in_memory().unwrap();
+    let commands: Vec<CreateUser> = (0..size.pending)
+        .map(|n| CreateUser::new(id(50_000_000 + n), format!("p{n}@example.com")))
+        .collect();
+    device.execute_batch(&commands).unwrap();
+    let started = Instant::now();
+    let summary = spkey_store::http::sync(&device, &hub.url, SYNC_KEY, &token).unwrap();
+    let sync_took = started.elapsed();
+    assert_eq!(summary.accepted, size.pending);
+
+    let before_polls = hub.status_kib("VmRSS:");
+    let head = summary.cursor;
+    let polls: Vec<_> = (0..size.polls)
+        .map(|_| {
+            let (url, token) = (hub.url.clone(), token.clone());
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    let mut response = agent()
+                        .get(&format!(
+                            "{url}/sync/pull?since={}&wait=8",
+                            head + 1_000_000
+                        ))
+                        .header("Authorization", &format!("Bearer {token}"))
+                        .header("X-API-Key", KEY)
+                        .call()
+                        .unwrap();
+                    let _ = response.body_mut().read_to_vec();
+                })
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let with_polls = hub.status_kib("VmRSS:");
+    for poll in polls {
+        poll.join().unwrap();
+    }
+    let peak = hub.status_kib("VmHWM:");
+
+    let mut table = String::from(
+        "| clients | HTTP creates/s | HTTP p50 ms | HTTP p99 ms | library creates/s | library p50 ms | library p99 ms |\n|---|---|---|---|---|---|---|\n",
+    );
+    for row in &rows {
+        table += &format!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} |\n",
+            row.clients,
+            row.http.0,
+            row.http.1,
+            row.http.2,
+            row.library.0,
+            row.library.1,
+            row.library.2
+        );
+    }
+    let at_64 = &rows[2].http;
+    table += &format!(
+        "\n- 64 clients: {:.0} durable creates/s (target ≥ 8,000: {}), p99 {:.1} ms (target < 50: {})\n",
+        at_64.0,
+        if at_64.0 >= 8000.0 { "met" } else { "missed" },
+        at_64.2,
+        if at_64.2 < 50.0 { "met" } else { "missed" },
+    );
+    table += &format!(
+        "- sync of a device's {} pending events (push, reply, pull back): {:.0} ms (target < 1,000 ms: {})\n",
+        size.pending,
+        sync_took.as_secs_f64() * 1e3,
+        if sync_took < Duration::from_secs(1) {
+            "met"
+        } else {
+            "missed"
+        }
+    );
+    table += &format!(
+        "- hub peak RSS (VmHWM) after all of it: {:.1} MiB (target ≤ 256: {})\n",
+        peak as f64 / 1024.0,
+        if peak <= 256 * 1024 { "met" } else { "missed" }
+    );
+    table += &format!(
+        "- {} idle long-polls add {:.1} MiB to the hub's RSS (target ≤ 64: {})\n",
+        size.polls,
+        (with_polls.saturating_sub(before_polls)) as f64 / 1024.0,
+        if with_polls.saturating_sub(before_polls) <= 64 * 1024 {
+            "met"
+        } else {
+            "missed"
+        }
+    );
+    print!("{table}");
+    if std::env::args().any(|a| a == "--bench") {
+        let results = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+        std::fs::create_dir_all(&results).unwrap();
+        std::fs::write(results.join("load.md"), &table).unwrap();
+        chart(&rows, &results.join("load.svg"));
+    }
+}
+
+fn chart(rows: &[Row], path: &Path) {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (900, 380)).into_drawing_area();
+    root.fill(&WHITE).unwrap();
+    let max = rows
+        .iter()
+        .flat_map(|r| [r.http.0, r.library.0])
+        .fold(0.0, f64::max)
+        * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "durable creates/s: HTTP (red) vs in-process library (grey)",
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((0..rows.len() * 2).into_segmented(), 0.0..max)
+        .unwrap();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_label_formatter(&|x| match x {
+            SegmentValue::CenterOf(i) => rows.get(*i / 2).map_or(String::new(), |r| {
+                format!("{} {}", r.clients, if i % 2 == 0 { "HTTP" } else { "lib" })
+            }),
+            _ => String::new(),
+        })
+        .draw()
+        .unwrap();
+    chart
+        .draw_series((0..rows.len() * 2).map(|i| {
+            let row = &rows[i / 2];
+            let (value, color) = if i % 2 == 0 {
+                (row.http.0, RGBColor(200, 60, 40))
+            } else {
+                (row.library.0, RGBColor(150, 150, 150))
+            };
+            let mut bar = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), value),
+                ],
+                color.filled(),
+            );
+            bar.set_margin(0, 0, 8, 8);
+            bar
+        }))
+        .unwrap();
+    root.present().unwrap();
+}
