@@ -27,6 +27,37 @@ done
 echo '{ "type": "module" }' > pkg/web/package.json
 echo '{ "type": "commonjs" }' > pkg/node/package.json
 
+# The package's own JS (js/sync.js: EventStore.prototype.sync over fetch),
+# as an ES module and a CommonJS module, installed by each entry point.
+{ cat js/sync.js; echo 'export { installSync };'; } > pkg/web/sync.js
+{ cat js/sync.js; echo 'module.exports = { installSync };'; } > pkg/node/sync.js
+cat > pkg/web/index.js <<'JS'
+import { EventStore } from './spkey_store.js';
+import { installSync } from './sync.js';
+installSync(EventStore);
+export * from './spkey_store.js';
+export { default } from './spkey_store.js';
+JS
+cat > pkg/node/index.js <<'JS'
+const store = require('./spkey_store.js');
+require('./sync.js').installSync(store.EventStore);
+module.exports = store;
+JS
+types='
+/** Options of `EventStore.sync`. */
+export interface SyncOptions { apiKey: string; token: string; signal?: AbortSignal }
+/** What `EventStore.sync` did. */
+export interface SyncSummary { pushed: number; accepted: number; rejected: number; pulled: number; cursor: number }
+declare module "./spkey_store.js" {
+  interface EventStore {
+    /** Syncs with a spkey-hub over fetch: push, apply the reply, pull until caught up. Safe to call again after any failure. Throws `HubUnreachableError` or `HubRefusedError` (with `status`). */
+    sync(url: string, options: SyncOptions): Promise<SyncSummary>;
+  }
+}'
+for target in web node; do
+  { echo 'export * from "./spkey_store.js";'; [ "$target" = web ] && echo 'export { default } from "./spkey_store.js";'; echo "$types"; } > "pkg/$target/index.d.ts"
+done
+
 version=$(cargo metadata --format-version 1 --no-deps \
   | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).packages.find(p=>p.name==="spkey-store-wasm").version))')
 cat > pkg/package.json <<JSON
@@ -38,18 +69,18 @@ cat > pkg/package.json <<JSON
   "exports": {
     ".": {
       "node": {
-        "types": "./node/spkey_store.d.ts",
-        "default": "./node/spkey_store.js"
+        "types": "./node/index.d.ts",
+        "default": "./node/index.js"
       },
       "default": {
-        "types": "./web/spkey_store.d.ts",
-        "default": "./web/spkey_store.js"
+        "types": "./web/index.d.ts",
+        "default": "./web/index.js"
       }
     }
   },
-  "main": "./node/spkey_store.js",
-  "module": "./web/spkey_store.js",
-  "types": "./web/spkey_store.d.ts",
+  "main": "./node/index.js",
+  "module": "./web/index.js",
+  "types": "./web/index.d.ts",
   "files": ["web", "node", "README.md"],
   "sideEffects": false
 }

@@ -15,6 +15,8 @@ use serde::Deserialize;
 struct File {
     listen: SocketAddr,
     data_dir: PathBuf,
+    tls_cert_pem: Option<PathBuf>,
+    tls_key_pem: Option<PathBuf>,
     #[serde(default)]
     limits: Limits,
     #[serde(default = "yes")]
@@ -78,10 +80,21 @@ pub struct Organization {
     pub cors_origins: Vec<String>,
 }
 
+/// A certificate chain and its private key, both PEM, for serving HTTPS.
+pub struct Tls {
+    /// The certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// The private key.
+    pub key_pem: Vec<u8>,
+}
+
 /// The checked config.
 pub struct Config {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// HTTPS, when `tls_cert_pem` and `tls_key_pem` are set; plain HTTP (for
+    /// a TLS-terminating proxy in front) otherwise.
+    pub tls: Option<Tls>,
     /// Where the organizations' stores live.
     pub data_dir: PathBuf,
     /// Limits per client and overall.
@@ -221,11 +234,36 @@ impl Config {
                 cors_origins: org.cors_origins,
             });
         }
+        let tls = match (&file.tls_cert_pem, &file.tls_key_pem) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let read = |name: &str, path: &Path, marker: &str| {
+                    let full = base.join(path);
+                    let bytes = std::fs::read(&full).map_err(|e| {
+                        refuse(name, format!("cannot read {}: {e}", full.display()))
+                    })?;
+                    if !String::from_utf8_lossy(&bytes).contains(marker) {
+                        return Err(refuse(
+                            name,
+                            format!("{} holds no {marker}", full.display()),
+                        ));
+                    }
+                    Ok(bytes)
+                };
+                Some(Tls {
+                    cert_pem: read("tls_cert_pem", cert, "CERTIFICATE")?,
+                    key_pem: read("tls_key_pem", key, "PRIVATE KEY")?,
+                })
+            }
+            (Some(_), None) => return Err(refuse("tls_key_pem", "required with tls_cert_pem")),
+            (None, Some(_)) => return Err(refuse("tls_cert_pem", "required with tls_key_pem")),
+        };
         if file.limits.max_concurrent_requests == 0 || file.limits.max_long_polls == 0 {
             return Err(refuse("limits", "limits must be at least 1"));
         }
         Ok(Config {
             listen: file.listen,
+            tls,
             data_dir: base.join(file.data_dir),
             limits: file.limits,
             metrics: file.metrics,

@@ -33,12 +33,16 @@ pub enum StartError {
     /// The listen address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Listen(std::net::SocketAddr, std::io::Error),
+    /// The certificate or key of `tls_cert_pem` / `tls_key_pem` was refused.
+    #[error("config keys `tls_cert_pem` / `tls_key_pem`: {0}")]
+    Tls(std::io::Error),
 }
 
 /// A hub bound to its address, ready to serve.
 pub struct Hub {
     listener: TcpListener,
     app: axum::Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
 }
 
 impl Hub {
@@ -62,11 +66,29 @@ impl Hub {
             }),
         )
         .map_err(|(org, error)| StartError::Store(org, error))?;
+        let tls = match &config.tls {
+            Some(tls) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem(
+                    tls.cert_pem.clone(),
+                    tls.key_pem.clone(),
+                )
+                .await
+                .map_err(StartError::Tls)?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| StartError::Listen(config.listen, e))?;
         let app = server::router(config, storage, metrics);
-        Ok(Hub { listener, app })
+        Ok(Hub { listener, app, tls })
+    }
+
+    /// The hub's base URL: `http://ADDR`, or `https://ADDR` when it serves
+    /// TLS itself.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr())
     }
 
     /// The address it listens on.
@@ -86,8 +108,21 @@ impl Hub {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.app)
-            .with_graceful_shutdown(shutdown)
+        let Some(tls) = self.tls else {
+            return axum::serve(self.listener, self.app)
+                .with_graceful_shutdown(shutdown)
+                .await;
+        };
+        let handle = axum_server::Handle::new();
+        let stopping = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            // Requests in flight get as long as the longest long-poll.
+            stopping.graceful_shutdown(Some(std::time::Duration::from_secs(35)));
+        });
+        axum_server::from_tcp_rustls(self.listener.into_std()?, tls)?
+            .handle(handle)
+            .serve(self.app.into_make_service())
             .await
     }
 }

@@ -35,7 +35,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!("listening on http://{}", hub.local_addr());
+    println!("listening on {}", hub.url());
     match hub.serve(shutdown()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
-const { EventStore } = require('../pkg/node/spkey_store.js');
+const { EventStore } = require('../pkg/node/index.js');
 
 const id = '550e8400-e29b-41d4-a716-446655440000';
 const body = { userId: id, email: 'user@example.com', firstName: 'John Doe', phoneNumber: '+1-555-0123' };

@@ -59,3 +59,73 @@ test('a second tab cannot open the OPFS store another tab holds', async () => {
 
   assert.match(error ?? 'opened twice', /StoreLockedError: store 'shared.redb' is open elsewhere/);
 });
+
+// A spkey-hub started here, on another origin than the page (CORS); a
+// Worker store on OPFS creates users offline and syncs with it; a second
+// browser profile syncs and finds them.
+import { spawn, execFileSync } from 'node:child_process';
+import { createHash, createHmac } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+
+const hubBinary = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'target', 'debug', 'spkey-hub');
+const API_KEY = 'page-test-api-key';
+const SECRET = 'page-test-hs256-secret-page-test-hs256';
+
+/** An HS256 JWT, signed here as an auth server would. */
+function jwt(claims) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const unsigned = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  return `${unsigned}.${createHmac('sha256', SECRET).update(unsigned).digest('base64url')}`;
+}
+
+async function startHub(origin) {
+  const dir = mkdtempSync(join(tmpdir(), 'spkey-page-hub-'));
+  writeFileSync(join(dir, 'hub.toml'), [
+    'listen = "127.0.0.1:0"',
+    'data_dir = "data"',
+    '[[organizations]]',
+    'id = "web"',
+    `api_key_sha256 = ["${createHash('sha256').update(API_KEY).digest('hex')}"]`,
+    `jwt_secret = "${SECRET}"`,
+    `cors_origins = ["${origin}"]`,
+  ].join('\n'));
+  const child = spawn(hubBinary, ['--config', join(dir, 'hub.toml')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const line = await new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout }).once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`spkey-hub exited ${code}`)));
+  });
+  return { url: line.replace('listening on ', ''), stop: () => child.kill('SIGTERM') };
+}
+
+test('a Worker store on OPFS syncs with a hub on another origin and a second profile pulls it', async () => {
+  const hub = await startHub(server.url);
+  const token = jwt({ sub: 'page', exp: Math.floor(Date.now() / 1000) + 3600 });
+  try {
+    const first = await launch(await profileDir());
+    const page = await first.page(server.url);
+    const created = await page.evaluate((users) => window.inWorker('create', { name: 'sync.redb', users }), users.slice(0, 3));
+    assert.ok(created.every((a) => a.success === true));
+    const pushed = await page.evaluate((args) => window.inWorker('sync', args), { name: 'sync.redb', url: hub.url, apiKey: API_KEY, token });
+    await first.close();
+
+    const second = await launch(await profileDir());
+    const other = await second.page(server.url);
+    const pulled = await other.evaluate((args) => window.inWorker('sync', args), { name: 'other.redb', url: hub.url, apiKey: API_KEY, token });
+    const found = await other.evaluate((ids) => window.inWorker('read', { name: 'other.redb', ids }), ids.slice(0, 3));
+    const refused = await other
+      .evaluate((args) => window.inWorker('sync', args), { name: 'other.redb', url: hub.url, apiKey: 'wrong', token })
+      .then(() => null, (e) => e.message);
+    await second.close();
+
+    assert.deepEqual(pushed, { pushed: 3, accepted: 3, rejected: 0, pulled: 0, cursor: 3 });
+    assert.deepEqual(pulled, { pushed: 0, accepted: 0, rejected: 0, pulled: 3, cursor: 3 });
+    assert.deepEqual(found.users.map((u) => u.email), users.slice(0, 3).map((u) => u.email));
+    assert.match(refused ?? 'accepted', /HubRefusedError: the hub answered 403/);
+  } finally {
+    hub.stop();
+  }
+});

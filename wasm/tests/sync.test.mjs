@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const { EventStore } = createRequire(import.meta.url)('../pkg/node/spkey_store.js');
+const { EventStore } = createRequire(import.meta.url)('../pkg/node/index.js');
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'target', 'debug', 'spkey');
 
 const ids = [1, 2, 3, 4].map((n) => `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`);

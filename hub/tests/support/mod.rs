@@ -105,7 +105,7 @@ impl TestHub {
             .build()
             .unwrap();
         let hub = runtime.block_on(Hub::bind(config)).unwrap();
-        let url = format!("http://{}", hub.local_addr());
+        let url = hub.url();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         runtime.spawn(hub.serve(async move {
             let _ = stopped.await;

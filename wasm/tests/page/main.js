@@ -1,6 +1,6 @@
 // The page side of tests/page.test.mjs: OPFS through a dedicated worker,
 // snapshots through IndexedDB on the main thread.
-import init, { EventStore } from '/pkg/web/spkey_store.js';
+import init, { EventStore } from '/pkg/web/index.js';
 
 const worker = new Worker('./worker.js', { type: 'module' });
 let nextCall = 0;

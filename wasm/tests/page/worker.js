@@ -1,5 +1,5 @@
 // Holds the OPFS store: sync access handles exist only in dedicated workers.
-import init, { EventStore } from '/pkg/web/spkey_store.js';
+import init, { EventStore } from '/pkg/web/index.js';
 
 const ready = init();
 const stores = new Map();
@@ -31,6 +31,11 @@ const actions = {
     const rate = n / ((performance.now() - start) / 1000);
     store.close();
     return rate;
+  },
+  // Syncs the OPFS store with a spkey-hub on another origin (CORS).
+  async sync({ name, url, apiKey, token }) {
+    const store = await open(name);
+    return store.sync(url, { apiKey, token });
   },
   async read({ name, ids }) {
     const store = await open(name);

@@ -1,0 +1,76 @@
+// EventStore.prototype.sync: a device syncing with a spkey-hub over fetch —
+// push what is pending, apply the reply, pull until caught up — written over
+// the package's push / applyReply / importBatch, so the wasm does not grow.
+// The same steps as the Rust `spkey_store::http::sync` and `spkey sync`;
+// every step is idempotent, so after any failure the same call is safe to
+// run again. build.sh makes an ES module and a CommonJS module of this file.
+
+/** The most pull rounds one sync makes (a hub appending faster than a
+ *  device imports must not hold it forever). */
+const MAX_PULLS = 1000;
+
+function hubError(name, message, extra) {
+  const error = new Error(message);
+  error.name = name;
+  return Object.assign(error, extra);
+}
+
+function installSync(EventStore) {
+  /**
+   * @param {string} url the hub's base URL
+   * @param {{ apiKey: string, token: string, signal?: AbortSignal }} options
+   * @returns {Promise<{ pushed: number, accepted: number, rejected: number, pulled: number, cursor: number }>}
+   */
+  EventStore.prototype.sync = async function sync(url, { apiKey, token, signal } = {}) {
+    if (typeof apiKey !== 'string' || typeof token !== 'string') {
+      throw hubError('InvalidArgumentError', 'sync needs { apiKey, token } as strings');
+    }
+    const base = String(url).replace(/\/+$/, '');
+    const call = async (path, init) => {
+      let response;
+      try {
+        response = await fetch(base + path, {
+          ...init,
+          signal,
+          headers: { ...init.headers, 'X-API-Key': apiKey, Authorization: `Bearer ${token}` },
+        });
+      } catch (cause) {
+        if (signal && signal.aborted) throw cause;
+        throw hubError('HubUnreachableError', `cannot reach the hub: ${cause.message}`, { cause });
+      }
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      if (response.status !== 200) {
+        let message;
+        try {
+          message = JSON.parse(new TextDecoder().decode(bytes)).message;
+        } catch {
+          message = new TextDecoder().decode(bytes);
+        }
+        throw hubError('HubRefusedError', `the hub answered ${response.status}: ${message}`, {
+          status: response.status,
+        });
+      }
+      return bytes;
+    };
+    const summary = { pushed: 0, accepted: 0, rejected: 0, pulled: 0, cursor: this.pullCursor() };
+    const push = this.push();
+    const pushed = this.pending().length;
+    if (pushed > 0) {
+      const reply = await call('/sync/push', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/octet-stream' },
+        body: push,
+      });
+      const applied = this.applyReply(reply);
+      Object.assign(summary, { pushed, accepted: applied.accepted, rejected: applied.rejected });
+    }
+    for (let round = 0; round < MAX_PULLS; round++) {
+      const cursor = this.pullCursor();
+      const imported = this.importBatch(await call(`/sync/pull?since=${cursor}`, { method: 'GET' }));
+      summary.pulled += imported.imported;
+      summary.cursor = imported.cursor;
+      if (imported.cursor === cursor) break;
+    }
+    return summary;
+  };
+}
