@@ -350,3 +350,22 @@ fn spkey_sync_pushes_pulls_and_prints_one_line_then_exits_2_when_the_hub_is_gone
     let two = run(&two, &["user", &id]);
     assert!(String::from_utf8_lossy(&two.stdout).contains("cli@example.com"));
 }
+
+#[test]
+fn a_bad_config_stops_the_binary_with_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    let text = config_text(dir.path(), "").replace("jwt_audience", "jwt_audiance");
+    std::fs::write(&config, text).unwrap();
+
+    let run = Command::new(env!("CARGO_BIN_EXE_spkey-hub"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("jwt_audiance"), "{stderr}");
+    assert!(run.stdout.is_empty(), "nothing listens");
+}
