@@ -5,18 +5,13 @@
 #[path = "../shared/email_corpus.rs"]
 mod corpus;
 
+use spkey_store::Store;
 use spkey_store::contract::Body;
-use spkey_store::{ManualClock, Store};
 use uuid::Uuid;
 
 use crate::support::NOW_MS;
 
-fn store() -> Store {
-    Store::builder()
-        .clock(ManualClock::new(NOW_MS))
-        .in_memory()
-        .unwrap()
-}
+use crate::support::memory_store as store;
 
 #[test]
 fn every_case_of_the_corpus_gets_its_verdict_and_its_message() {

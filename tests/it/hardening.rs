@@ -14,12 +14,7 @@ use uuid::Uuid;
 use crate::alloc::peak_bytes_during;
 use crate::support::NOW_MS;
 
-fn store() -> Store {
-    Store::builder()
-        .clock(ManualClock::new(NOW_MS))
-        .in_memory()
-        .unwrap()
-}
+use crate::support::memory_store as store;
 
 fn id(n: u128) -> Uuid {
     Uuid::from_u128(0x4a00 + n)

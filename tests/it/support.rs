@@ -54,6 +54,14 @@ pub struct Snapshot {
     pub events: Vec<RecordedEvent>,
 }
 
+/// A store in memory stamped by the fixed clock.
+pub fn memory_store() -> Store {
+    Store::builder()
+        .clock(ManualClock::new(NOW_MS))
+        .in_memory()
+        .expect("in-memory store")
+}
+
 pub fn given_store() -> Given {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = ManualClock::new(NOW_MS);

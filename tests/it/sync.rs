@@ -5,19 +5,13 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use spkey_store::{
-    BatchError, CreateUser, Event, ManualClock, Outcome, RecordedEvent, Store, StoreError,
-    UserCreated, codec,
+    BatchError, CreateUser, Event, Outcome, RecordedEvent, Store, StoreError, UserCreated, codec,
 };
 use uuid::Uuid;
 
 use crate::support::NOW_MS;
 
-fn store() -> Store {
-    Store::builder()
-        .clock(ManualClock::new(NOW_MS))
-        .in_memory()
-        .unwrap()
-}
+use crate::support::memory_store as store;
 
 fn id(n: u128) -> String {
     Uuid::from_u128(0xe000 + n).to_string()
