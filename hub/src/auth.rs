@@ -36,11 +36,13 @@ pub enum Denied {
 ///
 /// The [`Denied`] reason, in the order of the module docs.
 pub fn authenticate(headers: &HeaderMap, orgs: &[Organization]) -> Result<usize, Denied> {
+    // The scheme is case-insensitive (RFC 9110 §11.1); the token is not.
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .filter(|t| !t.is_empty())
         .ok_or(Denied::NoBearer)?;
     let key = headers

@@ -43,7 +43,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_concurrent_requests: 512,
+            max_concurrent_requests: 4096,
             max_long_polls: 2048,
             request_timeout_secs: 40,
         }
@@ -260,6 +260,15 @@ impl Config {
         };
         if file.limits.max_concurrent_requests == 0 || file.limits.max_long_polls == 0 {
             return Err(refuse("limits", "limits must be at least 1"));
+        }
+        if file.limits.request_timeout_secs <= crate::server::MAX_WAIT_SECS {
+            return Err(refuse(
+                "limits.request_timeout_secs",
+                format!(
+                    "must be longer than the longest long-poll ({} s)",
+                    crate::server::MAX_WAIT_SECS
+                ),
+            ));
         }
         Ok(Config {
             listen: file.listen,

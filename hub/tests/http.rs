@@ -255,7 +255,17 @@ fn bad_credentials_are_refused_in_order_with_the_api_error_shape_and_nothing_rec
             ),
         }
     }
-    // Within the leeway, and with the Ed25519 key: accepted.
+    // The scheme in any case, within the leeway, and with the Ed25519 key:
+    // accepted.
+    let lower = answer(
+        agent()
+            .post(&format!("{}/users/{}/CreateUser", hub.url, user_id(13)))
+            .header("Content-Type", "application/json")
+            .header("Authorization", &format!("bearer {good}"))
+            .header("X-API-Key", ACME_KEY)
+            .send(body(&user_id(13), "lower@example.com")),
+    );
+    assert_eq!(lower.status, 201);
     let late = acme_with(|c| c["exp"] = json!(now() - 30));
     let ed = encode(&Header::new(Algorithm::EdDSA), &acme_claims(), &ed_key).unwrap();
     assert_eq!(
@@ -284,7 +294,7 @@ fn bad_credentials_are_refused_in_order_with_the_api_error_shape_and_nothing_rec
     let store = Store::open(dir.path().join("data/acme.redb")).unwrap();
     assert_eq!(
         store.head_position().unwrap(),
-        2,
+        3,
         "no refused request recorded anything"
     );
     assert!(store.user(id.parse().unwrap()).unwrap().is_none());
