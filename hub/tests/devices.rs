@@ -276,13 +276,16 @@ fn the_hub_killed_at_random_moments_loses_nothing_and_devices_converge() {
 fn spkey_cli() -> &'static Path {
     static CLI: OnceLock<PathBuf> = OnceLock::new();
     CLI.get_or_init(|| {
-        let built = Command::new(env!("CARGO"))
-            .args(["build", "--locked", "-p", "spkey-store", "--bin", "spkey"])
-            .status()
-            .unwrap();
-        assert!(built.success());
+        // target/<profile>/deps/<this test>: build the CLI in the same profile.
         let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().join("spkey")
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "--locked", "-p", "spkey-store", "--bin", "spkey"]);
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        assert!(build.status().unwrap().success());
+        profile_dir.join("spkey")
     })
 }
 
