@@ -2,7 +2,7 @@
 //! its verdict, the message a refusal must give, and why), through the wire
 //! as an app calls it. The wasm suites run the same corpus.
 
-#[path = "../shared/email_corpus.rs"]
+#[path = "../common/email_corpus.rs"]
 mod corpus;
 
 use spkey_store::Store;

@@ -223,7 +223,7 @@ async fn opfs_outside_a_dedicated_worker_is_not_supported() {
     assert_eq!(error_name(refused), names::NOT_SUPPORTED);
 }
 
-#[path = "../../tests/shared/email_corpus.rs"]
+#[path = "../../tests/common/email_corpus.rs"]
 mod email_corpus;
 
 /// The email rule's whole corpus through the JS API: the same verdicts and
