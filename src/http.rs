@@ -84,10 +84,11 @@ pub fn sync(
         )
     };
     let mut summary = SyncSummary::default();
-    let push = store.push()?;
+    // pending() only reads; push() is a sync step (a write transaction), so
+    // an idle device skips it.
     summary.pushed = store.pending()?.len();
     if summary.pushed > 0 {
-        let reply = call(agent.post(&format!("{hub}/sync/push")), &push)?;
+        let reply = call(agent.post(&format!("{hub}/sync/push")), &store.push()?)?;
         let applied = store.apply_reply(&reply)?;
         summary.accepted = applied.accepted;
         summary.rejected = applied.rejected;

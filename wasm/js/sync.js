@@ -53,13 +53,14 @@ function installSync(EventStore) {
       return bytes;
     };
     const summary = { pushed: 0, accepted: 0, rejected: 0, pulled: 0, cursor: this.pullCursor() };
-    const push = this.push();
+    // pending() only reads; push() is a sync step (a write), so an idle
+    // device skips it.
     const pushed = this.pending().length;
     if (pushed > 0) {
       const reply = await call('/sync/push', {
         method: 'POST',
         headers: { 'Content-Type': 'application/octet-stream' },
-        body: push,
+        body: this.push(),
       });
       const applied = this.applyReply(reply);
       Object.assign(summary, { pushed, accepted: applied.accepted, rejected: applied.rejected });
