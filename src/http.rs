@@ -83,10 +83,12 @@ pub fn sync(
                 .send(body),
         )
     };
-    let mut summary = SyncSummary::default();
     // pending() only reads; push() is a sync step (a write transaction), so
     // an idle device skips it.
-    summary.pushed = store.pending()?.len();
+    let mut summary = SyncSummary {
+        pushed: store.pending()?.len(),
+        ..SyncSummary::default()
+    };
     if summary.pushed > 0 {
         let reply = call(agent.post(&format!("{hub}/sync/push")), &store.push()?)?;
         let applied = store.apply_reply(&reply)?;
