@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -57,40 +57,49 @@ fn kill_child_writer() {
     }
 }
 
-/// Runs one child until it is killed; returns the acknowledgements it
-/// printed in full before it died.
-fn kill_round(db: &Path, round: u64, plant: bool, rng: &mut fastrand::Rng) -> Vec<(u64, Uuid)> {
+/// Runs this test binary again as the child `test`, its stdout piped.
+fn spawn_child(test: &str, round: u64, plant: bool, files: &[(&str, &Path)]) -> Child {
     let mut child = Command::new(std::env::current_exe().unwrap());
     child
-        .args([
-            "--ignored",
-            "--exact",
-            "kill::kill_child_writer",
-            "--nocapture",
-        ])
-        .env(DB_ENV, db)
+        .args(["--ignored", "--exact", test, "--nocapture"])
         .env(ROUND_ENV, round.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
+    for (name, path) in files {
+        child.env(name, path);
+    }
     if plant {
         child.env(PLANT_ENV, "1");
     }
-    let mut child = child.spawn().unwrap();
+    child.spawn().unwrap()
+}
+
+/// Calls `on_ack` with what follows `ack ` on each line the child printed
+/// whole: a line cut off by the kill was never fully reported.
+fn each_ack(stdout: ChildStdout, mut on_ack: impl FnMut(&str)) {
+    let mut lines = BufReader::new(stdout);
+    let mut line = String::new();
+    while lines.read_line(&mut line).unwrap_or(0) > 0 {
+        if let Some(ack) = line.strip_suffix('\n').and_then(|l| l.strip_prefix("ack ")) {
+            on_ack(ack);
+        }
+        line.clear();
+    }
+}
+
+/// Runs one child until it is killed; returns the acknowledgements it
+/// printed in full before it died.
+fn kill_round(db: &Path, round: u64, plant: bool, rng: &mut fastrand::Rng) -> Vec<(u64, Uuid)> {
+    let mut child = spawn_child("kill::kill_child_writer", round, plant, &[(DB_ENV, db)]);
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut acks = Vec::new();
-        let mut lines = BufReader::new(stdout);
-        let mut line = String::new();
-        while lines.read_line(&mut line).unwrap_or(0) > 0 {
-            // A line cut off by the kill was never fully reported.
-            if let Some(ack) = line.strip_suffix('\n').and_then(|l| l.strip_prefix("ack ")) {
-                let (position, id) = ack.split_once(' ').unwrap();
-                acks.push((position.parse().unwrap(), id.parse().unwrap()));
-                let _ = tx.send(());
-            }
-            line.clear();
-        }
+        each_ack(stdout, |ack| {
+            let (position, id) = ack.split_once(' ').unwrap();
+            acks.push((position.parse().unwrap(), id.parse().unwrap()));
+            let _ = tx.send(());
+        });
         acks
     });
     if plant {
@@ -226,43 +235,27 @@ fn kill_sync_round(
     plant: bool,
     rng: &mut fastrand::Rng,
 ) -> (Option<SideAck>, Option<SideAck>) {
-    let mut child = Command::new(std::env::current_exe().unwrap());
-    child
-        .args([
-            "--ignored",
-            "--exact",
-            "kill::kill_sync_child",
-            "--nocapture",
-        ])
-        .env(DB_ENV, device)
-        .env(HUB_ENV, hub)
-        .env(ROUND_ENV, round.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if plant {
-        child.env(PLANT_ENV, "1");
-    }
-    let mut child = child.spawn().unwrap();
+    let mut child = spawn_child(
+        "kill::kill_sync_child",
+        round,
+        plant,
+        &[(DB_ENV, device), (HUB_ENV, hub)],
+    );
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let (mut dev, mut hub) = (None, None);
-        let mut lines = BufReader::new(stdout);
-        let mut line = String::new();
-        while lines.read_line(&mut line).unwrap_or(0) > 0 {
-            if let Some(ack) = line.strip_suffix('\n').and_then(|l| l.strip_prefix("ack ")) {
-                let parts: Vec<&str> = ack.split(' ').collect();
-                let state = (
-                    parts[1].parse().unwrap(),
-                    parts[2].parse().unwrap(),
-                    parts[3].parse().unwrap(),
-                );
-                match parts[0] {
-                    "dev" => dev = Some(state),
-                    _ => hub = Some(state),
-                }
+        each_ack(stdout, |ack| {
+            let parts: Vec<&str> = ack.split(' ').collect();
+            let state = (
+                parts[1].parse().unwrap(),
+                parts[2].parse().unwrap(),
+                parts[3].parse().unwrap(),
+            );
+            match parts[0] {
+                "dev" => dev = Some(state),
+                _ => hub = Some(state),
             }
-            line.clear();
-        }
+        });
         (dev, hub)
     });
     std::thread::sleep(Duration::from_millis(rng.u64(20..120)));
