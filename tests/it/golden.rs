@@ -76,11 +76,14 @@ const STORE_V1_EVENTS: &str = "store-v1.events.jsonl";
 const STORE_V2: &str = "store-v2.redb";
 const STORE_V2_EVENTS: &str = "store-v2.events.jsonl";
 
-/// The meta `format` row of the store file at `path`, read with redb.
+/// The meta `format` row of the store file at `path`, read with redb without
+/// changing a byte.
 fn format_of(path: &std::path::Path) -> u32 {
     use redb::{ReadableDatabase, TableDefinition};
     const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
-    let db = redb::Database::open(path).unwrap();
+    // Read-only: a writable open commits on close and would change the
+    // frozen fixture it reads.
+    let db = redb::ReadOnlyDatabase::open(path).unwrap();
     let txn = db.begin_read().unwrap();
     let meta = txn.open_table(META).unwrap();
     let bytes = meta.get(&b"format"[..]).unwrap().unwrap().value().to_vec();
