@@ -53,6 +53,7 @@ mod group;
 pub mod http;
 mod log;
 mod memory;
+pub mod pipeline;
 mod readonly;
 mod store;
 mod sync;
@@ -72,7 +73,7 @@ pub use memory::MemoryBackend;
 /// [`StoreBuilder::backend`].
 pub use redb::StorageBackend;
 pub use store::{DEFAULT_CACHE_BYTES, Outcome, STORE_FORMAT, Store, StoreBuilder};
-pub use sync::{ImportSummary, ReplySummary};
+pub use sync::{ImportSummary, Push, ReplySummary, pull_batch, reply_batch};
 pub use user::{CreateUser, Decision, Field, FieldError, Rejection, User, apply, decide};
 pub use verify::{Finding, VerifyReport};
 

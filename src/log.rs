@@ -9,22 +9,22 @@
 //! keeps the wasm build about a fifth smaller. Integers are big-endian, so
 //! byte order is numeric order and ranges work as on integer keys.
 //!
-//! Invariant: every event is appended by [`Writer::append`], and every
-//! `CreateUser` — a local command, a pushed event, a pulled event — is
-//! decided by [`Writer::execute`]: load the user, find the email's owner,
-//! [`user::decide`], stamp, append. Local commands and both sides of sync
-//! are callers of this one pipeline, not copies of it.
-
-use std::sync::{Arc, Mutex};
+//! Invariant: every event is appended through the [`Writer`], the store's
+//! [`Log`], by the one pipeline in `pipeline.rs`: every `CreateUser` — a
+//! local command, a pushed event, a pulled event — is decided by
+//! [`Pipeline::execute`](crate::pipeline::Pipeline::execute). Local
+//! commands and both sides of sync are callers of that pipeline, not copies
+//! of it; the hub on PostgreSQL runs the same one over a
+//! [`Staged`](crate::pipeline::Staged) log.
 
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
-use uuid::{ContextV7, Timestamp, Uuid};
+use uuid::Uuid;
 
-use crate::clock::Clock;
 use crate::codec;
 use crate::error::StoreError;
-use crate::event::{Event, MAX_RECORDED_AT_MS, RecordedEvent, UserCreated, UserCreationRejected};
-use crate::user::{self, Decision, FieldError, Rejection, User};
+use crate::event::{Event, RecordedEvent};
+use crate::pipeline::{Log, Stamper};
+use crate::user::{self, User};
 
 /// The one key and value type of every table.
 pub(crate) type Bytes = &'static [u8];
@@ -315,67 +315,6 @@ pub(crate) fn own_creation(recorded: &RecordedEvent, store_id: Uuid) -> bool {
     recorded.origin == store_id && matches!(recorded.event, Event::UserCreated(_))
 }
 
-/// Gives this store's new events their id and time: event ids are v7 UUIDs
-/// from one counter, so they increase within a store and the `EVENT_IDS`
-/// index is appended at its right edge like the log (random ids within a
-/// millisecond left its pages half full and dirtied a random page each).
-pub(crate) struct Stamper {
-    clock: Arc<dyn Clock>,
-    ids: Mutex<ContextV7>,
-}
-
-impl Stamper {
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Stamper {
-            clock,
-            ids: Mutex::new(ContextV7::new()),
-        }
-    }
-
-    /// A new event id and the time to record.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::ClockOutOfRange`] when the clock reads outside years
-    /// 1970–9999.
-    fn next(&self) -> Result<(Uuid, i64), StoreError> {
-        let now = self.clock.now_ms();
-        if !(0..=MAX_RECORDED_AT_MS).contains(&now) {
-            return Err(StoreError::ClockOutOfRange(now));
-        }
-        // In range, so both conversions are exact.
-        let (secs, millis) = ((now / 1000) as u64, (now % 1000) as u32);
-        // Stamping happens inside the write transaction, so the lock is never
-        // contended; a panic while holding it leaves a valid counter.
-        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-        let ts = Timestamp::from_unix(&*ids, secs, millis * 1_000_000);
-        Ok((Uuid::new_v7(ts), now))
-    }
-}
-
-/// Where an appended event was first recorded.
-#[derive(Clone, Copy)]
-pub(crate) enum Source<'a> {
-    /// Here, now: stamped with a new id, this store as origin, the clock's
-    /// time.
-    Local,
-    /// By another store (a push on the hub, a pull on a device): it keeps
-    /// its id, origin and time, so ids recognise it everywhere, and is
-    /// indexed by id at once.
-    From(&'a RecordedEvent),
-}
-
-/// What [`Writer::execute`] made of a valid creation.
-pub(crate) enum Executed {
-    /// Appended now.
-    Recorded(RecordedEvent),
-    /// The same user with identical data is already recorded: its current
-    /// creation (not an earlier, refused one).
-    AlreadyRecorded(RecordedEvent),
-    /// Rejected; nothing written.
-    Rejected(Rejection),
-}
-
 /// One write transaction's view of the log: every table open, the head
 /// position threaded through each append, and whether anything was written
 /// (a transaction that wrote nothing is aborted, leaving the file as it was).
@@ -426,133 +365,9 @@ impl<'txn, 's> Writer<'txn, 's> {
         self.dirty
     }
 
-    /// A user's current state.
-    pub fn user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
-        load_user(&self.events, &self.streams, id)
-    }
-
     /// The event at `position`.
     pub fn event_at(&self, position: u64) -> Result<Option<RecordedEvent>, StoreError> {
         read_event(&self.events, position)
-    }
-
-    /// The position of the event with this id, if this store indexes it.
-    pub fn position_of(&self, event_id: Uuid) -> Result<Option<u64>, StoreError> {
-        position_at(&self.event_ids, event_id.as_bytes())
-    }
-
-    /// The user holding `email_key`, if any.
-    pub fn email_owner(&self, email_key: &str) -> Result<Option<Uuid>, StoreError> {
-        email_owner(&self.emails, email_key)
-    }
-
-    /// The pipeline: loads the user and the email's owner, decides, and
-    /// appends what the decision records.
-    pub fn execute(
-        &mut self,
-        created: UserCreated,
-        source: Source<'_>,
-    ) -> Result<Executed, StoreError> {
-        let user_id = created.user_id;
-        let current = self.user(user_id)?;
-        let owner = self.email_owner(&created.email_key())?;
-        Ok(match user::decide(current.as_ref(), owner, created) {
-            Err(rejection) => Executed::Rejected(rejection),
-            Ok(Decision::AlreadyRecorded) => {
-                Executed::AlreadyRecorded(self.current_creation(user_id)?)
-            }
-            Ok(Decision::Record(event)) => {
-                Executed::Recorded(self.append(event, current.as_ref(), source)?)
-            }
-        })
-    }
-
-    /// The user's latest `UserCreated`: the one its state was folded from.
-    /// (A user refused by the hub and created again has two.)
-    pub fn current_creation(&self, user_id: Uuid) -> Result<RecordedEvent, StoreError> {
-        stream(&self.events, &self.streams, user_id)?
-            .into_iter()
-            .rev()
-            .find(|e| matches!(e.event, Event::UserCreated(_)))
-            .ok_or_else(|| StoreError::Inconsistent(format!("user {user_id} has no creation")))
-    }
-
-    /// Appends a decided event and its index rows at the next position, as
-    /// the next version of its user (`current`, as loaded in this
-    /// transaction).
-    pub fn append(
-        &mut self,
-        event: Event,
-        current: Option<&User>,
-        source: Source<'_>,
-    ) -> Result<RecordedEvent, StoreError> {
-        let version = current.map_or(0, |user| user.version) + 1;
-        let position = self.head + 1;
-        let (event_id, recorded_at_ms, origin) = match source {
-            Source::Local => {
-                let (id, at) = self.stamper.next()?;
-                (id, at, self.store_id)
-            }
-            Source::From(from) => (from.event_id, from.recorded_at_ms, from.origin),
-        };
-        let recorded = RecordedEvent {
-            event_id,
-            version,
-            position,
-            recorded_at_ms,
-            origin,
-            event,
-        };
-        let key = u64_bytes(position);
-        let aggregate = recorded.aggregate_id();
-        match &recorded.event {
-            Event::UserCreated(created) => {
-                self.emails
-                    .insert(created.email_key().as_bytes(), &aggregate.as_bytes()[..])?;
-            }
-            Event::UserCreationRejected(_) => {
-                // The refused user's email is free again, unless someone
-                // else holds it already.
-                if let Some(user) = current {
-                    let email = user.profile.email_key();
-                    if self.email_owner(&email)? == Some(aggregate) {
-                        self.emails.remove(email.as_bytes())?;
-                    }
-                }
-                self.rejections.insert(&key[..], &[][..])?;
-            }
-        }
-        self.events
-            .insert(&key[..], codec::encode(&recorded).as_slice())?;
-        self.streams
-            .insert(&stream_key(aggregate, version)[..], &key[..])?;
-        if let Source::From(_) = source {
-            self.event_ids
-                .insert(&recorded.event_id.as_bytes()[..], &key[..])?;
-        }
-        self.head = position;
-        self.dirty = true;
-        Ok(recorded)
-    }
-
-    /// Appends the `UserCreationRejected` for `refused`, one of this store's
-    /// creations that the hub refused.
-    pub fn compensate(
-        &mut self,
-        refused: &RecordedEvent,
-        code: u16,
-        details: Vec<FieldError>,
-    ) -> Result<(), StoreError> {
-        let user_id = refused.aggregate_id();
-        let current = self.user(user_id)?;
-        let event = Event::UserCreationRejected(UserCreationRejected {
-            user_id,
-            rejected_event_id: refused.event_id,
-            code,
-            details,
-        });
-        self.append(event, current.as_ref(), Source::Local)?;
-        Ok(())
     }
 
     /// Starts a sync step: writes the `PENDING` and `EVENT_IDS` rows of this
@@ -614,6 +429,67 @@ impl<'txn, 's> Writer<'txn, 's> {
     /// Records the hub this device syncs with.
     pub fn set_hub_id(&mut self, hub: Uuid) -> Result<(), StoreError> {
         self.meta.insert(META_HUB_ID, &hub.as_bytes()[..])?;
+        self.dirty = true;
+        Ok(())
+    }
+}
+
+impl Log for Writer<'_, '_> {
+    fn origin(&self) -> Uuid {
+        self.store_id
+    }
+
+    fn head(&self) -> u64 {
+        self.head
+    }
+
+    fn stamp(&self) -> Result<(Uuid, i64), StoreError> {
+        self.stamper.next()
+    }
+
+    fn stream(&self, user: Uuid) -> Result<Vec<RecordedEvent>, StoreError> {
+        stream(&self.events, &self.streams, user)
+    }
+
+    fn email_owner(&self, email_key: &str) -> Result<Option<Uuid>, StoreError> {
+        email_owner(&self.emails, email_key)
+    }
+
+    fn position_of(&self, event_id: Uuid) -> Result<Option<u64>, StoreError> {
+        position_at(&self.event_ids, event_id.as_bytes())
+    }
+
+    fn put_event(
+        &mut self,
+        recorded: &RecordedEvent,
+        came_from_elsewhere: bool,
+    ) -> Result<(), StoreError> {
+        let key = u64_bytes(recorded.position);
+        if let Event::UserCreationRejected(_) = recorded.event {
+            self.rejections.insert(&key[..], &[][..])?;
+        }
+        self.events
+            .insert(&key[..], codec::encode(recorded).as_slice())?;
+        self.streams.insert(
+            &stream_key(recorded.aggregate_id(), recorded.version)[..],
+            &key[..],
+        )?;
+        if came_from_elsewhere {
+            self.event_ids
+                .insert(&recorded.event_id.as_bytes()[..], &key[..])?;
+        }
+        self.head = recorded.position;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn set_email_owner(&mut self, email_key: &str, owner: Option<Uuid>) -> Result<(), StoreError> {
+        match owner {
+            Some(owner) => self
+                .emails
+                .insert(email_key.as_bytes(), &owner.as_bytes()[..])?,
+            None => self.emails.remove(email_key.as_bytes())?,
+        };
         self.dirty = true;
         Ok(())
     }

@@ -19,7 +19,8 @@ use crate::error::StoreError;
 use crate::event::RecordedEvent;
 #[cfg(not(target_family = "wasm"))]
 use crate::group::Group;
-use crate::log::{self, Bytes, EMAILS, EVENTS, Executed, META, STREAMS, Source, Stamper, Writer};
+use crate::log::{self, Bytes, EMAILS, EVENTS, META, STREAMS, Writer};
+use crate::pipeline::{Pipeline, Stamper};
 use crate::user::{CreateUser, Rejection, User};
 use crate::verify::VerifyReport;
 
@@ -513,20 +514,10 @@ impl Store {
     /// storage failures of [`StoreError`]. On any error nothing is written.
     pub fn execute_batch(&self, commands: &[CreateUser]) -> Result<Vec<Outcome>, StoreError> {
         self.write(|writer| {
+            // Pending for the hub, without a row yet: see log::META_LISTED_TO.
             commands
                 .iter()
-                .map(|command| {
-                    let created = match command.validate() {
-                        Ok(created) => created,
-                        Err(details) => return Ok(Outcome::Rejected(Rejection::Invalid(details))),
-                    };
-                    // Pending for the hub, without a row yet: see log::META_LISTED_TO.
-                    Ok(match writer.execute(created, Source::Local)? {
-                        Executed::Recorded(event) => Outcome::Created(event),
-                        Executed::AlreadyRecorded(event) => Outcome::Replayed(event),
-                        Executed::Rejected(rejection) => Outcome::Rejected(rejection),
-                    })
-                })
+                .map(|command| writer.execute_command(command))
                 .collect()
         })
     }

@@ -5,11 +5,12 @@ use redb::ReadableTable;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{bad, creation, from_another_store, untrusted_events};
+use super::{bad, from_another_store, untrusted_events};
 use crate::batch::{self, BatchError, BatchKind, EventsV1, OutcomeV1, ReplyV1};
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
-use crate::log::{self, Bytes, EVENTS, Executed, META, PENDING, REJECTIONS, Source, Writer};
+use crate::log::{self, Bytes, EVENTS, META, PENDING, REJECTIONS, Writer};
+use crate::pipeline::{Executed, Log, Pipeline, Source, push_creation};
 use crate::store::Store;
 use crate::user::{Field, FieldError};
 
@@ -182,7 +183,7 @@ impl Store {
     /// storage failures of [`StoreError`].
     pub fn apply_reply(&self, reply: &[u8]) -> Result<ReplySummary, StoreError> {
         let parsed: ReplyV1 = batch::parse(batch::open(reply, BatchKind::Reply)?)?;
-        let sender = from_another_store(self, parsed.sender)?;
+        let sender = from_another_store(self.store_id(), parsed.sender)?;
         let mut outcomes = Vec::with_capacity(parsed.items.len());
         for (index, item) in parsed.items.iter().enumerate() {
             outcomes.push(match &item.outcome {
@@ -237,7 +238,7 @@ impl Store {
     /// skips or reorders events would lose them): nothing is applied.
     /// Otherwise the storage failures of [`StoreError`].
     pub fn import(&self, pull: &[u8]) -> Result<ImportSummary, StoreError> {
-        let (sender, events) = untrusted_events(self, pull, BatchKind::Pull)?;
+        let (sender, events) = untrusted_events(self.store_id(), pull, BatchKind::Pull)?;
         for (index, pair) in events.windows(2).enumerate() {
             if pair[1].position != pair[0].position + 1 {
                 return Err(bad(
@@ -291,7 +292,7 @@ fn import_one(
         summary.own += 1;
         return Ok(());
     }
-    let created = creation(recorded);
+    let created = push_creation(recorded);
     // Local users the hub's event contradicts: the same id, or another user
     // holding its email. Each must still be pending, and loses.
     let mut contradicted = Vec::new();

@@ -1,12 +1,16 @@
 //! The hub's side of sync: accepting a device's push, and the pull batch of
-//! what the hub has accepted.
+//! what the hub has accepted. The decisions are the pipeline's
+//! ([`Pipeline::accept_push`]); the batches are built here, once, for the
+//! redb hub and for any other engine's.
 
-use super::{bad, creation, untrusted_events};
+use uuid::Uuid;
+
+use super::Push;
 use crate::batch::{self, BatchKind, EventsV1, OutcomeV1, ReplyItemV1, ReplyV1};
 use crate::error::StoreError;
-use crate::log::{self, EVENTS, Executed, Source};
+use crate::log::{self, EVENTS};
+use crate::pipeline::{Accepted, Pipeline};
 use crate::store::Store;
-use crate::user::{FieldError, Rejection};
 
 impl Store {
     /// The hub's side of a push: decodes and re-validates every event, decides
@@ -22,63 +26,9 @@ impl Store {
     /// creation by its sender: nothing is applied. Otherwise the storage
     /// failures of [`StoreError`].
     pub fn accept(&self, push: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let (sender, events) = untrusted_events(self, push, BatchKind::Push)?;
-        if let Some(index) = events.iter().position(|e| e.origin != sender) {
-            return Err(bad(index, "was not recorded by the batch's sender"));
-        }
-        let items = self.sync_step(|writer| {
-            events
-                .iter()
-                .map(|recorded| {
-                    let outcome = match writer.position_of(recorded.event_id)? {
-                        Some(position) => Ok(position),
-                        None => match writer.execute(creation(recorded), Source::From(recorded))? {
-                            Executed::Recorded(event) => Ok(event.position),
-                            // The same data, but created by another event
-                            // (another device): this one is not the user's
-                            // creation.
-                            Executed::AlreadyRecorded(_) => {
-                                Err(Rejection::Conflict(vec![FieldError::created_elsewhere()]))
-                            }
-                            Executed::Rejected(rejection) => Err(rejection),
-                        },
-                    };
-                    Ok((recorded.event_id, outcome))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()
-        })?;
-        let details: Vec<Vec<(&str, &str)>> = items
-            .iter()
-            .map(|(_, outcome)| match outcome {
-                Err(rejection) => rejection
-                    .details()
-                    .iter()
-                    .map(|d| (d.field.as_str(), d.message.as_str()))
-                    .collect(),
-                Ok(_) => Vec::new(),
-            })
-            .collect();
-        let reply = ReplyV1 {
-            sender: self.store_id().into_bytes(),
-            items: items
-                .iter()
-                .zip(details)
-                .map(|((event_id, outcome), details)| ReplyItemV1 {
-                    event_id: event_id.into_bytes(),
-                    outcome: match outcome {
-                        Ok(position) => OutcomeV1::Accepted {
-                            hub_position: *position,
-                        },
-                        Err(rejection) => OutcomeV1::Rejected {
-                            code: rejection.code(),
-                            details: details.into(),
-                        },
-                    },
-                })
-                .collect::<Vec<_>>()
-                .into(),
-        };
-        Ok(batch::encode(BatchKind::Reply, &reply))
+        let push = Push::open(self.store_id(), push)?;
+        let items = self.sync_step(|writer| writer.accept_push(&push))?;
+        Ok(reply_batch(self.store_id(), &items))
     }
 
     /// The hub's side of a pull: its events after hub position `since`, at
@@ -96,13 +46,55 @@ impl Store {
             for row in events.range(&from[..]..)?.take(limit) {
                 bytes.push(row?.1.value().to_vec());
             }
-            Ok(batch::encode(
-                BatchKind::Pull,
-                &EventsV1 {
-                    sender: self.store_id().into_bytes(),
-                    events: bytes.iter().map(Vec::as_slice).collect::<Vec<_>>().into(),
-                },
-            ))
+            Ok(pull_batch(self.store_id(), &bytes))
         })
     }
+}
+
+/// The reply batch of the hub `hub_id` to a push it decided as `items`.
+pub fn reply_batch(hub_id: Uuid, items: &[Accepted]) -> Vec<u8> {
+    let details: Vec<Vec<(&str, &str)>> = items
+        .iter()
+        .map(|(_, outcome)| match outcome {
+            Err(rejection) => rejection
+                .details()
+                .iter()
+                .map(|d| (d.field.as_str(), d.message.as_str()))
+                .collect(),
+            Ok(_) => Vec::new(),
+        })
+        .collect();
+    let reply = ReplyV1 {
+        sender: hub_id.into_bytes(),
+        items: items
+            .iter()
+            .zip(details)
+            .map(|((event_id, outcome), details)| ReplyItemV1 {
+                event_id: event_id.into_bytes(),
+                outcome: match outcome {
+                    Ok(position) => OutcomeV1::Accepted {
+                        hub_position: *position,
+                    },
+                    Err(rejection) => OutcomeV1::Rejected {
+                        code: rejection.code(),
+                        details: details.into(),
+                    },
+                },
+            })
+            .collect::<Vec<_>>()
+            .into(),
+    };
+    batch::encode(BatchKind::Reply, &reply)
+}
+
+/// The pull batch of the hub `hub_id`: `events` are its log's envelopes (as
+/// [`codec::encode`](crate::codec::encode) wrote them), in position order.
+pub fn pull_batch<E: AsRef<[u8]>>(hub_id: Uuid, events: &[E]) -> Vec<u8> {
+    batch::encode(
+        BatchKind::Pull,
+        &EventsV1 {
+            sender: hub_id.into_bytes(),
+            events: events.iter().map(AsRef::as_ref).collect::<Vec<_>>().into(),
+        },
+    )
 }

@@ -20,8 +20,8 @@
 //! The hub's side (`hub.rs`: `accept`, `export`) and the device's side
 //! (`device.rs`: `push`, `apply_reply`, `import`, and the reads) are both
 //! callers of the log's one [`Writer`]: each step lists new own creations
-//! first ([`Writer::list_pending`]), then decides through
-//! [`Writer::execute`] or settles and compensates, then marks what it
+//! first ([`Writer::list_pending`]), then decides through the pipeline
+//! ([`Pipeline::execute`](crate::pipeline::Pipeline::execute)) or settles and compensates, then marks what it
 //! appended listed. What both sides share — reading untrusted batches —
 //! is here.
 
@@ -30,7 +30,7 @@ use uuid::Uuid;
 use crate::batch::{self, BatchError, BatchKind, EventsV1};
 use crate::codec;
 use crate::error::StoreError;
-use crate::event::{Event, MAX_RECORDED_AT_MS, RecordedEvent, UserCreated};
+use crate::event::{Event, MAX_RECORDED_AT_MS, RecordedEvent};
 #[cfg(doc)]
 use crate::log::Writer;
 use crate::store::Store;
@@ -40,6 +40,7 @@ mod device;
 mod hub;
 
 pub use device::{ImportSummary, ReplySummary};
+pub use hub::{pull_batch, reply_batch};
 
 pub(super) fn bad(index: usize, reason: impl Into<String>) -> StoreError {
     StoreError::Batch(BatchError::BadEvent {
@@ -90,15 +91,15 @@ fn untrusted_user_created(index: usize, bytes: &[u8]) -> Result<RecordedEvent, S
 }
 
 /// Opens a push or pull batch and decodes and checks every event in it; any
-/// bad event refuses the whole batch, and so does a batch this store sent
-/// itself (its own id is in every reply and export).
+/// bad event refuses the whole batch, and so does a batch the reader `me`
+/// sent itself (its own id is in every reply and export).
 pub(super) fn untrusted_events(
-    store: &Store,
+    me: Uuid,
     bytes: &[u8],
     kind: BatchKind,
 ) -> Result<(Uuid, Vec<RecordedEvent>), StoreError> {
     let parsed: EventsV1 = batch::parse(batch::open(bytes, kind)?)?;
-    let sender = from_another_store(store, parsed.sender)?;
+    let sender = from_another_store(me, parsed.sender)?;
     let events = parsed
         .events
         .iter()
@@ -108,20 +109,38 @@ pub(super) fn untrusted_events(
     Ok((sender, events))
 }
 
-pub(super) fn from_another_store(store: &Store, sender: [u8; 16]) -> Result<Uuid, StoreError> {
+pub(super) fn from_another_store(me: Uuid, sender: [u8; 16]) -> Result<Uuid, StoreError> {
     let sender = Uuid::from_bytes(sender);
-    if sender == store.store_id() {
+    if sender == me {
         return Err(BatchError::FromThisStore.into());
     }
     Ok(sender)
 }
 
-/// The created user of an event [`untrusted_user_created`] let through.
-pub(super) fn creation(recorded: &RecordedEvent) -> UserCreated {
-    match &recorded.event {
-        Event::UserCreated(created) => created.clone(),
-        // untrusted_user_created refuses every other event.
-        Event::UserCreationRejected(_) => unreachable!("only creations pass the batch check"),
+/// A device's push batch, opened and checked: every event a valid creation
+/// recorded by its sender.
+#[derive(Debug, Clone)]
+pub struct Push {
+    /// The device that sent it.
+    pub sender: Uuid,
+    /// Its events, in the device's order.
+    pub events: Vec<RecordedEvent>,
+}
+
+impl Push {
+    /// Opens a push batch sent to the hub whose id is `hub_id`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Batch`] when the batch is damaged, oversized, of another
+    /// kind, sent by `hub_id` itself, or carries an event that is not a valid
+    /// creation by its sender.
+    pub fn open(hub_id: Uuid, bytes: &[u8]) -> Result<Push, StoreError> {
+        let (sender, events) = untrusted_events(hub_id, bytes, BatchKind::Push)?;
+        if let Some(index) = events.iter().position(|e| e.origin != sender) {
+            return Err(bad(index, "was not recorded by the batch's sender"));
+        }
+        Ok(Push { sender, events })
     }
 }
 
