@@ -14,7 +14,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 struct File {
     listen: SocketAddr,
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
+    postgres: Option<String>,
     tls_cert_pem: Option<PathBuf>,
     tls_key_pem: Option<PathBuf>,
     #[serde(default)]
@@ -38,6 +39,8 @@ pub struct Limits {
     pub max_long_polls: usize,
     /// The longest a request may take, long-polls included, in seconds.
     pub request_timeout_secs: u64,
+    /// Connections each hub node keeps to PostgreSQL (with `postgres`).
+    pub postgres_connections: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +49,7 @@ impl Default for Limits {
             max_concurrent_requests: 4096,
             max_long_polls: 2048,
             request_timeout_secs: 40,
+            postgres_connections: 16,
         }
     }
 }
@@ -88,6 +92,19 @@ pub struct Tls {
     pub key_pem: Vec<u8>,
 }
 
+/// Where the organizations' logs live: exactly one of the keys `data_dir`
+/// and `postgres`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// `data_dir`: one redb store per organization, `<data_dir>/<id>.redb`,
+    /// served by one hub process.
+    Redb(PathBuf),
+    /// `postgres`: a connection URL (`postgres://user@host:port/db`; the
+    /// `PG*` environment variables fill what it leaves out), shared by any
+    /// number of hub processes.
+    Postgres(String),
+}
+
 /// The checked config.
 pub struct Config {
     /// Where to listen.
@@ -95,8 +112,8 @@ pub struct Config {
     /// HTTPS, when `tls_cert_pem` and `tls_key_pem` are set; plain HTTP (for
     /// a TLS-terminating proxy in front) otherwise.
     pub tls: Option<Tls>,
-    /// Where the organizations' stores live.
-    pub data_dir: PathBuf,
+    /// Where the organizations' logs live.
+    pub storage: Storage,
     /// Limits per client and overall.
     pub limits: Limits,
     /// Whether `/metrics` is served.
@@ -258,7 +275,29 @@ impl Config {
             (Some(_), None) => return Err(refuse("tls_key_pem", "required with tls_cert_pem")),
             (None, Some(_)) => return Err(refuse("tls_cert_pem", "required with tls_key_pem")),
         };
-        if file.limits.max_concurrent_requests == 0 || file.limits.max_long_polls == 0 {
+        let storage = match (file.data_dir, file.postgres) {
+            (Some(dir), None) => Storage::Redb(base.join(dir)),
+            (None, Some(url)) => {
+                crate::postgres::connection_config(&url).map_err(|e| refuse("postgres", e))?;
+                Storage::Postgres(url)
+            }
+            (None, None) => {
+                return Err(refuse(
+                    "data_dir",
+                    "one of `data_dir` (redb files) or `postgres` (a database URL) is required",
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(refuse(
+                    "postgres",
+                    "either `data_dir` or `postgres`, not both",
+                ));
+            }
+        };
+        if file.limits.max_concurrent_requests == 0
+            || file.limits.max_long_polls == 0
+            || file.limits.postgres_connections == 0
+        {
             return Err(refuse("limits", "limits must be at least 1"));
         }
         if file.limits.request_timeout_secs <= crate::server::MAX_WAIT_SECS {
@@ -273,7 +312,7 @@ impl Config {
         Ok(Config {
             listen: file.listen,
             tls,
-            data_dir: base.join(file.data_dir),
+            storage,
             limits: file.limits,
             metrics: file.metrics,
             organizations,

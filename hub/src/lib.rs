@@ -4,14 +4,17 @@
 //! for devices over HTTP (`POST /sync/push`, `GET /sync/pull?since=N&wait=S`).
 //!
 //! Layers: [`server`] (HTTP, auth, limits, metrics) over the storage seam
-//! [`storage::HubStorage`], whose redb backend keeps one store file per
-//! organization. The rules are the core's: every command and every pushed
-//! event is decided by `spkey_store`'s one write pipeline.
+//! [`storage::HubStorage`], with two backends: redb (one store file per
+//! organization, one hub process) and [`postgres`] (one database, any
+//! number of stateless hub processes). The rules are the core's: every
+//! command and every pushed event is decided by `spkey_store`'s one write
+//! pipeline, whichever engine keeps the log.
 
 #![deny(missing_docs)]
 
 pub mod auth;
 pub mod config;
+pub mod postgres;
 pub mod server;
 pub mod storage;
 
@@ -20,9 +23,10 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, Storage};
+use crate::postgres::PostgresHub;
 use crate::server::Metrics;
-use crate::storage::RedbHub;
+use crate::storage::{Observer, RedbHub};
 
 /// Why the hub could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,12 +34,20 @@ pub enum StartError {
     /// An organization's store could not be opened.
     #[error("cannot open the store of organization {0}: {1}")]
     Store(String, spkey_store::StoreError),
+    /// The PostgreSQL database could not be reached or migrated.
+    #[error("{0}")]
+    Postgres(#[from] postgres::PgStartError),
     /// The listen address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Listen(std::net::SocketAddr, std::io::Error),
     /// The certificate or key of `tls_cert_pem` / `tls_key_pem` was refused.
     #[error("config keys `tls_cert_pem` / `tls_key_pem`: {0}")]
     Tls(std::io::Error),
+}
+
+enum Backend {
+    Redb(RedbHub),
+    Postgres(PostgresHub),
 }
 
 /// A hub bound to its address, ready to serve.
@@ -46,26 +58,32 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Opens every organization's store and binds the listen address.
+    /// Opens every organization's log (redb stores, or the PostgreSQL
+    /// database, migrated) and binds the listen address.
     ///
     /// # Errors
     ///
     /// [`StartError::Store`] when a store cannot be opened (locked by another
-    /// hub, damaged, not a store); [`StartError::Listen`] when the address
-    /// cannot be bound.
+    /// hub, damaged, not a store); [`StartError::Postgres`] when the
+    /// database cannot be reached or migrated; [`StartError::Listen`] when
+    /// the address cannot be bound.
     pub async fn bind(config: Config) -> Result<Hub, StartError> {
         let metrics = Arc::new(Metrics::new());
         let observed = metrics.clone();
         let ids: Vec<String> = config.organizations.iter().map(|o| o.id.clone()).collect();
-        let storage = RedbHub::open(
-            &config.data_dir,
-            &ids,
-            Arc::new(move |took, appended| {
-                observed.commits.observe(took.as_secs_f64());
-                observed.events_accepted.inc_by(appended);
-            }),
-        )
-        .map_err(|(org, error)| StartError::Store(org, error))?;
+        let observe: Observer = Arc::new(move |took, appended| {
+            observed.commits.observe(took.as_secs_f64());
+            observed.events_accepted.inc_by(appended);
+        });
+        let storage = match &config.storage {
+            Storage::Redb(dir) => Backend::Redb(
+                RedbHub::open(dir, &ids, observe)
+                    .map_err(|(org, error)| StartError::Store(org, error))?,
+            ),
+            Storage::Postgres(url) => Backend::Postgres(
+                PostgresHub::open(url, config.limits.postgres_connections, &ids, observe).await?,
+            ),
+        };
         let tls = match &config.tls {
             Some(tls) => Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem(
@@ -80,7 +98,10 @@ impl Hub {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| StartError::Listen(config.listen, e))?;
-        let app = server::router(config, storage, metrics);
+        let app = match storage {
+            Backend::Redb(storage) => server::router(config, storage, metrics),
+            Backend::Postgres(storage) => server::router(config, storage, metrics),
+        };
         Ok(Hub { listener, app, tls })
     }
 

@@ -156,6 +156,13 @@ fn hub_error(error_: HubError) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
+        HubError::Database(failure) => {
+            tracing::error!(%failure, "database failure");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the hub's storage failed; nothing was recorded",
+            )
+        }
         HubError::Failed(failure) => {
             tracing::error!(%failure, "storage failure");
             error(

@@ -28,6 +28,9 @@ pub enum HubError {
     /// The storage cannot be reached now; retry later (503).
     #[error("the hub's storage is unavailable: {0}")]
     Unavailable(String),
+    /// The database refused a statement; nothing was applied (500).
+    #[error("the hub's database failed: {0}")]
+    Database(String),
 }
 
 impl From<StoreError> for HubError {

@@ -4,6 +4,7 @@
 //! sync` command. Every run ends in the same state: every device agrees with
 //! the hub on every user, every command is on the hub or visibly refused on
 //! its device, nothing is on the hub twice, and the hub's store verifies.
+//! Each runs on both backends (redb files, PostgreSQL).
 //! Bounded in count and time; `SPKEY_LONG=1` runs the long size.
 
 mod support;
@@ -50,9 +51,9 @@ fn sync_until_done(device: &Store, url: &str, deadline: Instant) {
     }
 }
 
-/// The end state every run must reach.
-fn check_converged(devices: &[Store], created: &[Vec<CreateUser>], hub_store: &Path) {
-    let hub = Store::open(hub_store).unwrap();
+/// The end state every run must reach; `hub` is the hub's log (see
+/// `support::mirror`).
+pub fn check_converged(devices: &[Store], created: &[Vec<CreateUser>], hub: &Store) {
     let report = hub.verify().unwrap();
     assert!(report.is_sound(), "hub unsound: {:?}", report.findings);
     let events = hub.events(1, usize::MAX).unwrap();
@@ -86,10 +87,9 @@ fn check_converged(devices: &[Store], created: &[Vec<CreateUser>], hub_store: &P
     }
 }
 
-#[test]
-fn thirty_two_devices_syncing_over_http_converge_with_the_hub() {
+fn thirty_two_devices_syncing_over_http_converge_with_the_hub(backend: Backend) {
     let rounds = if long_run() { 25 } else { 4 };
-    let hub = TestHub::start();
+    let hub = TestHub::start(backend);
     let url = hub.url.clone();
     let deadline = Instant::now() + Duration::from_secs(if long_run() { 600 } else { 120 });
     let workers: Vec<_> = (0..32)
@@ -123,8 +123,7 @@ fn thirty_two_devices_syncing_over_http_converge_with_the_hub() {
         sync_until_done(device, &url, Instant::now() + Duration::from_secs(30));
     }
 
-    let dir = hub.stop();
-    check_converged(&devices, &created, &dir.path().join("data/acme.redb"));
+    check_converged(&devices, &created, &hub.log("acme"));
     let refused: usize = devices.iter().map(|d| d.rejections().unwrap().len()).sum();
     eprintln!(
         "32 devices, {} users created, {refused} refused (emails taken), converged",
@@ -211,15 +210,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn the_hub_killed_at_random_moments_loses_nothing_and_devices_converge() {
+fn the_hub_killed_at_random_moments_loses_nothing_and_devices_converge(backend: Backend) {
     let kills = if long_run() { 200 } else { 20 };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = dir.path().join("hub.toml");
     std::fs::write(
         &config,
-        config_text(dir.path(), "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+        config_on(backend.storage_line(), dir.path(), "")
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
     )
     .unwrap();
     let url = format!("http://127.0.0.1:{port}");
@@ -262,9 +261,15 @@ fn the_hub_killed_at_random_moments_loses_nothing_and_devices_converge() {
     for device in &devices {
         sync_until_done(device, &url, Instant::now() + Duration::from_secs(30));
     }
+    let log = mirror(&url, "acme");
     hub.terminate();
+    if backend == Backend::Redb {
+        let store = Store::open(dir.path().join("data/acme.redb")).unwrap();
+        assert!(store.verify().unwrap().is_sound());
+        assert_eq!(store.head_position().unwrap(), log.head_position().unwrap());
+    }
 
-    check_converged(&devices, &created, &dir.path().join("data/acme.redb"));
+    check_converged(&devices, &created, &log);
     eprintln!(
         "hub SIGKILLed {kills} times under 8 syncing devices: {} users created, converged",
         created.iter().map(Vec::len).sum::<usize>()
@@ -289,9 +294,8 @@ fn spkey_cli() -> &'static Path {
     })
 }
 
-#[test]
-fn spkey_sync_pushes_pulls_and_prints_one_line_then_exits_2_when_the_hub_is_gone() {
-    let hub = TestHub::start();
+fn spkey_sync_pushes_pulls_and_prints_one_line_then_exits_2_when_the_hub_is_gone(backend: Backend) {
+    let hub = TestHub::start(backend);
     let dir = tempfile::tempdir().unwrap();
     let (one, two) = (dir.path().join("one.redb"), dir.path().join("two.redb"));
     let token = acme_token();
@@ -372,3 +376,9 @@ fn a_bad_config_stops_the_binary_with_exit_2_naming_the_key() {
     assert!(stderr.contains("jwt_audiance"), "{stderr}");
     assert!(run.stdout.is_empty(), "nothing listens");
 }
+
+crate::on_both_backends!(
+    thirty_two_devices_syncing_over_http_converge_with_the_hub,
+    the_hub_killed_at_random_moments_loses_nothing_and_devices_converge,
+    spkey_sync_pushes_pulls_and_prints_one_line_then_exits_2_when_the_hub_is_gone,
+);

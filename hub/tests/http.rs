@@ -1,7 +1,8 @@
 //! The hub's HTTP contract against a real server on 127.0.0.1: every status
 //! of the seed endpoint, a table of bad credentials (each with its exact
 //! status and body, and the store unchanged), organizations kept apart,
-//! long-polls, limits, batches, health and metrics.
+//! long-polls, limits, batches, health and metrics. Every test runs on both
+//! backends: redb files and PostgreSQL.
 
 mod support;
 
@@ -12,9 +13,8 @@ use serde_json::{Value, json};
 use spkey_store::{CreateUser, Store};
 use support::*;
 
-#[test]
-fn the_seed_endpoint_answers_every_status_of_the_contract() {
-    let hub = TestHub::start();
+fn the_seed_endpoint_answers_every_status_of_the_contract(backend: Backend) {
+    let hub = TestHub::start(backend);
     let (token, id, other) = (acme_token(), user_id(1), user_id(2));
 
     let created = create(
@@ -92,8 +92,7 @@ fn the_seed_endpoint_answers_every_status_of_the_contract() {
         assert_eq!(body["code"], status);
         assert_eq!(body["details"], json!([]));
     }
-    let dir = hub.stop();
-    let store = Store::open(dir.path().join("data/acme.redb")).unwrap();
+    let store = hub.log("acme");
     assert_eq!(
         store.head_position().unwrap(),
         1,
@@ -109,9 +108,10 @@ fn acme_with(edit: impl FnOnce(&mut Value)) -> String {
     hs256(&claims, ACME_SECRET)
 }
 
-#[test]
-fn bad_credentials_are_refused_in_order_with_the_api_error_shape_and_nothing_recorded() {
-    let hub = TestHub::start();
+fn bad_credentials_are_refused_in_order_with_the_api_error_shape_and_nothing_recorded(
+    backend: Backend,
+) {
+    let hub = TestHub::start(backend);
     let (private_pem, public_pem) = ed25519_keys(hub.dir.path());
     let ed_key = EncodingKey::from_ed_pem(&std::fs::read(&private_pem).unwrap()).unwrap();
     let none = {
@@ -290,8 +290,7 @@ fn bad_credentials_are_refused_in_order_with_the_api_error_shape_and_nothing_rec
         .status,
         201
     );
-    let dir = hub.stop();
-    let store = Store::open(dir.path().join("data/acme.redb")).unwrap();
+    let store = hub.log("acme");
     assert_eq!(
         store.head_position().unwrap(),
         3,
@@ -318,9 +317,8 @@ mod base64_like {
     }
 }
 
-#[test]
-fn organizations_are_kept_apart() {
-    let hub = TestHub::start();
+fn organizations_are_kept_apart(backend: Backend) {
+    let hub = TestHub::start(backend);
     let id = user_id(20);
 
     let in_acme = create(
@@ -352,16 +350,14 @@ fn organizations_are_kept_apart() {
     );
     let device = Store::in_memory().unwrap();
     assert_eq!(device.import(&beta_pull.body).unwrap().imported, 1);
-    let dir = hub.stop();
     for org in ["acme", "beta"] {
-        let store = Store::open(dir.path().join(format!("data/{org}.redb"))).unwrap();
+        let store = hub.log(org);
         assert_eq!(store.head_position().unwrap(), 1, "{org}");
     }
 }
 
-#[test]
-fn devices_sync_through_the_hub_and_a_long_poll_wakes_on_news() {
-    let hub = TestHub::start();
+fn devices_sync_through_the_hub_and_a_long_poll_wakes_on_news(backend: Backend) {
+    let hub = TestHub::start(backend);
     let (a, b) = (Store::in_memory().unwrap(), Store::in_memory().unwrap());
     let token = acme_token();
     a.create_user(&CreateUser::new(user_id(30), "a@example.com"))
@@ -418,9 +414,8 @@ fn devices_sync_through_the_hub_and_a_long_poll_wakes_on_news() {
     assert_eq!(a.import(&pulled.body).unwrap().imported, 1);
 }
 
-#[test]
-fn refused_batches_say_why_and_a_format_mismatch_names_both_versions() {
-    let hub = TestHub::start();
+fn refused_batches_say_why_and_a_format_mismatch_names_both_versions(backend: Backend) {
+    let hub = TestHub::start(backend);
     let device = Store::in_memory().unwrap();
     device
         .create_user(&CreateUser::new(user_id(40), "d@example.com"))
@@ -459,14 +454,7 @@ fn refused_batches_say_why_and_a_format_mismatch_names_both_versions() {
         newer.json()["message"],
         "the batch is in format 2; this hub reads format 1: the hub must upgrade"
     );
-    let dir = hub.stop();
-    assert_eq!(
-        Store::open(dir.path().join("data/acme.redb"))
-            .unwrap()
-            .head_position()
-            .unwrap(),
-        0
-    );
+    assert_eq!(hub.log("acme").head_position().unwrap(), 0);
 }
 
 fn crc32(bytes: &[u8]) -> u32 {
@@ -484,9 +472,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
-#[test]
-fn long_polls_and_requests_beyond_their_caps_are_503_with_retry_after() {
-    let hub = TestHub::start_with("[limits]\nmax_long_polls = 2\nmax_concurrent_requests = 3");
+fn long_polls_and_requests_beyond_their_caps_are_503_with_retry_after(backend: Backend) {
+    let hub = TestHub::start_with(
+        backend,
+        "[limits]\nmax_long_polls = 2\nmax_concurrent_requests = 3",
+    );
     let poll = |url: String| {
         std::thread::spawn(move || {
             answer(
@@ -539,9 +529,8 @@ fn long_polls_and_requests_beyond_their_caps_are_503_with_retry_after() {
     }
 }
 
-#[test]
-fn metrics_count_requests_and_events_and_cors_answers_the_configured_origin() {
-    let hub = TestHub::start();
+fn metrics_count_requests_and_events_and_cors_answers_the_configured_origin(backend: Backend) {
+    let hub = TestHub::start(backend);
     let id = user_id(50);
     create(
         &hub.url,
@@ -578,3 +567,13 @@ fn metrics_count_requests_and_events_and_cors_answers_the_configured_origin() {
         "http://localhost:5173"
     );
 }
+
+crate::on_both_backends!(
+    the_seed_endpoint_answers_every_status_of_the_contract,
+    bad_credentials_are_refused_in_order_with_the_api_error_shape_and_nothing_recorded,
+    organizations_are_kept_apart,
+    devices_sync_through_the_hub_and_a_long_poll_wakes_on_news,
+    refused_batches_say_why_and_a_format_mismatch_names_both_versions,
+    long_polls_and_requests_beyond_their_caps_are_503_with_retry_after,
+    metrics_count_requests_and_events_and_cors_answers_the_configured_origin,
+);

@@ -49,11 +49,14 @@ fn the_hub_serves_https_with_its_certificate_and_the_same_contract() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let hub = TestHub::start_with(&format!(
-        "tls_cert_pem = \"{}\"\ntls_key_pem = \"{}\"",
-        cert.display(),
-        key.display()
-    ));
+    let hub = TestHub::start_with(
+        Backend::Redb,
+        &format!(
+            "tls_cert_pem = \"{}\"\ntls_key_pem = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+    );
     let trusted = Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
     let trusting: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)

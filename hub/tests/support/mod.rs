@@ -1,7 +1,10 @@
 //! A real hub for the tests: the `spkey-hub` library serving on 127.0.0.1
 //! in a runtime of its own (or the binary, for the kill tests), two
-//! organizations with their keys, and tokens signed for each.
+//! organizations with their keys, and tokens signed for each — on either
+//! backend: redb files, or a database of a throwaway PostgreSQL cluster.
 #![allow(dead_code)]
+
+pub mod pg;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +15,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use spkey_hub::Hub;
 use spkey_hub::config::Config;
+use spkey_store::Store;
 use tempfile::TempDir;
 
 pub const ACME_KEY: &str = "acme-api-key-0123456789";
@@ -32,13 +36,61 @@ fn digest(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// Where a test hub keeps its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `data_dir`: redb files.
+    Redb,
+    /// `postgres`: a new database in the shared throwaway cluster.
+    Postgres,
+}
+
+impl Backend {
+    /// The config line that puts the logs on this backend.
+    pub fn storage_line(self) -> String {
+        match self {
+            Backend::Redb => "data_dir = \"data\"".into(),
+            Backend::Postgres => {
+                format!("postgres = \"{}\"", pg::PgCluster::shared().new_database())
+            }
+        }
+    }
+}
+
+/// Runs each named test (a `fn(Backend)`) once per backend: the same suite
+/// against redb and against PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod redb {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::support::Backend::Redb)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::support::Backend::Postgres)
+            })*
+        }
+    };
+}
+
 /// A config for acme (HS256 with issuer and audience, and an Ed25519 key)
-/// and beta (HS256 only), with extra TOML appended at the top level.
+/// and beta (HS256 only) on redb files, with extra TOML appended at the top
+/// level.
 pub fn config_text(dir: &Path, extra: &str) -> String {
+    config_on(Backend::Redb.storage_line(), dir, extra)
+}
+
+/// As [`config_text`], with the logs where `storage` (a `data_dir` or
+/// `postgres` line) says.
+pub fn config_on(storage: String, dir: &Path, extra: &str) -> String {
     let pem = ed25519_keys(dir).1;
     format!(
         r#"listen = "127.0.0.1:0"
-data_dir = "data"
+{storage}
 {extra}
 
 [[organizations]]
@@ -92,13 +144,14 @@ pub struct TestHub {
 }
 
 impl TestHub {
-    pub fn start() -> TestHub {
-        TestHub::start_with("")
+    pub fn start(backend: Backend) -> TestHub {
+        TestHub::start_with(backend, "")
     }
 
-    pub fn start_with(extra: &str) -> TestHub {
+    pub fn start_with(backend: Backend, extra: &str) -> TestHub {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::parse(&config_text(dir.path(), extra), dir.path()).unwrap();
+        let text = config_on(backend.storage_line(), dir.path(), extra);
+        let config = Config::parse(&text, dir.path()).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -134,9 +187,24 @@ impl TestHub {
         }
     }
 
-    pub fn store_path(&self, org: &str) -> PathBuf {
-        self.dir.path().join("data").join(format!("{org}.redb"))
+    /// What the hub's log of `org` holds, whichever backend keeps it: a
+    /// new in-memory store that pulled all of it over HTTP (positions as
+    /// on the hub, since it records nothing of its own).
+    pub fn log(&self, org: &str) -> Store {
+        mirror(&self.url, org)
     }
+}
+
+/// The hub's log of `org` (`acme` or `beta`) pulled into a new store.
+pub fn mirror(url: &str, org: &str) -> Store {
+    let (key, token) = match org {
+        "acme" => (ACME_KEY, acme_token()),
+        "beta" => (BETA_KEY, beta_token()),
+        other => panic!("no organization {other}"),
+    };
+    let store = Store::in_memory().unwrap();
+    spkey_store::http::sync(&store, url, key, &token).unwrap();
+    store
 }
 
 impl Drop for TestHub {

@@ -1,0 +1,591 @@
+//! The hub on PostgreSQL: any number of stateless hub nodes on one
+//! database.
+//!
+//! Each organization has one log: `spkey_orgs.head` is its last position,
+//! and every write locks that row first (`SELECT … FOR UPDATE`), loads what
+//! the batch needs, decides it with the core's pipeline over a
+//! [`Staged`] log, writes the new events, the email index and the new head
+//! in one statement, and commits. The row lock makes positions gap-free and
+//! in commit order: a writer takes position N+1 only after the writer of N
+//! has committed, so a pull `since=N` never skips an event that commits
+//! later with a smaller position (the `bigserial` log's failure). The
+//! unique indexes on (org, email key) and (org, event id) are the rules'
+//! last line under concurrency, not their statement: the rules are
+//! `spkey_store`'s.
+//!
+//! Long-polls wake on `NOTIFY spkey_events` (sent in the accepting
+//! transaction, delivered at its commit) on one listening connection per
+//! node, which re-reads every head whenever it reconnects.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use spkey_store::pipeline::{Log, Needs, Pipeline, Source, Staged, Stamper};
+use spkey_store::{
+    Outcome, Push, Rejection, Response, StoreError, SystemClock, codec, contract, pull_batch,
+    reply_batch,
+};
+use tokio::sync::watch;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, NoTls};
+use uuid::Uuid;
+
+use crate::storage::{HubError, HubStorage, Observer, PULL_LIMIT};
+
+/// The versioned schema, applied in order, each once, under an advisory
+/// lock so that nodes starting together migrate once. Never edit an entry:
+/// add the next.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE spkey_orgs (
+        org text PRIMARY KEY,
+        hub_id uuid NOT NULL,
+        head bigint NOT NULL DEFAULT 0 CHECK (head >= 0)
+    );
+    CREATE TABLE spkey_events (
+        org text NOT NULL REFERENCES spkey_orgs (org),
+        position bigint NOT NULL CHECK (position >= 1),
+        event_id uuid NOT NULL,
+        user_id uuid NOT NULL,
+        version bigint NOT NULL CHECK (version >= 1),
+        envelope bytea NOT NULL,
+        PRIMARY KEY (org, position),
+        UNIQUE (org, event_id),
+        UNIQUE (org, user_id, version)
+    );
+    CREATE TABLE spkey_emails (
+        org text NOT NULL REFERENCES spkey_orgs (org),
+        email_key text NOT NULL,
+        user_id uuid NOT NULL,
+        PRIMARY KEY (org, email_key)
+    );",
+)];
+
+/// The advisory lock key migrations run under ("spkey" in ASCII).
+const MIGRATION_LOCK: i64 = 0x73_706b_6579;
+
+/// The channel commits are announced on: payload `<org> <head>`.
+const CHANNEL: &str = "spkey_events";
+
+/// Parses a `postgres` URL and fills what it leaves out from the `PG*`
+/// environment variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`,
+/// `PGDATABASE`), as libpq does.
+///
+/// # Errors
+///
+/// Why the URL does not parse.
+pub fn connection_config(url: &str) -> Result<tokio_postgres::Config, String> {
+    let mut config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| format!("not a PostgreSQL connection URL: {e}"))?;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if config.get_hosts().is_empty() {
+        match env("PGHOST") {
+            Some(host) if host.starts_with('/') => config.host_path(host),
+            Some(host) => config.host(&host),
+            None => config.host("localhost"),
+        };
+    }
+    if config.get_ports().is_empty()
+        && let Some(port) = env("PGPORT")
+    {
+        config.port(
+            port.parse()
+                .map_err(|_| format!("PGPORT={port} is not a port"))?,
+        );
+    }
+    if config.get_user().is_none() {
+        config.user(env("PGUSER").or_else(|| env("USER")).unwrap_or_default());
+    }
+    if config.get_password().is_none()
+        && let Some(password) = env("PGPASSWORD")
+    {
+        config.password(password);
+    }
+    if config.get_dbname().is_none()
+        && let Some(db) = env("PGDATABASE")
+    {
+        config.dbname(db);
+    }
+    // A dead server must turn into a prompt 503, not a hung request.
+    config.connect_timeout(Duration::from_secs(5));
+    config.keepalives_idle(Duration::from_secs(30));
+    Ok(config)
+}
+
+/// Why the PostgreSQL hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PgStartError {
+    /// The URL or the pool settings were refused.
+    #[error("{0}")]
+    Config(String),
+    /// The database could not be reached or refused the schema.
+    #[error("PostgreSQL: {0}")]
+    Database(String),
+}
+
+struct Org {
+    id: String,
+    /// The organization's hub id, shared by every node: the sender of every
+    /// reply and pull batch, which devices pin.
+    hub_id: Uuid,
+    /// The highest head this node has seen committed: long-polls wait here.
+    head: watch::Sender<u64>,
+}
+
+/// Every organization's log in one PostgreSQL database.
+pub struct PostgresHub {
+    pool: Pool,
+    orgs: Arc<Vec<Org>>,
+    stamper: Stamper,
+    observe: Observer,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PostgresHub {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+fn database(error: impl std::fmt::Display) -> PgStartError {
+    PgStartError::Database(error.to_string())
+}
+
+impl PostgresHub {
+    /// Connects, migrates the schema, registers each organization (its hub
+    /// id is made once, by whichever node registers it first) and starts
+    /// listening for commits.
+    ///
+    /// # Errors
+    ///
+    /// [`PgStartError::Config`] for a URL that does not parse;
+    /// [`PgStartError::Database`] when the database cannot be reached or a
+    /// migration fails.
+    pub async fn open(
+        url: &str,
+        connections: usize,
+        org_ids: &[String],
+        observe: Observer,
+    ) -> Result<PostgresHub, PgStartError> {
+        let config = connection_config(url).map_err(PgStartError::Config)?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(connections)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| PgStartError::Config(e.to_string()))?;
+        let mut client = pool.get().await.map_err(database)?;
+        migrate(&mut client).await.map_err(database)?;
+        let mut orgs = Vec::new();
+        for id in org_ids {
+            client
+                .execute(
+                    "INSERT INTO spkey_orgs (org, hub_id) VALUES ($1, $2) ON CONFLICT (org) DO NOTHING",
+                    &[id, &Uuid::new_v4()],
+                )
+                .await
+                .map_err(database)?;
+            let row = client
+                .query_one("SELECT hub_id, head FROM spkey_orgs WHERE org = $1", &[id])
+                .await
+                .map_err(database)?;
+            orgs.push(Org {
+                id: id.clone(),
+                hub_id: row.get(0),
+                head: watch::Sender::new(u64::try_from(row.get::<_, i64>(1)).unwrap_or(0)),
+            });
+        }
+        drop(client);
+        let orgs = Arc::new(orgs);
+        let listener = tokio::spawn(listen(config, orgs.clone()));
+        Ok(PostgresHub {
+            pool,
+            orgs,
+            stamper: Stamper::new(Arc::new(SystemClock)),
+            observe,
+            listener,
+        })
+    }
+
+    /// Locks the organization's head, loads what `needs` names, runs
+    /// `decide` on the staged log, writes what it appended, and commits.
+    async fn write<T>(
+        &self,
+        org: usize,
+        needs: Needs,
+        decide: impl FnOnce(&mut Staged<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, HubError> {
+        let started = Instant::now();
+        let org_id = &self.orgs[org].id;
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let txn = client.transaction().await.map_err(pg_error)?;
+        let lock = txn
+            .prepare_cached("SELECT head FROM spkey_orgs WHERE org = $1 FOR UPDATE")
+            .await
+            .map_err(pg_error)?;
+        let head: i64 = txn
+            .query_one(&lock, &[org_id])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        let mut staged = Staged::new(
+            self.orgs[org].hub_id,
+            &self.stamper,
+            u64::try_from(head).map_err(|_| inconsistent("a negative head"))?,
+            &needs,
+        );
+        load(&txn, org_id, &needs, &mut staged).await?;
+        let value = decide(&mut staged)?;
+        let appended = staged.appended();
+        if !appended.is_empty() {
+            let write = txn
+                .prepare_cached(
+                    "WITH new_events AS (
+                        INSERT INTO spkey_events (org, position, event_id, user_id, version, envelope)
+                        SELECT $1, * FROM unnest($2::bigint[], $3::uuid[], $4::uuid[], $5::bigint[], $6::bytea[])
+                    ), taken AS (
+                        INSERT INTO spkey_emails (org, email_key, user_id)
+                        SELECT $1, * FROM unnest($7::text[], $8::uuid[])
+                        ON CONFLICT (org, email_key) DO UPDATE SET user_id = excluded.user_id
+                    ), freed AS (
+                        DELETE FROM spkey_emails WHERE org = $1 AND email_key = ANY($9::text[])
+                    ), moved AS (
+                        UPDATE spkey_orgs SET head = $10 WHERE org = $1
+                    )
+                    SELECT pg_notify('spkey_events', $1 || ' ' || $10::text)",
+                )
+                .await
+                .map_err(pg_error)?;
+            let positions: Vec<i64> = appended.iter().map(|e| as_i64(e.position)).collect();
+            let event_ids: Vec<Uuid> = appended.iter().map(|e| e.event_id).collect();
+            let users: Vec<Uuid> = appended.iter().map(|e| e.aggregate_id()).collect();
+            let versions: Vec<i64> = appended.iter().map(|e| as_i64(e.version)).collect();
+            let envelopes: Vec<Vec<u8>> = appended.iter().map(codec::encode).collect();
+            let (mut taken_keys, mut owners, mut freed) = (Vec::new(), Vec::new(), Vec::new());
+            for (key, owner) in staged.email_changes() {
+                match owner {
+                    Some(owner) => {
+                        taken_keys.push(key);
+                        owners.push(owner);
+                    }
+                    None => freed.push(key),
+                }
+            }
+            let new_head = as_i64(staged.head());
+            txn.query_one(
+                &write,
+                &[
+                    org_id,
+                    &positions,
+                    &event_ids,
+                    &users,
+                    &versions,
+                    &envelopes,
+                    &taken_keys,
+                    &owners,
+                    &freed,
+                    &new_head,
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        let (count, new_head) = (appended.len() as u64, staged.head());
+        drop(staged);
+        txn.commit().await.map_err(pg_error)?;
+        if count > 0 {
+            publish(&self.orgs[org].head, new_head);
+        }
+        (self.observe)(started.elapsed(), count);
+        Ok(value)
+    }
+
+    /// The organization's envelopes after `since`, at most [`PULL_LIMIT`].
+    async fn events_after(&self, org: usize, since: u64) -> Result<Vec<Vec<u8>>, HubError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let read = client
+            .prepare_cached(
+                "SELECT envelope FROM spkey_events WHERE org = $1 AND position > $2
+                 ORDER BY position LIMIT $3",
+            )
+            .await
+            .map_err(pg_error)?;
+        let rows = client
+            .query(
+                &read,
+                &[
+                    &self.orgs[org].id,
+                    &as_i64(since),
+                    &(PULL_LIMIT.min(spkey_store::MAX_BATCH_ITEMS) as i64),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.into_iter().map(|row| row.get(0)).collect())
+    }
+}
+
+/// Applies the migrations not yet applied, in one transaction under the
+/// advisory lock.
+async fn migrate(client: &mut deadpool_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    let txn = client.transaction().await?;
+    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    txn.batch_execute(
+        "CREATE TABLE IF NOT EXISTS spkey_migrations (
+            version integer PRIMARY KEY,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await?;
+    let applied: i32 = txn
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM spkey_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > applied) {
+        txn.batch_execute(sql).await?;
+        txn.execute(
+            "INSERT INTO spkey_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .await?;
+    }
+    txn.commit().await
+}
+
+/// Loads the streams, email owners and event positions `needs` names, in
+/// one pipelined round trip.
+async fn load(
+    txn: &deadpool_postgres::Transaction<'_>,
+    org: &String,
+    needs: &Needs,
+    staged: &mut Staged<'_>,
+) -> Result<(), HubError> {
+    let (streams, emails, ids) = tokio::try_join!(
+        txn.prepare_cached(
+            "SELECT position, envelope FROM spkey_events
+             WHERE org = $1 AND user_id = ANY($2) ORDER BY user_id, version"
+        ),
+        txn.prepare_cached(
+            "SELECT email_key, user_id FROM spkey_emails WHERE org = $1 AND email_key = ANY($2)"
+        ),
+        txn.prepare_cached(
+            "SELECT event_id, position FROM spkey_events WHERE org = $1 AND event_id = ANY($2)"
+        ),
+    )
+    .map_err(pg_error)?;
+    let by_user: [&(dyn ToSql + Sync); 2] = [org, &needs.users];
+    let by_email: [&(dyn ToSql + Sync); 2] = [org, &needs.email_keys];
+    let by_id: [&(dyn ToSql + Sync); 2] = [org, &needs.event_ids];
+    let (streams, emails, ids) = tokio::try_join!(
+        txn.query(&streams, &by_user),
+        txn.query(&emails, &by_email),
+        txn.query(&ids, &by_id),
+    )
+    .map_err(pg_error)?;
+    for row in streams {
+        let position =
+            u64::try_from(row.get::<_, i64>(0)).map_err(|_| inconsistent("a negative position"))?;
+        let recorded = codec::decode(row.get::<_, &[u8]>(1))
+            .map_err(|source| HubError::Failed(StoreError::Corrupt { position, source }))?;
+        if recorded.position != position {
+            return Err(inconsistent(&format!(
+                "row {position} holds the event of position {}",
+                recorded.position
+            )));
+        }
+        staged.load_event(recorded)?;
+    }
+    for row in emails {
+        staged.load_email(row.get(0), row.get(1))?;
+    }
+    for row in ids {
+        let position =
+            u64::try_from(row.get::<_, i64>(1)).map_err(|_| inconsistent("a negative position"))?;
+        staged.load_event_id(row.get(0), position)?;
+    }
+    Ok(())
+}
+
+/// Keeps the highest head seen: commits and notifications may arrive out
+/// of order.
+fn publish(head: &watch::Sender<u64>, new: u64) {
+    head.send_if_modified(|old| {
+        let moved = new > *old;
+        *old = (*old).max(new);
+        moved
+    });
+}
+
+/// Listens for commits on one connection, forever: on every (re)connect it
+/// re-reads each head, so notifications sent while it was away are not
+/// missed.
+async fn listen(config: tokio_postgres::Config, orgs: Arc<Vec<Org>>) {
+    let index: HashMap<String, usize> = orgs
+        .iter()
+        .enumerate()
+        .map(|(i, org)| (org.id.clone(), i))
+        .collect();
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (orgs_, index_) = (orgs.clone(), index.clone());
+                let driver = tokio::spawn(async move {
+                    while let Some(message) =
+                        std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                    {
+                        let Ok(AsyncMessage::Notification(note)) = message else {
+                            if message.is_err() {
+                                break;
+                            }
+                            continue;
+                        };
+                        if let Some((org, head)) = note.payload().split_once(' ')
+                            && let (Some(&i), Ok(head)) = (index_.get(org), head.parse())
+                        {
+                            publish(&orgs_[i].head, head);
+                        }
+                    }
+                });
+                let listening = async {
+                    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+                    for row in client
+                        .query("SELECT org, head FROM spkey_orgs", &[])
+                        .await?
+                    {
+                        if let (Some(&i), Ok(head)) = (
+                            index.get(row.get::<_, &str>(0)),
+                            u64::try_from(row.get::<_, i64>(1)),
+                        ) {
+                            publish(&orgs[i].head, head);
+                        }
+                    }
+                    Ok::<_, tokio_postgres::Error>(())
+                };
+                match listening.await {
+                    Ok(()) => {
+                        let _ = driver.await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen for commits");
+                        driver.abort();
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot connect to listen for commits"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn as_i64(n: u64) -> i64 {
+    // Positions and versions count events: far below i64::MAX.
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn inconsistent(what: &str) -> HubError {
+    HubError::Failed(StoreError::Inconsistent(format!(
+        "the PostgreSQL log holds {what}"
+    )))
+}
+
+/// A database error: the server gone, restarting, out of connections or
+/// resources, or a transaction it aborted to keep the rules is worth a
+/// retry (503); anything else is a failure (500). Either way the
+/// transaction did not commit.
+fn pg_error(error: tokio_postgres::Error) -> HubError {
+    let retry = match error.code() {
+        None => true,
+        Some(code) => {
+            let code = code.code();
+            ["08", "53", "57", "40"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }
+    };
+    if retry {
+        HubError::Unavailable(format!("PostgreSQL: {error}"))
+    } else {
+        HubError::Database(format!("{error}: {:?}", error.as_db_error()))
+    }
+}
+
+fn pool_error(error: PoolError) -> HubError {
+    match error {
+        PoolError::Backend(error) => pg_error(error),
+        other => HubError::Unavailable(format!("no PostgreSQL connection: {other}")),
+    }
+}
+
+impl HubStorage for PostgresHub {
+    async fn create_user(
+        &self,
+        org: usize,
+        id: String,
+        body: Vec<u8>,
+    ) -> Result<Response, HubError> {
+        let command = match contract::parse_create_user(&id, &body) {
+            Ok(command) => command,
+            Err(response) => return Ok(response),
+        };
+        let created = match command.validate() {
+            Ok(created) => created,
+            Err(details) => {
+                return Ok(Response::from_outcome(&Outcome::Rejected(
+                    Rejection::Invalid(details),
+                )));
+            }
+        };
+        let needs = Needs::of_creation(&created);
+        let outcome = self
+            .write(org, needs, |log| {
+                Ok(Outcome::from(log.execute(created, Source::Local)?))
+            })
+            .await?;
+        Ok(Response::from_outcome(&outcome))
+    }
+
+    async fn accept(&self, org: usize, push: Vec<u8>) -> Result<Vec<u8>, HubError> {
+        let hub_id = self.orgs[org].hub_id;
+        // Checking every event (the email rule included) is CPU work: off
+        // the async workers.
+        let push = tokio::task::spawn_blocking(move || Push::open(hub_id, &push))
+            .await
+            .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))??;
+        let needs = Needs::of_push(&push);
+        let items = self.write(org, needs, |log| log.accept_push(&push)).await?;
+        Ok(reply_batch(hub_id, &items))
+    }
+
+    async fn pull(&self, org: usize, since: u64, wait: Duration) -> Result<Vec<u8>, HubError> {
+        let mut head = self.orgs[org].head.subscribe();
+        let mut events = self.events_after(org, since).await?;
+        if events.is_empty() && !wait.is_zero() {
+            // Woken by this node's commits and by NOTIFY from the others.
+            let _ = tokio::time::timeout(wait, head.wait_for(|head| *head > since)).await;
+            events = self.events_after(org, since).await?;
+        }
+        Ok(pull_batch(self.orgs[org].hub_id, &events))
+    }
+
+    async fn health(&self) -> Result<(), HubError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        client.query_one("SELECT 1", &[]).await.map_err(pg_error)?;
+        Ok(())
+    }
+}
