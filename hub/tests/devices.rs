@@ -9,10 +9,8 @@
 
 mod support;
 
-use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -22,69 +20,6 @@ use support::*;
 
 fn long_run() -> bool {
     std::env::var_os("SPKEY_LONG").is_some()
-}
-
-/// Device `d`'s `n`th user: every third takes an email from a pool of
-/// eight that all devices draw from.
-fn command(d: usize, n: usize) -> CreateUser {
-    let id = uuid::Uuid::from_u128(((d as u128) << 32) | n as u128 | 1 << 100).to_string();
-    let email = if n.is_multiple_of(3) {
-        format!("shared{}@example.com", (d + n) % 8)
-    } else {
-        format!("d{d}n{n}@example.com")
-    };
-    CreateUser::new(id, email).first_name(format!("Device {d}"))
-}
-
-/// Syncs until it succeeds or `deadline` passes.
-fn sync_until_done(device: &Store, url: &str, deadline: Instant) {
-    let token = acme_token();
-    loop {
-        match spkey_store::http::sync(device, url, ACME_KEY, &token) {
-            Ok(_) => return,
-            Err(error) if Instant::now() < deadline => {
-                let _ = error;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(error) => panic!("sync never succeeded: {error}"),
-        }
-    }
-}
-
-/// The end state every run must reach; `hub` is the hub's log (see
-/// `support::mirror`).
-pub fn check_converged(devices: &[Store], created: &[Vec<CreateUser>], hub: &Store) {
-    let report = hub.verify().unwrap();
-    assert!(report.is_sound(), "hub unsound: {:?}", report.findings);
-    let events = hub.events(1, usize::MAX).unwrap();
-    let ids: HashSet<_> = events.iter().map(|e| e.event_id).collect();
-    assert_eq!(ids.len(), events.len(), "an event is on the hub twice");
-    for (d, device) in devices.iter().enumerate() {
-        assert!(
-            device.pending().unwrap().is_empty(),
-            "device {d} still has pending events"
-        );
-        for event in &events {
-            let id = event.aggregate_id();
-            let mine = device
-                .user(id)
-                .unwrap()
-                .expect("every hub user is on every device");
-            assert_eq!(Some(mine.profile), hub.user(id).unwrap().map(|u| u.profile));
-        }
-        for command in &created[d] {
-            let id = command.user_id.parse().unwrap();
-            let on_hub = hub.user(id).unwrap();
-            let local = device
-                .user(id)
-                .unwrap()
-                .expect("a created user stays recorded");
-            assert!(
-                local.is_rejected() || on_hub.is_some(),
-                "device {d}: {id} is neither on the hub nor refused"
-            );
-        }
-    }
 }
 
 fn thirty_two_devices_syncing_over_http_converge_with_the_hub(backend: Backend) {
@@ -130,84 +65,6 @@ fn thirty_two_devices_syncing_over_http_converge_with_the_hub(backend: Backend) 
         created.iter().map(Vec::len).sum::<usize>()
     );
     assert!(refused > 0, "the shared emails must have collided");
-}
-
-/// The hub binary on a fixed port, restarted on the same data.
-struct HubProcess {
-    config: PathBuf,
-    child: Option<Child>,
-}
-
-impl HubProcess {
-    fn start(config: &Path) -> HubProcess {
-        let mut hub = HubProcess {
-            config: config.to_owned(),
-            child: None,
-        };
-        hub.restart();
-        hub
-    }
-
-    fn restart(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_spkey-hub"))
-                .arg("--config")
-                .arg(&self.config)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            if line.starts_with("listening on http://") {
-                self.child = Some(child);
-                return;
-            }
-            // The port may still be held by the killed process's socket.
-            let _ = child.wait();
-            assert!(Instant::now() < deadline, "the hub did not restart");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-        }
-    }
-
-    fn terminate(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let stopped = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(stopped.success());
-            let status = child.wait().unwrap();
-            assert!(
-                status.success(),
-                "SIGTERM must stop the hub cleanly: {status}"
-            );
-        }
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn the_hub_killed_at_random_moments_loses_nothing_and_devices_converge(backend: Backend) {

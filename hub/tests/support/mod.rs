@@ -6,8 +6,10 @@
 
 pub mod pg;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
@@ -15,7 +17,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use spkey_hub::Hub;
 use spkey_hub::config::Config;
-use spkey_store::Store;
+use std::collections::HashSet;
+
+use spkey_store::{CreateUser, Store};
 use tempfile::TempDir;
 
 pub const ACME_KEY: &str = "acme-api-key-0123456789";
@@ -149,8 +153,14 @@ impl TestHub {
     }
 
     pub fn start_with(backend: Backend, extra: &str) -> TestHub {
+        TestHub::start_on(backend.storage_line(), extra)
+    }
+
+    /// A hub whose logs are where `storage` (a `data_dir` or `postgres`
+    /// line) says.
+    pub fn start_on(storage: String, extra: &str) -> TestHub {
         let dir = tempfile::tempdir().unwrap();
-        let text = config_on(backend.storage_line(), dir.path(), extra);
+        let text = config_on(storage, dir.path(), extra);
         let config = Config::parse(&text, dir.path()).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -292,4 +302,153 @@ pub fn body(id: &str, email: &str) -> String {
 
 pub fn user_id(n: u128) -> String {
     uuid::Uuid::from_u128(0x0b00_0000 + n).to_string()
+}
+
+/// The hub binary on a fixed port, restarted on the same data.
+pub struct HubProcess {
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl HubProcess {
+    pub fn start(config: &Path) -> HubProcess {
+        let mut hub = HubProcess {
+            config: config.to_owned(),
+            child: None,
+        };
+        hub.restart();
+        hub
+    }
+
+    pub fn restart(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_spkey-hub"))
+                .arg("--config")
+                .arg(&self.config)
+                .stdout(Stdio::piped())
+                // A file, not a pipe nobody reads: a full pipe would block
+                // the hub.
+                .stderr(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(self.config.with_extension("log"))
+                        .unwrap(),
+                )
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            if line.starts_with("listening on http://") {
+                self.child = Some(child);
+                return;
+            }
+            // The port may still be held by the killed process's socket.
+            let _ = child.wait();
+            assert!(Instant::now() < deadline, "the hub did not restart");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let stopped = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(stopped.success());
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "SIGTERM must stop the hub cleanly: {status}"
+            );
+        }
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Device `d`'s `n`th user: every third takes an email from a pool of
+/// eight that all devices draw from.
+pub fn command(d: usize, n: usize) -> CreateUser {
+    let id = uuid::Uuid::from_u128(((d as u128) << 32) | n as u128 | 1 << 100).to_string();
+    let email = if n.is_multiple_of(3) {
+        format!("shared{}@example.com", (d + n) % 8)
+    } else {
+        format!("d{d}n{n}@example.com")
+    };
+    CreateUser::new(id, email).first_name(format!("Device {d}"))
+}
+
+/// Syncs until it succeeds or `deadline` passes.
+pub fn sync_until_done(device: &Store, url: &str, deadline: Instant) {
+    let token = acme_token();
+    loop {
+        match spkey_store::http::sync(device, url, ACME_KEY, &token) {
+            Ok(_) => return,
+            Err(error) if Instant::now() < deadline => {
+                let _ = error;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => panic!("sync never succeeded: {error}"),
+        }
+    }
+}
+
+/// The end state every run must reach; `hub` is the hub's log (see
+/// `support::mirror`).
+pub fn check_converged(devices: &[Store], created: &[Vec<CreateUser>], hub: &Store) {
+    let report = hub.verify().unwrap();
+    assert!(report.is_sound(), "hub unsound: {:?}", report.findings);
+    let events = hub.events(1, usize::MAX).unwrap();
+    let ids: HashSet<_> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), events.len(), "an event is on the hub twice");
+    for (d, device) in devices.iter().enumerate() {
+        assert!(
+            device.pending().unwrap().is_empty(),
+            "device {d} still has pending events"
+        );
+        for event in &events {
+            let id = event.aggregate_id();
+            let mine = device
+                .user(id)
+                .unwrap()
+                .expect("every hub user is on every device");
+            assert_eq!(Some(mine.profile), hub.user(id).unwrap().map(|u| u.profile));
+        }
+        for command in &created[d] {
+            let id = command.user_id.parse().unwrap();
+            let on_hub = hub.user(id).unwrap();
+            let local = device
+                .user(id)
+                .unwrap()
+                .expect("a created user stays recorded");
+            assert!(
+                local.is_rejected() || on_hub.is_some(),
+                "device {d}: {id} is neither on the hub nor refused"
+            );
+        }
+    }
 }

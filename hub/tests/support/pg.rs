@@ -115,7 +115,11 @@ impl PgCluster {
             data = data.display(),
             root = root.display(),
         );
-        Command::new("sh")
+        #[allow(
+            clippy::zombie_processes,
+            reason = "the watchdog must outlive this process, so it is never waited for"
+        )]
+        let _watchdog = Command::new("sh")
             .args(["-c", &stop])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

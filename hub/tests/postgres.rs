@@ -1,0 +1,471 @@
+//! Many hub nodes on one PostgreSQL database: three `spkey-hub` processes
+//! started at once on a fresh database (so they migrate it together), the
+//! same email raced on every node, replays across nodes, a long-poll on one
+//! node woken by a commit on another, 32 devices syncing through random
+//! nodes; then SIGKILLs of random nodes and `pg_ctl restart -m immediate`
+//! mid-load; then PostgreSQL down (503 with `Retry-After`, health says so)
+//! and back (the node reconnects by itself). Every run ends with the log
+//! checked in SQL: positions 1..N with no gap and no duplicate, each event
+//! once, the head row at N.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use spkey_store::{CreateUser, Store};
+use support::pg::PgCluster;
+use support::*;
+
+fn long_run() -> bool {
+    std::env::var_os("SPKEY_LONG").is_some()
+}
+
+/// `n` hub configs on fixed ports, all on the database `db_url`; returns
+/// the config paths and the nodes' URLs.
+fn node_configs(dir: &Path, db_url: &str, n: usize) -> (Vec<std::path::PathBuf>, Vec<String>) {
+    (0..n)
+        .map(|i| {
+            let port = free_port();
+            let config = dir.join(format!("node{i}.toml"));
+            std::fs::write(
+                &config,
+                config_on(format!("postgres = \"{db_url}\""), dir, "")
+                    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+            )
+            .unwrap();
+            (config, format!("http://127.0.0.1:{port}"))
+        })
+        .unzip()
+}
+
+/// The log of `org` as SQL sees it: (rows, highest position, distinct
+/// event ids, the head row).
+fn log_shape(cluster: &PgCluster, db: &str, org: &str) -> (u64, u64, u64, u64) {
+    let out = cluster.psql(
+        db,
+        &format!(
+            "SELECT count(*), coalesce(max(position), 0), count(DISTINCT event_id),
+                    (SELECT head FROM spkey_orgs WHERE org = '{org}')
+             FROM spkey_events WHERE org = '{org}'"
+        ),
+    );
+    let n: Vec<u64> = out.trim().split('|').map(|v| v.parse().unwrap()).collect();
+    (n[0], n[1], n[2], n[3])
+}
+
+/// Positions 1..N, no gap, no duplicate, each event once, head at N.
+fn assert_gap_free(cluster: &PgCluster, db: &str, org: &str) -> u64 {
+    let (rows, max, distinct, head) = log_shape(cluster, db, org);
+    assert_eq!(
+        (rows, distinct, head),
+        (max, max, max),
+        "{org}: {rows} rows, max position {max}, {distinct} distinct events, head {head}"
+    );
+    max
+}
+
+fn db_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap()
+}
+
+#[test]
+fn three_nodes_on_one_database_race_one_email_replay_across_nodes_and_devices_converge() {
+    let cluster = PgCluster::shared();
+    let db_url = cluster.new_database();
+    let dir = tempfile::tempdir().unwrap();
+    let (configs, urls) = node_configs(dir.path(), &db_url, 3);
+    // Started together: the migrations run once, under their lock.
+    let starting: Vec<_> = configs
+        .into_iter()
+        .map(|config| std::thread::spawn(move || HubProcess::start(&config)))
+        .collect();
+    let _nodes: Vec<HubProcess> = starting.into_iter().map(|s| s.join().unwrap()).collect();
+    assert_eq!(
+        cluster
+            .psql(db_name(&db_url), "SELECT count(*) FROM spkey_migrations")
+            .trim(),
+        "1"
+    );
+
+    // The same email raced on every node at once, five times.
+    for round in 0..5u128 {
+        let email = format!("race{round}@example.com");
+        let answers: Vec<(u16, serde_json::Value)> = urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let (url, email) = (url.clone(), email.clone());
+                let id = user_id(100 + round * 10 + i as u128);
+                std::thread::spawn(move || {
+                    let a = create(&url, ACME_KEY, &acme_token(), &id, &body(&id, &email));
+                    (a.status, a.json())
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 201).count(),
+            1,
+            "exactly one owner: {statuses:?}"
+        );
+        assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 2);
+        for (_, body) in answers.iter().filter(|a| a.0 == 409) {
+            assert_eq!(body["details"][0]["field"], "email", "{body}");
+        }
+    }
+
+    // The seed's replay rule across nodes: 200 with the original body.
+    let id = user_id(200);
+    let first = create(
+        &urls[0],
+        ACME_KEY,
+        &acme_token(),
+        &id,
+        &body(&id, "replay@example.com"),
+    );
+    let again = create(
+        &urls[1],
+        ACME_KEY,
+        &acme_token(),
+        &id,
+        &body(&id, "replay@example.com"),
+    );
+    assert_eq!((first.status, again.status), (201, 200));
+    assert_eq!(first.json()["event"], again.json()["event"]);
+
+    // A push replayed to another node gets the same reply, byte for byte.
+    let device = Store::in_memory().unwrap();
+    device
+        .create_user(&CreateUser::new(user_id(201), "pushed@example.com"))
+        .unwrap();
+    let push = device.push().unwrap();
+    let post = |url: &str| {
+        answer(
+            agent()
+                .post(&format!("{url}/sync/push"))
+                .header("Authorization", &format!("Bearer {}", acme_token()))
+                .header("X-API-Key", ACME_KEY)
+                .header("Content-Type", "application/octet-stream")
+                .send(&push[..]),
+        )
+    };
+    let (to_a, to_c) = (post(&urls[0]), post(&urls[2]));
+    assert_eq!((to_a.status, to_c.status), (200, 200));
+    assert_eq!(to_a.body, to_c.body, "the same reply from every node");
+
+    // A long-poll on node B wakes on a commit on node A.
+    let follower = mirror(&urls[0], "acme");
+    let head = follower.head_position().unwrap();
+    let waiting = {
+        let url = urls[1].clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let pulled = answer(
+                agent()
+                    .get(&format!("{url}/sync/pull?since={head}&wait=25"))
+                    .header("Authorization", &format!("Bearer {}", acme_token()))
+                    .header("X-API-Key", ACME_KEY)
+                    .call(),
+            );
+            (pulled, started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let id = user_id(202);
+    let created = create(
+        &urls[0],
+        ACME_KEY,
+        &acme_token(),
+        &id,
+        &body(&id, "wake@example.com"),
+    );
+    assert_eq!(created.status, 201);
+    let (pulled, waited) = waiting.join().unwrap();
+    assert_eq!(pulled.status, 200);
+    assert_eq!(follower.import(&pulled.body).unwrap().imported, 1);
+    assert!(
+        waited < Duration::from_secs(20),
+        "node B's long-poll slept through node A's commit ({waited:?})"
+    );
+    eprintln!("long-poll on node B woke {waited:?} after it began (commit on node A at ~300 ms)");
+
+    // 32 devices, each syncing through a random node every round.
+    let rounds = if long_run() { 25 } else { 4 };
+    let deadline = Instant::now() + Duration::from_secs(if long_run() { 600 } else { 120 });
+    let workers: Vec<_> = (0..32)
+        .map(|d| {
+            let urls = urls.clone();
+            std::thread::spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(d as u64);
+                let device = Store::in_memory().unwrap();
+                let mut created = Vec::new();
+                for round in 0..rounds {
+                    for n in [2 * round, 2 * round + 1] {
+                        let command = command(d, n);
+                        if device.create_user(&command).unwrap().event().is_some() {
+                            created.push(command);
+                        }
+                    }
+                    sync_until_done(&device, &urls[rng.usize(0..urls.len())], deadline);
+                }
+                (device, created)
+            })
+        })
+        .collect();
+    let (devices, created): (Vec<Store>, Vec<Vec<CreateUser>>) =
+        workers.into_iter().map(|w| w.join().unwrap()).unzip();
+    for (d, device) in devices.iter().enumerate() {
+        sync_until_done(device, &urls[d % 3], deadline);
+    }
+    let n = assert_gap_free(cluster, db_name(&db_url), "acme");
+    let log = mirror(&urls[2], "acme");
+    assert_eq!(log.head_position().unwrap(), n);
+    check_converged(&devices, &created, &log);
+}
+
+#[test]
+fn nodes_killed_and_postgres_restarted_mid_load_lose_nothing_and_devices_converge() {
+    let (kills, restarts) = if long_run() { (100, 10) } else { (20, 3) };
+    let cluster = PgCluster::start();
+    let db_url = cluster.new_database();
+    let dir = tempfile::tempdir().unwrap();
+    let (configs, urls) = node_configs(dir.path(), &db_url, 3);
+    let mut nodes: Vec<HubProcess> = configs.iter().map(|c| HubProcess::start(c)).collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    // Every create a node acknowledged (201 or 200): user id → event id.
+    let acknowledged = Arc::new(Mutex::new(HashMap::<String, String>::new()));
+    let creators: Vec<_> = (0..2)
+        .map(|c| {
+            let (urls, stop, acked) = (urls.clone(), stop.clone(), acknowledged.clone());
+            std::thread::spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(0xc0 + c);
+                let mut n = 0u128;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = user_id(1_000_000 * (c as u128 + 1) + n);
+                    let url = &urls[rng.usize(0..urls.len())];
+                    let a = answer_or_none(url, &id);
+                    if let Some((200 | 201, event_id)) = a {
+                        acked.lock().unwrap().insert(id, event_id);
+                        n += 1;
+                    }
+                    // Anything else (the node or the database is down) is
+                    // retried with the same id: a replay, if it had landed.
+                }
+            })
+        })
+        .collect();
+    let devices: Vec<_> = (0..8)
+        .map(|d| {
+            let (urls, stop) = (urls.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(d as u64);
+                let device = Store::in_memory().unwrap();
+                let token = acme_token();
+                let mut created = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let command = command(d, n);
+                    if device.create_user(&command).unwrap().event().is_some() {
+                        created.push(command);
+                    }
+                    n += 1;
+                    let url = &urls[rng.usize(0..urls.len())];
+                    let _ = spkey_store::http::sync(&device, url, ACME_KEY, &token);
+                }
+                (device, created)
+            })
+        })
+        .collect();
+
+    let mut rng = fastrand::Rng::with_seed(0x9e11);
+    let restart_at: Vec<usize> = (1..=restarts).map(|r| r * kills / (restarts + 1)).collect();
+    for k in 0..kills {
+        std::thread::sleep(Duration::from_millis(rng.u64(50..300)));
+        if restart_at.contains(&k) {
+            cluster.restart_immediate();
+        }
+        let node = &mut nodes[rng.usize(0..3)];
+        node.kill();
+        node.restart();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for creator in creators {
+        creator.join().unwrap();
+    }
+    let (devices, created): (Vec<Store>, Vec<Vec<CreateUser>>) =
+        devices.into_iter().map(|w| w.join().unwrap()).unzip();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for _ in 0..2 {
+        for (d, device) in devices.iter().enumerate() {
+            sync_until_done(device, &urls[d % 3], deadline);
+        }
+    }
+
+    let n = assert_gap_free(&cluster, db_name(&db_url), "acme");
+    let log = mirror(&urls[0], "acme");
+    assert_eq!(log.head_position().unwrap(), n);
+    let acknowledged = acknowledged.lock().unwrap();
+    for (id, event_id) in acknowledged.iter() {
+        let user = log
+            .user(id.parse().unwrap())
+            .unwrap()
+            .unwrap_or_else(|| panic!("acknowledged user {id} is lost"));
+        let creation = log
+            .aggregate_events(user.profile.user_id)
+            .unwrap()
+            .into_iter()
+            .next()
+            .unwrap();
+        assert_eq!(&creation.event_id.to_string(), event_id, "{id}");
+    }
+    check_converged(&devices, &created, &log);
+    for node in &mut nodes {
+        node.terminate();
+    }
+    eprintln!(
+        "{kills} node SIGKILLs, {restarts} PostgreSQL restarts: {} acknowledged creates and {} device users, {n} events, none lost or doubled",
+        acknowledged.len(),
+        created.iter().map(Vec::len).sum::<usize>()
+    );
+}
+
+/// One create at `url`: its status and event id, or `None` when the node
+/// could not be reached.
+fn answer_or_none(url: &str, id: &str) -> Option<(u16, String)> {
+    let response = agent()
+        .post(&format!("{url}/users/{id}/CreateUser"))
+        .header("Content-Type", "application/json")
+        .header("Authorization", &format!("Bearer {}", acme_token()))
+        .header("X-API-Key", ACME_KEY)
+        .send(body(id, &format!("{id}@example.com")))
+        .ok()?;
+    let status = response.status().as_u16();
+    let text = response.into_body().read_to_string().ok()?;
+    let body: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some((
+        status,
+        body["event"]["eventId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    ))
+}
+
+#[test]
+fn with_postgres_down_requests_are_503_with_retry_after_and_the_node_recovers_by_itself() {
+    let cluster = PgCluster::start();
+    let db_url = cluster.new_database();
+    let a = TestHub::start_on(format!("postgres = \"{db_url}\""), "");
+    let b = TestHub::start_on(format!("postgres = \"{db_url}\""), "");
+    let id = user_id(300);
+    assert_eq!(
+        create(
+            &a.url,
+            ACME_KEY,
+            &acme_token(),
+            &id,
+            &body(&id, "up@example.com")
+        )
+        .status,
+        201
+    );
+
+    cluster.stop_immediate();
+    let id = user_id(301);
+    let down = create(
+        &a.url,
+        ACME_KEY,
+        &acme_token(),
+        &id,
+        &body(&id, "down@example.com"),
+    );
+    let health = answer(agent().get(&format!("{}/health", a.url)).call());
+    let push = answer(
+        agent()
+            .get(&format!("{}/sync/pull?since=0", b.url))
+            .header("Authorization", &format!("Bearer {}", acme_token()))
+            .header("X-API-Key", ACME_KEY)
+            .call(),
+    );
+    for answer in [&down, &health, &push] {
+        assert_eq!(answer.status, 503);
+        assert_eq!(answer.headers["retry-after"], "1");
+        let body = answer.json();
+        assert_eq!(body["error"], "Service Unavailable");
+        assert_eq!(body["code"], 503);
+        assert!(
+            body["message"].as_str().unwrap().contains("PostgreSQL"),
+            "{body}"
+        );
+    }
+
+    cluster.start_again();
+    // Neither node is restarted: each reconnects by itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        let again = create(
+            &a.url,
+            ACME_KEY,
+            &acme_token(),
+            &id,
+            &body(&id, "down@example.com"),
+        );
+        if again.status != 503 || Instant::now() > deadline {
+            break again;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        again.status, 201,
+        "nothing of the refused request was applied"
+    );
+    assert_eq!(
+        answer(agent().get(&format!("{}/health", b.url)).call()).status,
+        200
+    );
+    // Node B's listener is back too: its long-poll wakes on node A's commit.
+    let head = mirror(&b.url, "acme").head_position().unwrap();
+    assert_eq!(head, 2);
+    let waiting = {
+        let url = b.url.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let pulled = answer(
+                agent()
+                    .get(&format!("{url}/sync/pull?since={head}&wait=25"))
+                    .header("Authorization", &format!("Bearer {}", acme_token()))
+                    .header("X-API-Key", ACME_KEY)
+                    .call(),
+            );
+            (pulled.status, started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let id = user_id(302);
+    assert_eq!(
+        create(
+            &a.url,
+            ACME_KEY,
+            &acme_token(),
+            &id,
+            &body(&id, "back@example.com")
+        )
+        .status,
+        201
+    );
+    let (status, waited) = waiting.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        waited < Duration::from_secs(20),
+        "slept through: {waited:?}"
+    );
+    assert_gap_free(&cluster, db_name(&db_url), "acme");
+}
