@@ -362,13 +362,15 @@ impl Needs {
         needs
     }
 
-    /// What [`Pipeline::execute`] reads for `created`.
-    pub fn of_creation(created: &UserCreated) -> Needs {
-        Needs {
-            users: vec![created.user_id],
-            email_keys: vec![created.email_key()],
-            event_ids: Vec::new(),
+    /// What [`Pipeline::execute`] reads for each of `created`, in turn.
+    pub fn of_creations<'a>(created: impl IntoIterator<Item = &'a UserCreated>) -> Needs {
+        let mut needs = Needs::default();
+        for created in created {
+            needs.users.push(created.user_id);
+            needs.email_keys.push(created.email_key());
         }
+        needs.dedup();
+        needs
     }
 
     fn dedup(&mut self) {

@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use spkey_store::pipeline::{Log, Needs, Pipeline, Source, Staged, Stamper};
 use spkey_store::{
-    Outcome, Push, Rejection, Response, StoreError, SystemClock, codec, contract, pull_batch,
-    reply_batch,
+    Outcome, Push, Rejection, Response, StoreError, SystemClock, UserCreated, codec, contract,
+    pull_batch, reply_batch,
 };
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
@@ -126,8 +126,16 @@ pub enum PgStartError {
     Database(String),
 }
 
+/// A create waiting for its organization's next group commit, and where
+/// its answer goes.
+type Waiter = (UserCreated, oneshot::Sender<Result<Outcome, HubError>>);
+
 struct Org {
     id: String,
+    /// Creates queued for the next commit.
+    queue: std::sync::Mutex<Vec<Waiter>>,
+    /// Held by the request committing the queue (the leader).
+    leading: tokio::sync::Mutex<()>,
     /// The organization's hub id, shared by every node: the sender of every
     /// reply and pull batch, which devices pin.
     hub_id: Uuid,
@@ -203,6 +211,8 @@ impl PostgresHub {
                 .map_err(database)?;
             orgs.push(Org {
                 id: id.clone(),
+                queue: std::sync::Mutex::new(Vec::new()),
+                leading: tokio::sync::Mutex::new(()),
                 hub_id: row.get(0),
                 head: watch::Sender::new(u64::try_from(row.get::<_, i64>(1)).unwrap_or(0)),
             });
@@ -335,6 +345,58 @@ impl PostgresHub {
             .map_err(pg_error)?;
         Ok(rows.into_iter().map(|row| row.get(0)).collect())
     }
+}
+
+impl PostgresHub {
+    /// Group commit: every organization's log takes one writer at a time
+    /// (its head row is locked to commit), so concurrent creates on a node
+    /// queue, and whoever leads commits everything queued so far in one
+    /// transaction, deciding each in arrival order (a later create sees an
+    /// earlier one: the same email twice is a conflict, the same create
+    /// twice a replay). Each request is answered once its group is durable.
+    async fn create_grouped(&self, org: usize, created: UserCreated) -> Result<Outcome, HubError> {
+        let log = &self.orgs[org];
+        let (answer, mut answered) = oneshot::channel();
+        lock(&log.queue).push((created, answer));
+        let _leading = log.leading.lock().await;
+        if let Ok(outcome) = answered.try_recv() {
+            // A leader before us committed our create.
+            return outcome;
+        }
+        let group = std::mem::take(&mut *lock(&log.queue));
+        let needs = Needs::of_creations(group.iter().map(|(created, _)| created));
+        let (creates, answers): (Vec<UserCreated>, Vec<_>) = group.into_iter().unzip();
+        let outcomes = self
+            .write(org, needs, |log| {
+                creates
+                    .into_iter()
+                    .map(|created| Ok(Outcome::from(log.execute(created, Source::Local)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await;
+        match outcomes {
+            Ok(outcomes) => {
+                for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                    let _ = answer.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                // Nothing of the group was committed: each gets the failure.
+                for answer in answers {
+                    let _ = answer.send(Err(error.duplicate()));
+                }
+            }
+        }
+        answered
+            .try_recv()
+            .unwrap_or_else(|_| Err(HubError::Unavailable("the group commit was lost".into())))
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Held only to push or take the queue: never across a panic that could
+    // leave it half-changed.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Applies the migrations not yet applied, in one transaction under the
@@ -551,13 +613,9 @@ impl HubStorage for PostgresHub {
                 )));
             }
         };
-        let needs = Needs::of_creation(&created);
-        let outcome = self
-            .write(org, needs, |log| {
-                Ok(Outcome::from(log.execute(created, Source::Local)?))
-            })
-            .await?;
-        Ok(Response::from_outcome(&outcome))
+        Ok(Response::from_outcome(
+            &self.create_grouped(org, created).await?,
+        ))
     }
 
     async fn accept(&self, org: usize, push: Vec<u8>) -> Result<Vec<u8>, HubError> {

@@ -33,6 +33,19 @@ pub enum HubError {
     Database(String),
 }
 
+impl HubError {
+    /// The same failure for another waiter of a failed group commit: its
+    /// kind (and so its status) kept, the underlying error as text.
+    pub fn duplicate(&self) -> HubError {
+        match self {
+            HubError::Refused(refused) => HubError::Refused(refused.clone()),
+            HubError::Failed(failure) => HubError::Database(failure.to_string()),
+            HubError::Unavailable(why) => HubError::Unavailable(why.clone()),
+            HubError::Database(why) => HubError::Database(why.clone()),
+        }
+    }
+}
+
 impl From<StoreError> for HubError {
     fn from(error: StoreError) -> Self {
         match error {

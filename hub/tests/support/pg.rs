@@ -6,6 +6,11 @@
 //! process exits however it exits (a shared cluster lives in a static,
 //! which Rust never drops).
 
+#![allow(
+    dead_code,
+    reason = "shared by the tests and the benchmark, which use different parts"
+)]
+
 use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,6 +21,9 @@ pub struct PgCluster {
     root: PathBuf,
     pub port: u16,
     bin: PathBuf,
+    /// Whether the server fsyncs: off for the tests (a killed server
+    /// loses nothing the OS has), on for the benchmark's figures.
+    fsync: bool,
 }
 
 /// The newest installed server's binaries.
@@ -76,8 +84,13 @@ fn free_port() -> u16 {
 }
 
 impl PgCluster {
-    /// A new cluster, started.
+    /// A new cluster for the tests, started.
     pub fn start() -> PgCluster {
+        PgCluster::start_with(false)
+    }
+
+    /// A new cluster, started; `fsync` as PostgreSQL's setting.
+    pub fn start_with(fsync: bool) -> PgCluster {
         let bin = bin_dir();
         let root = tempfile::Builder::new()
             .prefix("spkey-pg-")
@@ -126,7 +139,12 @@ impl PgCluster {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut cluster = PgCluster { root, port: 0, bin };
+        let mut cluster = PgCluster {
+            root,
+            port: 0,
+            bin,
+            fsync,
+        };
         for _ in 0..5 {
             cluster.port = free_port();
             if cluster.ctl(&["start"]) {
@@ -143,9 +161,10 @@ impl PgCluster {
     /// succeeded.
     fn ctl(&self, args: &[&str]) -> bool {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync={}",
             self.port,
-            self.root.display()
+            self.root.display(),
+            if self.fsync { "on" } else { "off" }
         );
         as_owner(&self.bin.join("pg_ctl"))
             .arg("-D")

@@ -1,0 +1,251 @@
+//! The hub on PostgreSQL under load, on this machine: `spkey-hub` processes
+//! on one database of a throwaway cluster with `fsync = on` (durable
+//! commits, as the redb figures), driven over keep-alive HTTP connections.
+//!
+//! - seed-endpoint creates per second and p50 / p99 latency at 64
+//!   concurrent clients against 1 node and against 3 nodes (clients spread
+//!   round-robin), with the same organization log behind them;
+//! - `spkey_store::http::sync` of a device with 10,000 pending events
+//!   through one node (one push, one transaction);
+//! - how long a long-poll on node B takes to answer after node A
+//!   acknowledged a create (LISTEN/NOTIFY), over 20 samples.
+//!
+//! `cargo bench -p spkey-hub --bench postgres` writes
+//! `hub/benches/results/postgres.md`. `cargo test --benches` runs it once at
+//! a tiny size; timings are never asserted.
+
+#[path = "../tests/support/pg.rs"]
+mod pg;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use sha2::{Digest, Sha256};
+use spkey_store::{CreateUser, Store};
+
+const KEY: &str = "bench-api-key";
+const SYNC_KEY: &str = "bench-sync-api-key";
+const SECRET: &str = "bench-hs256-secret-bench-hs256-secret";
+
+struct Size {
+    seconds: f64,
+    pending: usize,
+    wakes: usize,
+}
+
+fn size() -> Size {
+    if std::env::args().any(|a| a == "--bench") {
+        Size {
+            seconds: 5.0,
+            pending: 10_000,
+            wakes: 20,
+        }
+    } else {
+        Size {
+            seconds: 0.3,
+            pending: 200,
+            wakes: 2,
+        }
+    }
+}
+
+fn token() -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({"sub": "bench", "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+struct Node {
+    child: Child,
+    url: String,
+}
+
+impl Node {
+    fn start(dir: &Path, n: usize, db_url: &str) -> Node {
+        let config = dir.join(format!("node{n}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\npostgres = \"{db_url}\"\n[limits]\nmax_long_polls = 4096\nmax_concurrent_requests = 4096\npostgres_connections = 32\n\n[[organizations]]\nid = \"bench\"\napi_key_sha256 = [\"{}\"]\njwt_secret = \"{SECRET}\"\n\n[[organizations]]\nid = \"sync\"\napi_key_sha256 = [\"{}\"]\njwt_secret = \"{SECRET}\"\n",
+                hex::encode(Sha256::digest(KEY.as_bytes())),
+                hex::encode(Sha256::digest(SYNC_KEY.as_bytes()))
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spkey-hub"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("the node did not start: {line}"))
+            .to_owned();
+        Node { child, url }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn id(n: usize) -> String {
+    uuid::Uuid::from_u128(n as u128 | 1 << 90).to_string()
+}
+
+fn create(agent: &ureq::Agent, url: &str, token: &str, n: usize) -> u16 {
+    let user = id(n);
+    let body = format!(r#"{{"userId":"{user}","email":"u{n}@example.com"}}"#);
+    let mut response = agent
+        .post(&format!("{url}/users/{user}/CreateUser"))
+        .header("Content-Type", "application/json")
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("X-API-Key", KEY)
+        .send(&body)
+        .unwrap();
+    let _ = response.body_mut().read_to_vec();
+    response.status().as_u16()
+}
+
+/// Creates per second and p50 / p99 latency (ms) of 64 clients, client `c`
+/// on node `c % urls.len()`, for `seconds`.
+fn drive(urls: &[String], token: &Arc<String>, base: usize, seconds: f64) -> (f64, f64, f64) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..64)
+        .map(|c| {
+            let (url, token, next) = (urls[c % urls.len()].clone(), token.clone(), next.clone());
+            std::thread::spawn(move || {
+                let agent = agent();
+                let mut latencies = Vec::new();
+                while Instant::now() < until {
+                    let n = base + next.fetch_add(1, Ordering::Relaxed);
+                    let t = Instant::now();
+                    assert_eq!(create(&agent, &url, &token, n), 201);
+                    latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all: Vec<f64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let took = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    (all.len() as f64 / took, at(0.5), at(0.99))
+}
+
+fn main() {
+    let size = size();
+    let cluster = pg::PgCluster::start_with(true);
+    let db_url = cluster.new_database();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<Node> = (0..3)
+        .map(|n| Node::start(dir.path(), n, &db_url))
+        .collect();
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let token = Arc::new(token());
+
+    let one = drive(&urls[..1], &token, 0, size.seconds);
+    let three = drive(&urls, &token, 10_000_000, size.seconds);
+
+    let device = Store::in_memory().unwrap();
+    let commands: Vec<CreateUser> = (0..size.pending)
+        .map(|n| CreateUser::new(id(50_000_000 + n), format!("p{n}@example.com")))
+        .collect();
+    device.execute_batch(&commands).unwrap();
+    let started = Instant::now();
+    let summary = spkey_store::http::sync(&device, &urls[0], SYNC_KEY, &token).unwrap();
+    let sync_took = started.elapsed();
+    assert_eq!(summary.accepted, size.pending);
+
+    // Wake latency: from node A's 201 to node B's long-poll answer.
+    let mut wakes = Vec::new();
+    let head = Store::in_memory().unwrap();
+    spkey_store::http::sync(&head, &urls[1], KEY, &token).unwrap();
+    let mut since = head.head_position().unwrap();
+    for w in 0..size.wakes {
+        let (url, token_) = (urls[1].clone(), token.clone());
+        let poll = std::thread::spawn(move || {
+            let mut response = agent()
+                .get(&format!("{url}/sync/pull?since={since}&wait=10"))
+                .header("Authorization", &format!("Bearer {token_}"))
+                .header("X-API-Key", KEY)
+                .call()
+                .unwrap();
+            let _ = response.body_mut().read_to_vec();
+            Instant::now()
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(create(&agent(), &urls[0], &token, 90_000_000 + w), 201);
+        let acknowledged = Instant::now();
+        let answered = poll.join().unwrap();
+        wakes.push(
+            answered
+                .saturating_duration_since(acknowledged)
+                .as_secs_f64()
+                * 1e3,
+        );
+        since += 1;
+    }
+    wakes.sort_by(f64::total_cmp);
+
+    let mut table =
+        String::from("| nodes | clients | creates/s | p50 ms | p99 ms |\n|---|---|---|---|---|\n");
+    for (nodes, row) in [(1, one), (3, three)] {
+        table += &format!(
+            "| {nodes} | 64 | {:.0} | {:.2} | {:.2} |\n",
+            row.0, row.1, row.2
+        );
+    }
+    table += &format!(
+        "\n- sync of a device's {} pending events through one node (push, reply, pull back): {:.0} ms\n",
+        size.pending,
+        sync_took.as_secs_f64() * 1e3
+    );
+    table += &format!(
+        "- a long-poll on node B answers {:.1} ms (median; max {:.1} ms, {} samples) after node A acknowledged a create\n",
+        wakes[wakes.len() / 2],
+        wakes[wakes.len() - 1],
+        wakes.len()
+    );
+    print!("{table}");
+    if std::env::args().any(|a| a == "--bench") {
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+        std::fs::create_dir_all(&results).unwrap();
+        std::fs::write(results.join("postgres.md"), &table).unwrap();
+    }
+}
