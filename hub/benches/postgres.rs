@@ -196,8 +196,9 @@ fn main() {
     let mut wakes = Vec::new();
     let head = Store::in_memory().unwrap();
     spkey_store::http::sync(&head, &urls[1], KEY, &token).unwrap();
-    let mut since = head.head_position().unwrap();
+    let first = head.head_position().unwrap();
     for w in 0..size.wakes {
+        let since = first + w as u64;
         let (url, token_) = (urls[1].clone(), token.clone());
         let poll = std::thread::spawn(move || {
             let mut response = agent()
@@ -219,7 +220,6 @@ fn main() {
                 .as_secs_f64()
                 * 1e3,
         );
-        since += 1;
     }
     wakes.sort_by(f64::total_cmp);
 
