@@ -14,6 +14,7 @@ mod fuzz_regressions;
 mod golden;
 mod hardening;
 mod kill;
+mod pipeline;
 mod props;
 mod store;
 mod support;
