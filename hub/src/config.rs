@@ -361,6 +361,14 @@ mod tests {
     fn a_bad_config_is_refused_naming_the_key() {
         let good = config(&org("acme", DIGEST));
         assert!(Config::parse(&good, Path::new(".")).is_ok());
+        let on_postgres = good.replace(
+            "data_dir = \"d\"",
+            "postgres = \"postgres://spkey@db:5433/spkey\"",
+        );
+        assert_eq!(
+            Config::parse(&on_postgres, Path::new(".")).unwrap().storage,
+            Storage::Postgres("postgres://spkey@db:5433/spkey".into())
+        );
         let other = DIGEST.replace('9', "8");
         for (text, key) in [
             (good.replace("listen", "lisen"), "lisen"),
@@ -381,6 +389,24 @@ mod tests {
                 "api_key_sha256",
             ),
             (config(&org("ac/me", DIGEST)), "organizations[0].id"),
+            (
+                good.replace(
+                    "data_dir = \"d\"",
+                    "data_dir = \"d\"\npostgres = \"postgres://h/db\"",
+                ),
+                "`postgres`: either",
+            ),
+            (
+                good.replace("data_dir = \"d\"", "postgres = \"mysql://h/db\""),
+                "`postgres`: not a PostgreSQL connection URL",
+            ),
+            (
+                good.replace(
+                    "data_dir = \"d\"",
+                    "postgres = \"postgres://h/db\"\n[limits]\npostgres_connections = 0",
+                ),
+                "limits",
+            ),
             (
                 config(&org("acme", DIGEST)).replace("jwt_secret", "jwt_public_key_pem"),
                 "jwt_public_key_pem",

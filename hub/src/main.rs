@@ -1,6 +1,8 @@
 //! `spkey-hub --config hub.toml`: prints `listening on http://ADDR` once it
 //! accepts connections; stops on SIGTERM or Ctrl-C after answering the
-//! requests in flight. A bad config exits 2 naming the key.
+//! requests in flight. A bad config exits 2 naming the key. Logs go to
+//! stderr, filtered by `RUST_LOG` (default `warn`: storage failures, lost
+//! database connections).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +23,13 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(error) => {

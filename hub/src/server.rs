@@ -150,6 +150,7 @@ fn hub_error(error_: HubError) -> Response {
         ),
         HubError::Refused(refused) => error(StatusCode::BAD_REQUEST, refused.to_string()),
         HubError::Unavailable(why) => {
+            tracing::warn!(%why, "storage unavailable");
             let mut response = error(StatusCode::SERVICE_UNAVAILABLE, why);
             response
                 .headers_mut()

@@ -514,3 +514,54 @@ fn concurrent_creates_on_one_node_share_commits_and_are_decided_in_turn() {
     );
     assert_eq!(hub.log("acme").head_position().unwrap(), 2);
 }
+
+#[test]
+fn the_pg_environment_variables_fill_what_the_url_leaves_out() {
+    let cluster = PgCluster::shared();
+    let db_url = cluster.new_database();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        config_on("postgres = \"postgres://\"".into(), dir.path(), ""),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spkey-hub"))
+        .arg("--config")
+        .arg(&config)
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", cluster.port.to_string())
+        .env("PGUSER", "spkey")
+        .env("PGDATABASE", db_name(&db_url))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line.trim().strip_prefix("listening on ").map(str::to_owned);
+    let id = user_id(500);
+    let created = url.as_ref().map(|url| {
+        create(
+            url,
+            ACME_KEY,
+            &acme_token(),
+            &id,
+            &body(&id, "env@example.com"),
+        )
+        .status
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(created, Some(201), "the hub did not start: {line}");
+    assert_eq!(
+        cluster
+            .psql(db_name(&db_url), "SELECT count(*) FROM spkey_events")
+            .trim(),
+        "1"
+    );
+}
