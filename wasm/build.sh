@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the npm package `spkey-store` into wasm/pkg/:
-#   pkg/web/   ES module for browsers, workers and bundlers (call init() first)
-#   pkg/node/  CommonJS for Node (ready on require/import)
+#   pkg/web/   ES module for browsers, workers and bundlers (call init() first),
+#              the one .wasm, and the entries for Deno and workerd
+#   pkg/node/  CommonJS for Node, with an ES module wrapper (ready on
+#              require/import; init() is a no-op there, for shared code)
 # with package.json, the .d.ts types generated from the Rust types, and the
 # package README. wasm-opt comes from npm's binaryen (Debian's is too old for
 # wasm-bindgen's output). Needs what scripts/setup installs.
@@ -12,17 +14,25 @@ cargo build -p spkey-store-wasm --target wasm32-unknown-unknown --profile wasm-r
 wasm=../target/wasm32-unknown-unknown/wasm-release/spkey_store_wasm.wasm
 
 rm -rf pkg
+wasm-bindgen --target web --out-dir pkg/web --out-name spkey_store "$wasm"
+wasm-bindgen --target nodejs --out-dir pkg/node --out-name spkey_store "$wasm"
+# Both targets emit the same .wasm: ship it once, in web/, and point the
+# Node glue at it.
+cmp -s pkg/web/spkey_store_bg.wasm pkg/node/spkey_store_bg.wasm
+rm pkg/node/spkey_store_bg.wasm pkg/node/spkey_store_bg.wasm.d.ts
+grep -q '`${__dirname}/spkey_store_bg.wasm`' pkg/node/spkey_store.js
+sed -i 's|`${__dirname}/spkey_store_bg.wasm`|`${__dirname}/../web/spkey_store_bg.wasm`|' pkg/node/spkey_store.js
+# --low-memory-unused lets wasm-opt fold constant offsets into loads and
+# stores (2.6 KB gzipped). Rust lays the stack out first, so the low 1 KiB
+# is the bottom of a 1 MiB stack: reached only by an overflow, which is
+# already fatal.
+node_modules/.bin/wasm-opt -Oz --converge --low-memory-unused --enable-bulk-memory --enable-nontrapping-float-to-int \
+  --enable-sign-ext --enable-mutable-globals --enable-reference-types \
+  pkg/web/spkey_store_bg.wasm -o pkg/web/spkey_store_bg.wasm
+# wasm-bindgen's classes declare [Symbol.dispose]: name the lib it is in, so
+# `tsc` with its default lib accepts the types (no skipLibCheck needed).
 for target in web node; do
-  flavour=$target
-  [ "$target" = node ] && flavour=nodejs
-  wasm-bindgen --target "$flavour" --out-dir "pkg/$target" --out-name spkey_store "$wasm"
-  # --low-memory-unused lets wasm-opt fold constant offsets into loads and
-  # stores (2.6 KB gzipped). Rust lays the stack out first, so the low 1 KiB
-  # is the bottom of a 1 MiB stack: reached only by an overflow, which is
-  # already fatal.
-  node_modules/.bin/wasm-opt -Oz --converge --low-memory-unused --enable-bulk-memory --enable-nontrapping-float-to-int \
-    --enable-sign-ext --enable-mutable-globals --enable-reference-types \
-    "pkg/$target/spkey_store_bg.wasm" -o "pkg/$target/spkey_store_bg.wasm"
+  sed -i '1i /// <reference lib="esnext.disposable" />' "pkg/$target/spkey_store.d.ts"
 done
 echo '{ "type": "module" }' > pkg/web/package.json
 echo '{ "type": "commonjs" }' > pkg/node/package.json
@@ -41,7 +51,34 @@ JS
 cat > pkg/node/index.js <<'JS'
 const store = require('./spkey_store.js');
 require('./sync.js').installSync(store.EventStore);
-module.exports = store;
+// Ready on require: init() is a no-op here, so code shared with the
+// browser (`await init()`) runs unchanged.
+const init = async () => ({});
+module.exports = { ...store, default: init, initSync: () => ({}) };
+JS
+cat > pkg/node/index.mjs <<'JS'
+// Node's ES module entry: the CommonJS module (one instance for both), with
+// the browser entry's default export, a no-op init.
+import store from './index.js';
+export const { EventStore } = store;
+export const initSync = store.initSync;
+export default store.default;
+JS
+# Deno: ready on import like Node (reads the .wasm: --allow-read).
+cat > pkg/web/deno.js <<'JS'
+import { initSync } from './spkey_store.js';
+initSync({ module: await Deno.readFile(new URL('./spkey_store_bg.wasm', import.meta.url)) });
+export * from './index.js';
+export default async function init() { return {}; }
+JS
+# workerd (Cloudflare Workers): its bundler imports a .wasm as a
+# WebAssembly.Module; ready on import.
+cat > pkg/web/workerd.js <<'JS'
+import wasmModule from './spkey_store_bg.wasm';
+import { initSync } from './spkey_store.js';
+initSync({ module: wasmModule });
+export * from './index.js';
+export default async function init() { return {}; }
 JS
 types='
 /** Options of `EventStore.sync`. */
@@ -68,15 +105,17 @@ cat > pkg/package.json <<JSON
   "license": "MIT OR Apache-2.0",
   "exports": {
     ".": {
+      "types": "./web/index.d.ts",
+      "deno": "./web/deno.js",
+      "workerd": "./web/workerd.js",
       "node": {
-        "types": "./node/index.d.ts",
-        "default": "./node/index.js"
+        "import": "./node/index.mjs",
+        "require": "./node/index.js"
       },
-      "default": {
-        "types": "./web/index.d.ts",
-        "default": "./web/index.js"
-      }
-    }
+      "default": "./web/index.js"
+    },
+    "./spkey_store_bg.wasm": "./web/spkey_store_bg.wasm",
+    "./package.json": "./package.json"
   },
   "main": "./node/index.js",
   "module": "./web/index.js",

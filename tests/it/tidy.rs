@@ -139,3 +139,30 @@ fn the_store_error_stays_non_exhaustive() {
     let before = text.split("pub enum StoreError").next().unwrap();
     assert!(before.trim_end().ends_with("#[non_exhaustive]"));
 }
+
+/// The names between the quotes of `"Name"` after each `marker` in `text`.
+fn quoted_after(text: &str, marker: &str, quote: char) -> Vec<String> {
+    text.split(marker)
+        .skip(1)
+        .filter_map(|rest| {
+            let rest = rest.trim_start().strip_prefix(quote)?;
+            Some(rest[..rest.find(quote)?].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn every_error_name_the_package_throws_is_in_its_typescript_union() {
+    let read = |path: &str| std::fs::read_to_string(root().join(path)).unwrap();
+    let mut thrown = quoted_after(&read("wasm/src/error.rs"), ": &str =", '"');
+    thrown.extend(quoted_after(&read("wasm/js/sync.js"), "hubError(", '\''));
+    thrown.sort();
+    thrown.dedup();
+    let lib = read("wasm/src/lib.rs");
+    let union = &lib[lib.find("export type SpkeyErrorName").unwrap()..];
+    let union = &union[..union.find(';').unwrap()];
+    let mut typed = quoted_after(union, "|", '"');
+    typed.sort();
+    assert!(thrown.len() >= 10, "the scan found too few names: {thrown:?}");
+    assert_eq!(thrown, typed, "the names thrown and SpkeyErrorName differ");
+}

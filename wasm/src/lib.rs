@@ -25,13 +25,58 @@ use error::{js_error, store_error};
 use opfs::OpfsBackend;
 
 // The API's names for the generated types (their Rust names describe them as
-// JSON shapes). The only hand-written TypeScript: aliases, no shapes.
+// JSON shapes), narrowed to what each method returns so that a caller can
+// switch on them: the shapes stay generated; only the literals that the
+// Rust types cannot say (`success: true`, the status codes, which `data`
+// goes with which `eventType`) and the request body are written here.
+// `tests/types` holds them to the generated shapes under strict `tsc`.
 #[wasm_bindgen(typescript_custom_section)]
 const TS_NAMES: &'static str = r#"
-export type CreateUserResponse = SuccessBody;
-export type ErrorResponse = ErrorBody;
-export type RecordedEvent = EventJson;
+/** The body `createUser` takes, as the API does (or its JSON text). */
+export interface CreateUserRequest {
+    userId: string;
+    email: string;
+    firstName?: string | null;
+    lastName?: string | null;
+    phoneNumber?: string | null;
+}
+/** A recorded event: `data` is what its `eventType` says. */
+export type RecordedEvent =
+    | (Omit<EventJson, "eventType" | "data"> & { eventType: "UserCreated"; data: UserJson })
+    | (Omit<EventJson, "eventType" | "data"> & { eventType: "UserCreationRejected"; data: RejectionJson });
+/** The success body: 201, or 200 for a replay. `if (answer.success)` narrows. */
+export interface CreateUserResponse extends Omit<SuccessBody, "success" | "event"> {
+    success: true;
+    event: RecordedEvent;
+}
+/** The error body: 400, 409 or 413 (returned, never thrown). */
+export interface ErrorResponse extends Omit<ErrorBody, "code"> {
+    success?: undefined;
+    code: 400 | 409 | 413;
+}
+/** `createUserWithStatus`: the status beside the body, narrowed together. */
+export type CreateUserAnswer =
+    | { status: 201 | 200; body: CreateUserResponse }
+    | { status: 400 | 409 | 413; body: ErrorResponse };
+/** A user's current state. */
 export type User = UserStateJson;
+/** The `name` of every error this package throws. */
+export type SpkeyErrorName =
+    | "StoreLockedError"
+    | "CorruptStoreError"
+    | "UnsupportedFormatError"
+    | "StorageError"
+    | "InvalidArgumentError"
+    | "NotSupportedError"
+    | "StoreClosedError"
+    | "BatchRefusedError"
+    | "HubUnreachableError"
+    | "HubRefusedError";
+/** An error this package throws; `status` on `HubRefusedError`. */
+export interface SpkeyError extends Error {
+    name: SpkeyErrorName;
+    status?: number;
+}
 "#;
 
 /// Where a store's bytes live, kept to take snapshots of them.
@@ -186,7 +231,7 @@ impl EventStore {
     pub fn create_user(
         &self,
         id: &str,
-        #[wasm_bindgen(unchecked_param_type = "object | string")] body: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "CreateUserRequest | string")] body: JsValue,
     ) -> Result<JsValue, JsValue> {
         let response = self.respond(id, &body)?;
         to_js(&response.body)
@@ -196,12 +241,12 @@ impl EventStore {
     /// `{ status, body }`, to tell a 201 from a replay's 200.
     #[wasm_bindgen(
         js_name = createUserWithStatus,
-        unchecked_return_type = "{ status: number; body: CreateUserResponse | ErrorResponse }"
+        unchecked_return_type = "CreateUserAnswer"
     )]
     pub fn create_user_with_status(
         &self,
         id: &str,
-        #[wasm_bindgen(unchecked_param_type = "object | string")] body: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "CreateUserRequest | string")] body: JsValue,
     ) -> Result<JsValue, JsValue> {
         #[derive(Serialize)]
         struct WithStatus<'a> {

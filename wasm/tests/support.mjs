@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const roots = { '/pkg/': join(here, '..', 'pkg'), '/page/': join(here, 'page') };
+const defaultRoots = { '/pkg/': join(here, '..', 'pkg'), '/page/': join(here, 'page') };
 const types = {
   '.html': 'text/html',
   '.js': 'text/javascript',
@@ -20,8 +20,9 @@ const types = {
   '.json': 'application/json',
 };
 
-/** Serves wasm/pkg at /pkg/ and tests/page at /page/ on 127.0.0.1. */
-export async function serve() {
+/** Serves wasm/pkg at /pkg/ and tests/page at /page/ on 127.0.0.1, or
+ *  the directories of `roots` (URL prefix → directory). */
+export async function serve(roots = defaultRoots) {
   const server = createServer(async (req, res) => {
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
     const prefix = Object.keys(roots).find((p) => path.startsWith(p));

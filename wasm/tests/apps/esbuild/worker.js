@@ -1,0 +1,9 @@
+// worker.js, bundled with: esbuild worker.js --bundle --format=esm --loader:.wasm=file --outdir=dist
+import init, { EventStore } from 'spkey-store';
+import wasmUrl from 'spkey-store/spkey_store_bg.wasm'; // esbuild copies it next to the bundle
+
+const ready = init({ module_or_path: wasmUrl }).then(() => EventStore.openOpfs('users.redb'));
+self.onmessage = async ({ data: { id, body } }) => {
+  const store = await ready;
+  self.postMessage(store.createUser(id, body));
+};
