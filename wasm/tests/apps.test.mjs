@@ -61,11 +61,17 @@ test('the tarball holds one wasm', () => {
   assert.deepEqual(wasm.map((f) => f.path), ['web/spkey_store_bg.wasm']);
 });
 
-test("the package README's examples are the fixture apps' files", () => {
-  const readme = readFileSync(join(wasmDir, 'README.md'), 'utf8');
-  for (const file of ['node/app.mjs', 'ts/app.ts', 'web/main.js', 'web/worker.js', 'esbuild/worker.js', 'edge/handler.mjs']) {
-    const source = readFileSync(join(here, 'apps', file), 'utf8').trim();
-    assert.ok(readme.includes(source), `wasm/README.md does not show tests/apps/${file} as it is`);
+test("the READMEs' examples are the fixture apps' files", () => {
+  const shown = {
+    'wasm/README.md': ['node/app.mjs', 'ts/app.ts', 'web/main.js', 'web/worker.js', 'esbuild/worker.js', 'edge/handler.mjs'],
+    'README.md': ['web/worker.js'],
+  };
+  for (const [readmePath, files] of Object.entries(shown)) {
+    const readme = readFileSync(join(wasmDir, '..', readmePath), 'utf8');
+    for (const file of files) {
+      const source = readFileSync(join(here, 'apps', file), 'utf8').trim();
+      assert.ok(readme.includes(source), `${readmePath} does not show tests/apps/${file} as it is`);
+    }
   }
 });
 
