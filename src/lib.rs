@@ -56,6 +56,7 @@ mod memory;
 pub mod pipeline;
 mod readonly;
 mod store;
+mod subscribe;
 mod sync;
 mod user;
 mod verify;
@@ -73,6 +74,7 @@ pub use memory::MemoryBackend;
 /// [`StoreBuilder::backend`].
 pub use redb::StorageBackend;
 pub use store::{DEFAULT_CACHE_BYTES, Outcome, STORE_FORMAT, Store, StoreBuilder};
+pub use subscribe::{CommitListener, Subscription};
 pub use sync::{ImportSummary, Push, ReplySummary, pull_batch, reply_batch};
 pub use user::{CreateUser, Decision, Field, FieldError, Rejection, User, apply, decide};
 pub use verify::{Finding, VerifyReport};

@@ -20,7 +20,8 @@ use crate::event::RecordedEvent;
 #[cfg(not(target_family = "wasm"))]
 use crate::group::Group;
 use crate::log::{self, Bytes, EMAILS, EVENTS, META, STREAMS, Writer};
-use crate::pipeline::{Pipeline, Stamper};
+use crate::pipeline::{Log, Pipeline, Stamper};
+use crate::subscribe::Commits;
 use crate::user::{CreateUser, Rejection, User};
 use crate::verify::VerifyReport;
 
@@ -248,6 +249,7 @@ impl StoreBuilder {
             snapshot: Mutex::new(None),
             #[cfg(not(target_family = "wasm"))]
             group: Group::default(),
+            commits: Commits::default(),
         })
     }
 }
@@ -415,6 +417,8 @@ pub struct Store {
     snapshot: Mutex<Option<Arc<Snapshot>>>,
     #[cfg(not(target_family = "wasm"))]
     group: Group,
+    /// Announces commits to subscriptions and listeners.
+    commits: Commits,
 }
 
 /// A read transaction with the tables point reads use already open.
@@ -537,14 +541,15 @@ impl Store {
             let mut txn = self.db().begin_write()?;
             txn.set_durability(self.durability)
                 .map_err(|e| StoreError::Storage(e.into()))?;
-            let (value, dirty) = {
+            let (value, dirty, head) = {
                 let mut writer = Writer::open(&txn, self.store_id, &self.stamper)?;
                 let value = f(&mut writer)?;
-                (value, writer.dirty())
+                (value, writer.dirty(), writer.head())
             };
             if dirty {
                 txn.commit()?;
                 self.forget_snapshot();
+                self.commits.committed(head);
             } else {
                 txn.abort()?;
             }
@@ -598,6 +603,10 @@ impl Store {
             emails: txn.open_table(EMAILS)?,
             txn,
         })
+    }
+
+    pub(crate) fn commits(&self) -> &Commits {
+        &self.commits
     }
 
     /// Retires the shared snapshot after a commit (so reads see it) and

@@ -17,6 +17,7 @@ mod kill;
 mod pipeline;
 mod props;
 mod store;
+mod subscribe;
 mod support;
 mod sync;
 mod tidy;

@@ -163,6 +163,9 @@ fn every_error_name_the_package_throws_is_in_its_typescript_union() {
     let union = &union[..union.find(';').unwrap()];
     let mut typed = quoted_after(union, "|", '"');
     typed.sort();
-    assert!(thrown.len() >= 10, "the scan found too few names: {thrown:?}");
+    assert!(
+        thrown.len() >= 10,
+        "the scan found too few names: {thrown:?}"
+    );
     assert_eq!(thrown, typed, "the names thrown and SpkeyErrorName differ");
 }
