@@ -74,7 +74,9 @@ pub use memory::MemoryBackend;
 /// [`StoreBuilder::backend`].
 pub use redb::StorageBackend;
 pub use store::{DEFAULT_CACHE_BYTES, Outcome, STORE_FORMAT, Store, StoreBuilder};
-pub use subscribe::{CommitListener, Subscription};
+#[cfg(not(target_family = "wasm"))]
+pub use subscribe::CommitListener;
+pub use subscribe::Subscription;
 pub use sync::{ImportSummary, Push, ReplySummary, pull_batch, reply_batch};
 pub use user::{CreateUser, Decision, Field, FieldError, Rejection, User, apply, decide};
 pub use verify::{Finding, VerifyReport};

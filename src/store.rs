@@ -21,6 +21,7 @@ use crate::event::RecordedEvent;
 use crate::group::Group;
 use crate::log::{self, Bytes, EMAILS, EVENTS, META, STREAMS, Writer};
 use crate::pipeline::{Log, Pipeline, Stamper};
+#[cfg(not(target_family = "wasm"))]
 use crate::subscribe::Commits;
 use crate::user::{CreateUser, Rejection, User};
 use crate::verify::VerifyReport;
@@ -249,6 +250,7 @@ impl StoreBuilder {
             snapshot: Mutex::new(None),
             #[cfg(not(target_family = "wasm"))]
             group: Group::default(),
+            #[cfg(not(target_family = "wasm"))]
             commits: Commits::default(),
         })
     }
@@ -417,7 +419,8 @@ pub struct Store {
     snapshot: Mutex<Option<Arc<Snapshot>>>,
     #[cfg(not(target_family = "wasm"))]
     group: Group,
-    /// Announces commits to subscriptions and listeners.
+    /// Announces commits to waiting subscriptions and listeners.
+    #[cfg(not(target_family = "wasm"))]
     commits: Commits,
 }
 
@@ -549,7 +552,12 @@ impl Store {
             if dirty {
                 txn.commit()?;
                 self.forget_snapshot();
+                // A browser's store has one thread and its JS wrapper
+                // announces changes itself: no waiters to wake there.
+                #[cfg(not(target_family = "wasm"))]
                 self.commits.committed(head);
+                #[cfg(target_family = "wasm")]
+                let _ = head;
             } else {
                 txn.abort()?;
             }
@@ -605,6 +613,7 @@ impl Store {
         })
     }
 
+    #[cfg(not(target_family = "wasm"))]
     pub(crate) fn commits(&self) -> &Commits {
         &self.commits
     }

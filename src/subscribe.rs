@@ -9,8 +9,7 @@
 //! bookkeeping beyond the cursor: positions are gap-free and never reused.
 
 #[cfg(not(target_family = "wasm"))]
-use std::sync::Condvar;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 #[cfg(not(target_family = "wasm"))]
 use std::time::{Duration, Instant};
 
@@ -19,30 +18,33 @@ use crate::event::RecordedEvent;
 use crate::store::Store;
 
 /// A listener told the new head after each commit.
+#[cfg(not(target_family = "wasm"))]
 pub(crate) type Listener = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// What commits announce: the head, a condition variable for threads that
-/// wait, and the registered listeners.
+/// wait, and the registered listeners. Native only: the browser package
+/// announces changes in its JS.
+#[cfg(not(target_family = "wasm"))]
 #[derive(Default)]
 pub(crate) struct Commits {
     head: Mutex<Option<u64>>,
-    #[cfg(not(target_family = "wasm"))]
     moved: Condvar,
     listeners: Mutex<Vec<(u64, Listener)>>,
     next_id: Mutex<u64>,
 }
 
+#[cfg(not(target_family = "wasm"))]
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here is a plain assignment or push: a panic
     // elsewhere cannot leave the data half-changed.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+#[cfg(not(target_family = "wasm"))]
 impl Commits {
     /// Announces a commit that moved the log's head to `head`.
     pub(crate) fn committed(&self, head: u64) {
         *lock(&self.head) = Some(head);
-        #[cfg(not(target_family = "wasm"))]
         self.moved.notify_all();
         // Called outside the lock: a listener may subscribe or read.
         let listeners: Vec<Listener> = lock(&self.listeners)
@@ -57,12 +59,14 @@ impl Commits {
 
 /// Removes its listener from the store when dropped (see
 /// [`Store::on_commit`]).
+#[cfg(not(target_family = "wasm"))]
 #[must_use = "the listener is removed when this is dropped"]
 pub struct CommitListener<'s> {
     store: &'s Store,
     id: u64,
 }
 
+#[cfg(not(target_family = "wasm"))]
 impl Drop for CommitListener<'_> {
     fn drop(&mut self) {
         lock(&self.store.commits().listeners).retain(|(id, _)| *id != self.id);
@@ -148,6 +152,7 @@ impl Store {
     /// on the committing thread, until the returned guard is dropped. For
     /// waking an async task that then [`poll`](Subscription::poll)s; keep
     /// it short and do not write to the store from it.
+    #[cfg(not(target_family = "wasm"))]
     pub fn on_commit(&self, listener: impl Fn(u64) + Send + Sync + 'static) -> CommitListener<'_> {
         let commits = self.commits();
         let id = {

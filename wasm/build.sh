@@ -41,16 +41,21 @@ echo '{ "type": "commonjs" }' > pkg/node/package.json
 # as an ES module and a CommonJS module, installed by each entry point.
 { cat js/sync.js; echo 'export { installSync };'; } > pkg/web/sync.js
 { cat js/sync.js; echo 'module.exports = { installSync };'; } > pkg/node/sync.js
+{ cat js/subscribe.js; echo 'export { installSubscribe };'; } > pkg/web/subscribe.js
+{ cat js/subscribe.js; echo 'module.exports = { installSubscribe };'; } > pkg/node/subscribe.js
 cat > pkg/web/index.js <<'JS'
 import { EventStore } from './spkey_store.js';
 import { installSync } from './sync.js';
+import { installSubscribe } from './subscribe.js';
 installSync(EventStore);
+installSubscribe(EventStore);
 export * from './spkey_store.js';
 export { default } from './spkey_store.js';
 JS
 cat > pkg/node/index.js <<'JS'
 const store = require('./spkey_store.js');
 require('./sync.js').installSync(store.EventStore);
+require('./subscribe.js').installSubscribe(store.EventStore);
 // Ready on require: init() is a no-op here, so code shared with the
 // browser (`await init()`) runs unchanged.
 const init = async () => ({});
@@ -81,6 +86,7 @@ export * from './index.js';
 export default async function init() { return {}; }
 JS
 types='
+import type { RecordedEvent } from "./spkey_store.js";
 /** Options of `EventStore.sync`. */
 export interface SyncOptions { apiKey: string; token: string; signal?: AbortSignal }
 /** What `EventStore.sync` did. */
@@ -89,6 +95,10 @@ declare module "./spkey_store.js" {
   interface EventStore {
     /** Syncs with a spkey-hub over fetch: push, apply the reply, pull until caught up. Safe to call again after any failure. Throws `HubUnreachableError` or `HubRefusedError` (with `status`). */
     sync(url: string, options: SyncOptions): Promise<SyncSummary>;
+    /** Calls `onEvent` with every event after `fromPosition`, once each, in position order: those recorded already, then each as it is recorded (by this store object: commands, replies, imports). Returns the unsubscribe function. */
+    subscribe(fromPosition: number, onEvent: (event: RecordedEvent) => void): () => void;
+    /** The events after `fromPosition` (default: the head now) as an async iterator that waits for new ones; `break` ends it. */
+    changes(fromPosition?: number): AsyncIterableIterator<RecordedEvent>;
   }
 }'
 for target in web node; do

@@ -40,3 +40,34 @@ test('a snapshot restores in a new store', () => {
   assert.equal(copy.user(id).email, 'user@example.com');
   assert.equal(copy.events().length, 1);
 });
+
+test('subscribe delivers every event after its position once, in order, then as recorded', async () => {
+  const store = EventStore.inMemory();
+  const user = (n) => ({ userId: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`, email: `s${n}@example.com` });
+  store.createUser(user(1).userId, user(1));
+  const seen = [];
+  const unsubscribe = store.subscribe(0, (event) => seen.push(event.position));
+  store.createUser(user(2).userId, user(2));
+  store.createUser(user(2).userId, user(2)); // a replay records nothing
+  await Promise.resolve();
+  assert.deepEqual(seen, [1, 2]);
+
+  // Events that arrive by sync are delivered too.
+  const other = EventStore.inMemory();
+  other.createUser(user(3).userId, user(3));
+  const hubless = other.push(); // a push batch is not a pull: refused whole, nothing delivered
+  assert.throws(() => store.importBatch(hubless), { name: 'BatchRefusedError' });
+  unsubscribe();
+  store.createUser(user(4).userId, user(4));
+  await Promise.resolve();
+  assert.deepEqual(seen, [1, 2], 'nothing after unsubscribe');
+
+  const iterator = store.changes(2);
+  const first = await iterator.next();
+  store.createUser(user(5).userId, user(5));
+  const second = await iterator.next();
+  await iterator.return();
+  assert.deepEqual([first.value.position, second.value.position], [3, 4]);
+  assert.equal(first.value.data.email, 's4@example.com');
+  assert.throws(() => store.subscribe(-1, () => {}), { name: 'InvalidArgumentError' });
+});
