@@ -43,12 +43,16 @@ echo '{ "type": "commonjs" }' > pkg/node/package.json
 { cat js/sync.js; echo 'module.exports = { installSync };'; } > pkg/node/sync.js
 { cat js/subscribe.js; echo 'export { installSubscribe };'; } > pkg/web/subscribe.js
 { cat js/subscribe.js; echo 'module.exports = { installSubscribe };'; } > pkg/node/subscribe.js
+{ cat js/shared.js; echo 'export { installShared };'; } > pkg/web/shared.js
+cp js/shared-worker.js pkg/web/shared-worker.js
 cat > pkg/web/index.js <<'JS'
 import { EventStore } from './spkey_store.js';
 import { installSync } from './sync.js';
 import { installSubscribe } from './subscribe.js';
+import { installShared } from './shared.js';
 installSync(EventStore);
 installSubscribe(EventStore);
+installShared(EventStore, new URL('./shared-worker.js', import.meta.url));
 export * from './spkey_store.js';
 export { default } from './spkey_store.js';
 JS
@@ -56,6 +60,10 @@ cat > pkg/node/index.js <<'JS'
 const store = require('./spkey_store.js');
 require('./sync.js').installSync(store.EventStore);
 require('./subscribe.js').installSubscribe(store.EventStore);
+// Sharing a store between tabs needs a browser (Workers, Web Locks).
+store.EventStore.openShared = async () => {
+  throw Object.assign(new Error('openShared needs Worker, BroadcastChannel and Web Locks (a browser)'), { name: 'NotSupportedError' });
+};
 // Ready on require: init() is a no-op here, so code shared with the
 // browser (`await init()`) runs unchanged.
 const init = async () => ({});
@@ -100,6 +108,33 @@ declare module "./spkey_store.js" {
     /** The events after `fromPosition` (default: the head now) as an async iterator that waits for new ones; `break` ends it. */
     changes(fromPosition?: number): AsyncIterableIterator<RecordedEvent>;
   }
+  namespace EventStore {
+    /** One OPFS store for every tab of the origin (any window or worker): one tab'"'"'s worker holds it, elected with a Web Lock; the others reach it over a BroadcastChannel; when the holder'"'"'s tab closes or crashes another takes over. Browser only (`NotSupportedError` elsewhere). */
+    function openShared(name: string, options?: { worker?: (name: string) => Worker }): Promise<SharedEventStore>;
+  }
+}
+/** The store `EventStore.openShared` opens: the same methods, async. */
+export interface SharedEventStore {
+  /** Whether this tab'"'"'s worker holds the store now. */
+  readonly isHolder: boolean;
+  createUser(id: string, body: import("./spkey_store.js").CreateUserRequest | string): Promise<import("./spkey_store.js").CreateUserResponse | import("./spkey_store.js").ErrorResponse>;
+  createUserWithStatus(id: string, body: import("./spkey_store.js").CreateUserRequest | string): Promise<import("./spkey_store.js").CreateUserAnswer>;
+  user(id: string): Promise<import("./spkey_store.js").User | null>;
+  events(fromPosition?: number, limit?: number): Promise<RecordedEvent[]>;
+  headPosition(): Promise<number>;
+  verify(): Promise<void>;
+  snapshot(): Promise<Uint8Array>;
+  push(): Promise<Uint8Array>;
+  applyReply(reply: Uint8Array): Promise<{ accepted: number; rejected: number; alreadyApplied: number }>;
+  importBatch(batch: Uint8Array): Promise<{ imported: number; own: number; rebased: number; cursor: number }>;
+  pullCursor(): Promise<number>;
+  pending(): Promise<RecordedEvent[]>;
+  rejections(): Promise<RecordedEvent[]>;
+  sync(url: string, options: { apiKey: string; token: string }): Promise<SyncSummary>;
+  subscribe(fromPosition: number, onEvent: (event: RecordedEvent) => void): () => void;
+  changes(fromPosition?: number): AsyncIterableIterator<RecordedEvent>;
+  /** Stops this tab'"'"'s worker; another tab'"'"'s takes over if it held the store. */
+  close(): void;
 }'
 for target in web node; do
   { echo 'export * from "./spkey_store.js";'; [ "$target" = web ] && echo 'export { default } from "./spkey_store.js";'; echo "$types"; } > "pkg/$target/index.d.ts"

@@ -19,3 +19,17 @@ if (event?.eventType === 'UserCreationRejected') {
   // @ts-expect-error a rejection's data has no email
   console.log(event.data.email);
 }
+
+// Live changes and the shared store are typed too.
+const stop = store.subscribe(0, (event) => console.log(event.position, event.eventType));
+stop();
+for await (const event of store.changes()) {
+  if (event.eventType === 'UserCreated') console.log(event.data.email);
+  break;
+}
+const shared = await EventStore.openShared('users.redb');
+const sharedAnswer = await shared.createUser(id, { userId: id, email: 'user@example.com' });
+if (sharedAnswer.success) console.log(sharedAnswer.event.position, shared.isHolder);
+// @ts-expect-error the shared store's calls are async
+const head: number = shared.headPosition();
+console.log(head);

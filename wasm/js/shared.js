@@ -1,0 +1,167 @@
+// EventStore.openShared: one OPFS store for every tab of an origin. Each
+// tab starts the package's worker (shared-worker.js); one of them holds
+// the store (a Web Lock elects it) and the others' calls reach it over a
+// BroadcastChannel. Every method is async here; subscribe and changes work
+// across tabs (the holder announces each change). build.sh makes this the
+// web entry's `installShared`.
+
+function named(name, message, extra) {
+  return Object.assign(new Error(message), { name }, extra);
+}
+
+class SharedEventStore {
+  constructor(name, worker, token) {
+    this.name = name;
+    this.worker = worker;
+    this.token = token;
+    this.client = crypto.randomUUID();
+    this.channel = new BroadcastChannel(`spkey-store:${name}`);
+    this.calls = new Map();
+    this.nextId = 0;
+    this.subscribers = new Set();
+    this.delivering = Promise.resolve();
+    this.holder = null;
+    this.closed = false;
+    this.channel.onmessage = ({ data }) => this.receive(data);
+    this.channel.postMessage({ type: 'hello' });
+  }
+
+  receive(data) {
+    if (data?.type === 'result' && data.client === this.client) {
+      const call = this.calls.get(data.id);
+      if (!call) return; // answered already (a resent call answered twice)
+      this.calls.delete(data.id);
+      if (data.ok) call.resolve(data.value);
+      else call.reject(named(data.error.name, data.error.message, data.error.status ? { status: data.error.status } : {}));
+    } else if (data?.type === 'holder') {
+      this.holder = data.token;
+      // A new holder: what the old one left unanswered is asked again.
+      for (const call of this.calls.values()) this.channel.postMessage(call.message);
+      this.deliver();
+    } else if (data?.type === 'changed') {
+      this.deliver();
+    }
+  }
+
+  call(method, ...args) {
+    if (this.closed) return Promise.reject(named('StoreClosedError', 'the store was closed'));
+    return new Promise((resolve, reject) => {
+      const id = ++this.nextId;
+      const message = { type: 'call', client: this.client, id, method, args };
+      this.calls.set(id, { message, resolve, reject });
+      this.channel.postMessage(message);
+    });
+  }
+
+  /** Whether this tab's worker holds the store now. */
+  get isHolder() {
+    return this.holder === this.token;
+  }
+
+  createUser(id, body) { return this.call('createUser', id, body); }
+  createUserWithStatus(id, body) { return this.call('createUserWithStatus', id, body); }
+  user(id) { return this.call('user', id); }
+  events(fromPosition, limit) { return this.call('events', fromPosition, limit); }
+  headPosition() { return this.call('headPosition'); }
+  verify() { return this.call('verify'); }
+  snapshot() { return this.call('snapshot'); }
+  push() { return this.call('push'); }
+  applyReply(reply) { return this.call('applyReply', reply); }
+  importBatch(batch) { return this.call('importBatch', batch); }
+  pullCursor() { return this.call('pullCursor'); }
+  pending() { return this.call('pending'); }
+  rejections() { return this.call('rejections'); }
+  /** Syncs through the holder (an AbortSignal cannot cross to it). */
+  sync(url, { apiKey, token } = {}) { return this.call('sync', url, { apiKey, token }); }
+
+  subscribe(fromPosition, onEvent) {
+    if (!Number.isSafeInteger(fromPosition) || fromPosition < 0) {
+      throw named('InvalidArgumentError', `fromPosition must be a whole number from 0 to 2^53 - 1, got ${fromPosition}`);
+    }
+    if (typeof onEvent !== 'function') throw named('InvalidArgumentError', 'subscribe needs a function to call');
+    const sub = { cursor: fromPosition, onEvent };
+    this.subscribers.add(sub);
+    this.deliver();
+    return () => this.subscribers.delete(sub);
+  }
+
+  changes(fromPosition) {
+    const queue = [];
+    let wake = null;
+    let unsubscribe = null;
+    const start = (from) => {
+      unsubscribe = this.subscribe(from, (event) => {
+        queue.push(event);
+        if (wake) { wake(); wake = null; }
+      });
+    };
+    const started = fromPosition === undefined ? this.headPosition().then(start) : Promise.resolve(start(fromPosition));
+    return {
+      [Symbol.asyncIterator]() { return this; },
+      async next() {
+        await started;
+        while (queue.length === 0) await new Promise((resolve) => (wake = resolve));
+        return { value: queue.shift(), done: false };
+      },
+      async return() {
+        await started;
+        unsubscribe();
+        return { value: undefined, done: true };
+      },
+    };
+  }
+
+  /** Delivers each subscriber the events after its cursor, one delivery at
+   *  a time, so that every event reaches it once and in order. */
+  deliver() {
+    this.delivering = this.delivering.then(async () => {
+      for (const sub of [...this.subscribers]) {
+        let events;
+        try {
+          events = await this.call('events', sub.cursor + 1);
+        } catch {
+          return; // closed; or retried on the next announcement
+        }
+        for (const event of events) {
+          if (!this.subscribers.has(sub) || event.position <= sub.cursor) continue;
+          sub.cursor = event.position;
+          try {
+            sub.onEvent(event);
+          } catch (error) {
+            queueMicrotask(() => { throw error; });
+          }
+        }
+      }
+    });
+  }
+
+  /** Stops this tab's worker (another tab's takes over if this one held
+   *  the store) and fails what is still unanswered. */
+  close() {
+    this.closed = true;
+    this.channel.close();
+    this.worker.terminate();
+    for (const call of this.calls.values()) call.reject(named('StoreClosedError', 'the store was closed'));
+    this.calls.clear();
+  }
+}
+
+function installShared(EventStore, workerUrl) {
+  /**
+   * One OPFS store shared by every tab of the origin: resolves once a
+   * holder answers.
+   * @param {string} name
+   * @param {{ worker?: (name: string) => Worker }} [options]
+   */
+  EventStore.openShared = async function openShared(name, options = {}) {
+    if (typeof BroadcastChannel === 'undefined' || typeof navigator === 'undefined' || !navigator.locks || typeof Worker === 'undefined') {
+      throw named('NotSupportedError', 'openShared needs Worker, BroadcastChannel and Web Locks (a browser)');
+    }
+    const token = crypto.randomUUID();
+    const workerName = `spkey-store:${name}#${token}`;
+    const worker = options.worker ? options.worker(workerName) : new Worker(workerUrl, { type: 'module', name: workerName });
+    const store = new SharedEventStore(name, worker, token);
+    await store.headPosition();
+    return store;
+  };
+}
