@@ -12,15 +12,18 @@
 //! (a Markdown table and an SVG chart). `cargo test --benches` runs it once
 //! at a tiny size; timings are never asserted.
 
+#[path = "common.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use common::{SECRET, agent, id, summary, token};
 use sha2::{Digest, Sha256};
 use spkey_store::{CreateUser, Store};
 
@@ -28,7 +31,6 @@ const KEY: &str = "bench-api-key";
 /// The key of a second, empty organization: the sync figure measures one
 /// device's 10,000 events, not the creates of the tiers before it.
 const SYNC_KEY: &str = "bench-sync-api-key";
-const SECRET: &str = "bench-hs256-secret-bench-hs256-secret";
 
 struct Size {
     seconds: f64,
@@ -51,20 +53,6 @@ fn size() -> Size {
             polls: 20,
         }
     }
-}
-
-fn token() -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    encode(
-        &Header::new(Algorithm::HS256),
-        &serde_json::json!({"sub": "bench", "exp": exp}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
 }
 
 struct HubProcess {
@@ -120,17 +108,6 @@ impl Drop for HubProcess {
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-fn id(n: usize) -> String {
-    uuid::Uuid::from_u128(n as u128 | 1 << 90).to_string()
-}
-
 /// Throughput (per second) and p50 / p99 latency (ms) of `clients` threads
 /// each running `call` in a loop for `seconds`.
 fn drive(
@@ -157,14 +134,11 @@ fn drive(
             })
         })
         .collect();
-    let mut all: Vec<f64> = threads
+    let all: Vec<f64> = threads
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
-    let took = started.elapsed().as_secs_f64();
-    all.sort_by(f64::total_cmp);
-    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
-    (all.len() as f64 / took, at(0.5), at(0.99))
+    summary(all, started.elapsed().as_secs_f64())
 }
 
 struct Row {

@@ -17,20 +17,22 @@
 #[path = "../tests/support/pg.rs"]
 mod pg;
 
+#[path = "common.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use common::{SECRET, agent, id, summary, token};
 use sha2::{Digest, Sha256};
 use spkey_store::{CreateUser, Store};
 
 const KEY: &str = "bench-api-key";
 const SYNC_KEY: &str = "bench-sync-api-key";
-const SECRET: &str = "bench-hs256-secret-bench-hs256-secret";
 
 struct Size {
     seconds: f64,
@@ -52,20 +54,6 @@ fn size() -> Size {
             wakes: 2,
         }
     }
-}
-
-fn token() -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    encode(
-        &Header::new(Algorithm::HS256),
-        &serde_json::json!({"sub": "bench", "exp": exp}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
 }
 
 struct Node {
@@ -111,17 +99,6 @@ impl Drop for Node {
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-fn id(n: usize) -> String {
-    uuid::Uuid::from_u128(n as u128 | 1 << 90).to_string()
-}
-
 fn create(agent: &ureq::Agent, url: &str, token: &str, n: usize) -> u16 {
     let user = id(n);
     let body = format!(r#"{{"userId":"{user}","email":"u{n}@example.com"}}"#);
@@ -158,14 +135,11 @@ fn drive(urls: &[String], token: &Arc<String>, base: usize, seconds: f64) -> (f6
             })
         })
         .collect();
-    let mut all: Vec<f64> = threads
+    let all: Vec<f64> = threads
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
-    let took = started.elapsed().as_secs_f64();
-    all.sort_by(f64::total_cmp);
-    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
-    (all.len() as f64 / took, at(0.5), at(0.99))
+    summary(all, started.elapsed().as_secs_f64())
 }
 
 fn main() {

@@ -33,7 +33,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
-use crate::storage::{HubError, HubStorage, Observer, PULL_LIMIT};
+use crate::storage::{HubError, HubStorage, Observer, PULL_LIMIT, publish};
 
 /// The versioned schema, applied in order, each once, under an advisory
 /// lock so that nodes starting together migrate once. Never edit an entry:
@@ -482,16 +482,6 @@ async fn load(
         staged.load_event_id(row.get(0), position)?;
     }
     Ok(())
-}
-
-/// Keeps the highest head seen: commits and notifications may arrive out
-/// of order.
-fn publish(head: &watch::Sender<u64>, new: u64) {
-    head.send_if_modified(|old| {
-        let moved = new > *old;
-        *old = (*old).max(new);
-        moved
-    });
 }
 
 /// Listens for commits on one connection, forever: on every (re)connect it

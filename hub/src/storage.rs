@@ -86,6 +86,20 @@ pub trait HubStorage: Send + Sync + 'static {
     fn health(&self) -> impl Future<Output = Result<(), HubError>> + Send;
 }
 
+/// Publishes a committed head to the long-polls waiting on `head`, and
+/// returns how far it moved. The head only moves forward: concurrent
+/// writers (and, on PostgreSQL, notifications from other nodes) may
+/// publish out of order, and each counts only what it adds past the last.
+pub(crate) fn publish(head: &watch::Sender<u64>, new: u64) -> u64 {
+    let mut moved = 0;
+    head.send_if_modified(|old| {
+        moved = new.saturating_sub(*old);
+        *old = (*old).max(new);
+        moved > 0
+    });
+    moved
+}
+
 /// The most events one pull batch carries; a device pulls again until it
 /// is caught up.
 pub const PULL_LIMIT: usize = 10_000;
@@ -151,14 +165,7 @@ impl RedbHub {
         .await
         .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))??;
         let took = started.elapsed();
-        // The head only moves forward: concurrent writers may publish out
-        // of order, and each counts only what it adds past the last.
-        let mut appended = 0;
-        log.head.send_if_modified(|old| {
-            appended = head.saturating_sub(*old);
-            *old = (*old).max(head);
-            appended > 0
-        });
+        let appended = publish(&log.head, head);
         (self.observe)(took, appended);
         Ok(value)
     }

@@ -163,31 +163,17 @@ fn three_nodes_on_one_database_race_one_email_replay_across_nodes_and_devices_co
     // A long-poll on node B wakes on a commit on node A.
     let follower = mirror(&urls[0], "acme");
     let head = follower.head_position().unwrap();
-    let waiting = {
-        let url = urls[1].clone();
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            let pulled = answer(
-                agent()
-                    .get(&format!("{url}/sync/pull?since={head}&wait=25"))
-                    .header("Authorization", &format!("Bearer {}", acme_token()))
-                    .header("X-API-Key", ACME_KEY)
-                    .call(),
-            );
-            (pulled, started.elapsed())
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
-    let id = user_id(202);
-    let created = create(
-        &urls[0],
-        ACME_KEY,
-        &acme_token(),
-        &id,
-        &body(&id, "wake@example.com"),
-    );
-    assert_eq!(created.status, 201);
-    let (pulled, waited) = waiting.join().unwrap();
+    let (pulled, waited) = long_poll_woken_by(&urls[1], head, || {
+        let id = user_id(202);
+        let created = create(
+            &urls[0],
+            ACME_KEY,
+            &acme_token(),
+            &id,
+            &body(&id, "wake@example.com"),
+        );
+        assert_eq!(created.status, 201);
+    });
     assert_eq!(pulled.status, 200);
     assert_eq!(follower.import(&pulled.body).unwrap().imported, 1);
     assert!(
@@ -434,34 +420,18 @@ fn with_postgres_down_requests_are_503_with_retry_after_and_the_node_recovers_by
     // Node B's listener is back too: its long-poll wakes on node A's commit.
     let head = mirror(&b.url, "acme").head_position().unwrap();
     assert_eq!(head, 2);
-    let waiting = {
-        let url = b.url.clone();
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            let pulled = answer(
-                agent()
-                    .get(&format!("{url}/sync/pull?since={head}&wait=25"))
-                    .header("Authorization", &format!("Bearer {}", acme_token()))
-                    .header("X-API-Key", ACME_KEY)
-                    .call(),
-            );
-            (pulled.status, started.elapsed())
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
-    let id = user_id(302);
-    assert_eq!(
-        create(
+    let (pulled, waited) = long_poll_woken_by(&b.url, head, || {
+        let id = user_id(302);
+        let created = create(
             &a.url,
             ACME_KEY,
             &acme_token(),
             &id,
-            &body(&id, "back@example.com")
-        )
-        .status,
-        201
-    );
-    let (status, waited) = waiting.join().unwrap();
+            &body(&id, "back@example.com"),
+        );
+        assert_eq!(created.status, 201);
+    });
+    let status = pulled.status;
     assert_eq!(status, 200);
     assert!(
         waited < Duration::from_secs(20),
@@ -564,4 +534,27 @@ fn the_pg_environment_variables_fill_what_the_url_leaves_out() {
             .trim(),
         "1"
     );
+}
+
+/// Long-polls `url` for events after `head` (waiting up to 25 s), runs
+/// `commit` 300 ms into the wait, and returns the pull's answer and how
+/// long it took: well under the wait when the commit woke it.
+fn long_poll_woken_by(url: &str, head: u64, commit: impl FnOnce()) -> (Answer, Duration) {
+    let waiting = {
+        let url = url.to_owned();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let pulled = answer(
+                agent()
+                    .get(&format!("{url}/sync/pull?since={head}&wait=25"))
+                    .header("Authorization", &format!("Bearer {}", acme_token()))
+                    .header("X-API-Key", ACME_KEY)
+                    .call(),
+            );
+            (pulled, started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    commit();
+    waiting.join().unwrap()
 }
