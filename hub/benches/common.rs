@@ -1,5 +1,6 @@
-//! What the hub benchmarks share: the token, the HTTP client, user ids and
-//! the throughput / latency summary.
+//! What the hub benchmarks share: the hub process and its config, the
+//! token, the HTTP client, user ids and the throughput / latency summary.
+#![allow(dead_code, reason = "each benchmark uses a part")]
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -41,4 +42,72 @@ pub fn summary(mut latencies: Vec<f64>, took_secs: f64) -> (f64, f64, f64) {
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     (latencies.len() as f64 / took_secs, at(0.5), at(0.99))
+}
+
+/// The API key of the organization the creates go to.
+pub const KEY: &str = "bench-api-key";
+/// The key of a second, empty organization: the sync figure measures one
+/// device's 10,000 events, not the creates of the tiers before it.
+pub const SYNC_KEY: &str = "bench-sync-api-key";
+
+/// An `spkey-hub` process of this build, killed when dropped.
+pub struct HubProcess {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl HubProcess {
+    /// Writes `<dir>/<name>.toml` for the two benchmark organizations with
+    /// their logs where `storage` (a `data_dir` or `postgres` line) says
+    /// and `limits` (lines of `[limits]`) added, starts the hub on it, and
+    /// waits for its `listening on` line.
+    pub fn start(dir: &std::path::Path, name: &str, storage: &str, limits: &str) -> HubProcess {
+        use sha2::{Digest, Sha256};
+        use std::io::BufRead;
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\n{storage}\n[limits]\nmax_long_polls = 4096\nmax_concurrent_requests = 4096\n{limits}\n\n[[organizations]]\nid = \"bench\"\napi_key_sha256 = [\"{}\"]\njwt_secret = \"{SECRET}\"\n\n[[organizations]]\nid = \"sync\"\napi_key_sha256 = [\"{}\"]\njwt_secret = \"{SECRET}\"\n",
+                hex::encode(Sha256::digest(KEY.as_bytes())),
+                hex::encode(Sha256::digest(SYNC_KEY.as_bytes()))
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spkey-hub"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("the hub did not start: {line}"))
+            .to_owned();
+        HubProcess { child, url }
+    }
+}
+
+impl HubProcess {
+    /// A field of /proc/<pid>/status, in KiB.
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

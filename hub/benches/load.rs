@@ -15,22 +15,14 @@
 #[path = "common.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{SECRET, agent, id, summary, token};
-use sha2::{Digest, Sha256};
+use common::{HubProcess, KEY, SYNC_KEY, agent, id, summary, token};
 use spkey_store::{CreateUser, Store};
-
-const KEY: &str = "bench-api-key";
-/// The key of a second, empty organization: the sync figure measures one
-/// device's 10,000 events, not the creates of the tiers before it.
-const SYNC_KEY: &str = "bench-sync-api-key";
 
 struct Size {
     seconds: f64,
@@ -52,59 +44,6 @@ fn size() -> Size {
             pending: 200,
             polls: 20,
         }
-    }
-}
-
-struct HubProcess {
-    child: Child,
-    url: String,
-}
-
-impl HubProcess {
-    fn start(dir: &Path) -> HubProcess {
-        let config = dir.join("hub.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[limits]\nmax_long_polls = 4096\nmax_concurrent_requests = 4096\n\n[[organizations]]\nid = \"bench\"\napi_key_sha256 = [\"{}\"]\njwt_secret = \"{SECRET}\"\n\n[[organizations]]\nid = \"sync\"\napi_key_sha256 = [\"{}\"]\njwt_secret = \"{SECRET}\"\n",
-                hex::encode(Sha256::digest(KEY.as_bytes())),
-                hex::encode(Sha256::digest(SYNC_KEY.as_bytes()))
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spkey-hub"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap()
-            .to_owned();
-        HubProcess { child, url }
-    }
-
-    /// A field of /proc/<pid>/status, in KiB.
-    fn status_kib(&self, field: &str) -> u64 {
-        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap()
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -150,7 +89,7 @@ struct Row {
 fn main() {
     let size = size();
     let dir = tempfile::tempdir().unwrap();
-    let hub = HubProcess::start(dir.path());
+    let hub = HubProcess::start(dir.path(), "hub", "data_dir = \"data\"", "");
     let token = Arc::new(token());
     let offset = Arc::new(AtomicUsize::new(0));
     let mut rows = Vec::new();

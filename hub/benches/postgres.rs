@@ -20,19 +20,13 @@ mod pg;
 #[path = "common.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{SECRET, agent, id, summary, token};
-use sha2::{Digest, Sha256};
+use common::{HubProcess, KEY, SYNC_KEY, agent, id, summary, token};
 use spkey_store::{CreateUser, Store};
-
-const KEY: &str = "bench-api-key";
-const SYNC_KEY: &str = "bench-sync-api-key";
 
 struct Size {
     seconds: f64,
@@ -53,49 +47,6 @@ fn size() -> Size {
             pending: 200,
             wakes: 2,
         }
-    }
-}
-
-struct Node {
-    child: Child,
-    url: String,
-}
-
-impl Node {
-    fn start(dir: &Path, n: usize, db_url: &str) -> Node {
-        let config = dir.join(format!("node{n}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:0\"\npostgres = \"{db_url}\"\n[limits]\nmax_long_polls = 4096\nmax_concurrent_requests = 4096\npostgres_connections = 32\n\n[[organizations]]\nid = \"bench\"\napi_key_sha256 = [\"{}\"]\njwt_secret = \"{SECRET}\"\n\n[[organizations]]\nid = \"sync\"\napi_key_sha256 = [\"{}\"]\njwt_secret = \"{SECRET}\"\n",
-                hex::encode(Sha256::digest(KEY.as_bytes())),
-                hex::encode(Sha256::digest(SYNC_KEY.as_bytes()))
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spkey-hub"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("the node did not start: {line}"))
-            .to_owned();
-        Node { child, url }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -147,8 +98,16 @@ fn main() {
     let cluster = pg::PgCluster::start_with(true);
     let db_url = cluster.new_database();
     let dir = tempfile::tempdir().unwrap();
-    let nodes: Vec<Node> = (0..3)
-        .map(|n| Node::start(dir.path(), n, &db_url))
+    let storage = format!("postgres = \"{db_url}\"");
+    let nodes: Vec<HubProcess> = (0..3)
+        .map(|n| {
+            HubProcess::start(
+                dir.path(),
+                &format!("node{n}"),
+                &storage,
+                "postgres_connections = 32",
+            )
+        })
         .collect();
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let token = Arc::new(token());
