@@ -351,13 +351,14 @@ pub struct Needs {
 impl Needs {
     /// What [`Pipeline::accept_push`] reads for `push`.
     pub fn of_push(push: &Push) -> Needs {
-        let mut needs = Needs::default();
-        for recorded in &push.events {
-            let created = push_creation(recorded);
-            needs.users.push(created.user_id);
-            needs.email_keys.push(created.email_key());
-            needs.event_ids.push(recorded.event_id);
-        }
+        let mut needs = Needs::of_creations(push.events.iter().filter_map(|recorded| {
+            match &recorded.event {
+                Event::UserCreated(created) => Some(created),
+                // Batches are checked as they are opened: only creations pass.
+                Event::UserCreationRejected(_) => None,
+            }
+        }));
+        needs.event_ids = push.events.iter().map(|e| e.event_id).collect();
         needs.dedup();
         needs
     }

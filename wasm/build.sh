@@ -41,9 +41,9 @@ echo '{ "type": "commonjs" }' > pkg/node/package.json
 # as an ES module and a CommonJS module, installed by each entry point.
 { cat js/sync.js; echo 'export { installSync };'; } > pkg/web/sync.js
 { cat js/sync.js; echo 'module.exports = { installSync };'; } > pkg/node/sync.js
-{ cat js/subscribe.js; echo 'export { installSubscribe };'; } > pkg/web/subscribe.js
+{ cat js/subscribe.js; echo 'export { installSubscribe, checkSubscription, iterate };'; } > pkg/web/subscribe.js
 { cat js/subscribe.js; echo 'module.exports = { installSubscribe };'; } > pkg/node/subscribe.js
-{ cat js/shared.js; echo 'export { installShared };'; } > pkg/web/shared.js
+{ echo "import { checkSubscription, iterate } from './subscribe.js';"; cat js/shared.js; echo 'export { installShared };'; } > pkg/web/shared.js
 cp js/shared-worker.js pkg/web/shared-worker.js
 cat > pkg/web/index.js <<'JS'
 import { EventStore } from './spkey_store.js';

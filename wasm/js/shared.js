@@ -2,8 +2,9 @@
 // tab starts the package's worker (shared-worker.js); one of them holds
 // the store (a Web Lock elects it) and the others' calls reach it over a
 // BroadcastChannel. Every method is async here; subscribe and changes work
-// across tabs (the holder announces each change). build.sh makes this the
-// web entry's `installShared`.
+// across tabs (the holder announces each change), with the argument check
+// and the async iterator of subscribe.js, which build.sh imports here when
+// it makes this the web entry's `installShared`.
 
 function named(name, message, extra) {
   return Object.assign(new Error(message), { name }, extra);
@@ -75,10 +76,7 @@ class SharedEventStore {
   sync(url, { apiKey, token } = {}) { return this.call('sync', url, { apiKey, token }); }
 
   subscribe(fromPosition, onEvent) {
-    if (!Number.isSafeInteger(fromPosition) || fromPosition < 0) {
-      throw named('InvalidArgumentError', `fromPosition must be a whole number from 0 to 2^53 - 1, got ${fromPosition}`);
-    }
-    if (typeof onEvent !== 'function') throw named('InvalidArgumentError', 'subscribe needs a function to call');
+    checkSubscription(fromPosition, onEvent);
     const sub = { cursor: fromPosition, onEvent };
     this.subscribers.add(sub);
     this.deliver();
@@ -86,30 +84,10 @@ class SharedEventStore {
   }
 
   changes(fromPosition) {
-    const queue = [];
-    let wake = null;
-    let unsubscribe = null;
-    const start = (from) => {
-      unsubscribe = this.subscribe(from, (event) => {
-        queue.push(event);
-        if (wake) { wake(); wake = null; }
-      });
-    };
-    const started = fromPosition === undefined ? this.headPosition().then(start) : Promise.resolve(start(fromPosition));
-    return {
-      [Symbol.asyncIterator]() { return this; },
-      async next() {
-        await started;
-        while (queue.length === 0) await new Promise((resolve) => (wake = resolve));
-        return { value: queue.shift(), done: false };
-      },
-      async return() {
-        await started;
-        unsubscribe();
-        return { value: undefined, done: true };
-      },
-    };
+    return iterate(async (onEvent) =>
+      this.subscribe(fromPosition ?? (await this.headPosition()), onEvent));
   }
+
 
   /** Delivers each subscriber the events after its cursor, one delivery at
    *  a time, so that every event reaches it once and in order. */

@@ -12,6 +12,47 @@ function invalid(message) {
   return error;
 }
 
+/** Refuses a subscription's arguments the way every store does. */
+function checkSubscription(fromPosition, onEvent) {
+  if (!Number.isSafeInteger(fromPosition) || fromPosition < 0) {
+    throw invalid(`fromPosition must be a whole number from 0 to 2^53 - 1, got ${fromPosition}`);
+  }
+  if (typeof onEvent !== 'function') throw invalid('subscribe needs a function to call');
+}
+
+/**
+ * The async iterator of `changes`, over a store's `subscribe`: `start(onEvent)`
+ * subscribes (or resolves to the unsubscribe function once it has);
+ * `break` unsubscribes.
+ */
+function iterate(start) {
+  const queue = [];
+  let wake = null;
+  const started = Promise.resolve(
+    start((event) => {
+      queue.push(event);
+      if (wake) {
+        wake();
+        wake = null;
+      }
+    }),
+  );
+  return {
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+    async next() {
+      await started;
+      while (queue.length === 0) await new Promise((resolve) => (wake = resolve));
+      return { value: queue.shift(), done: false };
+    },
+    async return() {
+      (await started)();
+      return { value: undefined, done: true };
+    },
+  };
+}
+
 function installSubscribe(EventStore) {
   const subscribers = new WeakMap(); // store → Set of { cursor, onEvent }
   const scheduled = new WeakSet();
@@ -71,10 +112,7 @@ function installSubscribe(EventStore) {
    * @returns {() => void} unsubscribe
    */
   EventStore.prototype.subscribe = function subscribe(fromPosition, onEvent) {
-    if (!Number.isSafeInteger(fromPosition) || fromPosition < 0) {
-      throw invalid(`fromPosition must be a whole number from 0 to 2^53 - 1, got ${fromPosition}`);
-    }
-    if (typeof onEvent !== 'function') throw invalid('subscribe needs a function to call');
+    checkSubscription(fromPosition, onEvent);
     let subs = subscribers.get(this);
     if (!subs) subscribers.set(this, (subs = new Set()));
     const sub = { cursor: fromPosition, onEvent };
@@ -91,27 +129,7 @@ function installSubscribe(EventStore) {
    * @param {number} [fromPosition]
    */
   EventStore.prototype.changes = function changes(fromPosition = this.headPosition()) {
-    const queue = [];
-    let wake = null;
-    const unsubscribe = this.subscribe(fromPosition, (event) => {
-      queue.push(event);
-      if (wake) {
-        wake();
-        wake = null;
-      }
-    });
-    return {
-      [Symbol.asyncIterator]() {
-        return this;
-      },
-      async next() {
-        while (queue.length === 0) await new Promise((resolve) => (wake = resolve));
-        return { value: queue.shift(), done: false };
-      },
-      async return() {
-        unsubscribe();
-        return { value: undefined, done: true };
-      },
-    };
+    return iterate((onEvent) => this.subscribe(fromPosition, onEvent));
   };
+
 }

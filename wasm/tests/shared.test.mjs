@@ -48,6 +48,13 @@ test('three tabs share one store, and each sees every change through subscribe',
       const seen = await t.evaluate(() => window.seen);
       assert.deepEqual(seen, Array.from({ length: 15 }, (_, i) => i + 1), 'every position once, in order');
     }
+    const iterated = await within(30, tabs[0].evaluate(async () => {
+      const changes = window.store.changes(13);
+      const positions = [(await changes.next()).value.position, (await changes.next()).value.position];
+      await changes.return();
+      return positions;
+    }), 'changes');
+    assert.deepEqual(iterated, [14, 15], 'changes() iterates the same feed');
     const holders = await Promise.all(tabs.map((t) => t.evaluate(() => window.isHolder())));
     assert.equal(holders.filter(Boolean).length, 1, 'exactly one tab holds the store');
   } finally {
