@@ -49,6 +49,8 @@ mod error;
 mod event;
 #[cfg(not(target_family = "wasm"))]
 mod group;
+#[cfg(not(target_family = "wasm"))]
+mod journal;
 #[cfg(all(feature = "http", not(target_family = "wasm")))]
 pub mod http;
 mod log;

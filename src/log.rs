@@ -66,6 +66,24 @@ pub(crate) const META_HUB_ID: &[u8] = b"hub_id";
 /// lists the newer creations.
 pub(crate) const META_LISTED_TO: &[u8] = b"pending_listed_to";
 
+/// Meta row: the sequence number of the last journal record this file
+/// holds the changes of, u64 (see `journal.rs`); written in the commit of
+/// those changes, so a replay applies each record once.
+pub(crate) const META_JOURNAL_SEQ: &[u8] = b"journal_seq";
+
+/// The last journal record applied in the state `txn` sees.
+pub(crate) fn journal_seq(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    meta_u64(&txn.open_table(META)?, META_JOURNAL_SEQ)
+}
+
+/// Records that the state `txn` commits includes journal record `seq`. Not
+/// a change the journal records: its replay writes it.
+pub(crate) fn set_journal_seq(txn: &WriteTransaction, seq: u64) -> Result<(), StoreError> {
+    txn.open_table(META)?
+        .insert(META_JOURNAL_SEQ, &u64_bytes(seq)[..])?;
+    Ok(())
+}
+
 /// A u64 as a key or value.
 pub(crate) fn u64_bytes(n: u64) -> [u8; 8] {
     n.to_be_bytes()
@@ -330,6 +348,96 @@ pub(crate) struct Writer<'txn, 's> {
     meta: Table<'txn, Bytes, Bytes>,
     head: u64,
     dirty: bool,
+    /// Every row written, as a redo record for the journal (see
+    /// `journal.rs`), when the store keeps one.
+    redo: Option<Redo>,
+}
+
+/// A table the [`Writer`] writes, by its code in a redo record. The codes
+/// are part of the journal's format: never renumber one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tab {
+    Events = 1,
+    Streams = 2,
+    Emails = 3,
+    EventIds = 4,
+    Pending = 5,
+    Rejections = 6,
+    Meta = 7,
+}
+
+impl Tab {
+    /// Every table, for decoding a code.
+    const ALL: [Tab; 7] = [
+        Tab::Events,
+        Tab::Streams,
+        Tab::Emails,
+        Tab::EventIds,
+        Tab::Pending,
+        Tab::Rejections,
+        Tab::Meta,
+    ];
+
+    /// The table of `code`, `None` for a code no version wrote.
+    pub fn from_code(code: u8) -> Option<Tab> {
+        Tab::ALL.into_iter().find(|t| *t as u8 == code)
+    }
+
+    /// Its definition.
+    pub fn definition(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+        match self {
+            Tab::Events => EVENTS,
+            Tab::Streams => STREAMS,
+            Tab::Emails => EMAILS,
+            Tab::EventIds => EVENT_IDS,
+            Tab::Pending => PENDING,
+            Tab::Rejections => REJECTIONS,
+            Tab::Meta => META,
+        }
+    }
+}
+
+/// One row change of a commit, as the journal records it: `value` `None`
+/// removes the row.
+#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub(crate) struct Change<'a> {
+    pub table: u8,
+    #[serde(borrow)]
+    pub key: &'a [u8],
+    #[serde(borrow)]
+    pub value: Option<&'a [u8]>,
+}
+
+/// The changes of one commit, each postcard-encoded, back to back.
+pub(crate) type Redo = Vec<u8>;
+
+/// Applies the changes encoded in `redo` to the tables of `txn`: the replay
+/// of one journal record.
+///
+/// # Errors
+///
+/// [`StoreError::Damaged`] when the bytes are not a sequence of changes (a
+/// record whose checksum held but that this version cannot read);
+/// [`StoreError::Storage`] when a table cannot be written.
+pub(crate) fn apply_redo(txn: &WriteTransaction, mut redo: &[u8]) -> Result<(), StoreError> {
+    while !redo.is_empty() {
+        let (change, rest) = postcard::take_from_bytes::<Change<'_>>(redo)
+            .map_err(|e| StoreError::Damaged(format!("journal record: {e}")))?;
+        let tab = Tab::from_code(change.table).ok_or_else(|| {
+            StoreError::Damaged(format!("journal record: unknown table {}", change.table))
+        })?;
+        let mut table = txn.open_table(tab.definition())?;
+        match change.value {
+            Some(value) => {
+                table.insert(change.key, value)?;
+            }
+            None => {
+                table.remove(change.key)?;
+            }
+        }
+        redo = rest;
+    }
+    Ok(())
 }
 
 impl<'txn, 's> Writer<'txn, 's> {
@@ -343,6 +451,7 @@ impl<'txn, 's> Writer<'txn, 's> {
         txn: &'txn WriteTransaction,
         store_id: Uuid,
         stamper: &'s Stamper,
+        journaled: bool,
     ) -> Result<Self, StoreError> {
         let events = txn.open_table(EVENTS)?;
         Ok(Writer {
@@ -357,7 +466,42 @@ impl<'txn, 's> Writer<'txn, 's> {
             rejections: txn.open_table(REJECTIONS)?,
             meta: txn.open_table(META)?,
             dirty: false,
+            redo: journaled.then(Vec::new),
         })
+    }
+
+    /// The redo record of everything written, when journaled.
+    pub fn take_redo(&mut self) -> Option<Redo> {
+        self.redo.take()
+    }
+
+    /// Writes (`Some`) or removes (`None`) one row: the only way the writer
+    /// changes a table, so the redo record holds every change. Returns
+    /// whether a row was there before.
+    fn put(&mut self, tab: Tab, key: &[u8], value: Option<&[u8]>) -> Result<bool, StoreError> {
+        let table = match tab {
+            Tab::Events => &mut self.events,
+            Tab::Streams => &mut self.streams,
+            Tab::Emails => &mut self.emails,
+            Tab::EventIds => &mut self.event_ids,
+            Tab::Pending => &mut self.pending,
+            Tab::Rejections => &mut self.rejections,
+            Tab::Meta => &mut self.meta,
+        };
+        let existed = match value {
+            Some(value) => table.insert(key, value)?.is_some(),
+            None => table.remove(key)?.is_some(),
+        };
+        if let Some(redo) = &mut self.redo {
+            let change = Change {
+                table: tab as u8,
+                key,
+                value,
+            };
+            postcard::to_io(&change, &mut *redo)
+                .map_err(|e| StoreError::Inconsistent(format!("redo record: {e}")))?;
+        }
+        Ok(existed)
     }
 
     /// Whether anything was written: the transaction commits only then.
@@ -375,16 +519,20 @@ impl<'txn, 's> Writer<'txn, 's> {
     /// read or resolve them by row.
     pub fn list_pending(&mut self) -> Result<(), StoreError> {
         let from = meta_u64(&self.meta, META_LISTED_TO)?;
+        // Read first, then write: the rows go through `put`, which needs
+        // the whole writer.
+        let mut own = Vec::new();
         for row in self.events.range(&u64_bytes(from + 1)[..]..)? {
             let (position, stored) = row?;
             let position = read_u64("log key", position.value())?;
             let recorded = decode_row(position, stored.value())?;
             if own_creation(&recorded, self.store_id) {
-                let key = u64_bytes(position);
-                self.pending.insert(&key[..], &[][..])?;
-                self.event_ids
-                    .insert(&recorded.event_id.as_bytes()[..], &key[..])?;
+                own.push((u64_bytes(position), recorded.event_id));
             }
+        }
+        for (key, event_id) in own {
+            self.put(Tab::Pending, &key, Some(&[]))?;
+            self.put(Tab::EventIds, event_id.as_bytes(), Some(&key))?;
         }
         self.mark_listed()
     }
@@ -395,8 +543,7 @@ impl<'txn, 's> Writer<'txn, 's> {
     /// them all again to find none.
     pub fn mark_listed(&mut self) -> Result<(), StoreError> {
         if meta_u64(&self.meta, META_LISTED_TO)? != self.head {
-            self.meta
-                .insert(META_LISTED_TO, &u64_bytes(self.head)[..])?;
+            self.put(Tab::Meta, META_LISTED_TO, Some(&u64_bytes(self.head)))?;
             self.dirty = true;
         }
         Ok(())
@@ -404,7 +551,7 @@ impl<'txn, 's> Writer<'txn, 's> {
 
     /// Removes the pending row at `position`; returns whether there was one.
     pub fn settle(&mut self, position: u64) -> Result<bool, StoreError> {
-        let removed = self.pending.remove(&u64_bytes(position)[..])?.is_some();
+        let removed = self.put(Tab::Pending, &u64_bytes(position), None)?;
         self.dirty |= removed;
         Ok(removed)
     }
@@ -416,7 +563,7 @@ impl<'txn, 's> Writer<'txn, 's> {
 
     /// Saves the pull cursor.
     pub fn set_pull_cursor(&mut self, cursor: u64) -> Result<(), StoreError> {
-        self.meta.insert(META_PULL_CURSOR, &u64_bytes(cursor)[..])?;
+        self.put(Tab::Meta, META_PULL_CURSOR, Some(&u64_bytes(cursor)))?;
         self.dirty = true;
         Ok(())
     }
@@ -428,7 +575,7 @@ impl<'txn, 's> Writer<'txn, 's> {
 
     /// Records the hub this device syncs with.
     pub fn set_hub_id(&mut self, hub: Uuid) -> Result<(), StoreError> {
-        self.meta.insert(META_HUB_ID, &hub.as_bytes()[..])?;
+        self.put(Tab::Meta, META_HUB_ID, Some(hub.as_bytes()))?;
         self.dirty = true;
         Ok(())
     }
@@ -466,17 +613,16 @@ impl Log for Writer<'_, '_> {
     ) -> Result<(), StoreError> {
         let key = u64_bytes(recorded.position);
         if let Event::UserCreationRejected(_) = recorded.event {
-            self.rejections.insert(&key[..], &[][..])?;
+            self.put(Tab::Rejections, &key, Some(&[]))?;
         }
-        self.events
-            .insert(&key[..], codec::encode(recorded).as_slice())?;
-        self.streams.insert(
-            &stream_key(recorded.aggregate_id(), recorded.version)[..],
-            &key[..],
+        self.put(Tab::Events, &key, Some(&codec::encode(recorded)))?;
+        self.put(
+            Tab::Streams,
+            &stream_key(recorded.aggregate_id(), recorded.version),
+            Some(&key),
         )?;
         if came_from_elsewhere {
-            self.event_ids
-                .insert(&recorded.event_id.as_bytes()[..], &key[..])?;
+            self.put(Tab::EventIds, recorded.event_id.as_bytes(), Some(&key))?;
         }
         self.head = recorded.position;
         self.dirty = true;
@@ -484,12 +630,11 @@ impl Log for Writer<'_, '_> {
     }
 
     fn set_email_owner(&mut self, email_key: &str, owner: Option<Uuid>) -> Result<(), StoreError> {
-        match owner {
-            Some(owner) => self
-                .emails
-                .insert(email_key.as_bytes(), &owner.as_bytes()[..])?,
-            None => self.emails.remove(email_key.as_bytes())?,
-        };
+        self.put(
+            Tab::Emails,
+            email_key.as_bytes(),
+            owner.as_ref().map(|owner| &owner.as_bytes()[..]),
+        )?;
         self.dirty = true;
         Ok(())
     }

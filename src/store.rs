@@ -19,6 +19,8 @@ use crate::error::StoreError;
 use crate::event::RecordedEvent;
 #[cfg(not(target_family = "wasm"))]
 use crate::group::Group;
+#[cfg(not(target_family = "wasm"))]
+use crate::journal::Journal;
 use crate::log::{self, Bytes, EMAILS, EVENTS, META, STREAMS, Writer};
 use crate::pipeline::{Log, Pipeline, Stamper};
 #[cfg(not(target_family = "wasm"))]
@@ -64,6 +66,8 @@ pub struct StoreBuilder {
     durable: bool,
     check_on_open: bool,
     cache_bytes: usize,
+    #[cfg(not(target_family = "wasm"))]
+    journal: Option<Box<dyn StorageBackend>>,
 }
 
 impl Default for StoreBuilder {
@@ -73,6 +77,8 @@ impl Default for StoreBuilder {
             durable: true,
             check_on_open: true,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            #[cfg(not(target_family = "wasm"))]
+            journal: None,
         }
     }
 }
@@ -103,6 +109,18 @@ impl StoreBuilder {
         self
     }
 
+    /// The journal's storage, for a store opened with
+    /// [`backend`](Self::backend): durable commands are then acknowledged
+    /// once appended to it and synced, and redb's own durable commits are
+    /// checkpoints (see [`open`](Self::open)). The backend belongs to the
+    /// store like the store's own. Not available in wasm builds, whose
+    /// stores commit through redb.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn journal(mut self, backend: impl StorageBackend) -> Self {
+        self.journal = Some(Box::new(backend));
+        self
+    }
+
     /// redb's page cache size in bytes (default [`DEFAULT_CACHE_BYTES`]).
     pub fn cache_bytes(mut self, bytes: usize) -> Self {
         self.cache_bytes = bytes;
@@ -117,6 +135,15 @@ impl StoreBuilder {
     /// at `path` is a complete store or not a store, whatever crashes, and
     /// processes racing to create the same path end up on one store.
     ///
+    /// A durable store keeps a journal beside it, at `path` with `-journal`
+    /// appended (as SQLite does): each command is acknowledged once its
+    /// changes are appended there and synced, one sequential write; redb
+    /// makes them durable in its own file in the background, every 1,024
+    /// commits and on close, after which the journal is cut back to its
+    /// 32-byte header. Opening replays what the journal holds past redb's
+    /// state. A store copied while open needs its journal beside it; after
+    /// [`Store::close`] the store file alone is complete.
+    ///
     /// # Errors
     ///
     /// [`StoreError::Locked`] when another handle has the store open;
@@ -124,12 +151,31 @@ impl StoreBuilder {
     /// not hold a store (it is left untouched);
     /// [`StoreError::UnsupportedFormat`] for a store from a newer version;
     /// [`StoreError::Storage`] / [`StoreError::Damaged`] when the file cannot
-    /// be read or written, or fails its checksum check.
+    /// be read or written, or fails its checksum check; `NotAStore` too
+    /// when the journal beside it is not a journal or is another store's,
+    /// and `Damaged` when it holds a damaged record before a whole one.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref();
-        contain(|| match existing_store_file(path)? {
-            Some(_) => self.finish(self.redb().open(path)?, false),
-            None => self.create_new(path),
+        contain(|| {
+            let store = match existing_store_file(path)? {
+                Some(_) => self.finish(self.redb().open(path)?, false)?,
+                None => self.create_new(path)?,
+            };
+            #[cfg(not(target_family = "wasm"))]
+            if self.durable {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(journal_path(path))
+                    .map_err(io_error)?;
+                let file = redb::backends::FileBackend::new(file).map_err(|e| {
+                    StoreError::Storage(redb::StorageError::Io(std::io::Error::other(e)).into())
+                })?;
+                return store.with_journal(Box::new(file));
+            }
+            Ok(store)
         })
     }
 
@@ -154,7 +200,19 @@ impl StoreBuilder {
                 )));
             };
             let backend = crate::readonly::ReadOnlyFile::new(file).map_err(io_error)?;
-            self.finish(self.redb().create_with_backend(backend)?, true)
+            let store = self.finish(self.redb().create_with_backend(backend)?, true)?;
+            // The journal's records are replayed in memory like redb's
+            // recovery; the journal itself is only read.
+            #[cfg(not(target_family = "wasm"))]
+            match std::fs::File::open(journal_path(path)) {
+                Ok(file) => {
+                    let file = crate::readonly::ReadOnlyFile::new(file).map_err(io_error)?;
+                    return store.with_journal(Box::new(file));
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_error(error)),
+            }
+            Ok(store)
         })
     }
 
@@ -209,7 +267,7 @@ impl StoreBuilder {
     /// # Errors
     ///
     /// As [`open`](Self::open).
-    pub fn backend(self, backend: impl StorageBackend) -> Result<Store, StoreError> {
+    pub fn backend(mut self, backend: impl StorageBackend) -> Result<Store, StoreError> {
         contain(|| {
             let len = backend.len().map_err(io_error)?;
             let mut head = vec![0; REDB_MAGIC.len().min(len as usize)];
@@ -217,7 +275,12 @@ impl StoreBuilder {
             if len > 0 && head.iter().all(|b| *b == 0) {
                 backend.set_len(0).map_err(io_error)?;
             }
-            self.finish(self.redb().create_with_backend(backend)?, false)
+            let store = self.finish(self.redb().create_with_backend(backend)?, false)?;
+            #[cfg(not(target_family = "wasm"))]
+            if let Some(journal) = self.journal.take() {
+                return store.with_journal(journal);
+            }
+            Ok(store)
         })
     }
 
@@ -252,8 +315,18 @@ impl StoreBuilder {
             group: Group::default(),
             #[cfg(not(target_family = "wasm"))]
             commits: Commits::default(),
+            #[cfg(not(target_family = "wasm"))]
+            journal: None,
         })
     }
+}
+
+/// Where the journal of the store at `path` lives.
+#[cfg(not(target_family = "wasm"))]
+pub(crate) fn journal_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-journal");
+    name.into()
 }
 
 /// redb's magic number, the first bytes of every redb file.
@@ -422,6 +495,11 @@ pub struct Store {
     /// Announces commits to waiting subscriptions and listeners.
     #[cfg(not(target_family = "wasm"))]
     commits: Commits,
+    /// The journal of a durable store that keeps one (see `journal.rs`).
+    /// Writers lock it before redb's write lock, and hold it to the end of
+    /// their commit.
+    #[cfg(not(target_family = "wasm"))]
+    journal: Option<Mutex<Journal>>,
 }
 
 /// A read transaction with the tables point reads use already open.
@@ -443,6 +521,15 @@ impl std::fmt::Debug for Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.forget_snapshot();
+        // Closing checkpoints, so a store closed cleanly is whole in its own
+        // file. On failure the journal keeps its records for the next open.
+        #[cfg(not(target_family = "wasm"))]
+        if let Some(journal) = self.journal.take() {
+            let mut journal = journal.into_inner().unwrap_or_else(|e| e.into_inner());
+            if !self.read_only && journal.holds_records() {
+                let _ = contain(|| self.checkpoint(&mut journal));
+            }
+        }
         if let Some(db) = self.db.take() {
             // redb commits on close and may panic on a damaged file; a panic
             // must not escape a drop (during unwinding it would abort).
@@ -478,6 +565,13 @@ impl Store {
     /// final commit on close can fail (or meet a damaged file).
     pub fn close(mut self) -> Result<(), StoreError> {
         self.forget_snapshot();
+        #[cfg(not(target_family = "wasm"))]
+        if let Some(journal) = self.journal.take() {
+            let mut journal = journal.into_inner().unwrap_or_else(|e| e.into_inner());
+            if !self.read_only && journal.holds_records() {
+                contain(|| self.checkpoint(&mut journal))?;
+            }
+        }
         let db = self
             .db
             .take()
@@ -541,16 +635,39 @@ impl Store {
             return Err(StoreError::ReadOnly);
         }
         contain(|| {
+            // Taken before redb's write lock, by every writer: the journal's
+            // order is the commits' order.
+            #[cfg(not(target_family = "wasm"))]
+            let mut journal = self.journal.as_ref().map(lock);
+            #[cfg(target_family = "wasm")]
+            let journal: Option<&mut ()> = None;
             let mut txn = self.db().begin_write()?;
-            txn.set_durability(self.durability)
+            // With a journal, the journal's sync is what makes a commit
+            // durable; redb's durable commits are the checkpoints.
+            let durability = match journal {
+                Some(_) => Durability::None,
+                None => self.durability,
+            };
+            txn.set_durability(durability)
                 .map_err(|e| StoreError::Storage(e.into()))?;
-            let (value, dirty, head) = {
-                let mut writer = Writer::open(&txn, self.store_id, &self.stamper)?;
+            let (value, dirty, head, redo) = {
+                let mut writer =
+                    Writer::open(&txn, self.store_id, &self.stamper, journal.is_some())?;
                 let value = f(&mut writer)?;
-                (value, writer.dirty(), writer.head())
+                (value, writer.dirty(), writer.head(), writer.take_redo())
             };
             if dirty {
-                txn.commit()?;
+                #[cfg(not(target_family = "wasm"))]
+                if let (Some(journal), Some(redo)) = (journal.as_deref_mut(), redo) {
+                    self.commit_journaled(txn, journal, &redo)?;
+                } else {
+                    txn.commit()?;
+                }
+                #[cfg(target_family = "wasm")]
+                {
+                    let _ = redo;
+                    txn.commit()?;
+                }
                 self.forget_snapshot();
                 // A browser's store has one thread and its JS wrapper
                 // announces changes itself: no waiters to wake there.
@@ -563,6 +680,77 @@ impl Store {
             }
             Ok(value)
         })
+    }
+
+    /// Commits `txn`, whose changes are `redo`, through the journal: the
+    /// record is synced first, then redb commits without waiting for the
+    /// disk; a checkpoint follows when one is due.
+    #[cfg(not(target_family = "wasm"))]
+    fn commit_journaled(
+        &self,
+        txn: redb::WriteTransaction,
+        journal: &mut Journal,
+        redo: &[u8],
+    ) -> Result<(), StoreError> {
+        let seq = log::journal_seq(&txn)? + 1;
+        log::set_journal_seq(&txn, seq)?;
+        // On failure the transaction is dropped, so aborted: nothing was
+        // acknowledged and redb holds nothing of it.
+        journal.append(seq, redo)?;
+        if let Err(error) = txn.commit() {
+            // The journal holds a record redb lacks: only a reopen, which
+            // replays it, may write again.
+            journal.fail();
+            return Err(error.into());
+        }
+        if journal.full() {
+            // The command is durable already: a failed checkpoint is retried
+            // at the next commit, and the journal keeps every record.
+            let _ = self.checkpoint(journal);
+        }
+        Ok(())
+    }
+
+    /// Makes every commit durable in redb's own file, then cuts the journal.
+    #[cfg(not(target_family = "wasm"))]
+    fn checkpoint(&self, journal: &mut Journal) -> Result<(), StoreError> {
+        let mut txn = self.db().begin_write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| StoreError::Storage(e.into()))?;
+        txn.commit()?;
+        journal.cut()
+    }
+
+    /// Attaches the journal in `file`: replays its records past redb's
+    /// state into redb (durably; in memory for a read-only store), then
+    /// cuts it.
+    #[cfg(not(target_family = "wasm"))]
+    fn with_journal(mut self, file: Box<dyn StorageBackend>) -> Result<Store, StoreError> {
+        let (mut journal, records) = Journal::open(file, self.store_id, !self.read_only)?;
+        let txn = self.db().begin_write()?;
+        let applied = log::journal_seq(&txn)?;
+        let mut seq = applied;
+        for record in records.iter().filter(|record| record.seq > applied) {
+            if record.seq != seq + 1 {
+                return Err(StoreError::Damaged(format!(
+                    "journal: record {} follows record {seq} of the store",
+                    record.seq
+                )));
+            }
+            log::apply_redo(&txn, &record.redo)?;
+            seq = record.seq;
+        }
+        if seq > applied {
+            log::set_journal_seq(&txn, seq)?;
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        if !self.read_only && journal.holds_records() {
+            journal.cut()?;
+        }
+        self.journal = Some(Mutex::new(journal));
+        Ok(self)
     }
 
     /// Runs `f` on a consistent read snapshot of the log.
