@@ -38,7 +38,7 @@ pub(crate) const HEADER_LEN: u64 = 32;
 const RECORD_MAGIC: [u8; 4] = *b"SPJR";
 /// Magic, length, sequence, checksum.
 const RECORD_HEADER: usize = 20;
-/// A checkpoint after this many records…
+/// A checkpoint after this many records by default…
 pub(crate) const CHECKPOINT_RECORDS: u64 = 1024;
 /// …or once the journal holds this many bytes, whichever comes first: it
 /// bounds both the replay on open and redb's growth between durable commits
@@ -62,6 +62,8 @@ pub(crate) struct Journal {
     len: u64,
     /// Records since the last checkpoint.
     records: u64,
+    /// A checkpoint is due at this many records.
+    checkpoint_every: u64,
     /// Set when a write or sync failed part way: the file's tail is then
     /// unknown, and only a reopen (which cuts a torn tail) may write again.
     failed: bool,
@@ -165,6 +167,7 @@ impl Journal {
         file: Box<dyn StorageBackend>,
         store_id: Uuid,
         write: bool,
+        checkpoint_every: u64,
     ) -> Result<(Journal, Vec<Record>), StoreError> {
         let size = file.len().map_err(io)?;
         let mut bytes = vec![0; usize::try_from(size).map_err(|_| too_big(size))?];
@@ -177,6 +180,7 @@ impl Journal {
             file,
             len: HEADER_LEN,
             records: 0,
+            checkpoint_every,
             failed: false,
         };
         if fresh {
@@ -244,7 +248,7 @@ impl Journal {
 
     /// Whether a checkpoint is due.
     pub fn full(&self) -> bool {
-        self.records >= CHECKPOINT_RECORDS || self.len >= CHECKPOINT_BYTES
+        self.records >= self.checkpoint_every || self.len >= CHECKPOINT_BYTES
     }
 
     /// Whether any record is held since the last cut.
@@ -305,7 +309,7 @@ mod tests {
     fn journal_with(records: &[(u64, &[u8])]) -> Vec<u8> {
         let file = MemoryBackend::new();
         let image = file.clone();
-        let (mut journal, _) = Journal::open(Box::new(file), Uuid::from_u128(1), true).unwrap();
+        let (mut journal, _) = Journal::open(Box::new(file), Uuid::from_u128(1), true, 8).unwrap();
         for (seq, redo) in records {
             journal.append(*seq, redo).unwrap();
         }

@@ -49,10 +49,10 @@ mod error;
 mod event;
 #[cfg(not(target_family = "wasm"))]
 mod group;
-#[cfg(not(target_family = "wasm"))]
-mod journal;
 #[cfg(all(feature = "http", not(target_family = "wasm")))]
 pub mod http;
+#[cfg(not(target_family = "wasm"))]
+mod journal;
 mod log;
 mod memory;
 pub mod pipeline;

@@ -68,6 +68,8 @@ pub struct StoreBuilder {
     cache_bytes: usize,
     #[cfg(not(target_family = "wasm"))]
     journal: Option<Box<dyn StorageBackend>>,
+    #[cfg(not(target_family = "wasm"))]
+    checkpoint_every: u64,
 }
 
 impl Default for StoreBuilder {
@@ -79,6 +81,8 @@ impl Default for StoreBuilder {
             cache_bytes: DEFAULT_CACHE_BYTES,
             #[cfg(not(target_family = "wasm"))]
             journal: None,
+            #[cfg(not(target_family = "wasm"))]
+            checkpoint_every: crate::journal::CHECKPOINT_RECORDS,
         }
     }
 }
@@ -118,6 +122,17 @@ impl StoreBuilder {
     #[cfg(not(target_family = "wasm"))]
     pub fn journal(mut self, backend: impl StorageBackend) -> Self {
         self.journal = Some(Box::new(backend));
+        self
+    }
+
+    /// How many journaled commits a checkpoint waits for (default 1,024;
+    /// at least 1), as SQLite's `wal_autocheckpoint`: fewer make the
+    /// journal shorter to replay and redb's file grow less between
+    /// checkpoints, more make each command cheaper. A checkpoint also runs
+    /// once the journal holds 8 MiB, and on close.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn checkpoint_every(mut self, commits: u64) -> Self {
+        self.checkpoint_every = commits.max(1);
         self
     }
 
@@ -173,7 +188,7 @@ impl StoreBuilder {
                 let file = redb::backends::FileBackend::new(file).map_err(|e| {
                     StoreError::Storage(redb::StorageError::Io(std::io::Error::other(e)).into())
                 })?;
-                return store.with_journal(Box::new(file));
+                return store.with_journal(Box::new(file), self.checkpoint_every);
             }
             Ok(store)
         })
@@ -207,7 +222,7 @@ impl StoreBuilder {
             match std::fs::File::open(journal_path(path)) {
                 Ok(file) => {
                     let file = crate::readonly::ReadOnlyFile::new(file).map_err(io_error)?;
-                    return store.with_journal(Box::new(file));
+                    return store.with_journal(Box::new(file), self.checkpoint_every);
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => return Err(io_error(error)),
@@ -278,7 +293,7 @@ impl StoreBuilder {
             let store = self.finish(self.redb().create_with_backend(backend)?, false)?;
             #[cfg(not(target_family = "wasm"))]
             if let Some(journal) = self.journal.take() {
-                return store.with_journal(journal);
+                return store.with_journal(journal, self.checkpoint_every);
             }
             Ok(store)
         })
@@ -725,8 +740,13 @@ impl Store {
     /// state into redb (durably; in memory for a read-only store), then
     /// cuts it.
     #[cfg(not(target_family = "wasm"))]
-    fn with_journal(mut self, file: Box<dyn StorageBackend>) -> Result<Store, StoreError> {
-        let (mut journal, records) = Journal::open(file, self.store_id, !self.read_only)?;
+    fn with_journal(
+        mut self,
+        file: Box<dyn StorageBackend>,
+        checkpoint_every: u64,
+    ) -> Result<Store, StoreError> {
+        let (mut journal, records) =
+            Journal::open(file, self.store_id, !self.read_only, checkpoint_every)?;
         let txn = self.db().begin_write()?;
         let applied = log::journal_seq(&txn)?;
         let mut seq = applied;

@@ -72,7 +72,10 @@ fn threads_racing_for_ids_and_emails_get_exactly_one_winner_each() {
 #[test]
 fn concurrent_callers_share_commits_and_each_is_answered_when_durable() {
     let disk = crate::disk::Disk::default().with_slow_sync(std::time::Duration::from_millis(3));
-    let store = Store::builder().backend(disk.backend()).unwrap();
+    let store = Store::builder()
+        .journal(disk.journal())
+        .backend(disk.backend())
+        .unwrap();
     let before = disk.syncs();
     let (threads, per_thread) = (8u128, 10u128);
 
@@ -102,8 +105,10 @@ fn concurrent_callers_share_commits_and_each_is_answered_when_durable() {
     );
     // Everything acknowledged was synced: a power cut now loses nothing.
     let image = disk.image(crate::disk::Keep::Nothing);
+    let disk = crate::disk::Disk::with_image(image);
     let reopened = Store::builder()
-        .backend(crate::disk::Disk::with_image(image).backend())
+        .journal(disk.journal())
+        .backend(disk.backend())
         .unwrap();
     assert_eq!(reopened.head_position().unwrap(), commands);
 }

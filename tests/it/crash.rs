@@ -9,7 +9,7 @@ use spkey_store::contract::{Body, EventJson, event_json};
 use spkey_store::{CreateUser, Event, ManualClock, Outcome, Store, StoreError, UserCreated};
 use uuid::Uuid;
 
-use crate::disk::{Disk, Fault, Keep};
+use crate::disk::{Disk, Fault, Image, Keep};
 use crate::support::{NOW_MS, long_run};
 
 enum Step {
@@ -51,9 +51,14 @@ fn attempted() -> Vec<UserCreated> {
         .collect()
 }
 
+/// The store on `disk`, with its journal there too: every I/O point of
+/// both files is a point of these harnesses, checkpoints included (one
+/// every 3 commits, so the workloads pass through several).
 pub fn open(disk: &Disk) -> Result<Store, StoreError> {
     Store::builder()
         .clock(ManualClock::new(NOW_MS))
+        .journal(disk.journal())
+        .checkpoint_every(3)
         .backend(disk.backend())
 }
 
@@ -103,7 +108,7 @@ fn acked_on(disk: &Disk) -> Option<Vec<EventJson>> {
 }
 
 /// Reopens `image` and checks it against what was acknowledged.
-fn check(image: Vec<u8>, acked: &[EventJson]) -> Result<(), String> {
+fn check(image: Image, acked: &[EventJson]) -> Result<(), String> {
     let store = open(&Disk::with_image(image)).map_err(|e| format!("reopen failed: {e}"))?;
     let report = store.verify().map_err(|e| format!("verify failed: {e}"))?;
     if !report.is_sound() {
@@ -164,7 +169,7 @@ pub fn variants(seed: u64) -> Vec<(Keep, Option<Keep>)> {
 }
 
 /// A reboot that loses power again at a random op of its recovery.
-pub fn cut_during_recovery(image: Vec<u8>, keep: Keep, seed: u64) -> Vec<u8> {
+pub fn cut_during_recovery(image: Image, keep: Keep, seed: u64) -> Image {
     let probe = Disk::with_image(image.clone());
     drop(open(&probe));
     if probe.ops() == 0 {

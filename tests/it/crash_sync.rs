@@ -13,7 +13,7 @@ use spkey_store::{CreateUser, ManualClock, MemoryBackend, RecordedEvent, Store, 
 use uuid::Uuid;
 
 use crate::crash::{cut_during_recovery, open, variants};
-use crate::disk::{Disk, Fault, Keep};
+use crate::disk::{Disk, Fault, Image, Keep};
 use crate::support::NOW_MS;
 
 /// Which side of sync is on the faulty disk.
@@ -106,7 +106,7 @@ fn run(role: Role, disk: &Disk) -> Option<(Acked, Vec<u8>)> {
 
 /// Reopens `image`, checks it against what was acknowledged, then syncs it
 /// with the other side to the end and checks that both agree.
-fn check(role: Role, image: Vec<u8>, acked: &Acked, other: &[u8]) -> Result<(), String> {
+fn check(role: Role, image: Image, acked: &Acked, other: &[u8]) -> Result<(), String> {
     let on_disk = open(&Disk::with_image(image)).map_err(|e| format!("reopen failed: {e}"))?;
     let report = on_disk
         .verify()

@@ -48,7 +48,7 @@ fn original() -> Original {
         users.insert(user.profile.user_id, user);
     }
     drop(store);
-    let image = disk.live();
+    let image = disk.live().store;
     let raw = raw_events(image.clone()).unwrap();
     Original {
         image,

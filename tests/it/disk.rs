@@ -1,6 +1,8 @@
 //! A redb `StorageBackend` that models a disk: what is durable, what was
 //! written since the last sync and would be at the mercy of a power cut, and
-//! faults injected at the Nth I/O operation.
+//! faults injected at the Nth I/O operation. The disk holds two files, the
+//! store and its journal, counted as one sequence of I/O operations: a power
+//! cut hits both at once.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -64,89 +66,48 @@ impl Pending {
     }
 }
 
-#[derive(Default)]
-struct State {
+/// Both files of a store, as bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Image {
+    /// The store file.
+    pub store: Vec<u8>,
+    /// Its journal.
+    pub journal: Vec<u8>,
+}
+
+impl From<Vec<u8>> for Image {
+    /// A store file without a journal.
+    fn from(store: Vec<u8>) -> Image {
+        Image {
+            store,
+            journal: Vec::new(),
+        }
+    }
+}
+
+#[derive(Default, Clone)]
+struct File {
     /// What reads see: the OS page cache.
     live: Vec<u8>,
     /// What survives a power cut for certain.
     durable: Vec<u8>,
     /// Writes and resizes since the last sync, in order.
     pending: Vec<Pending>,
-    /// I/O operations so far.
-    ops: u64,
-    fault: Option<Fault>,
-    cut: bool,
-    /// Planted bug: a sync that does not reach the disk.
-    sync_is_a_lie: bool,
-    /// How long a sync takes, as a real disk's would.
-    sync_delay: std::time::Duration,
-    /// Syncs so far.
-    syncs: u64,
 }
 
-/// A disk shared by the test and the backend redb holds.
-#[derive(Clone, Default)]
-pub struct Disk(Arc<Mutex<State>>);
-
-impl fmt::Debug for Disk {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Disk")
-    }
-}
-
-impl Disk {
-    /// A disk holding `bytes`, all of them durable.
-    pub fn with_image(bytes: Vec<u8>) -> Disk {
-        let disk = Disk::default();
-        {
-            let mut state = disk.state();
-            state.live = bytes.clone();
-            state.durable = bytes;
+impl File {
+    fn with(bytes: Vec<u8>) -> File {
+        File {
+            live: bytes.clone(),
+            durable: bytes,
+            pending: Vec::new(),
         }
-        disk
-    }
-
-    pub fn with_fault(self, fault: Fault) -> Disk {
-        self.state().fault = Some(fault);
-        self
-    }
-
-    /// Planted bug for showing the harness can fail: syncs do nothing.
-    pub fn with_lying_sync(self) -> Disk {
-        self.state().sync_is_a_lie = true;
-        self
-    }
-
-    /// Syncs that take `delay`, like a real disk's fsync.
-    pub fn with_slow_sync(self, delay: std::time::Duration) -> Disk {
-        self.state().sync_delay = delay;
-        self
-    }
-
-    pub fn syncs(&self) -> u64 {
-        self.state().syncs
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock is a test failure anyway; the state
-        // is still the best record of what happened.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn ops(&self) -> u64 {
-        self.state().ops
-    }
-
-    /// The bytes as the running process sees them.
-    pub fn live(&self) -> Vec<u8> {
-        self.state().live.clone()
     }
 
     /// The bytes found after power returns.
-    pub fn image(&self, keep: Keep) -> Vec<u8> {
-        let state = self.state();
-        let mut bytes = state.durable.clone();
-        let pending = &state.pending;
+    fn image(&self, keep: Keep) -> Vec<u8> {
+        let mut bytes = self.durable.clone();
+        let pending = &self.pending;
         match keep {
             Keep::Nothing => {}
             Keep::Everything => pending.iter().for_each(|p| p.apply(&mut bytes)),
@@ -187,9 +148,106 @@ impl Disk {
         }
         bytes
     }
+}
 
+#[derive(Default)]
+struct State {
+    /// The store, then its journal.
+    files: [File; 2],
+    /// I/O operations so far.
+    ops: u64,
+    fault: Option<Fault>,
+    cut: bool,
+    /// Planted bug: a sync that does not reach the disk.
+    sync_is_a_lie: bool,
+    /// How long a sync takes, as a real disk's would.
+    sync_delay: std::time::Duration,
+    /// Syncs so far.
+    syncs: u64,
+}
+
+/// A disk shared by the test and the backend redb holds.
+#[derive(Clone, Default)]
+pub struct Disk(Arc<Mutex<State>>);
+
+impl fmt::Debug for Disk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Disk")
+    }
+}
+
+impl Disk {
+    /// A disk holding `image`, all of it durable.
+    pub fn with_image(image: impl Into<Image>) -> Disk {
+        let image = image.into();
+        let disk = Disk::default();
+        disk.state().files = [File::with(image.store), File::with(image.journal)];
+        disk
+    }
+
+    pub fn with_fault(self, fault: Fault) -> Disk {
+        self.state().fault = Some(fault);
+        self
+    }
+
+    /// Planted bug for showing the harness can fail: syncs do nothing.
+    pub fn with_lying_sync(self) -> Disk {
+        self.state().sync_is_a_lie = true;
+        self
+    }
+
+    /// Syncs that take `delay`, like a real disk's fsync.
+    pub fn with_slow_sync(self, delay: std::time::Duration) -> Disk {
+        self.state().sync_delay = delay;
+        self
+    }
+
+    pub fn syncs(&self) -> u64 {
+        self.state().syncs
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a test failure anyway; the state
+        // is still the best record of what happened.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn ops(&self) -> u64 {
+        self.state().ops
+    }
+
+    /// The bytes as the running process sees them.
+    pub fn live(&self) -> Image {
+        let state = self.state();
+        Image {
+            store: state.files[0].live.clone(),
+            journal: state.files[1].live.clone(),
+        }
+    }
+
+    /// The bytes found after power returns: each file keeps what `keep`
+    /// says of its unsynced writes (the journal with a seed of its own).
+    pub fn image(&self, keep: Keep) -> Image {
+        let state = self.state();
+        let journal_keep = match keep {
+            Keep::Some(seed) => Keep::Some(seed ^ 0x5eed),
+            Keep::Torn(seed) => Keep::Torn(seed ^ 0x5eed),
+            other => other,
+        };
+        Image {
+            store: state.files[0].image(keep),
+            journal: state.files[1].image(journal_keep),
+        }
+    }
+
+    /// The store file, for redb.
     pub fn backend(&self) -> DiskBackend {
-        DiskBackend(self.clone())
+        DiskBackend(self.clone(), 0)
+    }
+
+    /// The journal file.
+    pub fn journal(&self) -> DiskBackend {
+        DiskBackend(self.clone(), 1)
     }
 
     /// Counts an I/O op and decides whether it fails (`Err`), is silently
@@ -218,13 +276,13 @@ impl Disk {
     }
 }
 
-/// The backend handed to redb.
+/// One file of the disk, as a backend.
 #[derive(Debug)]
-pub struct DiskBackend(Disk);
+pub struct DiskBackend(Disk, usize);
 
 impl StorageBackend for DiskBackend {
     fn len(&self) -> Result<u64, io::Error> {
-        Ok(self.0.state().live.len() as u64)
+        Ok(self.0.state().files[self.1].live.len() as u64)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
@@ -233,7 +291,7 @@ impl StorageBackend for DiskBackend {
             return Err(io::Error::other("power is off"));
         }
         let start = offset as usize;
-        let bytes = state
+        let bytes = state.files[self.1]
             .live
             .get(start..start + out.len())
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
@@ -247,8 +305,9 @@ impl StorageBackend for DiskBackend {
             return Ok(());
         }
         let change = Pending::SetLen(len);
-        change.apply(&mut state.live);
-        state.pending.push(change);
+        let file = &mut state.files[self.1];
+        change.apply(&mut file.live);
+        file.pending.push(change);
         Ok(())
     }
 
@@ -258,9 +317,9 @@ impl StorageBackend for DiskBackend {
         let mut state = self.0.state();
         state.syncs += 1;
         if self.0.op(&mut state)? && !state.sync_is_a_lie {
-            let pending = std::mem::take(&mut state.pending);
-            let State { durable, .. } = &mut *state;
-            pending.iter().for_each(|p| p.apply(durable));
+            let file = &mut state.files[self.1];
+            let pending = std::mem::take(&mut file.pending);
+            pending.iter().for_each(|p| p.apply(&mut file.durable));
         }
         Ok(())
     }
@@ -274,8 +333,9 @@ impl StorageBackend for DiskBackend {
             offset,
             data: data.to_vec(),
         };
-        change.apply(&mut state.live);
-        state.pending.push(change);
+        let file = &mut state.files[self.1];
+        change.apply(&mut file.live);
+        file.pending.push(change);
         Ok(())
     }
 }
