@@ -383,6 +383,19 @@ impl Tab {
         Tab::ALL.into_iter().find(|t| *t as u8 == code)
     }
 
+    /// Its name, as redb knows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tab::Events => "events",
+            Tab::Streams => "streams",
+            Tab::Emails => "emails",
+            Tab::EventIds => "event_ids",
+            Tab::Pending => "pending",
+            Tab::Rejections => "rejections",
+            Tab::Meta => "meta",
+        }
+    }
+
     /// Its definition.
     pub fn definition(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
         match self {
@@ -637,5 +650,22 @@ impl Log for Writer<'_, '_> {
         )?;
         self.dirty = true;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::TableHandle;
+
+    use super::*;
+
+    #[test]
+    fn every_table_code_decodes_to_its_table_and_its_name_is_redbs() {
+        for tab in Tab::ALL {
+            assert_eq!(Tab::from_code(tab as u8), Some(tab));
+            assert_eq!(tab.name(), tab.definition().name());
+        }
+        assert_eq!(Tab::from_code(0), None);
+        assert_eq!(Tab::from_code(8), None);
     }
 }

@@ -177,6 +177,26 @@ pub enum Finding {
         /// The position.
         position: u64,
     },
+    /// The journal cannot be read as a journal of this store.
+    JournalUnreadable {
+        /// Why.
+        error: String,
+    },
+    /// The journal's last record is not the last one the store applied.
+    JournalOutOfStep {
+        /// The journal's last record.
+        journal: u64,
+        /// The store's last applied record.
+        store: u64,
+    },
+    /// A row the journal's records leave in one state and the store holds
+    /// in another.
+    JournalRowMismatch {
+        /// The table.
+        table: &'static str,
+        /// The row's key, in hex.
+        key: String,
+    },
 }
 
 impl fmt::Display for Finding {
@@ -264,6 +284,15 @@ impl fmt::Display for Finding {
             Finding::MissingRejectionRow { position } => write!(
                 f,
                 "position {position}: UserCreationRejected without a rejections row"
+            ),
+            Finding::JournalUnreadable { error } => write!(f, "journal: {error}"),
+            Finding::JournalOutOfStep { journal, store } => write!(
+                f,
+                "journal ends at record {journal}, the store has applied up to record {store}"
+            ),
+            Finding::JournalRowMismatch { table, key } => write!(
+                f,
+                "{table} row {key}: the journal leaves it otherwise than the store holds it"
             ),
         }
     }
@@ -536,5 +565,93 @@ fn readable(
             Ok(None)
         }
         Some(bytes) => Ok(codec::decode(bytes.value()).ok()),
+    }
+}
+
+/// Checks the journal `bytes` against the store `txn` sees: every record
+/// whole and in sequence, the last one the store's last applied record,
+/// and every row the records change holding what the last change wrote
+/// (every write since the last checkpoint is in the journal, so nothing
+/// else can have changed those rows).
+#[cfg(not(target_family = "wasm"))]
+pub(crate) fn verify_journal(txn: &ReadTransaction, bytes: &[u8], findings: &mut Vec<Finding>) {
+    use std::collections::BTreeMap;
+
+    use crate::log::{Change, Tab};
+
+    let records = match crate::journal::parse(bytes) {
+        Ok((records, _)) => records,
+        Err(error) => {
+            findings.push(Finding::JournalUnreadable {
+                error: error.to_string(),
+            });
+            return;
+        }
+    };
+    let Some(last) = records.last() else {
+        return;
+    };
+    let applied = match txn
+        .open_table(META)
+        .map_err(StoreError::from)
+        .and_then(|meta| log::meta_u64(&meta, log::META_JOURNAL_SEQ))
+    {
+        Ok(applied) => applied,
+        Err(error) => {
+            findings.push(malformed("meta", error));
+            return;
+        }
+    };
+    if last.seq != applied {
+        findings.push(Finding::JournalOutOfStep {
+            journal: last.seq,
+            store: applied,
+        });
+    }
+    // The last state of each row the journal touches.
+    let mut rows: BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>> = BTreeMap::new();
+    for record in &records {
+        let mut redo = &record.redo[..];
+        while !redo.is_empty() {
+            match postcard::take_from_bytes::<Change<'_>>(redo) {
+                Ok((change, rest)) => {
+                    rows.insert(
+                        (change.table, change.key.to_vec()),
+                        change.value.map(<[u8]>::to_vec),
+                    );
+                    redo = rest;
+                }
+                Err(error) => {
+                    findings.push(Finding::JournalUnreadable {
+                        error: format!("record {}: {error}", record.seq),
+                    });
+                    return;
+                }
+            }
+        }
+    }
+    for ((code, key), value) in rows {
+        let Some(tab) = Tab::from_code(code) else {
+            findings.push(Finding::JournalUnreadable {
+                error: format!("unknown table {code}"),
+            });
+            continue;
+        };
+        let definition = tab.definition();
+        let held = txn
+            .open_table(definition)
+            .map_err(StoreError::from)
+            .and_then(|table| {
+                Ok(table
+                    .get(&key[..])
+                    .map_err(StoreError::from)?
+                    .map(|v| v.value().to_vec()))
+            });
+        if !matches!(held, Ok(ref held) if *held == value) {
+            findings.push(Finding::JournalRowMismatch {
+                table: tab.name(),
+                key: key.iter().map(|b| format!("{b:02x}")).collect(),
+            });
+        }
     }
 }

@@ -13,6 +13,7 @@ mod email;
 mod fuzz_regressions;
 mod golden;
 mod hardening;
+mod journal;
 mod kill;
 mod pipeline;
 mod props;

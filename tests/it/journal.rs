@@ -1,0 +1,223 @@
+//! The journal: what a process that dies leaves there is replayed on the
+//! next open; a torn last record is cut; damage and foreign journals are
+//! refused, the journal untouched (images are compared with `==`, not
+//! `assert_eq!`, whose message would print megabytes).
+
+use spkey_store::{CreateUser, ManualClock, Outcome, Store, StoreError};
+use uuid::Uuid;
+
+use crate::disk::{Disk, Image};
+use crate::support::NOW_MS;
+
+fn open(disk: &Disk) -> Result<Store, StoreError> {
+    Store::builder()
+        .clock(ManualClock::new(NOW_MS))
+        .journal(disk.journal())
+        .backend(disk.backend())
+}
+
+fn create(store: &Store, n: u128) -> Outcome {
+    let command = CreateUser::new(
+        Uuid::from_u128(0x10_0000 + n).to_string(),
+        format!("journal{n}@example.com"),
+    );
+    store.create_user(&command).unwrap()
+}
+
+/// What a process that died after `n` acknowledged creates leaves: the
+/// files as the OS holds them, with redb's last durable commit before them
+/// all, so only the journal holds them.
+fn died_after(n: u128) -> Image {
+    let disk = Disk::default();
+    let store = open(&disk).unwrap();
+    for i in 0..n {
+        assert!(matches!(create(&store, i), Outcome::Created(_)));
+    }
+    let image = disk.live();
+    // Not dropped: a process that dies runs no destructor.
+    std::mem::forget(store);
+    image
+}
+
+/// The offset of the end of each record in a journal image.
+fn record_ends(journal: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut at = 32;
+    while at + 20 <= journal.len() {
+        let len = u32::from_le_bytes(journal[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += 20 + len;
+        ends.push(at);
+    }
+    ends
+}
+
+#[test]
+fn what_only_the_journal_holds_is_replayed_on_open_and_the_journal_cut() {
+    let image = died_after(5);
+    assert_eq!(
+        record_ends(&image.journal).len(),
+        5,
+        "one record per command"
+    );
+    let without = open(&Disk::with_image(image.store.clone())).unwrap();
+    assert_eq!(without.head_position().unwrap(), 0, "redb alone has none");
+
+    let disk = Disk::with_image(image);
+    let store = open(&disk).unwrap();
+
+    assert_eq!(store.head_position().unwrap(), 5);
+    for n in 0..5 {
+        let user = Uuid::from_u128(0x10_0000 + n);
+        assert!(store.user(user).unwrap().is_some(), "user {n}");
+    }
+    assert!(store.verify().unwrap().is_sound());
+    assert_eq!(disk.live().journal.len(), 32, "cut back to its header");
+    // The replayed store goes on from where the journal ended.
+    assert!(matches!(create(&store, 5), Outcome::Created(e) if e.position == 6));
+    assert!(matches!(create(&store, 0), Outcome::Replayed(_)));
+}
+
+#[test]
+fn a_torn_last_record_is_cut_and_everything_before_it_kept() {
+    let image = died_after(3);
+    let ends = record_ends(&image.journal);
+    for cut in ends[1] + 1..ends[2] {
+        let mut torn = image.clone();
+        torn.journal.truncate(cut);
+        let disk = Disk::with_image(torn);
+        let store = open(&disk).unwrap();
+        assert_eq!(store.head_position().unwrap(), 2, "cut at {cut}");
+        assert!(store.verify().unwrap().is_sound());
+    }
+}
+
+#[test]
+fn a_damaged_record_before_a_whole_one_is_refused_and_left_untouched() {
+    let image = died_after(3);
+    let ends = record_ends(&image.journal);
+    let mut damaged = image.clone();
+    damaged.journal[ends[0] + 25] ^= 0x40;
+    let disk = Disk::with_image(damaged.clone());
+
+    let error = open(&disk).unwrap_err();
+
+    assert!(matches!(error, StoreError::Damaged(_)), "{error:?}");
+    assert!(error.to_string().contains("journal"), "{error}");
+    // redb recovers its own file as after any crash; the journal, which
+    // holds what may be the only copy of acknowledged commands, is kept.
+    assert!(
+        disk.live().journal == damaged.journal,
+        "the journal changed"
+    );
+}
+
+#[test]
+fn another_stores_journal_is_refused_and_left_untouched() {
+    let mine = died_after(1);
+    let theirs = died_after(2);
+    let mixed = Image {
+        store: mine.store,
+        journal: theirs.journal,
+    };
+    let disk = Disk::with_image(mixed.clone());
+
+    let error = open(&disk).unwrap_err();
+
+    assert!(matches!(error, StoreError::NotAStore(_)), "{error:?}");
+    assert!(error.to_string().contains("belongs to store"), "{error}");
+    assert!(disk.live().journal == mixed.journal, "the journal changed");
+}
+
+#[test]
+fn a_file_that_is_not_a_journal_is_refused_and_left_untouched() {
+    let image = Image {
+        journal: b"my notes, not a journal; do not delete".to_vec(),
+        ..died_after(1)
+    };
+    let disk = Disk::with_image(image.clone());
+
+    let error = open(&disk).unwrap_err();
+
+    assert!(matches!(error, StoreError::NotAStore(_)), "{error:?}");
+    assert!(disk.live().journal == image.journal, "the file changed");
+}
+
+#[test]
+fn a_store_file_opened_by_path_keeps_its_journal_beside_it_and_closes_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.redb");
+    let journal = dir.path().join("users.redb-journal");
+    let store = Store::open(&path).unwrap();
+    for n in 0..3 {
+        create(&store, n);
+    }
+    assert!(std::fs::metadata(&journal).unwrap().len() > 32);
+
+    store.close().unwrap();
+
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 32);
+    // The store file alone holds everything once closed.
+    std::fs::remove_file(&journal).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.head_position().unwrap(), 3);
+    assert!(store.verify().unwrap().is_sound());
+}
+
+#[test]
+fn a_read_only_open_replays_the_journal_in_memory_and_changes_no_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.redb");
+    let journal = dir.path().join("users.redb-journal");
+    let image = died_after(4);
+    std::fs::write(&path, &image.store).unwrap();
+    std::fs::write(&journal, &image.journal).unwrap();
+
+    let store = Store::builder().open_read_only(&path).unwrap();
+
+    assert_eq!(store.head_position().unwrap(), 4);
+    assert!(store.verify().unwrap().is_sound());
+    drop(store);
+    assert!(
+        std::fs::read(&path).unwrap() == image.store,
+        "the store changed"
+    );
+    assert!(
+        std::fs::read(&journal).unwrap() == image.journal,
+        "the journal changed"
+    );
+}
+
+#[test]
+fn verify_finds_a_journal_that_says_otherwise_than_the_store() {
+    use spkey_store::{Finding, StorageBackend};
+
+    let disk = Disk::default();
+    let store = open(&disk).unwrap();
+    create(&store, 0);
+    create(&store, 1);
+    assert!(store.verify().unwrap().is_sound());
+    // Rewrite the last byte of the second record's payload (part of its
+    // last change) and its checksum, as a bug writing the wrong bytes would.
+    let journal = disk.live().journal;
+    let ends = record_ends(&journal);
+    let start = ends[0];
+    let mut record = journal[start..ends[1]].to_vec();
+    let last = record.len() - 1;
+    record[last] ^= 0x01;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&record[4..16]);
+    crc.update(&record[20..]);
+    record[16..20].copy_from_slice(&crc.finalize().to_le_bytes());
+    disk.journal().write(start as u64, &record).unwrap();
+
+    let report = store.verify().unwrap();
+
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::JournalRowMismatch { .. })),
+        "{:?}",
+        report.findings
+    );
+}
