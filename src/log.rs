@@ -351,6 +351,8 @@ pub(crate) struct Writer<'txn, 's> {
     /// Every row written, as a redo record for the journal (see
     /// `journal.rs`), when the store keeps one.
     redo: Option<Redo>,
+    /// How many rows were written.
+    changes: u64,
 }
 
 /// A table the [`Writer`] writes, by its code in a redo record. The codes
@@ -480,12 +482,14 @@ impl<'txn, 's> Writer<'txn, 's> {
             meta: txn.open_table(META)?,
             dirty: false,
             redo: journaled.then(Vec::new),
+            changes: 0,
         })
     }
 
-    /// The redo record of everything written, when journaled.
-    pub fn take_redo(&mut self) -> Option<Redo> {
-        self.redo.take()
+    /// The redo record of everything written, when journaled, and how many
+    /// rows it changes.
+    pub fn take_redo(&mut self) -> Option<(Redo, u64)> {
+        self.redo.take().map(|redo| (redo, self.changes))
     }
 
     /// Writes (`Some`) or removes (`None`) one row: the only way the writer
@@ -505,6 +509,7 @@ impl<'txn, 's> Writer<'txn, 's> {
             Some(value) => table.insert(key, value)?.is_some(),
             None => table.remove(key)?.is_some(),
         };
+        self.changes += 1;
         if let Some(redo) = &mut self.redo {
             let change = Change {
                 table: tab as u8,

@@ -673,8 +673,8 @@ impl Store {
             };
             if dirty {
                 #[cfg(not(target_family = "wasm"))]
-                if let (Some(journal), Some(redo)) = (journal.as_deref_mut(), redo) {
-                    self.commit_journaled(txn, journal, &redo)?;
+                if let (Some(journal), Some((redo, changes))) = (journal.as_deref_mut(), redo) {
+                    self.commit_journaled(txn, journal, &redo, changes)?;
                 } else {
                     txn.commit()?;
                 }
@@ -706,12 +706,13 @@ impl Store {
         txn: redb::WriteTransaction,
         journal: &mut Journal,
         redo: &[u8],
+        changes: u64,
     ) -> Result<(), StoreError> {
         let seq = log::journal_seq(&txn)? + 1;
         log::set_journal_seq(&txn, seq)?;
         // On failure the transaction is dropped, so aborted: nothing was
         // acknowledged and redb holds nothing of it.
-        journal.append(seq, redo)?;
+        journal.append(seq, redo, changes)?;
         if let Err(error) = txn.commit() {
             // The journal holds a record redb lacks: only a reopen, which
             // replays it, may write again.
