@@ -7,8 +7,16 @@
 //! redb commit, with `Durability::None`, and the caller hear back. redb's
 //! own durable commit (a checkpoint) runs every [`CHECKPOINT_RECORDS`]
 //! records or [`CHECKPOINT_BYTES`] bytes and on close, for many commands at
-//! once; after it the journal is cut back to its header. Opening replays the
-//! records past redb's durable state.
+//! once; after it the journal starts again from its head. Opening replays
+//! the records past redb's durable state.
+//!
+//! The file is written over, not appended to: it grows in zero-filled
+//! [`CHUNK`]s, and after a checkpoint the next record goes back to the
+//! start, over records redb already holds. A sync then carries data only,
+//! not a new file length — SQLite's WAL reuses its file for the same
+//! reason. Records left from an earlier lap have lower sequence numbers,
+//! which is how reading tells them from the current lap; a clean close
+//! cuts the file back to its header.
 //!
 //! File: a 32-byte header (magic with the format version, then the store
 //! id, so a journal is never replayed into another store) and records
@@ -20,9 +28,10 @@
 //! between the journal, redb's commit, a checkpoint and the cut.
 //!
 //! A record is synced before the next one is written, so a power cut can
-//! tear only the last: an invalid record with no valid later record is a
-//! torn append and is cut (its command was never acknowledged); an invalid
-//! record followed by a valid later one is damage, and the store refuses to
+//! tear only the last: an invalid record with no valid record of a later
+//! sequence after it (later than what redb already holds) is a torn append
+//! and ends the journal (its command was never acknowledged); an invalid
+//! record followed by such a record is damage, and the store refuses to
 //! open rather than lose or invent anything.
 
 use redb::StorageBackend;
@@ -53,6 +62,10 @@ pub(crate) const CHECKPOINT_BYTES: u64 = 8 << 20;
 /// it, 356 checkpointing every commit; 4,096 cost 4 % more time than 8,192.
 pub(crate) const CHECKPOINT_CHANGES: u64 = 8192;
 
+/// The journal grows by this many zeroed bytes at a time, so that most
+/// syncs find the file's length unchanged.
+pub(crate) const CHUNK: u64 = 1 << 20;
+
 /// One record: the row changes of one commit.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Record {
@@ -68,6 +81,13 @@ pub(crate) struct Journal {
     file: Box<dyn StorageBackend>,
     /// Where the next record goes: the end of the last whole record.
     len: u64,
+    /// The file's length: bytes written (records or zeros) and synced.
+    allocated: u64,
+    /// The last record redb holds durably: the records of the current lap
+    /// are later ones.
+    base: u64,
+    /// The last record appended (or replayed).
+    last: u64,
     /// Records since the last checkpoint.
     records: u64,
     /// Rows those records change.
@@ -121,25 +141,28 @@ fn record_checksum(len: u32, seq: u64, payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// The records of a journal's bytes past the header, and the length of the
-/// part that is whole records.
+/// The records of the current lap in a journal's bytes, and where they
+/// end. `applied` is the last record redb holds: records of earlier laps
+/// are at most that.
 ///
 /// # Errors
 ///
 /// [`StoreError::Damaged`] when an invalid record is followed by a valid
-/// one with a later sequence (damage, not a torn append), or when sequences
-/// do not follow each other.
-pub(crate) fn parse(bytes: &[u8]) -> Result<(Vec<Record>, u64), StoreError> {
+/// one with a sequence later than every record read and than `applied`
+/// (damage, not a torn append), or when the current lap skips a sequence.
+pub(crate) fn parse(bytes: &[u8], applied: u64) -> Result<(Vec<Record>, u64), StoreError> {
     let mut records: Vec<Record> = Vec::new();
     let mut at = HEADER_LEN as usize;
     while at < bytes.len() {
+        let last = records.last().map(|r| r.seq);
         let Some((record, len)) = record_at(&bytes[at..]) else {
-            // Torn append or damage: damage leaves a whole later record.
-            let last = records.last().map_or(0, |r| r.seq);
+            // Torn append, zeros, or an earlier lap's bytes — or damage,
+            // which leaves a whole record of a later sequence after it.
+            let newest = last.unwrap_or(0).max(applied);
             let later = (at + 1..bytes.len())
                 .filter(|&i| bytes[i..].starts_with(&RECORD_MAGIC))
                 .filter_map(|i| record_at(&bytes[i..]))
-                .find(|(record, _)| record.seq > last);
+                .find(|(record, _)| record.seq > newest);
             if let Some((record, _)) = later {
                 return Err(StoreError::Damaged(format!(
                     "journal: the record at byte {at} is damaged, and record {} follows it",
@@ -148,13 +171,16 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<(Vec<Record>, u64), StoreError> {
             }
             break;
         };
-        if let Some(previous) = records.last()
-            && record.seq != previous.seq + 1
-        {
-            return Err(StoreError::Damaged(format!(
-                "journal: record {} follows record {}",
-                record.seq, previous.seq
-            )));
+        match last {
+            // An earlier lap's record: the current lap ends here.
+            Some(last) if record.seq <= last => break,
+            Some(last) if record.seq != last + 1 => {
+                return Err(StoreError::Damaged(format!(
+                    "journal: record {} follows record {last}",
+                    record.seq
+                )));
+            }
+            _ => {}
         }
         records.push(record);
         at += len;
@@ -163,10 +189,12 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<(Vec<Record>, u64), StoreError> {
 }
 
 impl Journal {
-    /// Opens the journal in `file` for the store `store_id`, returning it and
-    /// the records it holds. An empty file, or one holding only the zeros
-    /// of a header never written whole, gets a fresh header (when `write`).
-    /// A torn last record is cut (when `write`; otherwise ignored).
+    /// Opens the journal in `file` for the store `store_id`, whose redb file
+    /// holds the changes up to record `applied`, returning it and the
+    /// records of its current lap. An empty file, or one holding only the
+    /// zeros of a header never written whole, gets a fresh header (when
+    /// `write`). Nothing else is written: the caller replays the records,
+    /// makes them durable and [`cut`](Self::cut)s.
     ///
     /// # Errors
     ///
@@ -176,6 +204,7 @@ impl Journal {
     pub fn open(
         file: Box<dyn StorageBackend>,
         store_id: Uuid,
+        applied: u64,
         write: bool,
         checkpoint_every: u64,
     ) -> Result<(Journal, Vec<Record>), StoreError> {
@@ -189,6 +218,9 @@ impl Journal {
         let mut journal = Journal {
             file,
             len: HEADER_LEN,
+            allocated: size.max(HEADER_LEN),
+            base: applied,
+            last: applied,
             records: 0,
             changes: 0,
             checkpoint_every,
@@ -215,12 +247,9 @@ impl Journal {
                  this one (left untouched)"
             )));
         }
-        let (records, whole) = parse(&bytes)?;
-        if write && whole < size {
-            journal.file.set_len(whole).map_err(io)?;
-            journal.file.sync_data().map_err(io)?;
-        }
+        let (records, whole) = parse(&bytes, applied)?;
         journal.len = whole;
+        journal.last = records.last().map_or(applied, |r| r.seq.max(applied));
         journal.records = records.len() as u64;
         Ok((journal, records))
     }
@@ -244,10 +273,21 @@ impl Journal {
         record.extend_from_slice(&record_checksum(len, seq, redo).to_le_bytes());
         record.extend_from_slice(redo);
         self.failed = true;
+        let end = self.len + record.len() as u64;
+        if end > self.allocated {
+            // Zeros up to the next chunk; the sync below carries them with
+            // the record, and the syncs of the next records find the
+            // length unchanged.
+            let grown = end.div_ceil(CHUNK) * CHUNK;
+            let zeros = vec![0; (grown - end) as usize];
+            self.file.write(end, &zeros).map_err(io)?;
+            self.allocated = grown;
+        }
         self.file.write(self.len, &record).map_err(io)?;
         self.file.sync_data().map_err(io)?;
         self.failed = false;
         self.len += record.len() as u64;
+        self.last = seq;
         self.records += 1;
         self.changes += changes;
         Ok(())
@@ -266,13 +306,22 @@ impl Journal {
             || self.changes >= CHECKPOINT_CHANGES
     }
 
-    /// Whether any record is held since the last cut.
+    /// Whether the file is longer than its header.
     pub fn holds_records(&self) -> bool {
-        self.len > HEADER_LEN
+        self.allocated > HEADER_LEN || self.len > HEADER_LEN
     }
 
-    /// Cuts the journal back to its header, once redb has made every record
-    /// durable.
+    /// Starts a new lap, once redb has made every record durable: the next
+    /// record goes back to the start, over records redb holds. No I/O.
+    pub fn restart(&mut self) {
+        self.base = self.last;
+        self.len = HEADER_LEN;
+        self.records = 0;
+        self.changes = 0;
+    }
+
+    /// Cuts the file back to its header, on a clean close (after the last
+    /// checkpoint): a closed store's journal is 32 bytes.
     ///
     /// # Errors
     ///
@@ -282,10 +331,14 @@ impl Journal {
         self.usable()?;
         self.file.set_len(HEADER_LEN).map_err(io)?;
         self.file.sync_data().map_err(io)?;
-        self.len = HEADER_LEN;
-        self.records = 0;
-        self.changes = 0;
+        self.allocated = HEADER_LEN;
+        self.restart();
         Ok(())
+    }
+
+    /// The last record redb holds durably.
+    pub fn base(&self) -> u64 {
+        self.base
     }
 
     /// The whole file, for `verify`.
@@ -322,21 +375,41 @@ mod tests {
     use super::*;
     use crate::MemoryBackend;
 
-    fn journal_with(records: &[(u64, &[u8])]) -> Vec<u8> {
+    const RECORD_END: usize = HEADER_LEN as usize + RECORD_HEADER + 3;
+
+    /// A journal written lap by lap: each lap's records, a restart between
+    /// laps; returns its bytes.
+    fn journal_with(laps: &[&[(u64, &[u8])]]) -> Vec<u8> {
         let file = MemoryBackend::new();
         let image = file.clone();
-        let (mut journal, _) = Journal::open(Box::new(file), Uuid::from_u128(1), true, 8).unwrap();
-        for (seq, redo) in records {
-            journal.append(*seq, redo, 1).unwrap();
+        let (mut journal, _) =
+            Journal::open(Box::new(file), Uuid::from_u128(1), 0, true, 8).unwrap();
+        for (i, lap) in laps.iter().enumerate() {
+            if i > 0 {
+                journal.restart();
+            }
+            for (seq, redo) in lap.iter() {
+                journal.append(*seq, redo, 1).unwrap();
+            }
         }
         image.snapshot()
     }
 
+    fn seqs(bytes: &[u8], applied: u64) -> Vec<u64> {
+        parse(bytes, applied)
+            .unwrap()
+            .0
+            .iter()
+            .map(|r| r.seq)
+            .collect()
+    }
+
     #[test]
-    fn records_read_back_in_order() {
-        let bytes = journal_with(&[(1, b"one"), (2, b"two")]);
-        let (records, whole) = parse(&bytes).unwrap();
-        assert_eq!(whole, bytes.len() as u64);
+    fn records_read_back_in_order_and_the_zeros_after_them_end_the_lap() {
+        let bytes = journal_with(&[&[(1, b"one"), (2, b"two")]]);
+        assert_eq!(bytes.len() as u64, CHUNK, "grown by a zeroed chunk");
+        let (records, whole) = parse(&bytes, 0).unwrap();
+        assert_eq!(whole as usize, 2 * (RECORD_END - HEADER_LEN as usize) + 32);
         assert_eq!(
             records,
             vec![
@@ -353,22 +426,31 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_last_record_is_cut_and_a_damaged_middle_one_refused() {
-        let bytes = journal_with(&[(1, b"one"), (2, b"two")]);
-        let first_end = HEADER_LEN as usize + RECORD_HEADER + 3;
-        for cut in first_end + 1..bytes.len() {
-            let (records, whole) = parse(&bytes[..cut]).unwrap();
-            assert_eq!(records.len(), 1, "cut at {cut}");
-            assert_eq!(whole, first_end as u64);
-        }
-        let mut damaged = bytes.clone();
-        damaged[HEADER_LEN as usize + RECORD_HEADER] ^= 1;
-        assert!(matches!(parse(&damaged), Err(StoreError::Damaged(_))));
+    fn a_new_lap_ends_where_the_last_laps_records_begin() {
+        let bytes = journal_with(&[&[(1, b"one"), (2, b"two"), (3, b"333")], &[(4, b"fou")]]);
+        // Record 4 over record 1; records 2 and 3 remain, and are older.
+        assert_eq!(seqs(&bytes, 3), vec![4]);
     }
 
     #[test]
-    fn sequences_must_follow_each_other() {
-        let bytes = journal_with(&[(1, b"one"), (3, b"three")]);
-        assert!(matches!(parse(&bytes), Err(StoreError::Damaged(_))));
+    fn a_torn_record_ends_the_lap_and_a_damaged_middle_one_is_refused() {
+        let bytes = journal_with(&[&[(1, b"one"), (2, b"two")]]);
+        for cut in RECORD_END + 1..2 * RECORD_END - 32 {
+            let mut torn = bytes.clone();
+            torn[cut..].fill(0);
+            assert_eq!(seqs(&torn, 0), vec![1], "torn at {cut}");
+        }
+        let mut damaged = bytes.clone();
+        damaged[HEADER_LEN as usize + RECORD_HEADER] ^= 1;
+        assert!(matches!(parse(&damaged, 0), Err(StoreError::Damaged(_))));
+        // The same bytes are a torn first record of a new lap when redb
+        // already holds record 2: nothing is lost, nothing refused.
+        assert_eq!(seqs(&damaged, 2), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_lap_that_skips_a_sequence_is_refused() {
+        let bytes = journal_with(&[&[(1, b"one"), (3, b"333")]]);
+        assert!(matches!(parse(&bytes, 0), Err(StoreError::Damaged(_))));
     }
 }

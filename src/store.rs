@@ -542,7 +542,10 @@ impl Drop for Store {
         if let Some(journal) = self.journal.take() {
             let mut journal = journal.into_inner().unwrap_or_else(|e| e.into_inner());
             if !self.read_only && journal.holds_records() {
-                let _ = contain(|| self.checkpoint(&mut journal));
+                let _ = contain(|| {
+                    self.checkpoint(&mut journal)?;
+                    journal.cut()
+                });
             }
         }
         if let Some(db) = self.db.take() {
@@ -584,7 +587,10 @@ impl Store {
         if let Some(journal) = self.journal.take() {
             let mut journal = journal.into_inner().unwrap_or_else(|e| e.into_inner());
             if !self.read_only && journal.holds_records() {
-                contain(|| self.checkpoint(&mut journal))?;
+                contain(|| {
+                    self.checkpoint(&mut journal)?;
+                    journal.cut()
+                })?;
             }
         }
         let db = self
@@ -727,29 +733,36 @@ impl Store {
         Ok(())
     }
 
-    /// Makes every commit durable in redb's own file, then cuts the journal.
+    /// Makes every commit durable in redb's own file; the journal then
+    /// starts a new lap over the records redb now holds.
     #[cfg(not(target_family = "wasm"))]
     fn checkpoint(&self, journal: &mut Journal) -> Result<(), StoreError> {
         let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| StoreError::Storage(e.into()))?;
         txn.commit()?;
-        journal.cut()
+        journal.restart();
+        Ok(())
     }
 
     /// Attaches the journal in `file`: replays its records past redb's
-    /// state into redb (durably; in memory for a read-only store), then
-    /// cuts it.
+    /// state into redb, durably (in memory for a read-only store); the
+    /// journal's next lap then starts over them.
     #[cfg(not(target_family = "wasm"))]
     fn with_journal(
         mut self,
         file: Box<dyn StorageBackend>,
         checkpoint_every: u64,
     ) -> Result<Store, StoreError> {
-        let (mut journal, records) =
-            Journal::open(file, self.store_id, !self.read_only, checkpoint_every)?;
         let txn = self.db().begin_write()?;
         let applied = log::journal_seq(&txn)?;
+        let (mut journal, records) = Journal::open(
+            file,
+            self.store_id,
+            applied,
+            !self.read_only,
+            checkpoint_every,
+        )?;
         let mut seq = applied;
         for record in records.iter().filter(|record| record.seq > applied) {
             if record.seq != seq + 1 {
@@ -767,9 +780,8 @@ impl Store {
         } else {
             txn.abort()?;
         }
-        if !self.read_only && journal.holds_records() {
-            journal.cut()?;
-        }
+        // Replayed durably (or nothing to replay): every record is in redb.
+        journal.restart();
         self.journal = Some(Mutex::new(journal));
         Ok(self)
     }
@@ -917,7 +929,7 @@ impl Store {
             let bytes = journal.bytes()?;
             let txn = self.db().begin_read()?;
             let mut report = crate::verify::verify(&txn, self.store_id)?;
-            crate::verify::verify_journal(&txn, &bytes, &mut report.findings);
+            crate::verify::verify_journal(&txn, &bytes, journal.base(), &mut report.findings);
             return Ok(report);
         }
         self.read(|txn| crate::verify::verify(txn, self.store_id))

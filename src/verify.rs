@@ -568,29 +568,23 @@ fn readable(
     }
 }
 
-/// Checks the journal `bytes` against the store `txn` sees: every record
-/// whole and in sequence, the last one the store's last applied record,
-/// and every row the records change holding what the last change wrote
-/// (every write since the last checkpoint is in the journal, so nothing
-/// else can have changed those rows).
+/// Checks the journal `bytes` against the store `txn` sees: the records
+/// after `base` (the last record redb held durably at the last checkpoint)
+/// whole and in sequence, the last one the store's last applied record, and
+/// every row they change holding what the last change wrote (every write
+/// since the checkpoint is in them, so nothing else can have changed those
+/// rows).
 #[cfg(not(target_family = "wasm"))]
-pub(crate) fn verify_journal(txn: &ReadTransaction, bytes: &[u8], findings: &mut Vec<Finding>) {
+pub(crate) fn verify_journal(
+    txn: &ReadTransaction,
+    bytes: &[u8],
+    base: u64,
+    findings: &mut Vec<Finding>,
+) {
     use std::collections::BTreeMap;
 
     use crate::log::{Change, Tab};
 
-    let records = match crate::journal::parse(bytes) {
-        Ok((records, _)) => records,
-        Err(error) => {
-            findings.push(Finding::JournalUnreadable {
-                error: error.to_string(),
-            });
-            return;
-        }
-    };
-    let Some(last) = records.last() else {
-        return;
-    };
     let applied = match txn
         .open_table(META)
         .map_err(StoreError::from)
@@ -601,6 +595,30 @@ pub(crate) fn verify_journal(txn: &ReadTransaction, bytes: &[u8], findings: &mut
             findings.push(malformed("meta", error));
             return;
         }
+    };
+    // Read as an open would after a crash now: the current lap's records
+    // are those past the last checkpoint, and all of them must already be
+    // in the store.
+    let records = match crate::journal::parse(bytes, base) {
+        Ok((mut records, _)) => {
+            records.retain(|record| record.seq > base);
+            records
+        }
+        Err(error) => {
+            findings.push(Finding::JournalUnreadable {
+                error: error.to_string(),
+            });
+            return;
+        }
+    };
+    let Some(last) = records.last() else {
+        if applied != base {
+            findings.push(Finding::JournalOutOfStep {
+                journal: base,
+                store: applied,
+            });
+        }
+        return;
     };
     if last.seq != applied {
         findings.push(Finding::JournalOutOfStep {
