@@ -76,7 +76,10 @@ fn what_only_the_journal_holds_is_replayed_on_open_and_the_journal_cut() {
     // record over the first replayed one; a crash now loses nothing.
     assert!(matches!(create(&store, 5), Outcome::Created(e) if e.position == 6));
     assert!(matches!(create(&store, 0), Outcome::Replayed(_)));
-    assert_eq!(record_ends(&disk.live().journal)[0], record_ends(&image.journal)[0]);
+    assert_eq!(
+        record_ends(&disk.live().journal)[0],
+        record_ends(&image.journal)[0]
+    );
     let again = open(&Disk::with_image(disk.live())).unwrap();
     assert_eq!(again.head_position().unwrap(), 6);
     assert!(again.verify().unwrap().is_sound());
