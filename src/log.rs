@@ -69,15 +69,18 @@ pub(crate) const META_LISTED_TO: &[u8] = b"pending_listed_to";
 /// Meta row: the sequence number of the last journal record this file
 /// holds the changes of, u64 (see `journal.rs`); written in the commit of
 /// those changes, so a replay applies each record once.
+#[cfg(not(target_family = "wasm"))]
 pub(crate) const META_JOURNAL_SEQ: &[u8] = b"journal_seq";
 
 /// The last journal record applied in the state `txn` sees.
+#[cfg(not(target_family = "wasm"))]
 pub(crate) fn journal_seq(txn: &WriteTransaction) -> Result<u64, StoreError> {
     meta_u64(&txn.open_table(META)?, META_JOURNAL_SEQ)
 }
 
 /// Records that the state `txn` commits includes journal record `seq`. Not
 /// a change the journal records: its replay writes it.
+#[cfg(not(target_family = "wasm"))]
 pub(crate) fn set_journal_seq(txn: &WriteTransaction, seq: u64) -> Result<(), StoreError> {
     txn.open_table(META)?
         .insert(META_JOURNAL_SEQ, &u64_bytes(seq)[..])?;
@@ -350,8 +353,10 @@ pub(crate) struct Writer<'txn, 's> {
     dirty: bool,
     /// Every row written, as a redo record for the journal (see
     /// `journal.rs`), when the store keeps one.
+    #[cfg(not(target_family = "wasm"))]
     redo: Option<Redo>,
     /// How many rows were written.
+    #[cfg(not(target_family = "wasm"))]
     changes: u64,
 }
 
@@ -368,6 +373,7 @@ pub(crate) enum Tab {
     Meta = 7,
 }
 
+#[cfg(not(target_family = "wasm"))]
 impl Tab {
     /// Every table, for decoding a code.
     const ALL: [Tab; 7] = [
@@ -414,6 +420,7 @@ impl Tab {
 
 /// One row change of a commit, as the journal records it: `value` `None`
 /// removes the row.
+#[cfg(not(target_family = "wasm"))]
 #[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub(crate) struct Change<'a> {
     pub table: u8,
@@ -424,6 +431,7 @@ pub(crate) struct Change<'a> {
 }
 
 /// The changes of one commit, each postcard-encoded, back to back.
+#[cfg(not(target_family = "wasm"))]
 pub(crate) type Redo = Vec<u8>;
 
 /// Applies the changes encoded in `redo` to the tables of `txn`: the replay
@@ -434,6 +442,7 @@ pub(crate) type Redo = Vec<u8>;
 /// [`StoreError::Damaged`] when the bytes are not a sequence of changes (a
 /// record whose checksum held but that this version cannot read);
 /// [`StoreError::Storage`] when a table cannot be written.
+#[cfg(not(target_family = "wasm"))]
 pub(crate) fn apply_redo(txn: &WriteTransaction, mut redo: &[u8]) -> Result<(), StoreError> {
     while !redo.is_empty() {
         let (change, rest) = postcard::take_from_bytes::<Change<'_>>(redo)
@@ -466,7 +475,6 @@ impl<'txn, 's> Writer<'txn, 's> {
         txn: &'txn WriteTransaction,
         store_id: Uuid,
         stamper: &'s Stamper,
-        journaled: bool,
     ) -> Result<Self, StoreError> {
         let events = txn.open_table(EVENTS)?;
         Ok(Writer {
@@ -481,13 +489,22 @@ impl<'txn, 's> Writer<'txn, 's> {
             rejections: txn.open_table(REJECTIONS)?,
             meta: txn.open_table(META)?,
             dirty: false,
-            redo: journaled.then(Vec::new),
+            #[cfg(not(target_family = "wasm"))]
+            redo: None,
+            #[cfg(not(target_family = "wasm"))]
             changes: 0,
         })
     }
 
-    /// The redo record of everything written, when journaled, and how many
+    /// Records every change from now on as a redo record for the journal.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn record_redo(&mut self) {
+        self.redo = Some(Vec::new());
+    }
+
+    /// The redo record of everything written, when recorded, and how many
     /// rows it changes.
+    #[cfg(not(target_family = "wasm"))]
     pub fn take_redo(&mut self) -> Option<(Redo, u64)> {
         self.redo.take().map(|redo| (redo, self.changes))
     }
@@ -509,8 +526,9 @@ impl<'txn, 's> Writer<'txn, 's> {
             Some(value) => table.insert(key, value)?.is_some(),
             None => table.remove(key)?.is_some(),
         };
-        self.changes += 1;
+        #[cfg(not(target_family = "wasm"))]
         if let Some(redo) = &mut self.redo {
+            self.changes += 1;
             let change = Change {
                 table: tab as u8,
                 key,

@@ -282,6 +282,8 @@ impl StoreBuilder {
     /// # Errors
     ///
     /// As [`open`](Self::open).
+    // `mut` for taking the journal, which wasm builds do not have.
+    #[cfg_attr(target_family = "wasm", allow(unused_mut))]
     pub fn backend(mut self, backend: impl StorageBackend) -> Result<Store, StoreError> {
         contain(|| {
             let len = backend.len().map_err(io_error)?;
@@ -671,12 +673,16 @@ impl Store {
             };
             txn.set_durability(durability)
                 .map_err(|e| StoreError::Storage(e.into()))?;
-            let (value, dirty, head, redo) = {
-                let mut writer =
-                    Writer::open(&txn, self.store_id, &self.stamper, journal.is_some())?;
-                let value = f(&mut writer)?;
-                (value, writer.dirty(), writer.head(), writer.take_redo())
-            };
+            let mut writer = Writer::open(&txn, self.store_id, &self.stamper)?;
+            #[cfg(not(target_family = "wasm"))]
+            if journal.is_some() {
+                writer.record_redo();
+            }
+            let value = f(&mut writer)?;
+            #[cfg(not(target_family = "wasm"))]
+            let redo = writer.take_redo();
+            let (dirty, head) = (writer.dirty(), writer.head());
+            drop(writer);
             if dirty {
                 #[cfg(not(target_family = "wasm"))]
                 if let (Some(journal), Some((redo, changes))) = (journal.as_deref_mut(), redo) {
@@ -685,10 +691,7 @@ impl Store {
                     txn.commit()?;
                 }
                 #[cfg(target_family = "wasm")]
-                {
-                    let _ = redo;
-                    txn.commit()?;
-                }
+                txn.commit()?;
                 self.forget_snapshot();
                 // A browser's store has one thread and its JS wrapper
                 // announces changes itself: no waiters to wake there.

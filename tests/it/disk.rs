@@ -164,6 +164,62 @@ struct State {
     sync_delay: std::time::Duration,
     /// Syncs so far.
     syncs: u64,
+    /// When set, syncs of the journal wait at this gate.
+    gate: Option<Arc<Gate>>,
+}
+
+/// See [`Gate::opened_on_drop`].
+pub struct OpenOnDrop<'a>(&'a Gate);
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+/// Holds the journal's syncs until opened, so a test can look at the store
+/// while a commit is written but not yet durable.
+#[derive(Default)]
+pub struct Gate {
+    /// (open, syncs waiting)
+    state: Mutex<(bool, usize)>,
+    moved: std::sync::Condvar,
+}
+
+impl Gate {
+    /// Waits (at most 10 s) until a sync is held at the gate.
+    pub fn wait_for_a_sync(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut state = self.state.lock().unwrap();
+        while state.1 == 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "no sync reached the gate in 10 s");
+            state = self.moved.wait_timeout(state, left).unwrap().0;
+        }
+    }
+
+    /// Lets every sync through, now and from now on.
+    pub fn open(&self) {
+        self.state.lock().unwrap().0 = true;
+        self.moved.notify_all();
+    }
+
+    /// Opens the gate when dropped: create one inside a thread scope, so
+    /// that a failing assertion there lets the held sync finish instead of
+    /// leaving the scope waiting for it for ever.
+    pub fn opened_on_drop(&self) -> OpenOnDrop<'_> {
+        OpenOnDrop(self)
+    }
+
+    fn pass(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.1 += 1;
+        self.moved.notify_all();
+        while !state.0 {
+            state = self.moved.wait(state).unwrap();
+        }
+        state.1 -= 1;
+    }
 }
 
 /// A disk shared by the test and the backend redb holds.
@@ -200,6 +256,13 @@ impl Disk {
     pub fn with_slow_sync(self, delay: std::time::Duration) -> Disk {
         self.state().sync_delay = delay;
         self
+    }
+
+    /// From now on, syncs of the journal wait at the returned gate.
+    pub fn hold_journal_syncs(&self) -> Arc<Gate> {
+        let gate = Arc::new(Gate::default());
+        self.state().gate = Some(gate.clone());
+        gate
     }
 
     pub fn syncs(&self) -> u64 {
@@ -312,8 +375,14 @@ impl StorageBackend for DiskBackend {
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
-        let delay = self.0.state().sync_delay;
+        let (delay, gate) = {
+            let state = self.0.state();
+            (state.sync_delay, state.gate.clone())
+        };
         std::thread::sleep(delay);
+        if let (1, Some(gate)) = (self.1, gate) {
+            gate.pass();
+        }
         let mut state = self.0.state();
         state.syncs += 1;
         if self.0.op(&mut state)? && !state.sync_is_a_lie {

@@ -229,3 +229,58 @@ fn verify_finds_a_journal_that_says_otherwise_than_the_store() {
         report.findings
     );
 }
+
+#[test]
+fn readers_never_see_a_commit_before_its_record_is_synced() {
+    let disk = Disk::default();
+    let store = open(&disk).unwrap();
+    create(&store, 0);
+    let gate = disk.hold_journal_syncs();
+    let second = Uuid::from_u128(0x10_0001);
+
+    std::thread::scope(|s| {
+        let _open = gate.opened_on_drop();
+        let writer = s.spawn(|| create(&store, 1));
+        gate.wait_for_a_sync();
+        // Committed in redb, written to the journal, not yet on the disk:
+        // a power cut now would lose it, so no reader may act on it.
+        assert_eq!(store.user(second).unwrap(), None);
+        assert_eq!(store.head_position().unwrap(), 1);
+        assert_eq!(store.events(1, 10).unwrap().len(), 1);
+        gate.open();
+        assert!(matches!(writer.join().unwrap(), Outcome::Created(_)));
+    });
+
+    assert!(store.user(second).unwrap().is_some());
+    assert_eq!(store.head_position().unwrap(), 2);
+}
+
+#[test]
+fn an_answer_read_off_a_commit_not_yet_synced_waits_for_it() {
+    let disk = Disk::default();
+    let store = open(&disk).unwrap();
+    let gate = disk.hold_journal_syncs();
+    let taken = CreateUser::new(
+        Uuid::from_u128(0x20_0000).to_string(),
+        "journal0@example.com",
+    );
+
+    std::thread::scope(|s| {
+        let _open = gate.opened_on_drop();
+        let first = s.spawn(|| create(&store, 0));
+        gate.wait_for_a_sync();
+        // Decided against the first command's commit, which a power cut
+        // could still undo: the 409 must not leave before that commit is
+        // on the disk.
+        let second = s.spawn(|| store.create_user(&taken).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            !second.is_finished(),
+            "answered before the commit it read was durable"
+        );
+        gate.open();
+        assert!(matches!(first.join().unwrap(), Outcome::Created(_)));
+        assert!(matches!(second.join().unwrap(), Outcome::Rejected(_)));
+    });
+    assert!(store.verify().unwrap().is_sound());
+}
