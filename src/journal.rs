@@ -159,11 +159,31 @@ pub(crate) fn parse(bytes: &[u8], applied: u64) -> Result<(Vec<Record>, u64), St
             // Torn append, zeros, or an earlier lap's bytes — or damage,
             // which leaves a whole record of a later sequence after it.
             let newest = last.unwrap_or(0).max(applied);
-            let later = (at + 1..bytes.len())
-                .filter(|&i| bytes[i..].starts_with(&RECORD_MAGIC))
-                .filter_map(|i| record_at(&bytes[i..]))
-                .find(|(record, _)| record.seq > newest);
-            if let Some((record, _)) = later {
+            // Bounded work: checksumming every candidate of a file packed
+            // with record magic would be quadratic. Past the budget the
+            // journal is refused, which is safe.
+            let mut budget = 4 * bytes.len();
+            let mut later = None;
+            for i in (at + 1..bytes.len()).filter(|&i| bytes[i..].starts_with(&RECORD_MAGIC)) {
+                let claimed = bytes.get(i + 4..i + 8).map_or(0, |len| {
+                    u32::from_le_bytes(len.try_into().unwrap_or_default())
+                });
+                // A candidate costs at most the bytes it can cover.
+                let cost = (claimed as usize).min(bytes.len() - i) + RECORD_HEADER;
+                budget = budget.checked_sub(cost).ok_or_else(|| {
+                    StoreError::Damaged(format!(
+                        "journal: the record at byte {at} is damaged, and too many \
+                         would-be records follow it to check"
+                    ))
+                })?;
+                if let Some((record, _)) = record_at(&bytes[i..])
+                    && record.seq > newest
+                {
+                    later = Some(record);
+                    break;
+                }
+            }
+            if let Some(record) = later {
                 return Err(StoreError::Damaged(format!(
                     "journal: the record at byte {at} is damaged, and record {} follows it",
                     record.seq
@@ -209,12 +229,13 @@ impl Journal {
         checkpoint_every: u64,
     ) -> Result<(Journal, Vec<Record>), StoreError> {
         let size = file.len().map_err(io)?;
-        let mut bytes = vec![0; usize::try_from(size).map_err(|_| too_big(size))?];
-        file.read(0, &mut bytes).map_err(io)?;
-        let fresh = bytes.len() < HEADER_LEN as usize && bytes.iter().all(|b| *b == 0)
-            || bytes.len() >= HEADER_LEN as usize
-                && bytes[..HEADER_LEN as usize].iter().all(|b| *b == 0)
-                && bytes.iter().all(|b| *b == 0);
+        // The header first: a file that is not this store's journal is
+        // refused having read 32 bytes of it, however big it is.
+        let mut head = vec![0; size.min(HEADER_LEN) as usize];
+        file.read(0, &mut head).map_err(io)?;
+        // What creating a journal can leave behind when it is cut short: no
+        // bytes, or a header's worth of zeros.
+        let fresh = head.iter().all(|b| *b == 0) && size <= HEADER_LEN;
         let mut journal = Journal {
             file,
             len: HEADER_LEN,
@@ -234,19 +255,23 @@ impl Journal {
             }
             return Ok((journal, Vec::new()));
         }
-        if bytes.len() < HEADER_LEN as usize || bytes[..16] != MAGIC {
+        if head.len() < HEADER_LEN as usize || head[..16] != MAGIC {
             return Err(StoreError::NotAStore(
                 "the store's journal file is not a journal (left untouched)".into(),
             ));
         }
-        if bytes[16..32] != *store_id.as_bytes() {
-            let other = Uuid::from_slice(&bytes[16..32]).unwrap_or_default();
+        if head[16..32] != *store_id.as_bytes() {
+            let other = Uuid::from_slice(&head[16..32]).unwrap_or_default();
             return Err(StoreError::NotAStore(format!(
                 "the journal beside the store belongs to store {other}, not to this store \
                  {store_id}: it may hold that store's last commands; move it away to open \
                  this one (left untouched)"
             )));
         }
+        // This store's journal: at most a lap and one commit's record, in
+        // zeroed chunks.
+        let mut bytes = vec![0; usize::try_from(size).map_err(|_| too_big(size))?];
+        journal.file.read(0, &mut bytes).map_err(io)?;
         let (records, whole) = parse(&bytes, applied)?;
         journal.len = whole;
         journal.last = records.last().map_or(applied, |r| r.seq.max(applied));

@@ -335,3 +335,68 @@ fn damaged_journals_give_a_clear_error_or_a_prefix_of_the_log_never_wrong_data()
     );
     assert!(refused > 0 && whole + tail_dropped > 0);
 }
+
+/// A file at the journal's path that claims to be 10 GiB and panics if
+/// asked for more than a header's worth of it.
+#[derive(Debug)]
+struct Huge;
+
+impl spkey_store::StorageBackend for Huge {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        Ok(10 << 30)
+    }
+    fn read(&self, _offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        assert!(
+            out.len() <= 4096,
+            "read {} bytes of a foreign file",
+            out.len()
+        );
+        out.fill(b'x');
+        Ok(())
+    }
+    fn set_len(&self, _: u64) -> Result<(), std::io::Error> {
+        panic!("a foreign file was truncated")
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+    fn write(&self, _: u64, _: &[u8]) -> Result<(), std::io::Error> {
+        panic!("a foreign file was written")
+    }
+}
+
+#[test]
+fn a_huge_foreign_file_is_refused_after_reading_its_first_bytes() {
+    let disk = Disk::default();
+    let store = Store::builder()
+        .clock(ManualClock::new(NOW_MS))
+        .journal(Huge)
+        .backend(disk.backend());
+
+    assert!(matches!(store, Err(StoreError::NotAStore(_))), "{store:?}");
+}
+
+#[test]
+fn a_journal_packed_with_would_be_records_is_refused_in_bounded_time() {
+    let mut image = died_after(2);
+    let ends = record_ends(&image.journal);
+    // Damage the last record, then fill the rest of the chunk with record
+    // magic, each claiming a payload up to the end of the file: checked one
+    // by one, that is a CRC over half a megabyte 130,000 times.
+    image.journal[ends[1] - 1] ^= 1;
+    let len = image.journal.len();
+    let mut at = ends[1];
+    while at + 8 <= len {
+        image.journal[at..at + 4].copy_from_slice(b"SPJR");
+        let claim = len.saturating_sub(at + 20) as u32;
+        image.journal[at + 4..at + 8].copy_from_slice(&claim.to_le_bytes());
+        at += 8;
+    }
+    let started = std::time::Instant::now();
+
+    let error = open(&Disk::with_image(image)).unwrap_err();
+
+    assert!(matches!(error, StoreError::Damaged(_)), "{error:?}");
+    assert!(error.to_string().contains("would-be records"), "{error}");
+    eprintln!("refused in {:?}: {error}", started.elapsed());
+}
