@@ -95,7 +95,8 @@ pub(crate) struct Journal {
     /// A checkpoint is due at this many records.
     checkpoint_every: u64,
     /// Set when a write or sync failed part way: the file's tail is then
-    /// unknown, and only a reopen (which cuts a torn tail) may write again.
+    /// unknown, and only a reopen (which reads what is there) may write
+    /// again.
     failed: bool,
 }
 
@@ -214,7 +215,7 @@ impl Journal {
     /// records of its current lap. An empty file, or one holding only the
     /// zeros of a header never written whole, gets a fresh header (when
     /// `write`). Nothing else is written: the caller replays the records,
-    /// makes them durable and [`cut`](Self::cut)s.
+    /// makes them durable and [`restart`](Self::restart)s the lap.
     ///
     /// # Errors
     ///
