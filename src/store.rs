@@ -153,10 +153,10 @@ impl StoreBuilder {
     /// A durable store keeps a journal beside it, at `path` with `-journal`
     /// appended (as SQLite does): each command is acknowledged once its
     /// changes are appended there and synced, one sequential write; redb
-    /// makes them durable in its own file in the background, every 1,024
-    /// commits and on close, after which the journal is cut back to its
-    /// 32-byte header. Opening replays what the journal holds past redb's
-    /// state. A store copied while open needs its journal beside it; after
+    /// makes them durable in its own file at checkpoints, every 1,024
+    /// commits (or 8 MiB of journal, or 8,192 changed rows) and on close,
+    /// which also cuts the journal back to its 32-byte header. Opening
+    /// replays what the journal holds past redb's state. A store copied while open needs its journal beside it; after
     /// [`Store::close`] the store file alone is complete.
     ///
     /// # Errors
@@ -538,18 +538,9 @@ impl std::fmt::Debug for Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.forget_snapshot();
-        // Closing checkpoints, so a store closed cleanly is whole in its own
-        // file. On failure the journal keeps its records for the next open.
+        // On failure the journal keeps its records for the next open.
         #[cfg(not(target_family = "wasm"))]
-        if let Some(journal) = self.journal.take() {
-            let mut journal = journal.into_inner().unwrap_or_else(|e| e.into_inner());
-            if !self.read_only && journal.holds_records() {
-                let _ = contain(|| {
-                    self.checkpoint(&mut journal)?;
-                    journal.cut()
-                });
-            }
-        }
+        let _ = self.close_journal();
         if let Some(db) = self.db.take() {
             // redb commits on close and may panic on a damaged file; a panic
             // must not escape a drop (during unwinding it would abort).
@@ -586,15 +577,7 @@ impl Store {
     pub fn close(mut self) -> Result<(), StoreError> {
         self.forget_snapshot();
         #[cfg(not(target_family = "wasm"))]
-        if let Some(journal) = self.journal.take() {
-            let mut journal = journal.into_inner().unwrap_or_else(|e| e.into_inner());
-            if !self.read_only && journal.holds_records() {
-                contain(|| {
-                    self.checkpoint(&mut journal)?;
-                    journal.cut()
-                })?;
-            }
-        }
+        self.close_journal()?;
         let db = self
             .db
             .take()
@@ -734,6 +717,24 @@ impl Store {
             let _ = self.checkpoint(journal);
         }
         Ok(())
+    }
+
+    /// Closing's part for the journal: a checkpoint, then the journal cut
+    /// back to its header, so a store closed cleanly is whole in its own
+    /// file.
+    #[cfg(not(target_family = "wasm"))]
+    fn close_journal(&mut self) -> Result<(), StoreError> {
+        let Some(journal) = self.journal.take() else {
+            return Ok(());
+        };
+        let mut journal = journal.into_inner().unwrap_or_else(|e| e.into_inner());
+        if self.read_only || !journal.holds_records() {
+            return Ok(());
+        }
+        contain(|| {
+            self.checkpoint(&mut journal)?;
+            journal.cut()
+        })
     }
 
     /// Makes every commit durable in redb's own file; the journal then
