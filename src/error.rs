@@ -96,3 +96,11 @@ storage_from!(
     redb::StorageError,
     redb::CommitError
 );
+
+impl StoreError {
+    /// An I/O failure of a file the store reads or writes (the store file
+    /// outside redb, its journal), as redb reports its own.
+    pub(crate) fn io(error: std::io::Error) -> StoreError {
+        StoreError::Storage(redb::StorageError::from(error).into())
+    }
+}

@@ -59,7 +59,8 @@ pub(crate) const CHECKPOINT_BYTES: u64 = 8 << 20;
 /// until a checkpoint every changed row may cost redb's file a page; this
 /// bounds that slack at about 32 MiB. Measured (200,000 creates in batches
 /// of 1,000): without it a closed store was 695 bytes per event, 360 with
-/// it, 356 checkpointing every commit; 4,096 cost 4 % more time than 8,192.
+/// it, 356 checkpointing every commit (`examples/journal_probe.rs` gives
+/// the last two).
 pub(crate) const CHECKPOINT_CHANGES: u64 = 8192;
 
 /// The journal grows by this many zeroed bytes at a time, so that most
@@ -81,16 +82,15 @@ pub(crate) struct Journal {
     file: Box<dyn StorageBackend>,
     /// Where the next record goes: the end of the last whole record.
     len: u64,
-    /// The file's length: bytes written (records or zeros) and synced.
+    /// The file's length: records and the zeros after them.
     allocated: u64,
     /// The last record redb holds durably: the records of the current lap
     /// are later ones.
     base: u64,
-    /// The last record appended (or replayed).
+    /// The last record appended (or replayed): the records since the last
+    /// checkpoint are `last - base`.
     last: u64,
-    /// Records since the last checkpoint.
-    records: u64,
-    /// Rows those records change.
+    /// Rows the records since the last checkpoint change.
     changes: u64,
     /// A checkpoint is due at this many records.
     checkpoint_every: u64,
@@ -98,10 +98,6 @@ pub(crate) struct Journal {
     /// unknown, and only a reopen (which reads what is there) may write
     /// again.
     failed: bool,
-}
-
-fn io(error: std::io::Error) -> StoreError {
-    StoreError::Storage(redb::StorageError::from(error).into())
 }
 
 fn header(store_id: Uuid) -> [u8; HEADER_LEN as usize] {
@@ -229,11 +225,11 @@ impl Journal {
         write: bool,
         checkpoint_every: u64,
     ) -> Result<(Journal, Vec<Record>), StoreError> {
-        let size = file.len().map_err(io)?;
+        let size = file.len().map_err(StoreError::io)?;
         // The header first: a file that is not this store's journal is
         // refused having read 32 bytes of it, however big it is.
         let mut head = vec![0; size.min(HEADER_LEN) as usize];
-        file.read(0, &mut head).map_err(io)?;
+        file.read(0, &mut head).map_err(StoreError::io)?;
         // What creating a journal can leave behind when it is cut short: no
         // bytes, or a header's worth of zeros.
         let fresh = head.iter().all(|b| *b == 0) && size <= HEADER_LEN;
@@ -243,16 +239,18 @@ impl Journal {
             allocated: size.max(HEADER_LEN),
             base: applied,
             last: applied,
-            records: 0,
             changes: 0,
             checkpoint_every,
             failed: false,
         };
         if fresh {
             if write {
-                journal.file.set_len(0).map_err(io)?;
-                journal.file.write(0, &header(store_id)).map_err(io)?;
-                journal.file.sync_data().map_err(io)?;
+                journal.file.set_len(0).map_err(StoreError::io)?;
+                journal
+                    .file
+                    .write(0, &header(store_id))
+                    .map_err(StoreError::io)?;
+                journal.file.sync_data().map_err(StoreError::io)?;
             }
             return Ok((journal, Vec::new()));
         }
@@ -271,12 +269,9 @@ impl Journal {
         }
         // This store's journal: at most a lap and one commit's record, in
         // zeroed chunks.
-        let mut bytes = vec![0; usize::try_from(size).map_err(|_| too_big(size))?];
-        journal.file.read(0, &mut bytes).map_err(io)?;
-        let (records, whole) = parse(&bytes, applied)?;
+        let (records, whole) = parse(&journal.bytes()?, applied)?;
         journal.len = whole;
         journal.last = records.last().map_or(applied, |r| r.seq.max(applied));
-        journal.records = records.len() as u64;
         Ok((journal, records))
     }
 
@@ -306,15 +301,14 @@ impl Journal {
             // length unchanged.
             let grown = end.div_ceil(CHUNK) * CHUNK;
             let zeros = vec![0; (grown - end) as usize];
-            self.file.write(end, &zeros).map_err(io)?;
+            self.file.write(end, &zeros).map_err(StoreError::io)?;
             self.allocated = grown;
         }
-        self.file.write(self.len, &record).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        self.file.write(self.len, &record).map_err(StoreError::io)?;
+        self.file.sync_data().map_err(StoreError::io)?;
         self.failed = false;
         self.len += record.len() as u64;
         self.last = seq;
-        self.records += 1;
         self.changes += changes;
         Ok(())
     }
@@ -327,14 +321,15 @@ impl Journal {
 
     /// Whether a checkpoint is due.
     pub fn full(&self) -> bool {
-        self.records >= self.checkpoint_every
+        self.last - self.base >= self.checkpoint_every
             || self.len >= CHECKPOINT_BYTES
             || self.changes >= CHECKPOINT_CHANGES
     }
 
     /// Whether the file is longer than its header.
     pub fn holds_records(&self) -> bool {
-        self.allocated > HEADER_LEN || self.len > HEADER_LEN
+        // Records are written below `allocated`, which only a cut lowers.
+        self.allocated > HEADER_LEN
     }
 
     /// Starts a new lap, once redb has made every record durable: the next
@@ -342,7 +337,6 @@ impl Journal {
     pub fn restart(&mut self) {
         self.base = self.last;
         self.len = HEADER_LEN;
-        self.records = 0;
         self.changes = 0;
     }
 
@@ -355,8 +349,8 @@ impl Journal {
     /// records stay, and are skipped on replay as already applied).
     pub fn cut(&mut self) -> Result<(), StoreError> {
         self.usable()?;
-        self.file.set_len(HEADER_LEN).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        self.file.set_len(HEADER_LEN).map_err(StoreError::io)?;
+        self.file.sync_data().map_err(StoreError::io)?;
         self.allocated = HEADER_LEN;
         self.restart();
         Ok(())
@@ -367,15 +361,15 @@ impl Journal {
         self.base
     }
 
-    /// The whole file, for `verify`.
+    /// The whole file, for opening and `verify`.
     ///
     /// # Errors
     ///
     /// [`StoreError::Storage`] when it cannot be read.
     pub fn bytes(&self) -> Result<Vec<u8>, StoreError> {
-        let size = self.file.len().map_err(io)?;
+        let size = self.file.len().map_err(StoreError::io)?;
         let mut bytes = vec![0; usize::try_from(size).map_err(|_| too_big(size))?];
-        self.file.read(0, &mut bytes).map_err(io)?;
+        self.file.read(0, &mut bytes).map_err(StoreError::io)?;
         Ok(bytes)
     }
 

@@ -362,7 +362,7 @@ pub(crate) struct Writer<'txn, 's> {
 
 /// A table the [`Writer`] writes, by its code in a redo record. The codes
 /// are part of the journal's format: never renumber one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Tab {
     Events = 1,
     Streams = 2,
@@ -434,32 +434,56 @@ pub(crate) struct Change<'a> {
 #[cfg(not(target_family = "wasm"))]
 pub(crate) type Redo = Vec<u8>;
 
+/// One change of a redo record: its table, key and value (`None`:
+/// removed).
+#[cfg(not(target_family = "wasm"))]
+pub(crate) type RowChange<'a> = (Tab, &'a [u8], Option<&'a [u8]>);
+
+/// The changes of a redo record, in the order they were made.
+///
+/// # Errors
+///
+/// Each item is [`StoreError::Damaged`] when the bytes are not a change
+/// (a record whose checksum held but that this version cannot read); the
+/// iterator ends after it.
+#[cfg(not(target_family = "wasm"))]
+pub(crate) fn changes(mut redo: &[u8]) -> impl Iterator<Item = Result<RowChange<'_>, StoreError>> {
+    std::iter::from_fn(move || {
+        if redo.is_empty() {
+            return None;
+        }
+        let change = postcard::take_from_bytes::<Change<'_>>(redo)
+            .map_err(|e| StoreError::Damaged(format!("journal record: {e}")))
+            .and_then(|(change, rest)| {
+                let tab = Tab::from_code(change.table).ok_or_else(|| {
+                    StoreError::Damaged(format!("journal record: unknown table {}", change.table))
+                })?;
+                redo = rest;
+                Ok((tab, change.key, change.value))
+            });
+        if change.is_err() {
+            redo = &[];
+        }
+        Some(change)
+    })
+}
+
 /// Applies the changes encoded in `redo` to the tables of `txn`: the replay
 /// of one journal record.
 ///
 /// # Errors
 ///
-/// [`StoreError::Damaged`] when the bytes are not a sequence of changes (a
-/// record whose checksum held but that this version cannot read);
-/// [`StoreError::Storage`] when a table cannot be written.
+/// [`StoreError::Damaged`] as [`changes`]; [`StoreError::Storage`] when a
+/// table cannot be written.
 #[cfg(not(target_family = "wasm"))]
-pub(crate) fn apply_redo(txn: &WriteTransaction, mut redo: &[u8]) -> Result<(), StoreError> {
-    while !redo.is_empty() {
-        let (change, rest) = postcard::take_from_bytes::<Change<'_>>(redo)
-            .map_err(|e| StoreError::Damaged(format!("journal record: {e}")))?;
-        let tab = Tab::from_code(change.table).ok_or_else(|| {
-            StoreError::Damaged(format!("journal record: unknown table {}", change.table))
-        })?;
+pub(crate) fn apply_redo(txn: &WriteTransaction, redo: &[u8]) -> Result<(), StoreError> {
+    for change in changes(redo) {
+        let (tab, key, value) = change?;
         let mut table = txn.open_table(tab.definition())?;
-        match change.value {
-            Some(value) => {
-                table.insert(change.key, value)?;
-            }
-            None => {
-                table.remove(change.key)?;
-            }
-        }
-        redo = rest;
+        match value {
+            Some(value) => table.insert(key, value)?,
+            None => table.remove(key)?,
+        };
     }
     Ok(())
 }

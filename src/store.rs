@@ -184,7 +184,7 @@ impl StoreBuilder {
                     .create(true)
                     .truncate(false)
                     .open(journal_path(path))
-                    .map_err(io_error)?;
+                    .map_err(StoreError::io)?;
                 let file = redb::backends::FileBackend::new(file).map_err(|e| {
                     StoreError::Storage(redb::StorageError::Io(std::io::Error::other(e)).into())
                 })?;
@@ -214,18 +214,18 @@ impl StoreBuilder {
                     path.display()
                 )));
             };
-            let backend = crate::readonly::ReadOnlyFile::new(file).map_err(io_error)?;
+            let backend = crate::readonly::ReadOnlyFile::new(file).map_err(StoreError::io)?;
             let store = self.finish(self.redb().create_with_backend(backend)?, true)?;
             // The journal's records are replayed in memory like redb's
             // recovery; the journal itself is only read.
             #[cfg(not(target_family = "wasm"))]
             match std::fs::File::open(journal_path(path)) {
                 Ok(file) => {
-                    let file = crate::readonly::ReadOnlyFile::new(file).map_err(io_error)?;
+                    let file = crate::readonly::ReadOnlyFile::new(file).map_err(StoreError::io)?;
                     return store.with_journal(Box::new(file), self.checkpoint_every);
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(io_error(error)),
+                Err(error) => return Err(StoreError::io(error)),
             }
             Ok(store)
         })
@@ -286,11 +286,11 @@ impl StoreBuilder {
     #[cfg_attr(target_family = "wasm", allow(unused_mut))]
     pub fn backend(mut self, backend: impl StorageBackend) -> Result<Store, StoreError> {
         contain(|| {
-            let len = backend.len().map_err(io_error)?;
+            let len = backend.len().map_err(StoreError::io)?;
             let mut head = vec![0; REDB_MAGIC.len().min(len as usize)];
-            backend.read(0, &mut head).map_err(io_error)?;
+            backend.read(0, &mut head).map_err(StoreError::io)?;
             if len > 0 && head.iter().all(|b| *b == 0) {
-                backend.set_len(0).map_err(io_error)?;
+                backend.set_len(0).map_err(StoreError::io)?;
             }
             let store = self.finish(self.redb().create_with_backend(backend)?, false)?;
             #[cfg(not(target_family = "wasm"))]
@@ -349,10 +349,6 @@ pub(crate) fn journal_path(path: &Path) -> std::path::PathBuf {
 /// redb's magic number, the first bytes of every redb file.
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
-fn io_error(error: std::io::Error) -> StoreError {
-    StoreError::Storage(redb::StorageError::from(error).into())
-}
-
 /// The store file at `path` opened for reading, `None` when there is none.
 /// Anything else at the path — a directory, a FIFO (opening one would
 /// block), a file without redb's magic number — is refused untouched:
@@ -363,17 +359,17 @@ fn existing_store_file(path: &Path) -> Result<Option<std::fs::File>, StoreError>
     let metadata = match std::fs::metadata(path) {
         Ok(metadata) => metadata,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(io_error(error)),
+        Err(error) => return Err(StoreError::io(error)),
     };
     if !metadata.is_file() {
         return Err(not_a_store("not a regular file"));
     }
-    let mut file = std::fs::File::open(path).map_err(io_error)?;
+    let mut file = std::fs::File::open(path).map_err(StoreError::io)?;
     let mut magic = Vec::with_capacity(REDB_MAGIC.len());
     (&mut file)
         .take(REDB_MAGIC.len() as u64)
         .read_to_end(&mut magic)
-        .map_err(io_error)?;
+        .map_err(StoreError::io)?;
     if magic != REDB_MAGIC {
         return Err(not_a_store(
             "not a store file (no redb header); left untouched",
@@ -392,7 +388,7 @@ fn link_new(temporary: &Path, path: &Path, dir: &Path) -> Result<bool, StoreErro
         // two racing creators could both pass. The first open of a path is
         // rarely raced there; the store is whole either way.
         Err(_) if !path.exists() => {
-            std::fs::rename(temporary, path).map_err(io_error)?;
+            std::fs::rename(temporary, path).map_err(StoreError::io)?;
             sync_dir(dir)?;
             Ok(true)
         }
@@ -405,7 +401,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_error)?;
+        .map_err(StoreError::io)?;
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())

@@ -583,7 +583,7 @@ pub(crate) fn verify_journal(
 ) {
     use std::collections::BTreeMap;
 
-    use crate::log::{Change, Tab};
+    use crate::log::Tab;
 
     let applied = match txn
         .open_table(META)
@@ -627,17 +627,12 @@ pub(crate) fn verify_journal(
         });
     }
     // The last state of each row the journal touches.
-    let mut rows: BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>> = BTreeMap::new();
+    let mut rows: BTreeMap<(Tab, Vec<u8>), Option<Vec<u8>>> = BTreeMap::new();
     for record in &records {
-        let mut redo = &record.redo[..];
-        while !redo.is_empty() {
-            match postcard::take_from_bytes::<Change<'_>>(redo) {
-                Ok((change, rest)) => {
-                    rows.insert(
-                        (change.table, change.key.to_vec()),
-                        change.value.map(<[u8]>::to_vec),
-                    );
-                    redo = rest;
+        for change in log::changes(&record.redo) {
+            match change {
+                Ok((tab, key, value)) => {
+                    rows.insert((tab, key.to_vec()), value.map(<[u8]>::to_vec));
                 }
                 Err(error) => {
                     findings.push(Finding::JournalUnreadable {
@@ -648,13 +643,7 @@ pub(crate) fn verify_journal(
             }
         }
     }
-    for ((code, key), value) in rows {
-        let Some(tab) = Tab::from_code(code) else {
-            findings.push(Finding::JournalUnreadable {
-                error: format!("unknown table {code}"),
-            });
-            continue;
-        };
+    for ((tab, key), value) in rows {
         let definition = tab.definition();
         let held = txn
             .open_table(definition)

@@ -53,7 +53,7 @@ fn record_ends(journal: &[u8]) -> Vec<usize> {
 }
 
 #[test]
-fn what_only_the_journal_holds_is_replayed_on_open_and_the_journal_cut() {
+fn what_only_the_journal_holds_is_replayed_on_open_and_the_store_goes_on_from_it() {
     let image = died_after(5);
     assert_eq!(
         record_ends(&image.journal).len(),
