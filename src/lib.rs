@@ -41,6 +41,8 @@
 #![deny(missing_docs)]
 
 mod batch;
+#[cfg(not(target_family = "wasm"))]
+mod checksums;
 mod clock;
 pub mod codec;
 pub mod contract;

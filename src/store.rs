@@ -70,6 +70,8 @@ pub struct StoreBuilder {
     journal: Option<Box<dyn StorageBackend>>,
     #[cfg(not(target_family = "wasm"))]
     checkpoint_every: u64,
+    #[cfg(not(target_family = "wasm"))]
+    checksums: Option<Box<dyn StorageBackend>>,
 }
 
 impl Default for StoreBuilder {
@@ -83,6 +85,8 @@ impl Default for StoreBuilder {
             journal: None,
             #[cfg(not(target_family = "wasm"))]
             checkpoint_every: crate::journal::CHECKPOINT_RECORDS,
+            #[cfg(not(target_family = "wasm"))]
+            checksums: None,
         }
     }
 }
@@ -103,11 +107,16 @@ impl StoreBuilder {
         self
     }
 
-    /// Whether opening verifies the checksum of every page of the file
-    /// (`true`, the default). redb does not check page checksums on ordinary
-    /// reads, so without this a damaged index page could answer a lookup
-    /// wrongly; with it, a damaged file fails to open. The check reads the
-    /// whole file: turn it off only for very large stores opened often.
+    /// Whether a damaged file is refused rather than read (`true`, the
+    /// default). redb does not check page checksums on ordinary reads, so
+    /// without this a damaged index page could answer a lookup wrongly.
+    /// With it, opening verifies the checksum of every page of the file,
+    /// which reads all of it — unless the store keeps block checksums
+    /// beside it (native [`open`](Self::open)s do) and was closed cleanly:
+    /// then every block is checked as it is read instead, and opening
+    /// reads a few kilobytes. Turning it off skips the whole-file check
+    /// where it would run; blocks are still checked against checksums
+    /// that vouch for the file.
     pub fn check_on_open(mut self, check: bool) -> Self {
         self.check_on_open = check;
         self
@@ -133,6 +142,16 @@ impl StoreBuilder {
     #[cfg(not(target_family = "wasm"))]
     pub fn checkpoint_every(mut self, commits: u64) -> Self {
         self.checkpoint_every = commits.max(1);
+        self
+    }
+
+    /// The storage of the store's block checksums, for a store opened with
+    /// [`backend`](Self::backend): see [`open`](Self::open). The backend
+    /// belongs to the store like the store's own. Not available in wasm
+    /// builds.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn checksums(mut self, backend: impl StorageBackend) -> Self {
+        self.checksums = Some(Box::new(backend));
         self
     }
 
@@ -172,23 +191,39 @@ impl StoreBuilder {
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref();
         contain(|| {
-            let store = match existing_store_file(path)? {
-                Some(_) => self.finish(self.redb().open(path)?, false)?,
-                None => self.create_new(path)?,
+            let existing = existing_store_file(path)?;
+            // After the check above: a path holding something else gets no
+            // files beside it.
+            #[cfg(not(target_family = "wasm"))]
+            let side = side_file(path, true)?;
+            #[cfg(target_family = "wasm")]
+            let side = ();
+            #[cfg_attr(target_family = "wasm", allow(unused_mut))]
+            let mut store = match existing {
+                Some(_) => {
+                    let file = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(path)
+                        .map_err(StoreError::io)?;
+                    self.open_file(file, &side, false)?.0
+                }
+                None => self.create_new(path, &side)?,
             };
             #[cfg(not(target_family = "wasm"))]
-            if self.durable {
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(journal_path(path))
-                    .map_err(StoreError::io)?;
-                let file = redb::backends::FileBackend::new(file).map_err(|e| {
-                    StoreError::Storage(redb::StorageError::Io(std::io::Error::other(e)).into())
-                })?;
-                return store.with_journal(Box::new(file), self.checkpoint_every);
+            {
+                store.side_lock = side;
+                if self.durable {
+                    let file = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(journal_path(path))
+                        .map_err(StoreError::io)?;
+                    let file = file_backend(file)?;
+                    return store.with_journal(Box::new(file), self.checkpoint_every);
+                }
             }
             Ok(store)
         })
@@ -215,17 +250,39 @@ impl StoreBuilder {
                 )));
             };
             let backend = crate::readonly::ReadOnlyFile::new(file).map_err(StoreError::io)?;
-            let store = self.finish(self.redb().create_with_backend(backend)?, true)?;
+            // The checksums are only read, and only when they can be: a
+            // store without them opens with the whole-file check.
+            #[cfg(not(target_family = "wasm"))]
+            let side = side_file(path, false)?;
+            #[cfg(not(target_family = "wasm"))]
+            #[allow(unused_mut)]
+            let mut store = match &side {
+                Some(side) => {
+                    let side = crate::readonly::ReadOnlyFile::new(
+                        side.try_clone().map_err(StoreError::io)?,
+                    )
+                    .map_err(StoreError::io)?;
+                    self.open_checked(Box::new(backend), Box::new(side), false, true)?
+                        .0
+                }
+                None => self.finish(self.redb(self.check_on_open).create_with_backend(backend)?, true)?,
+            };
+            #[cfg(target_family = "wasm")]
+            let store = self.finish(self.redb(self.check_on_open).create_with_backend(backend)?, true)?;
             // The journal's records are replayed in memory like redb's
             // recovery; the journal itself is only read.
             #[cfg(not(target_family = "wasm"))]
-            match std::fs::File::open(journal_path(path)) {
-                Ok(file) => {
-                    let file = crate::readonly::ReadOnlyFile::new(file).map_err(StoreError::io)?;
-                    return store.with_journal(Box::new(file), self.checkpoint_every);
+            {
+                store.side_lock = side;
+                match std::fs::File::open(journal_path(path)) {
+                    Ok(file) => {
+                        let file =
+                            crate::readonly::ReadOnlyFile::new(file).map_err(StoreError::io)?;
+                        return store.with_journal(Box::new(file), self.checkpoint_every);
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(StoreError::io(error)),
                 }
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(StoreError::io(error)),
             }
             Ok(store)
         })
@@ -234,7 +291,7 @@ impl StoreBuilder {
     /// Builds a new store under a temporary name beside `path` and links it
     /// into place; when another process linked its store there first, opens
     /// that one instead.
-    fn create_new(&self, path: &Path) -> Result<Store, StoreError> {
+    fn create_new(&self, path: &Path, side: &Side) -> Result<Store, StoreError> {
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
@@ -247,20 +304,36 @@ impl StoreBuilder {
             name.to_string_lossy(),
             Uuid::new_v4().simple()
         ));
-        let created = self.redb().create(&temporary).map_err(StoreError::from);
+        let created = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&temporary)
+            .map_err(StoreError::io);
         // The store stays open on the temporary name: redb's lock is on the
         // file, so the name it is linked to is locked from the first moment.
         let linked = created
-            .and_then(|db| self.finish(db, false))
-            .and_then(|store| link_new(&temporary, path, dir).map(|won| won.then_some(store)));
+            .and_then(|file| self.open_file(file, side, true))
+            .and_then(|(store, checks)| {
+                link_new(&temporary, path, dir).map(|won| won.then_some((store, checks)))
+            });
         // Whether linked, beaten or failed, the temporary name goes.
         let _ = std::fs::remove_file(&temporary);
         match linked? {
-            Some(store) => {
+            Some((store, checks)) => {
                 sync_dir(dir)?;
+                // Every byte of a new store was written through its sums.
+                vouch(checks);
                 Ok(store)
             }
-            None => self.finish(self.redb().open(path)?, false),
+            None => {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .map_err(StoreError::io)?;
+                Ok(self.open_file(file, side, false)?.0)
+            }
         }
     }
 
@@ -292,7 +365,13 @@ impl StoreBuilder {
             if len > 0 && head.iter().all(|b| *b == 0) {
                 backend.set_len(0).map_err(StoreError::io)?;
             }
-            let store = self.finish(self.redb().create_with_backend(backend)?, false)?;
+            #[cfg(not(target_family = "wasm"))]
+            let store = match self.checksums.take() {
+                Some(side) => self.open_checked(Box::new(backend), side, true, false)?.0,
+                None => self.finish(self.redb(self.check_on_open).create_with_backend(backend)?, false)?,
+            };
+            #[cfg(target_family = "wasm")]
+            let store = self.finish(self.redb(self.check_on_open).create_with_backend(backend)?, false)?;
             #[cfg(not(target_family = "wasm"))]
             if let Some(journal) = self.journal.take() {
                 return store.with_journal(journal, self.checkpoint_every);
@@ -301,12 +380,68 @@ impl StoreBuilder {
         })
     }
 
-    fn redb(&self) -> Builder {
+    /// redb's settings; `check` runs its whole-file check on open.
+    fn redb(&self, check: bool) -> Builder {
         let mut builder = Builder::new();
         builder
             .set_cache_size(self.cache_bytes)
-            .set_check_integrity_on_open(self.check_on_open);
+            .set_check_integrity_on_open(check);
         builder
+    }
+
+    /// Opens the store in `file` (`new`: just created, empty), through the
+    /// checksums in `side` where the target keeps them. Returns the handle
+    /// on those checksums, to [`vouch`] for a new store once it is linked.
+    #[cfg(not(target_family = "wasm"))]
+    fn open_file(
+        &self,
+        file: std::fs::File,
+        side: &Side,
+        new: bool,
+    ) -> Result<(Store, Option<crate::checksums::Checked>), StoreError> {
+        let store = file_backend(file)?;
+        let Some(side) = side else {
+            let db = self.redb(self.check_on_open).create_with_backend(store)?;
+            return Ok((self.finish(db, false)?, None));
+        };
+        let side = file_backend(side.try_clone().map_err(StoreError::io)?)?;
+        let (store, checks) = self.open_checked(Box::new(store), Box::new(side), true, false)?;
+        Ok((store, new.then_some(checks)))
+    }
+
+    #[cfg(target_family = "wasm")]
+    fn open_file(
+        &self,
+        file: std::fs::File,
+        _side: &Side,
+        _new: bool,
+    ) -> Result<(Store, ()), StoreError> {
+        let db = self
+            .redb(self.check_on_open)
+            .create_with_backend(redb::backends::FileBackend::new(file)?)?;
+        Ok((self.finish(db, false)?, ()))
+    }
+
+    /// Opens the store in `store` through the block checksums in `side`
+    /// (`writable`: kept up to date there; `read_only`: the store refuses
+    /// writes). redb's whole-file check runs only when the checksums do
+    /// not vouch for the file, and once it has passed they do.
+    #[cfg(not(target_family = "wasm"))]
+    fn open_checked(
+        &self,
+        store: Box<dyn StorageBackend>,
+        side: Box<dyn StorageBackend>,
+        writable: bool,
+        read_only: bool,
+    ) -> Result<(Store, crate::checksums::Checked), StoreError> {
+        let checks = crate::checksums::Checked::open(store, side, writable)?;
+        let check = self.check_on_open && !checks.trusted();
+        let db = self.redb(check).create_with_backend(checks.clone())?;
+        let store = self.finish(db, read_only)?;
+        if check {
+            checks.vouch();
+        }
+        Ok((store, checks))
     }
 
     fn finish(&self, db: Database, read_only: bool) -> Result<Store, StoreError> {
@@ -334,6 +469,8 @@ impl StoreBuilder {
             commits: Commits::default(),
             #[cfg(not(target_family = "wasm"))]
             journal: None,
+            #[cfg(not(target_family = "wasm"))]
+            side_lock: None,
         })
     }
 }
@@ -344,6 +481,89 @@ pub(crate) fn journal_path(path: &Path) -> std::path::PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push("-journal");
     name.into()
+}
+
+/// The block checksums' file beside the store at `path` (see
+/// `checksums.rs`).
+#[cfg(not(target_family = "wasm"))]
+pub(crate) fn checksums_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-checksums");
+    name.into()
+}
+
+/// The checksum file of a store opened by path, locked while it is open;
+/// nothing on targets that keep none.
+#[cfg(not(target_family = "wasm"))]
+type Side = Option<std::fs::File>;
+#[cfg(target_family = "wasm")]
+type Side = ();
+
+/// Opens and locks the checksum file beside the store at `path`: created
+/// and locked exclusively for writing; for reading (`write` false) locked
+/// shared, and `None` when it cannot be read, as the store opens without
+/// it. The lock is what lets the checksums be read before redb takes the
+/// store's own locks: no writer changes them until it is released.
+///
+/// # Errors
+///
+/// [`StoreError::Locked`] when another handle has it locked;
+/// [`StoreError::NotAStore`] when something other than a regular file is
+/// at its path; [`StoreError::Storage`] when it cannot be created.
+#[cfg(not(target_family = "wasm"))]
+fn side_file(path: &Path, write: bool) -> Result<Side, StoreError> {
+    let side = checksums_path(path);
+    match std::fs::metadata(&side) {
+        Ok(metadata) if !metadata.is_file() => {
+            return Err(StoreError::NotAStore(format!(
+                "{}: not a regular file (left untouched)",
+                side.display()
+            )));
+        }
+        Err(_) if !write => return Ok(None),
+        _ => {}
+    }
+    let file = if write {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&side)
+            .map_err(StoreError::io)?
+    } else {
+        match std::fs::File::open(&side) {
+            Ok(file) => file,
+            Err(_) => return Ok(None),
+        }
+    };
+    let locked = if write {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match locked {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked),
+        Err(std::fs::TryLockError::Error(error)) if write => Err(StoreError::io(error)),
+        Err(std::fs::TryLockError::Error(_)) => Ok(None),
+    }
+}
+
+/// Declares a new store's checksums sound (see `Checked::vouch`).
+#[cfg(not(target_family = "wasm"))]
+fn vouch(checks: Option<crate::checksums::Checked>) {
+    if let Some(checks) = checks {
+        checks.vouch();
+    }
+}
+#[cfg(target_family = "wasm")]
+fn vouch(_checks: ()) {}
+
+/// A file as a redb backend.
+#[cfg(not(target_family = "wasm"))]
+fn file_backend(file: std::fs::File) -> Result<redb::backends::FileBackend, StoreError> {
+    redb::backends::FileBackend::new(file).map_err(StoreError::from)
 }
 
 /// redb's magic number, the first bytes of every redb file.
@@ -513,6 +733,11 @@ pub struct Store {
     /// their commit.
     #[cfg(not(target_family = "wasm"))]
     journal: Option<Mutex<Journal>>,
+    /// The checksum file beside a store opened by path, locked (shared for
+    /// a read-only store) until the store is dropped, after redb has
+    /// written the checksums back: declared last, so dropped last.
+    #[cfg(not(target_family = "wasm"))]
+    side_lock: Option<std::fs::File>,
 }
 
 /// A read transaction with the tables point reads use already open.

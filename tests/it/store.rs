@@ -391,8 +391,8 @@ fn a_creation_cut_short_leaves_no_store_and_the_next_open_creates_one() {
         .collect();
     assert_eq!(
         names.len(),
-        3,
-        "only the store, its journal and the old leftover: {names:?}"
+        4,
+        "only the store, its journal, its checksums and the old leftover: {names:?}"
     );
 }
 
