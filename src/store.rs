@@ -265,10 +265,16 @@ impl StoreBuilder {
                     self.open_checked(Box::new(backend), Box::new(side), false, true)?
                         .0
                 }
-                None => self.finish(self.redb(self.check_on_open).create_with_backend(backend)?, true)?,
+                None => self.finish(
+                    self.redb(self.check_on_open).create_with_backend(backend)?,
+                    true,
+                )?,
             };
             #[cfg(target_family = "wasm")]
-            let store = self.finish(self.redb(self.check_on_open).create_with_backend(backend)?, true)?;
+            let store = self.finish(
+                self.redb(self.check_on_open).create_with_backend(backend)?,
+                true,
+            )?;
             // The journal's records are replayed in memory like redb's
             // recovery; the journal itself is only read.
             #[cfg(not(target_family = "wasm"))]
@@ -368,10 +374,16 @@ impl StoreBuilder {
             #[cfg(not(target_family = "wasm"))]
             let store = match self.checksums.take() {
                 Some(side) => self.open_checked(Box::new(backend), side, true, false)?.0,
-                None => self.finish(self.redb(self.check_on_open).create_with_backend(backend)?, false)?,
+                None => self.finish(
+                    self.redb(self.check_on_open).create_with_backend(backend)?,
+                    false,
+                )?,
             };
             #[cfg(target_family = "wasm")]
-            let store = self.finish(self.redb(self.check_on_open).create_with_backend(backend)?, false)?;
+            let store = self.finish(
+                self.redb(self.check_on_open).create_with_backend(backend)?,
+                false,
+            )?;
             #[cfg(not(target_family = "wasm"))]
             if let Some(journal) = self.journal.take() {
                 return store.with_journal(journal, self.checkpoint_every);

@@ -51,13 +51,15 @@ fn attempted() -> Vec<UserCreated> {
         .collect()
 }
 
-/// The store on `disk`, with its journal there too: every I/O point of
-/// both files is a point of these harnesses, checkpoints included (one
-/// every 3 commits, so the workloads pass through several).
+/// The store on `disk`, with its journal and block checksums there too:
+/// every I/O point of the three files is a point of these harnesses,
+/// checkpoints and the checksums written back at close included (one
+/// checkpoint every 3 commits, so the workloads pass through several).
 pub fn open(disk: &Disk) -> Result<Store, StoreError> {
     Store::builder()
         .clock(ManualClock::new(NOW_MS))
         .journal(disk.journal())
+        .checksums(disk.checksums())
         .checkpoint_every(3)
         .backend(disk.backend())
 }
@@ -107,9 +109,16 @@ fn acked_on(disk: &Disk) -> Option<Vec<EventJson>> {
     .ok()
 }
 
-/// Reopens `image` and checks it against what was acknowledged.
+/// Reopens `image` and checks it against what was acknowledged; then, the
+/// store closed, reopens it on the checksums that close wrote back.
 fn check(image: Image, acked: &[EventJson]) -> Result<(), String> {
-    let store = open(&Disk::with_image(image)).map_err(|e| format!("reopen failed: {e}"))?;
+    let disk = Disk::with_image(image);
+    check_store(&disk, acked)?;
+    check_store(&disk, acked).map_err(|e| format!("after a clean close: {e}"))
+}
+
+fn check_store(disk: &Disk, acked: &[EventJson]) -> Result<(), String> {
+    let store = open(disk).map_err(|e| format!("reopen failed: {e}"))?;
     let report = store.verify().map_err(|e| format!("verify failed: {e}"))?;
     if !report.is_sound() {
         return Err(format!("unsound: {:?}", report.findings));
@@ -136,9 +145,21 @@ fn check(image: Image, acked: &[EventJson]) -> Result<(), String> {
     Ok(())
 }
 
-/// The I/O ops of the workload from an empty disk, store creation included.
-fn total_ops() -> u64 {
+/// Where the workload starts: an empty disk (the store is created), and a
+/// store created and closed cleanly before (opened on the checksums its
+/// close wrote back, which the first change must mark in use).
+fn starts() -> [(&'static str, Image); 2] {
     let disk = Disk::default();
+    drop(open(&disk).unwrap());
+    [
+        ("an empty disk", Image::default()),
+        ("a closed store", disk.live()),
+    ]
+}
+
+/// The I/O ops of the workload from `start`, store creation included.
+fn total_ops(start: &Image) -> u64 {
+    let disk = Disk::with_image(start.clone());
     let store = open(&disk).unwrap();
     assert_eq!(run(&store).len(), 6, "the workload itself must succeed");
     drop(store);
@@ -187,44 +208,57 @@ pub fn cut_during_recovery(image: Image, keep: Keep, seed: u64) -> Image {
 
 #[test]
 fn power_cut_at_every_io_op_loses_no_acknowledged_event() {
-    let total = total_ops();
-    let mut cases = 0;
-    for at in 1..=total {
-        let disk = Disk::default().with_fault(Fault::PowerCut(at));
-        let acked = acked_on(&disk).unwrap_or_else(|| panic!("panic with power cut at op {at}"));
-        for (i, (keep, again)) in variants(at * 1000).into_iter().enumerate() {
-            let mut image = disk.image(keep);
-            if let Some(keep_again) = again {
-                image = cut_during_recovery(image, keep_again, at * 1000 + i as u64);
-            }
-            if let Err(problem) = check(image, &acked) {
-                panic!("power cut at op {at}/{total}, {keep:?} then {again:?}: {problem}");
-            }
-            cases += 1;
-        }
-    }
-    eprintln!("power cut: {total} I/O points, {cases} cases, 0 acknowledged events lost");
-}
-
-#[test]
-fn an_io_fault_at_every_op_is_a_500_never_a_panic_and_loses_nothing() {
-    let total = total_ops();
-    let mut cases = 0;
-    for at in 1..=total {
-        for fault in [Fault::FailOnce(at), Fault::FailFrom(at)] {
-            let disk = Disk::default().with_fault(fault);
-            let acked = acked_on(&disk).unwrap_or_else(|| panic!("panic with {fault:?}"));
-            // The process carries on (the file as the OS holds it), or the
-            // machine then loses power (only what was synced).
-            for (what, image) in [("live", disk.live()), ("synced", disk.image(Keep::Nothing))] {
+    for (from, start) in starts() {
+        let total = total_ops(&start);
+        let mut cases = 0;
+        for at in 1..=total {
+            let disk = Disk::with_image(start.clone()).with_fault(Fault::PowerCut(at));
+            let acked =
+                acked_on(&disk).unwrap_or_else(|| panic!("panic with power cut at op {at}"));
+            for (i, (keep, again)) in variants(at * 1000).into_iter().enumerate() {
+                let mut image = disk.image(keep);
+                if let Some(keep_again) = again {
+                    image = cut_during_recovery(image, keep_again, at * 1000 + i as u64);
+                }
                 if let Err(problem) = check(image, &acked) {
-                    panic!("{fault:?}, {what} file: {problem}");
+                    panic!(
+                        "from {from}, power cut at op {at}/{total}, {keep:?} then {again:?}: \
+                         {problem}"
+                    );
                 }
                 cases += 1;
             }
         }
+        eprintln!(
+            "power cut from {from}: {total} I/O points, {cases} cases, 0 acknowledged events lost"
+        );
     }
-    eprintln!("I/O faults: {total} I/O points, {cases} cases, 0 acknowledged events lost");
+}
+
+#[test]
+fn an_io_fault_at_every_op_is_a_500_never_a_panic_and_loses_nothing() {
+    for (from, start) in starts() {
+        let total = total_ops(&start);
+        let mut cases = 0;
+        for at in 1..=total {
+            for fault in [Fault::FailOnce(at), Fault::FailFrom(at)] {
+                let disk = Disk::with_image(start.clone()).with_fault(fault);
+                let acked = acked_on(&disk).unwrap_or_else(|| panic!("panic with {fault:?}"));
+                // The process carries on (the file as the OS holds it), or
+                // the machine then loses power (only what was synced).
+                for (what, image) in [("live", disk.live()), ("synced", disk.image(Keep::Nothing))]
+                {
+                    if let Err(problem) = check(image, &acked) {
+                        panic!("from {from}, {fault:?}, {what} file: {problem}");
+                    }
+                    cases += 1;
+                }
+            }
+        }
+        eprintln!(
+            "I/O faults from {from}: {total} I/O points, {cases} cases, 0 acknowledged events lost"
+        );
+    }
 }
 
 #[test]
@@ -241,7 +275,7 @@ fn the_power_cut_harness_catches_a_sync_that_does_not_sync() {
 
 #[test]
 fn the_fault_harness_catches_a_write_the_disk_silently_lost() {
-    let total = total_ops();
+    let total = total_ops(&Image::default());
     let mut caught = 0;
     for at in 1..=total {
         let disk = Disk::default().with_fault(Fault::Lose(at));

@@ -1,8 +1,8 @@
 //! A redb `StorageBackend` that models a disk: what is durable, what was
 //! written since the last sync and would be at the mercy of a power cut, and
-//! faults injected at the Nth I/O operation. The disk holds two files, the
-//! store and its journal, counted as one sequence of I/O operations: a power
-//! cut hits both at once.
+//! faults injected at the Nth I/O operation. The disk holds three files, the
+//! store, its journal and its block checksums, counted as one sequence of
+//! I/O operations: a power cut hits them all at once.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,21 +66,23 @@ impl Pending {
     }
 }
 
-/// Both files of a store, as bytes.
+/// The files of a store, as bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Image {
     /// The store file.
     pub store: Vec<u8>,
     /// Its journal.
     pub journal: Vec<u8>,
+    /// Its block checksums.
+    pub checksums: Vec<u8>,
 }
 
 impl From<Vec<u8>> for Image {
-    /// A store file without a journal.
+    /// A store file alone.
     fn from(store: Vec<u8>) -> Image {
         Image {
             store,
-            journal: Vec::new(),
+            ..Image::default()
         }
     }
 }
@@ -152,8 +154,10 @@ impl File {
 
 #[derive(Default)]
 struct State {
-    /// The store, then its journal.
-    files: [File; 2],
+    /// The store, its journal, its checksums.
+    files: [File; 3],
+    /// Bytes read from each file.
+    read: [u64; 3],
     /// I/O operations so far.
     ops: u64,
     fault: Option<Fault>,
@@ -237,7 +241,11 @@ impl Disk {
     pub fn with_image(image: impl Into<Image>) -> Disk {
         let image = image.into();
         let disk = Disk::default();
-        disk.state().files = [File::with(image.store), File::with(image.journal)];
+        disk.state().files = [
+            File::with(image.store),
+            File::with(image.journal),
+            File::with(image.checksums),
+        ];
         disk
     }
 
@@ -265,6 +273,12 @@ impl Disk {
         gate
     }
 
+    /// Bytes read so far from the store file, its journal and its
+    /// checksums.
+    pub fn bytes_read(&self) -> [u64; 3] {
+        self.state().read
+    }
+
     pub fn syncs(&self) -> u64 {
         self.state().syncs
     }
@@ -285,21 +299,23 @@ impl Disk {
         Image {
             store: state.files[0].live.clone(),
             journal: state.files[1].live.clone(),
+            checksums: state.files[2].live.clone(),
         }
     }
 
     /// The bytes found after power returns: each file keeps what `keep`
-    /// says of its unsynced writes (the journal with a seed of its own).
+    /// says of its unsynced writes (each with a seed of its own).
     pub fn image(&self, keep: Keep) -> Image {
         let state = self.state();
-        let journal_keep = match keep {
-            Keep::Some(seed) => Keep::Some(seed ^ 0x5eed),
-            Keep::Torn(seed) => Keep::Torn(seed ^ 0x5eed),
+        let keep_of = |salt: u64| match keep {
+            Keep::Some(seed) => Keep::Some(seed ^ salt),
+            Keep::Torn(seed) => Keep::Torn(seed ^ salt),
             other => other,
         };
         Image {
             store: state.files[0].image(keep),
-            journal: state.files[1].image(journal_keep),
+            journal: state.files[1].image(keep_of(0x5eed)),
+            checksums: state.files[2].image(keep_of(0xc5c5)),
         }
     }
 
@@ -311,6 +327,11 @@ impl Disk {
     /// The journal file.
     pub fn journal(&self) -> DiskBackend {
         DiskBackend(self.clone(), 1)
+    }
+
+    /// The checksum file.
+    pub fn checksums(&self) -> DiskBackend {
+        DiskBackend(self.clone(), 2)
     }
 
     /// Counts an I/O op and decides whether it fails (`Err`), is silently
@@ -349,10 +370,11 @@ impl StorageBackend for DiskBackend {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
-        let state = self.0.state();
+        let mut state = self.0.state();
         if state.cut {
             return Err(io::Error::other("power is off"));
         }
+        state.read[self.1] += out.len() as u64;
         let start = offset as usize;
         let bytes = state.files[self.1]
             .live

@@ -126,6 +126,7 @@ fn another_stores_journal_is_refused_and_left_untouched() {
     let mixed = Image {
         store: mine.store,
         journal: theirs.journal,
+        checksums: mine.checksums,
     };
     let disk = Disk::with_image(mixed.clone());
 

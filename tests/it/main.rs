@@ -2,6 +2,7 @@
 //! given / when / then through the helpers in `support`.
 
 mod alloc;
+mod checksums;
 mod cli;
 mod concurrency;
 mod contract;
