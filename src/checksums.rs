@@ -88,8 +88,8 @@ struct Table {
     /// The sums describe bytes that were checked: by a whole side file, by
     /// redb's whole-file check, or because this store wrote all of them.
     vouched: bool,
-    /// A write or resize of the store failed, so what the disk holds is
-    /// not known: the sums are not written back.
+    /// A write, resize or sync of the store failed, so what the disk holds
+    /// is not known: the sums are not written back.
     failed: bool,
 }
 
@@ -237,7 +237,10 @@ fn read_side(
     }
     if head.len() < MAGIC.len() || head[..MAGIC.len()] != MAGIC {
         return Err(StoreError::NotAStore(
-            "the store's checksum file is not a checksum file (left untouched)".into(),
+            "the store's checksum file (`-checksums` beside it) is not a checksum file: \
+             left untouched; move it away to open the store, which needs only its own \
+             file and journal"
+                .into(),
         ));
     }
     let expected = HEADER as u64 + 4 * blocks(len) as u64;
@@ -419,7 +422,13 @@ impl StorageBackend for Checked {
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
-        self.0.store.sync_data()
+        let result = self.0.store.sync_data();
+        // After a failed sync the kernel may have dropped the pages it
+        // could not write: what the disk holds is no longer known.
+        if result.is_err() {
+            self.0.table_mut().failed = true;
+        }
+        result
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
