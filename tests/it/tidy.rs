@@ -169,3 +169,48 @@ fn every_error_name_the_package_throws_is_in_its_typescript_union() {
     );
     assert_eq!(thrown, typed, "the names thrown and SpkeyErrorName differ");
 }
+
+/// Every module of the library has its line in ARCHITECTURE.md's code map.
+#[test]
+fn every_module_is_in_the_code_map() {
+    let map = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let missing: Vec<String> = std::fs::read_dir(root().join("src"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .map(|name| format!("src/{name}"))
+        .filter(|path| {
+            let shown = path.strip_suffix(".rs").unwrap_or(path);
+            !map.contains(&format!("`{shown}"))
+        })
+        .collect();
+    assert!(missing.is_empty(), "not in the code map: {missing:?}");
+}
+
+/// A backend that wraps a file forwards every lock redb asks for: a lock
+/// method left out would fall back to redb's default, which refuses
+/// locking, so a second process would not be kept out.
+#[test]
+fn every_file_wrapping_backend_forwards_every_lock() {
+    const LOCKS: [&str; 6] = [
+        "fn try_lock_range",
+        "fn try_lock_shared_range",
+        "fn lock_range",
+        "fn lock_shared_range",
+        "fn unlock_range",
+        "fn query_lock_range",
+    ];
+    let wrappers: Vec<(String, String)> = sources()
+        .into_iter()
+        .filter(|(path, text)| {
+            // The memory backend holds no file; OPFS locks the file itself.
+            text.contains("impl StorageBackend for")
+                && !["src/memory.rs", "wasm/src/opfs.rs"].contains(&path.as_str())
+        })
+        .collect();
+    assert!(wrappers.len() >= 2, "found {} wrappers", wrappers.len());
+    for (path, text) in wrappers {
+        for lock in LOCKS {
+            assert!(text.contains(lock), "{path} does not forward `{lock}`");
+        }
+    }
+}
