@@ -492,36 +492,11 @@ mod tests {
         let backend = checked(&store, &side);
         assert!(!backend.trusted(), "no checksums yet");
         backend.vouch();
-        let mut model = Vec::new();
-        let mut rng = fastrand::Rng::with_seed(7);
-        for _ in 0..400 {
-            match rng.u8(0..3) {
-                0 => {
-                    let offset = rng.usize(0..model.len() + 10);
-                    let data: Vec<u8> = (0..rng.usize(1..9000)).map(|_| rng.u8(..)).collect();
-                    backend.write(offset as u64, &data).unwrap();
-                    if model.len() < offset + data.len() {
-                        model.resize(offset + data.len(), 0);
-                    }
-                    model[offset..offset + data.len()].copy_from_slice(&data);
-                }
-                1 => {
-                    let len = rng.usize(0..6 * BLOCK as usize);
-                    backend.set_len(len as u64).unwrap();
-                    model.resize(len, 0);
-                }
-                _ => {
-                    let from = rng.usize(0..=model.len());
-                    let to = rng.usize(from..=model.len());
-                    let mut out = vec![0; to - from];
-                    backend.read(from as u64, &mut out).unwrap();
-                    assert_eq!(out, model[from..to]);
-                }
-            }
+        let model = crate::memory::against_a_vector(&backend, Vec::new(), 7, 400, |model| {
             let table = backend.0.table();
             assert_eq!(table.len, model.len() as u64);
             assert_eq!(table.sums, compute(&store, table.len).unwrap());
-        }
+        });
         backend.close().unwrap();
 
         let reopened = checked(&store, &side);

@@ -84,3 +84,47 @@ impl StorageBackend for MemoryBackend {
         Ok(())
     }
 }
+
+/// Drives `backend` through `ops` random writes, resizes and reads that
+/// straddle its 4 KiB blocks, against a plain vector holding `bytes` at
+/// first (the backend's content): every read must return what the vector
+/// holds. `after_each` sees the vector after each op. Returns the vector.
+#[cfg(test)]
+pub(crate) fn against_a_vector(
+    backend: &dyn StorageBackend,
+    bytes: Vec<u8>,
+    seed: u64,
+    ops: usize,
+    mut after_each: impl FnMut(&[u8]),
+) -> Vec<u8> {
+    const BLOCK: usize = 4096;
+    let mut model = bytes;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for _ in 0..ops {
+        match rng.u8(0..3) {
+            0 => {
+                let offset = rng.usize(0..model.len() + 10);
+                let data: Vec<u8> = (0..rng.usize(1..9000)).map(|_| rng.u8(..)).collect();
+                backend.write(offset as u64, &data).unwrap();
+                if model.len() < offset + data.len() {
+                    model.resize(offset + data.len(), 0);
+                }
+                model[offset..offset + data.len()].copy_from_slice(&data);
+            }
+            1 => {
+                let len = rng.usize(0..6 * BLOCK);
+                backend.set_len(len as u64).unwrap();
+                model.resize(len, 0);
+            }
+            _ => {
+                let from = rng.usize(0..=model.len());
+                let to = rng.usize(from..=model.len());
+                let mut out = vec![0; to - from];
+                backend.read(from as u64, &mut out).unwrap();
+                assert_eq!(out, model[from..to]);
+            }
+        }
+        after_each(&model);
+    }
+    model
+}

@@ -191,31 +191,12 @@ mod tests {
         let original: Vec<u8> = (0..3 * BLOCK as usize + 100).map(|i| i as u8).collect();
         std::fs::write(&path, &original).unwrap();
         let backend = ReadOnlyFile::new(File::open(&path).unwrap()).unwrap();
-        let mut model = original.clone();
-        let mut rng = fastrand::Rng::with_seed(3);
-        for _ in 0..300 {
-            match rng.u8(0..3) {
-                0 => {
-                    let offset = rng.usize(0..model.len() + 10);
-                    let data: Vec<u8> = (0..rng.usize(1..9000)).map(|_| rng.u8(..)).collect();
-                    backend.write(offset as u64, &data).unwrap();
-                    if model.len() < offset + data.len() {
-                        model.resize(offset + data.len(), 0);
-                    }
-                    model[offset..offset + data.len()].copy_from_slice(&data);
-                }
-                1 => {
-                    let len = rng.usize(0..5 * BLOCK as usize);
-                    backend.set_len(len as u64).unwrap();
-                    model.resize(len, 0);
-                }
-                _ => {
-                    let mut out = vec![0; model.len()];
-                    backend.read(0, &mut out).unwrap();
-                    assert_eq!(out, model);
-                }
-            }
-        }
+
+        let model = crate::memory::against_a_vector(&backend, original.clone(), 3, 300, |_| {});
+
+        let mut out = vec![0; model.len()];
+        backend.read(0, &mut out).unwrap();
+        assert_eq!(out, model);
         assert_eq!(std::fs::read(&path).unwrap(), original);
     }
 }

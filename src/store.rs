@@ -265,16 +265,10 @@ impl StoreBuilder {
                     self.open_checked(Box::new(backend), Box::new(side), false, true)?
                         .0
                 }
-                None => self.finish(
-                    self.redb(self.check_on_open).create_with_backend(backend)?,
-                    true,
-                )?,
+                None => self.plain(backend, true)?,
             };
             #[cfg(target_family = "wasm")]
-            let store = self.finish(
-                self.redb(self.check_on_open).create_with_backend(backend)?,
-                true,
-            )?;
+            let store = self.plain(backend, true)?;
             // The journal's records are replayed in memory like redb's
             // recovery; the journal itself is only read.
             #[cfg(not(target_family = "wasm"))]
@@ -374,16 +368,10 @@ impl StoreBuilder {
             #[cfg(not(target_family = "wasm"))]
             let store = match self.checksums.take() {
                 Some(side) => self.open_checked(Box::new(backend), side, true, false)?.0,
-                None => self.finish(
-                    self.redb(self.check_on_open).create_with_backend(backend)?,
-                    false,
-                )?,
+                None => self.plain(backend, false)?,
             };
             #[cfg(target_family = "wasm")]
-            let store = self.finish(
-                self.redb(self.check_on_open).create_with_backend(backend)?,
-                false,
-            )?;
+            let store = self.plain(backend, false)?;
             #[cfg(not(target_family = "wasm"))]
             if let Some(journal) = self.journal.take() {
                 return store.with_journal(journal, self.checkpoint_every);
@@ -413,8 +401,7 @@ impl StoreBuilder {
     ) -> Result<(Store, Option<crate::checksums::Checked>), StoreError> {
         let store = file_backend(file)?;
         let Some(side) = side else {
-            let db = self.redb(self.check_on_open).create_with_backend(store)?;
-            return Ok((self.finish(db, false)?, None));
+            return Ok((self.plain(store, false)?, None));
         };
         let side = file_backend(side.try_clone().map_err(StoreError::io)?)?;
         let (store, checks) = self.open_checked(Box::new(store), Box::new(side), true, false)?;
@@ -428,10 +415,20 @@ impl StoreBuilder {
         _side: &Side,
         _new: bool,
     ) -> Result<(Store, ()), StoreError> {
-        let db = self
-            .redb(self.check_on_open)
-            .create_with_backend(redb::backends::FileBackend::new(file)?)?;
-        Ok((self.finish(db, false)?, ()))
+        Ok((
+            self.plain(redb::backends::FileBackend::new(file)?, false)?,
+            (),
+        ))
+    }
+
+    /// Opens the store in `backend` as it is (`read_only`: the store
+    /// refuses writes), redb's whole-file check as
+    /// [`check_on_open`](Self::check_on_open) says.
+    fn plain(&self, backend: impl StorageBackend, read_only: bool) -> Result<Store, StoreError> {
+        self.finish(
+            self.redb(self.check_on_open).create_with_backend(backend)?,
+            read_only,
+        )
     }
 
     /// Opens the store in `store` through the block checksums in `side`

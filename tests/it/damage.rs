@@ -172,6 +172,17 @@ fn read_store(disk: &Disk, original: &Original, check_on_open: bool, checksums: 
     }
 }
 
+/// The verdict on copy `i`, read with the whole-file check on; a panic
+/// through the API or wrong data fails the test.
+fn judged(i: usize, copy: impl Into<Image>, original: &Original) -> String {
+    let verdict = catch_unwind(AssertUnwindSafe(|| read_everything(copy, original, true)))
+        .unwrap_or_else(|_| panic!("copy {i}: a panic escaped the API"));
+    if let Verdict::Wrong(what) = &verdict {
+        panic!("copy {i}: silent wrong data: {what}");
+    }
+    format!("{verdict:?}")
+}
+
 #[test]
 fn damaged_copies_give_correct_data_or_a_clear_error() {
     let original = original();
@@ -180,12 +191,7 @@ fn damaged_copies_give_correct_data_or_a_clear_error() {
     let mut counts = BTreeMap::new();
     for i in 0..copies {
         let copy = damage(&original.image, &mut rng);
-        let verdict = catch_unwind(AssertUnwindSafe(|| read_everything(copy, &original, true)))
-            .unwrap_or_else(|_| panic!("copy {i}: a panic escaped the API"));
-        if let Verdict::Wrong(what) = &verdict {
-            panic!("copy {i}: silent wrong data: {what}");
-        }
-        *counts.entry(format!("{verdict:?}")).or_insert(0) += 1;
+        *counts.entry(judged(i, copy, &original)).or_insert(0) += 1;
     }
     eprintln!(
         "damaged files: {copies} copies of a {} byte store: {counts:?}, 0 wrong, 0 panics",
@@ -219,12 +225,7 @@ fn damaged_copies_opened_on_their_checksums_give_correct_data_or_a_clear_error()
             fast += 1;
         }
         drop(opened);
-        let verdict = catch_unwind(AssertUnwindSafe(|| read_everything(copy, &original, true)))
-            .unwrap_or_else(|_| panic!("copy {i}: a panic escaped the API"));
-        if let Verdict::Wrong(what) = &verdict {
-            panic!("copy {i}: silent wrong data: {what}");
-        }
-        *counts.entry(format!("{verdict:?}")).or_insert(0) += 1;
+        *counts.entry(judged(i, copy, &original)).or_insert(0) += 1;
     }
     assert!(
         fast > copies / 5,
