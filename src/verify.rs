@@ -197,6 +197,12 @@ pub enum Finding {
         /// The row's key, in hex.
         key: String,
     },
+    /// A 4 KiB block of the store file that no longer holds what the store
+    /// wrote there: the file was changed or damaged behind its back.
+    DamagedBlock {
+        /// The block: bytes `block * 4096` to `(block + 1) * 4096`.
+        block: u64,
+    },
 }
 
 impl fmt::Display for Finding {
@@ -293,6 +299,12 @@ impl fmt::Display for Finding {
             Finding::JournalRowMismatch { table, key } => write!(
                 f,
                 "{table} row {key}: the journal leaves it otherwise than the store holds it"
+            ),
+            Finding::DamagedBlock { block } => write!(
+                f,
+                "block {block} of the store file (bytes {}..{}) fails its checksum",
+                block * 4096,
+                (block + 1) * 4096
             ),
         }
     }

@@ -6,7 +6,7 @@
 //! are compared with `==`, not `assert_eq!`, whose message would print
 //! megabytes.)
 
-use spkey_store::{CreateUser, ManualClock, Outcome, Store, StoreError};
+use spkey_store::{CreateUser, Finding, ManualClock, Outcome, Store, StoreError};
 use uuid::Uuid;
 
 use crate::disk::{Disk, Image, Keep};
@@ -220,8 +220,44 @@ fn real_files_a_flipped_byte_is_refused_and_a_read_only_open_changes_nothing() {
     let mut bytes = closed[0].clone();
     change_every(&mut bytes, "sums1234@example.com");
     std::fs::write(&path, &bytes).unwrap();
+    let store = Store::open(&path).unwrap();
 
-    let found = Store::open(&path).and_then(|store| store.user(Uuid::from_u128(0x20_0000 + 1234)));
+    let report = store.verify().unwrap();
+    let found = store.user(Uuid::from_u128(0x20_0000 + 1234));
 
+    assert!(!report.findings.is_empty());
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| matches!(f, Finding::DamagedBlock { .. })),
+        "{:?}",
+        report.findings
+    );
     assert!(fails_its_checksum(&found), "{:?}", found.map(|_| "a user"));
+}
+
+/// `verify` reads every block from the disk: damage in a block no read has
+/// met (the store has it open, its pages in redb's cache or not) is found.
+#[test]
+fn verify_finds_a_block_damaged_while_the_store_is_open() {
+    let disk = Disk::with_image(closed_store());
+    let store = open(&disk).unwrap();
+    assert_holds(&store, USERS);
+    let block = disk.live().store.len() / 4096 / 2;
+
+    disk.damage_store(block * 4096 + 7, 0x40);
+
+    let report = store.verify().unwrap();
+    assert_eq!(
+        report.findings,
+        vec![Finding::DamagedBlock {
+            block: block as u64
+        }]
+    );
+    assert!(
+        report.findings[0]
+            .to_string()
+            .contains("fails its checksum")
+    );
 }

@@ -319,6 +319,15 @@ impl Disk {
         }
     }
 
+    /// Flips bits of the store file's byte at `offset`, as damage on the
+    /// disk would, behind the back of whoever has it open.
+    pub fn damage_store(&self, offset: usize, xor: u8) {
+        let mut state = self.state();
+        let file = &mut state.files[0];
+        file.live[offset] ^= xor;
+        file.durable[offset] ^= xor;
+    }
+
     /// The store file, for redb.
     pub fn backend(&self) -> DiskBackend {
         DiskBackend(self.clone(), 0)
