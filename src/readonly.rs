@@ -5,10 +5,12 @@
 //!
 //! This is how reading commands open a store: they change no byte of the
 //! file, work on read-only media or a file the process may not write, keep
-//! redb's full recovery and page-checksum check on open (redb's own
-//! `ReadOnlyDatabase` refuses a store that was not closed cleanly and skips
-//! the checksum check), and exclude a writer — which takes its locks
-//! exclusively — exactly as redb's read-only opens do.
+//! redb's full recovery and a checked open — redb's page-checksum check,
+//! or the block checksums beside the store read (never written) through
+//! `checksums.rs` — (redb's own `ReadOnlyDatabase` refuses a store that was
+//! not closed cleanly and skips the checksum check), and exclude a writer —
+//! which takes its locks exclusively — exactly as redb's read-only opens
+//! do.
 
 use std::collections::BTreeMap;
 use std::fs::File;
