@@ -37,6 +37,7 @@
 //! store, the last block possibly shorter; the checksum covers the header
 //! with the state set to "whole", then the sums.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -57,8 +58,15 @@ const IN_USE: u8 = 0;
 const HEADER: usize = 40;
 /// Bytes per checksum: redb's page size, so a page is one block.
 const BLOCK: u64 = 4096;
-/// Blocks read at a time when the sums are computed from the file.
+/// Blocks read at a time when sums are learned from the file: a first pass
+/// over a store reads it in 1 MiB reads rather than page by page.
 const CHUNK_BLOCKS: u64 = 256;
+/// At a clean close, blocks whose sums were never learned (neither read nor
+/// written since an open without trusted sums: free pages) are read to
+/// learn them, up to as many as are known plus this many (64 MiB); a file
+/// mostly made of blocks nothing touched (a sparse file with a store's
+/// header) keeps no sums rather than be read whole.
+const SPARE_BLOCKS: usize = 16_384;
 
 /// The storage backend redb is given: the store file, every block read
 /// checked. Cloning shares it; [`vouch`](Self::vouch) is called through
@@ -79,8 +87,11 @@ struct Inner {
 
 #[derive(Debug)]
 struct Table {
-    /// One CRC-32 per block of the store as it is now.
-    sums: Vec<u32>,
+    /// The CRC-32 of each block of the store, where known: every block
+    /// when a trusted side file gave them; otherwise those written, and
+    /// those read (with the rest of their chunk) since the open. A map, so
+    /// that memory follows the blocks touched, not the file's length.
+    sums: BTreeMap<u64, u32>,
     /// The store's length.
     len: u64,
     /// The side file no longer claims to be whole (or may not be written).
@@ -118,15 +129,20 @@ fn zero_block_sum() -> u32 {
     *SUM.get_or_init(|| crc32fast::hash(&[0; BLOCK as usize]))
 }
 
-/// Checks `bytes`, read from block `first` on, against the sums.
-fn check(table: &Table, first: u64, bytes: &[u8]) -> io::Result<()> {
+/// Checks `bytes`, read from block `first` on, against the sums it knows,
+/// and returns the sums of the blocks it did not know.
+fn check(table: &Table, first: u64, bytes: &[u8]) -> io::Result<Vec<(u64, u32)>> {
+    let mut learned = Vec::new();
     for (i, block) in bytes.chunks(BLOCK as usize).enumerate() {
         let n = first + i as u64;
-        if table.sums.get(n as usize) != Some(&crc32fast::hash(block)) {
-            return Err(checksum_mismatch(n));
+        let sum = crc32fast::hash(block);
+        match table.sums.get(&n) {
+            Some(known) if *known != sum => return Err(checksum_mismatch(n)),
+            Some(_) => {}
+            None => learned.push((n, sum)),
         }
     }
-    Ok(())
+    Ok(learned)
 }
 
 /// Blocks in a store of `len` bytes.
@@ -135,14 +151,14 @@ fn blocks(len: u64) -> usize {
 }
 
 /// The header and sums of a side file describing a store of `len` bytes.
-fn side_bytes(len: u64, sums: &[u32]) -> Vec<u8> {
+fn side_bytes(len: u64, sums: &BTreeMap<u64, u32>) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(HEADER + 4 * sums.len());
     bytes.extend_from_slice(&MAGIC);
     bytes.push(WHOLE);
     bytes.extend_from_slice(&[0; 7]);
     bytes.extend_from_slice(&len.to_le_bytes());
     bytes.extend_from_slice(&[0; 8]);
-    for sum in sums {
+    for sum in sums.values() {
         bytes.extend_from_slice(&sum.to_le_bytes());
     }
     let crc = side_checksum(&bytes);
@@ -166,8 +182,8 @@ impl Checked {
     /// Wraps `store`, with `side` holding (or to hold) its sums; `writable`
     /// is false for read-only opens, which never write the side file.
     /// [`trusted`](Self::trusted) says whether the side file vouched for the
-    /// store; when it did not, the sums are computed from the store, which
-    /// reads all of it.
+    /// store; when it did not, sums are learned as blocks are read (redb's
+    /// whole-file check then reads them all), a chunk at a time.
     ///
     /// # Errors
     ///
@@ -182,10 +198,7 @@ impl Checked {
         let len = store.len().map_err(StoreError::io)?;
         let trusted_sums = read_side(&*side, &*store, len)?;
         let trusted = trusted_sums.is_some();
-        let sums = match trusted_sums {
-            Some(sums) => sums,
-            None => compute(&*store, len).map_err(StoreError::io)?,
-        };
+        let sums = trusted_sums.unwrap_or_default();
         Ok(Checked(Arc::new(Inner {
             store,
             side,
@@ -228,7 +241,13 @@ impl Checked {
             self.0.store.read(start, &mut buffer[..n])?;
             for (i, block) in buffer[..n].chunks(BLOCK as usize).enumerate() {
                 let at = first + i as u64;
-                if table.sums.get(at as usize) != Some(&crc32fast::hash(block)) {
+                // A block with no known sum was never read nor written
+                // since an open that could not trust the sums: free space.
+                if table
+                    .sums
+                    .get(&at)
+                    .is_some_and(|sum| *sum != crc32fast::hash(block))
+                {
                     damaged.push(at);
                 }
             }
@@ -254,7 +273,7 @@ fn read_side(
     side: &dyn StorageBackend,
     store: &dyn StorageBackend,
     len: u64,
-) -> Result<Option<Vec<u32>>, StoreError> {
+) -> Result<Option<BTreeMap<u64, u32>>, StoreError> {
     let size = side.len().map_err(StoreError::io)?;
     // The header first: a foreign file is refused having read 40 bytes of
     // it, however big it is.
@@ -285,11 +304,13 @@ fn read_side(
     if side_checksum(&bytes) != u32::from_le_bytes(bytes[32..36].try_into().expect("4 bytes")) {
         return Ok(None);
     }
-    let sums: Vec<u32> = bytes[HEADER..]
+    let sums: BTreeMap<u64, u32> = bytes[HEADER..]
         .chunks_exact(4)
         .map(|sum| u32::from_le_bytes(sum.try_into().expect("4 bytes")))
+        .enumerate()
+        .map(|(n, sum)| (n as u64, sum))
         .collect();
-    if let Some(first) = sums.first() {
+    if let Some(first) = sums.get(&0) {
         let mut block = vec![0; len.min(BLOCK) as usize];
         store.read(0, &mut block).map_err(StoreError::io)?;
         if crc32fast::hash(&block) != *first {
@@ -297,20 +318,6 @@ fn read_side(
         }
     }
     Ok(Some(sums))
-}
-
-/// The sums of the store's bytes as they are.
-fn compute(store: &dyn StorageBackend, len: u64) -> io::Result<Vec<u32>> {
-    let mut sums = Vec::with_capacity(blocks(len));
-    let mut buffer = vec![0; (CHUNK_BLOCKS * BLOCK) as usize];
-    let mut at = 0;
-    while at < len {
-        let n = (len - at).min(CHUNK_BLOCKS * BLOCK) as usize;
-        store.read(at, &mut buffer[..n])?;
-        sums.extend(buffer[..n].chunks(BLOCK as usize).map(crc32fast::hash));
-        at += n as u64;
-    }
-    Ok(sums)
 }
 
 impl Inner {
@@ -342,7 +349,19 @@ impl Inner {
         let start = block * BLOCK;
         let mut bytes = vec![0; (table.len - start).min(BLOCK) as usize];
         self.store.read(start, &mut bytes)?;
-        table.sums[block as usize] = crc32fast::hash(&bytes);
+        table.sums.insert(block, crc32fast::hash(&bytes));
+        Ok(())
+    }
+
+    /// Reads the blocks of `chunk` whose sums are not known and learns
+    /// them.
+    fn learn_chunk(&self, table: &mut Table, chunk: u64) -> io::Result<()> {
+        let start = chunk * CHUNK_BLOCKS * BLOCK;
+        let stop = ((chunk + 1) * CHUNK_BLOCKS * BLOCK).min(table.len);
+        let mut bytes = vec![0; (stop - start) as usize];
+        self.store.read(start, &mut bytes)?;
+        let learned = check(table, chunk * CHUNK_BLOCKS, &bytes)?;
+        table.sums.extend(learned);
         Ok(())
     }
 
@@ -354,7 +373,11 @@ impl Inner {
             return Ok(());
         }
         table.len = len;
-        table.sums.resize(blocks(len), zero_block_sum());
+        let (known, new) = (blocks(old.min(len)) as u64, blocks(len) as u64);
+        table.sums.split_off(&known);
+        table
+            .sums
+            .extend((known..new).map(|n| (n, zero_block_sum())));
         // The blocks cut at the old end and at the new one hold other bytes
         // than before (or than zeros): read their sums from the store.
         for edge in [old.min(len), len] {
@@ -377,7 +400,7 @@ impl Inner {
             let (start, stop) = (block * BLOCK, ((block + 1) * BLOCK).min(table.len));
             if start >= offset && stop <= end {
                 let bytes = &data[(start - offset) as usize..(stop - offset) as usize];
-                table.sums[block as usize] = crc32fast::hash(bytes);
+                table.sums.insert(block, crc32fast::hash(bytes));
             } else {
                 // Part of the block is outside `data`.
                 self.resum(table, block)?;
@@ -394,6 +417,18 @@ impl Inner {
         // vouch for what the disk holds; or it is whole and nothing changed.
         if !self.writable || !table.vouched || table.failed || (self.trusted && !table.marked) {
             return Ok(());
+        }
+        // The blocks nothing touched since an open without trusted sums.
+        let total = blocks(table.len) as u64;
+        let known = table.sums.len();
+        if total as usize > 2 * known + SPARE_BLOCKS {
+            return Ok(());
+        }
+        for chunk in 0..total.div_ceil(CHUNK_BLOCKS) {
+            let blocks = chunk * CHUNK_BLOCKS..((chunk + 1) * CHUNK_BLOCKS).min(total);
+            if table.sums.range(blocks.clone()).count() < blocks.count() {
+                self.learn_chunk(&mut table, chunk)?;
+            }
         }
         self.mark(&mut table)?;
         self.store.sync_data()?;
@@ -421,20 +456,37 @@ impl StorageBackend for Checked {
         if out.is_empty() {
             return Ok(());
         }
-        let first = offset / BLOCK;
-        if offset.is_multiple_of(BLOCK) && (end.is_multiple_of(BLOCK) || end == table.len) {
+        let (first, last) = (offset / BLOCK, (end - 1) / BLOCK);
+        let known = table.sums.range(first..=last).count() as u64 == last - first + 1;
+        if known && offset.is_multiple_of(BLOCK) && (end.is_multiple_of(BLOCK) || end == table.len)
+        {
             self.0.store.read(offset, out)?;
-            return check(&table, first, out);
+            check(&table, first, out)?;
+            return Ok(());
         }
         // redb reads whole pages; anything else (its header) is read as the
-        // whole blocks it falls in, so that every byte handed over is checked.
-        let start = first * BLOCK;
-        let stop = (end.div_ceil(BLOCK) * BLOCK).min(table.len);
+        // whole blocks it falls in, so that every byte handed over is
+        // checked. Blocks whose sums are not known are read with the rest
+        // of their chunk, and the chunk's sums learned.
+        let align = if known { 1 } else { CHUNK_BLOCKS };
+        let start = first / align * align * BLOCK;
+        let stop = ((last / align + 1) * align * BLOCK).min(table.len);
         let mut covering = vec![0; (stop - start) as usize];
         self.0.store.read(start, &mut covering)?;
-        check(&table, first, &covering)?;
+        let learned = check(&table, start / BLOCK, &covering)?;
         let from = (offset - start) as usize;
         out.copy_from_slice(&covering[from..from + out.len()]);
+        drop(table);
+        if !learned.is_empty() {
+            let mut table = self.0.table_mut();
+            let blocks = blocks(table.len) as u64;
+            // A write since the read above made its own sums.
+            for (n, sum) in learned {
+                if n < blocks {
+                    table.sums.entry(n).or_insert(sum);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -508,6 +560,20 @@ mod tests {
     use super::*;
     use crate::memory::MemoryBackend;
 
+    /// The sums of the store's bytes as they are.
+    fn compute(store: &dyn StorageBackend, len: u64) -> io::Result<Vec<u32>> {
+        let mut sums = Vec::with_capacity(blocks(len));
+        let mut buffer = vec![0; (CHUNK_BLOCKS * BLOCK) as usize];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(CHUNK_BLOCKS * BLOCK) as usize;
+            store.read(at, &mut buffer[..n])?;
+            sums.extend(buffer[..n].chunks(BLOCK as usize).map(crc32fast::hash));
+            at += n as u64;
+        }
+        Ok(sums)
+    }
+
     fn checked(store: &MemoryBackend, side: &MemoryBackend) -> Checked {
         Checked::open(Box::new(store.clone()), Box::new(side.clone()), true).unwrap()
     }
@@ -524,7 +590,8 @@ mod tests {
         let model = crate::memory::against_a_vector(&backend, Vec::new(), 7, 400, |model| {
             let table = backend.0.table();
             assert_eq!(table.len, model.len() as u64);
-            assert_eq!(table.sums, compute(&store, table.len).unwrap());
+            let sums: Vec<u32> = table.sums.values().copied().collect();
+            assert_eq!(sums, compute(&store, table.len).unwrap());
         });
         backend.close().unwrap();
 
