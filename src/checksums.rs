@@ -24,10 +24,13 @@
 //!   block matches the store's first block (redb rewrites that block at
 //!   every commit, so a store written since by anything that does not keep
 //!   the sums is noticed). Then redb's whole-file check is skipped: every
-//!   block it reads is checked anyway. Otherwise the sums are computed from
-//!   the file, redb checks the whole file as before, and only once that
-//!   check has passed are the sums written back at close: sums computed
-//!   from damaged bytes must never vouch for them.
+//!   block it reads is checked anyway. Otherwise redb checks the whole file
+//!   as before, the sums are learned a 1 MiB chunk at a time as it first
+//!   reads each part of the file, and only once that check has passed may
+//!   they be written back at close: sums learned from damaged bytes must
+//!   never vouch for them. Sums are held for the blocks touched, not for
+//!   the file's length, so a file with a huge sparse tail costs what redb
+//!   reads of it.
 //!
 //! The side file is a cache: without it (a store copied alone, a read-only
 //! directory) a store opens exactly as before, with the whole-file check.
