@@ -6,7 +6,7 @@
 //! are compared with `==`, not `assert_eq!`, whose message would print
 //! megabytes.)
 
-use spkey_store::{CreateUser, Finding, ManualClock, Outcome, Store, StoreError};
+use spkey_store::{CreateUser, Finding, ManualClock, Store, StoreError};
 use uuid::Uuid;
 
 use crate::disk::{Disk, Image, Keep};
@@ -172,16 +172,20 @@ fn a_block_changed_behind_the_stores_back_is_an_error_when_read() {
     assert!(fails_its_checksum(&store.events(1, usize::MAX)));
 }
 
-#[test]
-fn a_file_that_is_not_a_checksum_file_is_refused_and_left_untouched() {
+/// A store of `users` users in a real file, closed cleanly: its directory
+/// and path.
+fn real_store(users: u128) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("users.redb");
     let store = Store::open(&path).unwrap();
-    assert!(matches!(
-        store.create_user(&command(1)).unwrap(),
-        Outcome::Created(_)
-    ));
+    fill(&store, 0, users);
     store.close().unwrap();
+    (dir, path)
+}
+
+#[test]
+fn a_file_that_is_not_a_checksum_file_is_refused_and_left_untouched() {
+    let (dir, path) = real_store(1);
     let side = dir.path().join("users.redb-checksums");
     let notes = b"my notes, not checksums; do not delete".to_vec();
     std::fs::write(&side, &notes).unwrap();
@@ -200,11 +204,7 @@ fn a_file_that_is_not_a_checksum_file_is_refused_and_left_untouched() {
 
 #[test]
 fn real_files_a_flipped_byte_is_refused_and_a_read_only_open_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("users.redb");
-    let store = Store::open(&path).unwrap();
-    fill(&store, 0, 2000);
-    store.close().unwrap();
+    let (dir, path) = real_store(2000);
     let side = dir.path().join("users.redb-checksums");
     let files = || [&path, &side].map(|p| std::fs::read(p).unwrap()).to_vec();
     let closed = files();
@@ -268,11 +268,7 @@ fn verify_finds_a_block_damaged_while_the_store_is_open() {
 /// does not read the tail to learn its sums.
 #[test]
 fn a_store_file_with_a_huge_sparse_tail_costs_what_is_touched() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("users.redb");
-    let store = Store::open(&path).unwrap();
-    fill(&store, 0, 100);
-    store.close().unwrap();
+    let (dir, path) = real_store(100);
     std::fs::remove_file(dir.path().join("users.redb-checksums")).unwrap();
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(file.metadata().unwrap().len() + (256 << 30))
