@@ -206,7 +206,7 @@ impl StoreBuilder {
                         .write(true)
                         .open(path)
                         .map_err(StoreError::io)?;
-                    self.open_file(file, &side, false)?.0
+                    self.open_file(file, &side)?
                 }
                 None => self.create_new(path, &side)?,
             };
@@ -263,7 +263,6 @@ impl StoreBuilder {
                     )
                     .map_err(StoreError::io)?;
                     self.open_checked(Box::new(backend), Box::new(side), false, true)?
-                        .0
                 }
                 None => self.plain(backend, true)?,
             };
@@ -313,17 +312,18 @@ impl StoreBuilder {
         // The store stays open on the temporary name: redb's lock is on the
         // file, so the name it is linked to is locked from the first moment.
         let linked = created
-            .and_then(|file| self.open_file(file, side, true))
-            .and_then(|(store, checks)| {
-                link_new(&temporary, path, dir).map(|won| won.then_some((store, checks)))
-            });
+            .and_then(|file| self.open_file(file, side))
+            .and_then(|store| link_new(&temporary, path, dir).map(|won| won.then_some(store)));
         // Whether linked, beaten or failed, the temporary name goes.
         let _ = std::fs::remove_file(&temporary);
         match linked? {
-            Some((store, checks)) => {
+            Some(store) => {
                 sync_dir(dir)?;
                 // Every byte of a new store was written through its sums.
-                vouch(checks);
+                #[cfg(not(target_family = "wasm"))]
+                if let Some(checks) = &store.checks {
+                    checks.vouch();
+                }
                 Ok(store)
             }
             None => {
@@ -332,7 +332,7 @@ impl StoreBuilder {
                     .write(true)
                     .open(path)
                     .map_err(StoreError::io)?;
-                Ok(self.open_file(file, side, false)?.0)
+                self.open_file(file, side)
             }
         }
     }
@@ -367,7 +367,7 @@ impl StoreBuilder {
             }
             #[cfg(not(target_family = "wasm"))]
             let store = match self.checksums.take() {
-                Some(side) => self.open_checked(Box::new(backend), side, true, false)?.0,
+                Some(side) => self.open_checked(Box::new(backend), side, true, false)?,
                 None => self.plain(backend, false)?,
             };
             #[cfg(target_family = "wasm")]
@@ -389,36 +389,21 @@ impl StoreBuilder {
         builder
     }
 
-    /// Opens the store in `file` (`new`: just created, empty), through the
-    /// checksums in `side` where the target keeps them. Returns the handle
-    /// on those checksums, to [`vouch`] for a new store once it is linked.
+    /// Opens the store in `file`, through the checksums in `side` where the
+    /// target keeps them.
     #[cfg(not(target_family = "wasm"))]
-    fn open_file(
-        &self,
-        file: std::fs::File,
-        side: &Side,
-        new: bool,
-    ) -> Result<(Store, Option<crate::checksums::Checked>), StoreError> {
+    fn open_file(&self, file: std::fs::File, side: &Side) -> Result<Store, StoreError> {
         let store = file_backend(file)?;
         let Some(side) = side else {
-            return Ok((self.plain(store, false)?, None));
+            return self.plain(store, false);
         };
         let side = file_backend(side.try_clone().map_err(StoreError::io)?)?;
-        let (store, checks) = self.open_checked(Box::new(store), Box::new(side), true, false)?;
-        Ok((store, new.then_some(checks)))
+        self.open_checked(Box::new(store), Box::new(side), true, false)
     }
 
     #[cfg(target_family = "wasm")]
-    fn open_file(
-        &self,
-        file: std::fs::File,
-        _side: &Side,
-        _new: bool,
-    ) -> Result<(Store, ()), StoreError> {
-        Ok((
-            self.plain(redb::backends::FileBackend::new(file)?, false)?,
-            (),
-        ))
+    fn open_file(&self, file: std::fs::File, _side: &Side) -> Result<Store, StoreError> {
+        self.plain(redb::backends::FileBackend::new(file)?, false)
     }
 
     /// Opens the store in `backend` as it is (`read_only`: the store
@@ -442,16 +427,16 @@ impl StoreBuilder {
         side: Box<dyn StorageBackend>,
         writable: bool,
         read_only: bool,
-    ) -> Result<(Store, crate::checksums::Checked), StoreError> {
+    ) -> Result<Store, StoreError> {
         let checks = crate::checksums::Checked::open(store, side, writable)?;
         let check = self.check_on_open && !checks.trusted();
         let db = self.redb(check).create_with_backend(checks.clone())?;
         let mut store = self.finish(db, read_only)?;
-        store.checks = Some(checks.clone());
         if check {
             checks.vouch();
         }
-        Ok((store, checks))
+        store.checks = Some(checks);
+        Ok(store)
     }
 
     fn finish(&self, db: Database, read_only: bool) -> Result<Store, StoreError> {
@@ -490,8 +475,15 @@ impl StoreBuilder {
 /// Where the journal of the store at `path` lives.
 #[cfg(not(target_family = "wasm"))]
 pub(crate) fn journal_path(path: &Path) -> std::path::PathBuf {
+    beside(path, "-journal")
+}
+
+/// `path` with `suffix` appended to its file name, as SQLite names the
+/// files beside a database.
+#[cfg(not(target_family = "wasm"))]
+fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push("-journal");
+    name.push(suffix);
     name.into()
 }
 
@@ -499,9 +491,7 @@ pub(crate) fn journal_path(path: &Path) -> std::path::PathBuf {
 /// `checksums.rs`).
 #[cfg(not(target_family = "wasm"))]
 pub(crate) fn checksums_path(path: &Path) -> std::path::PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push("-checksums");
-    name.into()
+    beside(path, "-checksums")
 }
 
 /// The checksum file of a store opened by path, locked while it is open;
@@ -561,16 +551,6 @@ fn side_file(path: &Path, write: bool) -> Result<Side, StoreError> {
         Err(std::fs::TryLockError::Error(_)) => Ok(None),
     }
 }
-
-/// Declares a new store's checksums sound (see `Checked::vouch`).
-#[cfg(not(target_family = "wasm"))]
-fn vouch(checks: Option<crate::checksums::Checked>) {
-    if let Some(checks) = checks {
-        checks.vouch();
-    }
-}
-#[cfg(target_family = "wasm")]
-fn vouch(_checks: ()) {}
 
 /// A file as a redb backend.
 #[cfg(not(target_family = "wasm"))]
