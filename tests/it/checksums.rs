@@ -75,6 +75,7 @@ fn a_store_closed_cleanly_opens_reading_a_few_blocks_and_one_that_died_is_checke
         read < len / 20,
         "a clean open read {read} of {len} bytes of the store"
     );
+    eprintln!("a clean open read {read} of {len} bytes of the store");
     assert_holds(&store, USERS);
     fill(&store, USERS, USERS + 100);
     // The process dies: the OS keeps every write, no destructor runs.
