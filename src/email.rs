@@ -1,7 +1,7 @@
 //! The email rule: what a signup accepts, and when two addresses are one
-//! mailbox. The same code, with the same ICU4X tables compiled in, runs on
-//! every target (native, wasm, the hub), so the rule cannot differ between
-//! them.
+//! mailbox. The same code, with the same ICU4X tables compiled in (case
+//! folding from a table generated from ICU4X's: `casefold`), runs on every
+//! target (native, wasm, the hub), so the rule cannot differ between them.
 //!
 //! Accepted: after trimming, no control, invisible (format), private-use,
 //! unassigned or space character; normalized to NFC; an unquoted dot-atom
@@ -26,7 +26,6 @@
 
 use std::borrow::Cow;
 
-use icu_casemap::CaseMapper;
 use icu_normalizer::ComposingNormalizerBorrowed;
 use icu_properties::CodePointMapData;
 use icu_properties::props::GeneralCategory;
@@ -195,7 +194,7 @@ fn check_domain(domain: &str) -> Result<String, String> {
 pub fn key(email: &str) -> String {
     let email = nfc(email.trim());
     let (local, domain) = email.rsplit_once('@').unwrap_or((&email, ""));
-    let folded = CaseMapper::new().fold_string(local);
+    let folded = crate::casefold::fold(local);
     let local = nfc(&folded);
     let domain = ascii_domain(domain)
         .map(Cow::into_owned)

@@ -41,6 +41,7 @@
 #![deny(missing_docs)]
 
 mod batch;
+mod casefold;
 #[cfg(not(target_family = "wasm"))]
 mod checksums;
 mod clock;
