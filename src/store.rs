@@ -180,7 +180,9 @@ impl StoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Locked`] when another handle has the store open;
+    /// [`StoreError::Locked`] when another handle has the store open (after
+    /// waiting up to 200 ms for locks held only for a moment, as a child
+    /// process holds them between its start and its `exec`);
     /// [`StoreError::NotAStore`] when `path` is not a regular file or does
     /// not hold a store (it is left untouched);
     /// [`StoreError::UnsupportedFormat`] for a store from a newer version;
@@ -190,6 +192,10 @@ impl StoreBuilder {
     /// and `Damaged` when it holds a damaged record before a whole one.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref();
+        patiently(|| self.open_once(path))
+    }
+
+    fn open_once(&self, path: &Path) -> Result<Store, StoreError> {
         contain(|| {
             let existing = existing_store_file(path)?;
             // After the check above: a path holding something else gets no
@@ -242,6 +248,10 @@ impl StoreBuilder {
     /// no file at `path`.
     pub fn open_read_only(self, path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref();
+        patiently(|| self.open_read_only_once(path))
+    }
+
+    fn open_read_only_once(&self, path: &Path) -> Result<Store, StoreError> {
         contain(|| {
             let Some(file) = existing_store_file(path)? else {
                 return Err(StoreError::NotAStore(format!(
@@ -630,6 +640,38 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// [`StoreError::Damaged`]. redb may panic on a damaged file; no input, a
 /// damaged file included, may panic through this library's API. (On targets
 /// built with `panic = "abort"` there is nothing to catch.)
+/// How long opening a store by path waits for its locks before answering
+/// [`StoreError::Locked`]. A process that starts another shares its open
+/// files, and so their locks, with the child until the child's `exec`
+/// closes them: while any thread of the process starts one, a store just
+/// closed by another thread still reads as locked for that moment (a
+/// thread starting `true` in a loop made 99% of reopens fail). The wait
+/// outlasts that moment; a store really in use is still reported within
+/// it.
+#[cfg(not(target_family = "wasm"))]
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Runs `open` again while it finds the store locked, for up to
+/// [`LOCK_PATIENCE`]. An open that finds a lock has changed nothing.
+fn patiently(open: impl Fn() -> Result<Store, StoreError>) -> Result<Store, StoreError> {
+    // A wasm store has one thread and starts no process (and its clock
+    // panics there); nothing to wait for.
+    #[cfg(not(target_family = "wasm"))]
+    {
+        let until = std::time::Instant::now() + LOCK_PATIENCE;
+        loop {
+            match open() {
+                Err(StoreError::Locked) if std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+    #[cfg(target_family = "wasm")]
+    open()
+}
+
 fn contain<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
         let message = payload

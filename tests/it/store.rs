@@ -161,6 +161,44 @@ fn a_second_open_of_the_same_file_is_refused_as_locked() {
     assert!(given.store.create_user(&create(1)).is_ok());
 }
 
+/// A process that starts another shares its open files, and their locks,
+/// with the child until the child's `exec`: a store just closed by one
+/// thread still reads as locked while another thread starts a process.
+/// Opening waits that moment out (without the wait nearly every reopen
+/// here failed with `Locked`).
+#[test]
+fn reopening_while_another_thread_starts_processes_finds_no_lock() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    drop(Store::open(&path).unwrap());
+    let done = Arc::new(AtomicBool::new(false));
+    let spawner = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            let mut started = 0;
+            while !done.load(Ordering::Relaxed) && started < 5_000 {
+                std::process::Command::new("true").status().unwrap();
+                started += 1;
+            }
+            started
+        }
+    });
+    let failures: Vec<String> = (0..200)
+        .filter_map(|_| Store::open(&path).err().map(|e| e.to_string()))
+        .collect();
+    done.store(true, Ordering::Relaxed);
+    let started = spawner.join().unwrap();
+    assert!(started > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of 200 reopens failed while {started} processes started: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+}
+
 #[test]
 fn stores_may_be_shared_between_threads() {
     let given = given_store();
