@@ -345,10 +345,10 @@ pub(crate) struct Writer<'txn, 's> {
     events: Table<'txn, Bytes, Bytes>,
     streams: Table<'txn, Bytes, Bytes>,
     emails: Table<'txn, Bytes, Bytes>,
-    event_ids: Table<'txn, Bytes, Bytes>,
-    pending: Table<'txn, Bytes, Bytes>,
-    rejections: Table<'txn, Bytes, Bytes>,
-    meta: Table<'txn, Bytes, Bytes>,
+    event_ids: Lazy<'txn>,
+    pending: Lazy<'txn>,
+    rejections: Lazy<'txn>,
+    meta: Lazy<'txn>,
     head: u64,
     dirty: bool,
     /// Every row written, as a redo record for the journal (see
@@ -488,8 +488,48 @@ pub(crate) fn apply_redo(txn: &WriteTransaction, redo: &[u8]) -> Result<(), Stor
     Ok(())
 }
 
+/// A table the [`Writer`] opens on first use: a create touches three of
+/// the seven, and each of redb's `open_table` costs a lookup in its table
+/// of tables and an entry in its list of open tables.
+struct Lazy<'txn> {
+    txn: &'txn WriteTransaction,
+    definition: TableDefinition<'static, Bytes, Bytes>,
+    table: std::cell::OnceCell<Table<'txn, Bytes, Bytes>>,
+}
+
+impl<'txn> Lazy<'txn> {
+    fn new(
+        txn: &'txn WriteTransaction,
+        definition: TableDefinition<'static, Bytes, Bytes>,
+    ) -> Self {
+        Lazy {
+            txn,
+            definition,
+            table: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The table, opened now if it is not yet.
+    fn get(&self) -> Result<&Table<'txn, Bytes, Bytes>, StoreError> {
+        if let Some(table) = self.table.get() {
+            return Ok(table);
+        }
+        let table = self.txn.open_table(self.definition)?;
+        Ok(self.table.get_or_init(|| table))
+    }
+
+    /// The table for writing, opened now if it is not yet.
+    fn get_mut(&mut self) -> Result<&mut Table<'txn, Bytes, Bytes>, StoreError> {
+        self.get()?;
+        self.table
+            .get_mut()
+            .ok_or_else(|| StoreError::Inconsistent(format!("table {} not open", self.definition)))
+    }
+}
+
 impl<'txn, 's> Writer<'txn, 's> {
-    /// Opens the tables in `txn`.
+    /// Opens the tables in `txn` that every write reads (the rest on first
+    /// use).
     ///
     /// # Errors
     ///
@@ -508,10 +548,10 @@ impl<'txn, 's> Writer<'txn, 's> {
             events,
             streams: txn.open_table(STREAMS)?,
             emails: txn.open_table(EMAILS)?,
-            event_ids: txn.open_table(EVENT_IDS)?,
-            pending: txn.open_table(PENDING)?,
-            rejections: txn.open_table(REJECTIONS)?,
-            meta: txn.open_table(META)?,
+            event_ids: Lazy::new(txn, EVENT_IDS),
+            pending: Lazy::new(txn, PENDING),
+            rejections: Lazy::new(txn, REJECTIONS),
+            meta: Lazy::new(txn, META),
             dirty: false,
             #[cfg(not(target_family = "wasm"))]
             redo: None,
@@ -541,10 +581,10 @@ impl<'txn, 's> Writer<'txn, 's> {
             Tab::Events => &mut self.events,
             Tab::Streams => &mut self.streams,
             Tab::Emails => &mut self.emails,
-            Tab::EventIds => &mut self.event_ids,
-            Tab::Pending => &mut self.pending,
-            Tab::Rejections => &mut self.rejections,
-            Tab::Meta => &mut self.meta,
+            Tab::EventIds => self.event_ids.get_mut()?,
+            Tab::Pending => self.pending.get_mut()?,
+            Tab::Rejections => self.rejections.get_mut()?,
+            Tab::Meta => self.meta.get_mut()?,
         };
         let existed = match value {
             Some(value) => table.insert(key, value)?.is_some(),
@@ -578,7 +618,7 @@ impl<'txn, 's> Writer<'txn, 's> {
     /// store's creations after [`META_LISTED_TO`], so what follows can find,
     /// read or resolve them by row.
     pub fn list_pending(&mut self) -> Result<(), StoreError> {
-        let from = meta_u64(&self.meta, META_LISTED_TO)?;
+        let from = meta_u64(self.meta.get()?, META_LISTED_TO)?;
         // Read first, then write: the rows go through `put`, which needs
         // the whole writer.
         let mut own = Vec::new();
@@ -602,7 +642,7 @@ impl<'txn, 's> Writer<'txn, 's> {
     /// appends count as listed too: otherwise the next step would decode
     /// them all again to find none.
     pub fn mark_listed(&mut self) -> Result<(), StoreError> {
-        if meta_u64(&self.meta, META_LISTED_TO)? != self.head {
+        if meta_u64(self.meta.get()?, META_LISTED_TO)? != self.head {
             self.put(Tab::Meta, META_LISTED_TO, Some(&u64_bytes(self.head)))?;
             self.dirty = true;
         }
@@ -618,7 +658,7 @@ impl<'txn, 's> Writer<'txn, 's> {
 
     /// The hub position this device has imported up to.
     pub fn pull_cursor(&self) -> Result<u64, StoreError> {
-        meta_u64(&self.meta, META_PULL_CURSOR)
+        meta_u64(self.meta.get()?, META_PULL_CURSOR)
     }
 
     /// Saves the pull cursor.
@@ -630,7 +670,7 @@ impl<'txn, 's> Writer<'txn, 's> {
 
     /// The hub this device syncs with, if it has synced.
     pub fn hub_id(&self) -> Result<Option<Uuid>, StoreError> {
-        meta_uuid(&self.meta, META_HUB_ID)
+        meta_uuid(self.meta.get()?, META_HUB_ID)
     }
 
     /// Records the hub this device syncs with.
@@ -663,7 +703,7 @@ impl Log for Writer<'_, '_> {
     }
 
     fn position_of(&self, event_id: Uuid) -> Result<Option<u64>, StoreError> {
-        position_at(&self.event_ids, event_id.as_bytes())
+        position_at(self.event_ids.get()?, event_id.as_bytes())
     }
 
     fn put_event(
