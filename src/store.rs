@@ -636,10 +636,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `f`, turning a panic inside the storage engine into
-/// [`StoreError::Damaged`]. redb may panic on a damaged file; no input, a
-/// damaged file included, may panic through this library's API. (On targets
-/// built with `panic = "abort"` there is nothing to catch.)
 /// How long opening a store by path waits for its locks before answering
 /// [`StoreError::Locked`]. A process that starts another shares its open
 /// files, and so their locks, with the child until the child's `exec`
@@ -652,7 +648,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Runs `open` again while it finds the store locked, for up to
-/// [`LOCK_PATIENCE`]. An open that finds a lock has changed nothing.
+/// [`LOCK_PATIENCE`]. Retrying is safe: an open that finds a lock leaves the
+/// store as it was.
 fn patiently(open: impl Fn() -> Result<Store, StoreError>) -> Result<Store, StoreError> {
     // A wasm store has one thread and starts no process (and its clock
     // panics there); nothing to wait for.
@@ -672,6 +669,10 @@ fn patiently(open: impl Fn() -> Result<Store, StoreError>) -> Result<Store, Stor
     open()
 }
 
+/// Runs `f`, turning a panic inside the storage engine into
+/// [`StoreError::Damaged`]. redb may panic on a damaged file; no input, a
+/// damaged file included, may panic through this library's API. (On targets
+/// built with `panic = "abort"` there is nothing to catch.)
 fn contain<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
         let message = payload
