@@ -640,8 +640,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// [`StoreError::Locked`]. A process that starts another shares its open
 /// files, and so their locks, with the child until the child's `exec`
 /// closes them: while any thread of the process starts one, a store just
-/// closed by another thread still reads as locked for that moment (a
-/// thread starting `true` in a loop made 99% of reopens fail). The wait
+/// closed by another thread still reads as locked for that moment (beside
+/// a thread starting processes, 126 of 200 reopens failed without the
+/// wait: `reopening_while_another_thread_starts_processes_finds_no_lock`). The wait
 /// outlasts that moment; a store really in use is still reported within
 /// it.
 #[cfg(not(target_family = "wasm"))]
