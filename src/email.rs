@@ -27,9 +27,8 @@
 use std::borrow::Cow;
 
 use icu_normalizer::ComposingNormalizerBorrowed;
-use icu_properties::CodePointMapData;
-use icu_properties::props::GeneralCategory;
 use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
+use spkey_unicode::Category;
 
 /// Longest email accepted, in bytes once its domain is ASCII (RFC 5321's
 /// path limit less the brackets).
@@ -52,15 +51,13 @@ fn nfc(text: &str) -> Cow<'_, str> {
 /// What a character the rule refuses is, in words, or `None` when it may
 /// stand in an address.
 fn refused_kind(c: char) -> Option<&'static str> {
-    Some(match CodePointMapData::<GeneralCategory>::new().get(c) {
-        GeneralCategory::Control => "a control character",
-        GeneralCategory::Format => "an invisible character",
-        GeneralCategory::PrivateUse => "a private-use character",
-        GeneralCategory::Unassigned | GeneralCategory::Surrogate => "an unassigned character",
-        GeneralCategory::SpaceSeparator
-        | GeneralCategory::LineSeparator
-        | GeneralCategory::ParagraphSeparator => "a space",
-        _ => return None,
+    Some(match spkey_unicode::category(c) {
+        Category::Control => "a control character",
+        Category::Format => "an invisible character",
+        Category::PrivateUse => "a private-use character",
+        Category::Unassigned => "an unassigned character",
+        Category::Space => "a space",
+        Category::Mark | Category::Other => return None,
     })
 }
 
@@ -194,7 +191,7 @@ fn check_domain(domain: &str) -> Result<String, String> {
 pub fn key(email: &str) -> String {
     let email = nfc(email.trim());
     let (local, domain) = email.rsplit_once('@').unwrap_or((&email, ""));
-    let folded = crate::casefold::fold(local);
+    let folded = spkey_unicode::fold(local);
     let local = nfc(&folded);
     let domain = ascii_domain(domain)
         .map(Cow::into_owned)

@@ -41,7 +41,6 @@
 #![deny(missing_docs)]
 
 mod batch;
-mod casefold;
 #[cfg(not(target_family = "wasm"))]
 mod checksums;
 mod clock;

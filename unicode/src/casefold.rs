@@ -10,15 +10,16 @@
 //! `table.rs` is generated, never edited: a unit test below rebuilds it
 //! from ICU4X (a dev-dependency) and fails when the file differs, and
 //! another holds the folding of every character to ICU4X's.
-//! `SPKEY_BLESS=1 cargo test --lib casefold` rewrites it after an ICU4X
-//! update.
+//! `SPKEY_BLESS=1 cargo test -p spkey-unicode casefold` rewrites it after an
+//! ICU4X update.
 
 mod table;
 
 use table::{MULTI, RUNS, Run};
 
-/// `text`, case-folded.
-pub(crate) fn fold(text: &str) -> String {
+/// `text`, case-folded (full folding, no Turkic mappings), as ICU4X's
+/// `CaseMapper::fold_string` folds it.
+pub fn fold(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         fold_char(c, &mut out);
@@ -99,7 +100,7 @@ mod tests {
         }
         let mut text = String::from(
             "// Generated from ICU4X's case folding by casefold::tests::the_table_is_generated_from_icu4x;\n\
-             // do not edit (`SPKEY_BLESS=1 cargo test --lib casefold` rewrites it).\n\n\
+             // do not edit (`SPKEY_BLESS=1 cargo test -p spkey-unicode casefold` rewrites it).\n\n\
              /// `len` characters from `start`, every `stride`th, each folding to itself plus `delta`.\n\
              pub(super) struct Run {\n    pub start: u32,\n    pub len: u8,\n    pub stride: u8,\n    pub delta: i32,\n}\n\n",
         );
@@ -129,7 +130,7 @@ mod tests {
         let committed = std::fs::read_to_string(path).unwrap();
         assert!(
             committed == generated,
-            "src/casefold/table.rs is not what ICU4X's data gives: `SPKEY_BLESS=1 cargo test --lib casefold` rewrites it"
+            "unicode/src/casefold/table.rs is not what ICU4X's data gives: `SPKEY_BLESS=1 cargo test -p spkey-unicode casefold` rewrites it"
         );
     }
 

@@ -1,5 +1,5 @@
 // Generated from ICU4X's case folding by casefold::tests::the_table_is_generated_from_icu4x;
-// do not edit (`SPKEY_BLESS=1 cargo test --lib casefold` rewrites it).
+// do not edit (`SPKEY_BLESS=1 cargo test -p spkey-unicode casefold` rewrites it).
 
 /// `len` characters from `start`, every `stride`th, each folding to itself plus `delta`.
 pub(super) struct Run {
