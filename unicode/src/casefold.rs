@@ -65,7 +65,7 @@ mod tests {
     fn generate() -> String {
         let mapper = CaseMapper::new();
         let (mut single, mut multi) = (Vec::new(), Vec::new());
-        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+        for c in crate::tests::chars() {
             let folded = mapper.fold_string(c.encode_utf8(&mut [0; 4])).into_owned();
             let mut chars = folded.chars();
             match (chars.next(), chars.next()) {
@@ -122,35 +122,17 @@ mod tests {
 
     #[test]
     fn the_table_is_generated_from_icu4x() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/casefold/table.rs");
-        let generated = generate();
-        if std::env::var_os("SPKEY_BLESS").is_some() {
-            std::fs::write(path, &generated).unwrap();
-        }
-        let committed = std::fs::read_to_string(path).unwrap();
-        assert!(
-            committed == generated,
-            "unicode/src/casefold/table.rs is not what ICU4X's data gives: `SPKEY_BLESS=1 cargo test -p spkey-unicode casefold` rewrites it"
-        );
+        crate::tests::assert_generated("src/casefold/table.rs", &generate());
     }
 
     #[test]
     fn every_character_folds_as_icu4x_folds_it() {
         let mapper = CaseMapper::new();
-        let wrong: Vec<String> = (0..=u32::from(char::MAX))
-            .filter_map(char::from_u32)
-            .filter_map(|c| {
-                let text = c.to_string();
-                let (ours, icu) = (fold(&text), mapper.fold_string(&text));
-                (ours != icu).then(|| format!("U+{:04X}: {ours:?}, ICU4X {icu:?}", u32::from(c)))
-            })
-            .collect();
-        assert!(
-            wrong.is_empty(),
-            "{} differ: {:?}",
-            wrong.len(),
-            &wrong[..wrong.len().min(10)]
+        let (n, some) = crate::tests::differences(
+            |c| fold(c.encode_utf8(&mut [0; 4])),
+            |c| mapper.fold_string(c.encode_utf8(&mut [0; 4])).into_owned(),
         );
+        assert!(n == 0, "{n} differ: {some:?}");
     }
 
     /// Folding has no context (unlike lowercasing's final sigma): a string

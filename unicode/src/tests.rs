@@ -10,7 +10,8 @@ use icu_properties::props::{BidiClass, GeneralCategory, JoiningType};
 
 use super::*;
 
-fn chars() -> impl Iterator<Item = char> {
+/// Every character, in order.
+pub(crate) fn chars() -> impl Iterator<Item = char> {
     (0..=u32::from(char::MAX)).filter_map(char::from_u32)
 }
 
@@ -196,23 +197,28 @@ fn generate() -> String {
     out
 }
 
-#[test]
-fn the_tables_are_generated_from_icu4x() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/tables.rs");
-    let generated = generate();
+/// Fails unless the committed generated file at `path` (from the crate's
+/// root) is `generated`; `SPKEY_BLESS=1` writes it first.
+pub(crate) fn assert_generated(path: &str, generated: &str) {
+    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
     if std::env::var_os("SPKEY_BLESS").is_some() {
-        std::fs::write(path, &generated).expect("write src/tables.rs");
+        std::fs::write(&full, generated).expect("write the generated file");
     }
-    let committed = std::fs::read_to_string(path).expect("read src/tables.rs");
+    let committed = std::fs::read_to_string(&full).expect("read the generated file");
     assert!(
         committed == generated,
-        "unicode/src/tables.rs is not what ICU4X's data gives: `SPKEY_BLESS=1 cargo test -p spkey-unicode` rewrites it"
+        "unicode/{path} is not what ICU4X's data gives: `SPKEY_BLESS=1 cargo test -p spkey-unicode` rewrites it"
     );
+}
+
+#[test]
+fn the_tables_are_generated_from_icu4x() {
+    assert_generated("src/tables.rs", &generate());
 }
 
 /// Collects the first few characters where `ours` and `icu` differ, with
 /// how many differ in all.
-fn differences<T: PartialEq + std::fmt::Debug>(
+pub(crate) fn differences<T: PartialEq + std::fmt::Debug>(
     ours: impl Fn(char) -> T,
     icu: impl Fn(char) -> T,
 ) -> (usize, Vec<String>) {
