@@ -41,6 +41,27 @@ test('a snapshot restores in a new store', () => {
   assert.equal(copy.events().length, 1);
 });
 
+test('the email rule runs its Unicode tables in wasm: one mailbox across case, NFC, width and IDN forms', () => {
+  const store = EventStore.inMemory();
+  const create = (n, email) => {
+    const userId = `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
+    return store.createUserWithStatus(userId, { userId, email });
+  };
+  assert.equal(create(1, 'José@Bücher.de').status, 201);
+  // Case folding, a decomposed é, punycode, full-width letters (UTS 46 maps them).
+  for (const [n, email] of [[2, 'JOSE\u0301@xn--bcher-kva.de'], [3, 'josé@BÜCHER.DE'], [4, 'josé@\uFF42ü\uFF43\uFF48\uFF45\uFF52.de']]) {
+    assert.equal(create(n, email).status, 409, email);
+  }
+  // U+FB01 (the fi ligature) maps to "fi": the same domain as fish.com.
+  assert.equal(create(5, 'a@\uFB01sh.com').status, 201);
+  assert.equal(create(6, 'a@fish.com').status, 409);
+  // A right-to-left letter and a left-to-right one in one label break the bidi rule.
+  const bidi = create(7, 'a@\u05D0a.com');
+  assert.equal(bidi.status, 400);
+  assert.match(bidi.body.details[0].message, /not a valid domain name/);
+  assert.equal(store.headPosition(), 2);
+});
+
 test('subscribe delivers every event after its position once, in order, then as recorded', async () => {
   const store = EventStore.inMemory();
   const user = (n) => ({ userId: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`, email: `s${n}@example.com` });
