@@ -1,7 +1,8 @@
 //! The email rule: what a signup accepts, and when two addresses are one
-//! mailbox. The same code, with the same ICU4X tables compiled in (case
-//! folding from a table generated from ICU4X's: `casefold`), runs on every
-//! target (native, wasm, the hub), so the rule cannot differ between them.
+//! mailbox. The same code, with the same Unicode data compiled in (ICU4X's
+//! NFC; general categories, case folding and, through `idna`, UTS 46 from
+//! `spkey_unicode`'s tables generated from ICU4X's), runs on every target
+//! (native, wasm, the hub), so the rule cannot differ between them.
 //!
 //! Accepted: after trimming, no control, invisible (format), private-use,
 //! unassigned or space character; normalized to NFC; an unquoted dot-atom
