@@ -8,7 +8,9 @@
 //! ([`joining_type`]) and viramas ([`is_virama`]). ICU4X carries each of
 //! these as a general-purpose code point trie with the code that reads
 //! it, 30 KB gzipped in the browser package for UTS 46 alone; the rule
-//! needs only lookups, which runs of code points answer in a third of that.
+//! needs only lookups, which runs of code points answer: these tables
+//! made the package 17.6 KB smaller (the README's "JavaScript" has the
+//! builds measured).
 //!
 //! Every table is generated, never edited: `src/tables.rs` and
 //! `src/casefold/table.rs` are rebuilt from ICU4X (a dev-dependency) by a
