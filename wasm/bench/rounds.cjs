@@ -2,6 +2,7 @@
 // in one process, each on a fresh in-memory store: the first round holds
 // the engine's compile tiers, the next two are warm. Runs as is under
 // Node, Deno (`deno run -A`) and Bun; prints the three rates.
+// throughput.mjs takes its Node figures (cold, warm) from this script.
 //
 //   node wasm/bench/rounds.cjs [N]        (after bash wasm/build.sh; N = 5000)
 const { EventStore } = require('../pkg/node/spkey_store.js');

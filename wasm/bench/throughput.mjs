@@ -8,7 +8,6 @@
 //
 //   node wasm/bench/throughput.mjs [N]        (after bash wasm/build.sh)
 import { execFileSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { serve, launch, profileDir } from '../tests/support.mjs';
@@ -16,30 +15,17 @@ import { serve, launch, profileDir } from '../tests/support.mjs';
 const n = Number(process.argv[2] ?? 5000);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-function requests(count) {
-  return Array.from({ length: count }, (_, i) => {
-    const id = `00000000-0000-4000-8000-${i.toString(16).padStart(12, '0')}`;
-    return [id, JSON.stringify({ userId: id, email: `bench${i}@example.com`, firstName: 'Bench', phoneNumber: '+1-555-0123' })];
-  });
-}
-
 function native() {
   const out = execFileSync('cargo', ['run', '--quiet', '--release', '--example', 'create_throughput', '--', String(n)], { cwd: root, encoding: 'utf8' });
   return JSON.parse(out).perSecond;
 }
 
+// Node's rounds are rounds.cjs's (a fresh process; its first two rounds:
+// cold, then warm), so the loop that times them is written once.
 function node() {
-  const { EventStore } = createRequire(import.meta.url)('../pkg/node/spkey_store.js');
-  const round = () => {
-    const store = EventStore.inMemory();
-    const work = requests(n);
-    const start = performance.now();
-    for (const [id, body] of work) {
-      if (store.createUser(id, body).success !== true) throw new Error('not created');
-    }
-    return n / ((performance.now() - start) / 1000);
-  };
-  return { cold: round(), warm: round() };
+  const out = execFileSync(process.execPath, [join(root, 'wasm', 'bench', 'rounds.cjs'), String(n)], { encoding: 'utf8' });
+  const [cold, warm] = out.trim().split(' / ').map(Number);
+  return { cold, warm };
 }
 
 async function chromium() {
