@@ -304,7 +304,7 @@ pub(crate) fn load_user(
     aggregate: Uuid,
 ) -> Result<Option<User>, StoreError> {
     Ok(stream(events, streams, aggregate)?
-        .iter()
+        .into_iter()
         .fold(None, user::apply))
 }
 

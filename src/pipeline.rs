@@ -131,7 +131,7 @@ pub trait Pipeline: Log {
     ///
     /// The read failures of [`StoreError`].
     fn user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
-        Ok(self.stream(id)?.iter().fold(None, user::apply))
+        Ok(self.stream(id)?.into_iter().fold(None, user::apply))
     }
 
     /// The user's latest `UserCreated`: the one its state was folded from.

@@ -357,19 +357,21 @@ pub fn decide(
 }
 
 /// Applies a recorded event to a user's state. Has no logic beyond folding:
-/// every rule was checked before the event was recorded.
-pub fn apply(state: Option<User>, recorded: &RecordedEvent) -> Option<User> {
-    match &recorded.event {
+/// every rule was checked before the event was recorded. Takes the event by
+/// value: its strings become the user's, with no copy (a lookup folds events
+/// it has just decoded and has no other use for).
+pub fn apply(state: Option<User>, recorded: RecordedEvent) -> Option<User> {
+    match recorded.event {
         // A first creation, or a new one after the hub refused the last.
         Event::UserCreated(created) => Some(User {
-            profile: created.clone(),
+            profile: created,
             version: recorded.version,
             created_at_ms: recorded.recorded_at_ms,
             rejection: None,
         }),
         Event::UserCreationRejected(rejected) => state.map(|user| User {
             version: recorded.version,
-            rejection: Some(rejected.clone()),
+            rejection: Some(rejected),
             ..user
         }),
     }
