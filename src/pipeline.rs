@@ -13,6 +13,7 @@
 //! [`Pipeline`] is implemented for every [`Log`] and for nothing else, so
 //! its methods cannot be overridden by a backend.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -162,15 +163,21 @@ pub trait Pipeline: Log {
     ) -> Result<Executed, StoreError> {
         let user_id = created.user_id;
         let current = self.user(user_id)?;
-        let owner = self.email_owner(&created.email_key())?;
+        // Folding and normalizing an email is a tenth of a create's time:
+        // the key is made once, for the decision and for the index.
+        let email_key = created.email_key();
+        let owner = self.email_owner(&email_key)?;
         Ok(match user::decide(current.as_ref(), owner, created) {
             Err(rejection) => Executed::Rejected(rejection),
             Ok(Decision::AlreadyRecorded) => {
                 Executed::AlreadyRecorded(self.current_creation(user_id)?)
             }
-            Ok(Decision::Record(event)) => {
-                Executed::Recorded(self.append(event, current.as_ref(), source)?)
-            }
+            Ok(Decision::Record(event)) => Executed::Recorded(self.append(
+                event,
+                current.as_ref(),
+                source,
+                Some(&email_key),
+            )?),
         })
     }
 
@@ -189,7 +196,8 @@ pub trait Pipeline: Log {
     /// Appends a decided event at the next position, as the next version of
     /// its user (`current`, as loaded in this transaction), and keeps the
     /// email index: a creation takes its email; a refused user's email is
-    /// free again, unless someone else holds it already.
+    /// free again, unless someone else holds it already. `email_key` is the
+    /// creation's email key when the caller has made it already.
     ///
     /// # Errors
     ///
@@ -199,6 +207,7 @@ pub trait Pipeline: Log {
         event: Event,
         current: Option<&User>,
         source: Source<'_>,
+        email_key: Option<&str>,
     ) -> Result<RecordedEvent, StoreError> {
         let (event_id, recorded_at_ms, origin) = match source {
             Source::Local => {
@@ -218,7 +227,8 @@ pub trait Pipeline: Log {
         let aggregate = recorded.aggregate_id();
         match &recorded.event {
             Event::UserCreated(created) => {
-                self.set_email_owner(&created.email_key(), Some(aggregate))?;
+                let key = email_key.map_or_else(|| Cow::Owned(created.email_key()), Cow::Borrowed);
+                self.set_email_owner(&key, Some(aggregate))?;
             }
             Event::UserCreationRejected(_) => {
                 if let Some(user) = current {
@@ -253,7 +263,7 @@ pub trait Pipeline: Log {
             code,
             details,
         });
-        self.append(event, current.as_ref(), Source::Local)
+        self.append(event, current.as_ref(), Source::Local, None)
     }
 
     /// The hub's decision on a device's push: each event seen before is
