@@ -29,6 +29,12 @@ pub fn fold(text: &str) -> String {
 
 /// Appends the folding of `c` to `out`.
 fn fold_char(c: char, out: &mut String) {
+    // ASCII folds to its lowercase, and no folding of several characters
+    // starts in ASCII: most addresses never reach the tables.
+    if c.is_ascii() {
+        out.push(c.to_ascii_lowercase());
+        return;
+    }
     let code = u32::from(c);
     if let Ok(i) = MULTI.binary_search_by_key(&code, |&(from, _)| from) {
         out.push_str(MULTI[i].1);
