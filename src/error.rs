@@ -104,3 +104,30 @@ impl StoreError {
         StoreError::Storage(redb::StorageError::from(error).into())
     }
 }
+
+/// A copy of `error` for each caller of a group commit that failed as a
+/// whole. redb's errors cannot be cloned; they are carried over as their text.
+#[cfg(not(target_family = "wasm"))]
+pub(crate) fn duplicate(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Locked => StoreError::Locked,
+        StoreError::Corrupt { position, source } => StoreError::Corrupt {
+            position: *position,
+            source: source.clone(),
+        },
+        StoreError::Inconsistent(what) => StoreError::Inconsistent(what.clone()),
+        StoreError::NotAStore(what) => StoreError::NotAStore(what.clone()),
+        StoreError::ReadOnly => StoreError::ReadOnly,
+        StoreError::UnsupportedFormat { found, supported } => StoreError::UnsupportedFormat {
+            found: *found,
+            supported: *supported,
+        },
+        StoreError::ClockOutOfRange(ms) => StoreError::ClockOutOfRange(*ms),
+        StoreError::NoClock => StoreError::NoClock,
+        StoreError::Damaged(what) => StoreError::Damaged(what.clone()),
+        StoreError::Batch(error) => StoreError::Batch(error.clone()),
+        StoreError::Storage(error) => {
+            StoreError::Storage(redb::Error::Io(std::io::Error::other(error.to_string())))
+        }
+    }
+}

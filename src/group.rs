@@ -15,34 +15,54 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::error::StoreError;
-use crate::store::Outcome;
-use crate::user::CreateUser;
+use crate::error::{StoreError, duplicate};
 
-/// One caller's command and, once its group has committed, its answer.
-type Slot = Arc<Mutex<Option<Result<Outcome, StoreError>>>>;
+/// One caller's answer, once its group has committed.
+type Slot<A> = Arc<Mutex<Option<Result<A, StoreError>>>>;
 
-#[derive(Default)]
-struct Queue {
-    waiting: Vec<(CreateUser, Slot)>,
+struct Queue<C, A> {
+    waiting: Vec<(C, Slot<A>)>,
     leading: bool,
     /// How many commands the last group held, and how long it took.
     last_size: usize,
     last_took: Duration,
 }
 
+impl<C, A> Default for Queue<C, A> {
+    fn default() -> Self {
+        Queue {
+            waiting: Vec::new(),
+            leading: false,
+            last_size: 0,
+            last_took: Duration::ZERO,
+        }
+    }
+}
+
 /// The longest a leader lingers, whatever the last commit took.
 const MAX_LINGER: Duration = Duration::from_millis(1);
 
-/// The queue of commands waiting for the next group commit.
-#[derive(Default)]
-pub(crate) struct Group {
-    queue: Mutex<Queue>,
+/// The queue of commands (`C`) waiting for the next group commit, each
+/// caller answered with an `A`. Generic only so that
+/// `examples/group_ceiling.rs` can time this very algorithm with commands
+/// that cost nothing; the store runs it with `CreateUser` and `Outcome`.
+pub(crate) struct Group<C, A> {
+    queue: Mutex<Queue<C, A>>,
     /// Signalled when a command joins the queue: only a lingering leader
     /// waits here, so an arrival does not wake every waiting caller.
     arrived: Condvar,
     /// Signalled when a group has been answered and leadership is free.
     answered: Condvar,
+}
+
+impl<C, A> Default for Group<C, A> {
+    fn default() -> Self {
+        Group {
+            queue: Mutex::default(),
+            arrived: Condvar::new(),
+            answered: Condvar::new(),
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,15 +71,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Group {
+impl<C: Clone, A> Group<C, A> {
     /// Runs `command` in the next group; `run` executes a whole group as one
     /// batch.
     pub fn submit(
         &self,
-        command: &CreateUser,
-        run: impl Fn(&[CreateUser]) -> Result<Vec<Outcome>, StoreError>,
-    ) -> Result<Outcome, StoreError> {
-        let slot: Slot = Arc::default();
+        command: &C,
+        run: impl Fn(&[C]) -> Result<Vec<A>, StoreError>,
+    ) -> Result<A, StoreError> {
+        let slot: Slot<A> = Arc::new(Mutex::new(None));
         let mut queue = lock(&self.queue);
         queue.waiting.push((command.clone(), slot.clone()));
         self.arrived.notify_one();
@@ -117,31 +137,5 @@ impl Group {
         lock(&slot)
             .take()
             .expect("the leader's own command is in the group it ran")
-    }
-}
-
-/// A copy of `error` for each caller of a group commit that failed as a
-/// whole. redb's errors cannot be cloned; they are carried over as their text.
-fn duplicate(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Locked => StoreError::Locked,
-        StoreError::Corrupt { position, source } => StoreError::Corrupt {
-            position: *position,
-            source: source.clone(),
-        },
-        StoreError::Inconsistent(what) => StoreError::Inconsistent(what.clone()),
-        StoreError::NotAStore(what) => StoreError::NotAStore(what.clone()),
-        StoreError::ReadOnly => StoreError::ReadOnly,
-        StoreError::UnsupportedFormat { found, supported } => StoreError::UnsupportedFormat {
-            found: *found,
-            supported: *supported,
-        },
-        StoreError::ClockOutOfRange(ms) => StoreError::ClockOutOfRange(*ms),
-        StoreError::NoClock => StoreError::NoClock,
-        StoreError::Damaged(what) => StoreError::Damaged(what.clone()),
-        StoreError::Batch(error) => StoreError::Batch(error.clone()),
-        StoreError::Storage(error) => {
-            StoreError::Storage(redb::Error::Io(std::io::Error::other(error.to_string())))
-        }
     }
 }

@@ -760,7 +760,7 @@ pub struct Store {
     #[cfg(not(target_family = "wasm"))]
     snapshot: Mutex<Option<Arc<Snapshot>>>,
     #[cfg(not(target_family = "wasm"))]
-    group: Group,
+    group: Group<CreateUser, Outcome>,
     /// Announces commits to waiting subscriptions and listeners.
     #[cfg(not(target_family = "wasm"))]
     commits: Commits,
