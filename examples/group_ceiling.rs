@@ -15,7 +15,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[path = "../src/group.rs"]
-#[allow(dead_code)]
 mod group;
 
 /// What `src/group.rs` takes from `crate::error`.
