@@ -39,7 +39,7 @@ fn main() {
     let commands = 1_000;
     for cost in [0, 2, 4, 8] {
         let group: Group<u64, u64> = Group::default();
-        let run = |batch: &[u64]| {
+        let run = |batch: Vec<u64>| {
             // The work of deciding and inserting, if any: a busy wait, as a
             // command's CPU time is not shared by the group.
             let started = Instant::now();
@@ -49,7 +49,7 @@ fn main() {
                 .unwrap();
             file.sync_data().unwrap();
             *at += 300 * batch.len() as u64;
-            Ok(batch.to_vec())
+            Ok(batch)
         };
         // One caller and 8 take turns, five rounds each, so that the disk's
         // and the machine's moods hit both alike; medians are printed.
@@ -57,7 +57,7 @@ fn main() {
         for _ in 0..5 {
             let started = Instant::now();
             for i in 0..commands {
-                assert_eq!(group.submit(&i, run).unwrap(), i);
+                assert_eq!(group.submit(i, run).unwrap(), i);
             }
             alone.push(commands as f64 / started.elapsed().as_secs_f64());
             let started = Instant::now();
@@ -65,7 +65,7 @@ fn main() {
                 for _ in 0..8 {
                     s.spawn(|| {
                         for i in 0..commands {
-                            assert_eq!(group.submit(&i, run).unwrap(), i);
+                            assert_eq!(group.submit(i, run).unwrap(), i);
                         }
                     });
                 }

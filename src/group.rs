@@ -71,17 +71,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl<C: Clone, A> Group<C, A> {
+impl<C, A> Group<C, A> {
     /// Runs `command` in the next group; `run` executes a whole group as one
-    /// batch.
+    /// batch, in the order its commands were submitted (the leader's own
+    /// `run` is the one called).
     pub fn submit(
         &self,
-        command: &C,
-        run: impl Fn(&[C]) -> Result<Vec<A>, StoreError>,
+        command: C,
+        run: impl FnOnce(Vec<C>) -> Result<Vec<A>, StoreError>,
     ) -> Result<A, StoreError> {
         let slot: Slot<A> = Arc::new(Mutex::new(None));
         let mut queue = lock(&self.queue);
-        queue.waiting.push((command.clone(), slot.clone()));
+        queue.waiting.push((command, slot.clone()));
         self.arrived.notify_one();
         loop {
             if let Some(answer) = lock(&slot).take() {
@@ -113,7 +114,7 @@ impl<C: Clone, A> Group<C, A> {
 
         let (commands, slots): (Vec<_>, Vec<_>) = group.into_iter().unzip();
         let started = Instant::now();
-        let result = run(&commands);
+        let result = run(commands);
         let took = started.elapsed();
         match result {
             Ok(outcomes) => {

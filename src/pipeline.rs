@@ -181,16 +181,26 @@ pub trait Pipeline: Log {
         })
     }
 
-    /// A command recorded here: validated, then [`execute`](Self::execute)d.
+    /// A command recorded here: validated, then [`create`](Self::create)d.
     ///
     /// # Errors
     ///
     /// As [`execute`](Self::execute).
     fn execute_command(&mut self, command: &CreateUser) -> Result<Outcome, StoreError> {
         match command.validate() {
-            Ok(created) => Ok(self.execute(created, Source::Local)?.into()),
+            Ok(created) => self.create(created),
             Err(details) => Ok(Outcome::Rejected(Rejection::Invalid(details))),
         }
+    }
+
+    /// A creation made here, already validated: [`execute`](Self::execute)d
+    /// as this log's own, and answered as the API answers.
+    ///
+    /// # Errors
+    ///
+    /// As [`execute`](Self::execute).
+    fn create(&mut self, created: UserCreated) -> Result<Outcome, StoreError> {
+        Ok(self.execute(created, Source::Local)?.into())
     }
 
     /// Appends a decided event at the next position, as the next version of

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::error::StoreError;
-use crate::event::RecordedEvent;
+use crate::event::{RecordedEvent, UserCreated};
 #[cfg(not(target_family = "wasm"))]
 use crate::group::Group;
 #[cfg(not(target_family = "wasm"))]
@@ -760,7 +760,7 @@ pub struct Store {
     #[cfg(not(target_family = "wasm"))]
     snapshot: Mutex<Option<Arc<Snapshot>>>,
     #[cfg(not(target_family = "wasm"))]
-    group: Group<CreateUser, Outcome>,
+    group: Group<UserCreated, Outcome>,
     /// Announces commits to waiting subscriptions and listeners.
     #[cfg(not(target_family = "wasm"))]
     commits: Commits,
@@ -854,19 +854,42 @@ impl Store {
     /// recorded state, and records the event in a durable transaction. A
     /// rejection or a replay writes nothing. Concurrent calls from several
     /// threads share transactions and fsyncs (group commit); each returns
-    /// only once its own command is durable.
+    /// only once its own command is durable. An invalid command is answered
+    /// at once: validation reads nothing of the log, so it runs in the
+    /// caller's thread before the command joins a group.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ReadOnly`] on a store opened read-only;
+    /// [`StoreError::ClockOutOfRange`] when the clock is off; otherwise the
+    /// storage failures of [`StoreError`]. On any error nothing is written.
     pub fn create_user(&self, command: &CreateUser) -> Result<Outcome, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        let created = match contain(|| Ok(command.validate()))? {
+            Ok(created) => created,
+            Err(details) => return Ok(Outcome::Rejected(Rejection::Invalid(details))),
+        };
         #[cfg(not(target_family = "wasm"))]
-        return self
-            .group
-            .submit(command, |commands| self.execute_batch(commands));
+        return self.group.submit(created, |group| self.create_valid(group));
         // wasm has one thread: there is never a group to join, and the
         // machinery would only cost the browser package bytes.
         #[cfg(target_family = "wasm")]
         return self
-            .execute_batch(std::slice::from_ref(command))?
+            .create_valid(vec![created])?
             .pop()
             .ok_or_else(|| StoreError::Inconsistent("a batch of one gave no outcome".into()));
+    }
+
+    /// Creates users that passed validation, in one transaction, in order.
+    fn create_valid(&self, created: Vec<UserCreated>) -> Result<Vec<Outcome>, StoreError> {
+        self.write(|writer| {
+            created
+                .into_iter()
+                .map(|created| writer.create(created))
+                .collect()
+        })
     }
 
     /// Executes many commands in one transaction, in order, returning an

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use spkey_store::pipeline::{Log, Needs, Pipeline, Source, Staged, Stamper};
+use spkey_store::pipeline::{Log, Needs, Pipeline, Staged, Stamper};
 use spkey_store::{
     Outcome, Push, Rejection, Response, StoreError, SystemClock, UserCreated, codec, contract,
     pull_batch, reply_batch,
@@ -370,7 +370,7 @@ impl PostgresHub {
             .write(org, needs, |log| {
                 creates
                     .into_iter()
-                    .map(|created| Ok(Outcome::from(log.execute(created, Source::Local)?)))
+                    .map(|created| log.create(created))
                     .collect::<Result<Vec<_>, StoreError>>()
             })
             .await;

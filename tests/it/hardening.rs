@@ -475,6 +475,14 @@ fn read_only_stores_share_the_file_with_each_other_but_not_with_a_writer() {
         a.create_user(&CreateUser::new(id(2).to_string(), "b@example.com")),
         Err(StoreError::ReadOnly)
     ));
+    // Validated before the write, an invalid command is refused the same
+    // way, as a batch of it is.
+    let invalid = CreateUser::new("not an id", "b@example.com");
+    assert!(matches!(a.create_user(&invalid), Err(StoreError::ReadOnly)));
+    assert!(matches!(
+        a.execute_batch(std::slice::from_ref(&invalid)),
+        Err(StoreError::ReadOnly)
+    ));
     assert!(matches!(a.push(), Err(StoreError::ReadOnly)));
     assert!(a.verify().unwrap().is_sound());
 }
