@@ -45,7 +45,7 @@ const MAX_LINGER: Duration = Duration::from_millis(1);
 /// The queue of commands (`C`) waiting for the next group commit, each
 /// caller answered with an `A`. Generic only so that
 /// `examples/group_ceiling.rs` can time this very algorithm with commands
-/// that cost nothing; the store runs it with `CreateUser` and `Outcome`.
+/// that cost nothing; the store runs it with `UserCreated` and `Outcome`.
 pub(crate) struct Group<C, A> {
     queue: Mutex<Queue<C, A>>,
     /// Signalled when a command joins the queue: only a lingering leader
