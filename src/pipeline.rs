@@ -13,7 +13,6 @@
 //! [`Pipeline`] is implemented for every [`Log`] and for nothing else, so
 //! its methods cannot be overridden by a backend.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -172,12 +171,12 @@ pub trait Pipeline: Log {
             Ok(Decision::AlreadyRecorded) => {
                 Executed::AlreadyRecorded(self.current_creation(user_id)?)
             }
-            Ok(Decision::Record(event)) => Executed::Recorded(self.append(
-                event,
-                current.as_ref(),
-                source,
-                Some(&email_key),
-            )?),
+            Ok(Decision::Record(event)) => {
+                let recorded = self.append(event, current.as_ref(), source)?;
+                // A creation takes its email.
+                self.set_email_owner(&email_key, Some(user_id))?;
+                Executed::Recorded(recorded)
+            }
         })
     }
 
@@ -204,10 +203,10 @@ pub trait Pipeline: Log {
     }
 
     /// Appends a decided event at the next position, as the next version of
-    /// its user (`current`, as loaded in this transaction), and keeps the
-    /// email index: a creation takes its email; a refused user's email is
-    /// free again, unless someone else holds it already. `email_key` is the
-    /// creation's email key when the caller has made it already.
+    /// its user (`current`, as loaded in this transaction). The email index
+    /// is kept by the event's maker ([`execute`](Self::execute) for a
+    /// creation, [`compensate`](Self::compensate) for a refusal), which
+    /// holds the key already.
     ///
     /// # Errors
     ///
@@ -217,7 +216,6 @@ pub trait Pipeline: Log {
         event: Event,
         current: Option<&User>,
         source: Source<'_>,
-        email_key: Option<&str>,
     ) -> Result<RecordedEvent, StoreError> {
         let (event_id, recorded_at_ms, origin) = match source {
             Source::Local => {
@@ -234,21 +232,6 @@ pub trait Pipeline: Log {
             origin,
             event,
         };
-        let aggregate = recorded.aggregate_id();
-        match &recorded.event {
-            Event::UserCreated(created) => {
-                let key = email_key.map_or_else(|| Cow::Owned(created.email_key()), Cow::Borrowed);
-                self.set_email_owner(&key, Some(aggregate))?;
-            }
-            Event::UserCreationRejected(_) => {
-                if let Some(user) = current {
-                    let email = user.profile.email_key();
-                    if self.email_owner(&email)? == Some(aggregate) {
-                        self.set_email_owner(&email, None)?;
-                    }
-                }
-            }
-        }
         self.put_event(&recorded, matches!(source, Source::From(_)))?;
         Ok(recorded)
     }
@@ -273,7 +256,16 @@ pub trait Pipeline: Log {
             code,
             details,
         });
-        self.append(event, current.as_ref(), Source::Local, None)
+        let recorded = self.append(event, current.as_ref(), Source::Local)?;
+        // A refused user's email is free again, unless someone else holds
+        // it already.
+        if let Some(user) = current {
+            let email = user.profile.email_key();
+            if self.email_owner(&email)? == Some(user_id) {
+                self.set_email_owner(&email, None)?;
+            }
+        }
+        Ok(recorded)
     }
 
     /// The hub's decision on a device's push: each event seen before is
