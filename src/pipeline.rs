@@ -186,9 +186,9 @@ pub trait Pipeline: Log {
     ///
     /// As [`execute`](Self::execute).
     fn execute_command(&mut self, command: &CreateUser) -> Result<Outcome, StoreError> {
-        match command.validate() {
+        match validated(command) {
             Ok(created) => self.create(created),
-            Err(details) => Ok(Outcome::Rejected(Rejection::Invalid(details))),
+            Err(rejection) => Ok(Outcome::Rejected(rejection)),
         }
     }
 
@@ -299,6 +299,13 @@ pub trait Pipeline: Log {
 }
 
 impl<L: Log + ?Sized> Pipeline for L {}
+
+/// Validates `command`: the creation it asks for, or why an invalid command
+/// is rejected. Reads nothing of a log, so a caller may run it before a
+/// write begins (`Store::create_user` does, before joining a group).
+pub(crate) fn validated(command: &CreateUser) -> Result<UserCreated, Rejection> {
+    command.validate().map_err(Rejection::Invalid)
+}
 
 /// The creation a checked push event carries.
 pub(crate) fn push_creation(recorded: &RecordedEvent) -> UserCreated {

@@ -22,7 +22,7 @@ use crate::group::Group;
 #[cfg(not(target_family = "wasm"))]
 use crate::journal::Journal;
 use crate::log::{self, Bytes, EMAILS, EVENTS, META, STREAMS, Writer};
-use crate::pipeline::{Log, Pipeline, Stamper};
+use crate::pipeline::{self, Log, Pipeline, Stamper};
 #[cfg(not(target_family = "wasm"))]
 use crate::subscribe::Commits;
 use crate::user::{CreateUser, Rejection, User};
@@ -864,12 +864,11 @@ impl Store {
     /// [`StoreError::ClockOutOfRange`] when the clock is off; otherwise the
     /// storage failures of [`StoreError`]. On any error nothing is written.
     pub fn create_user(&self, command: &CreateUser) -> Result<Outcome, StoreError> {
-        if self.read_only {
-            return Err(StoreError::ReadOnly);
-        }
-        let created = match contain(|| Ok(command.validate()))? {
+        // As any write: a read-only store refuses before anything is checked.
+        self.writable()?;
+        let created = match contain(|| Ok(pipeline::validated(command)))? {
             Ok(created) => created,
-            Err(details) => return Ok(Outcome::Rejected(Rejection::Invalid(details))),
+            Err(rejection) => return Ok(Outcome::Rejected(rejection)),
         };
         #[cfg(not(target_family = "wasm"))]
         return self.group.submit(created, |group| self.create_valid(group));
@@ -912,6 +911,14 @@ impl Store {
         })
     }
 
+    /// `Err(ReadOnly)` on a store opened read-only.
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        Ok(())
+    }
+
     /// Runs `f` in one write transaction through the log's one [`Writer`],
     /// and commits only when it wrote something (a transaction that writes
     /// nothing is aborted, leaving the file as it was). On `Err` nothing is
@@ -920,9 +927,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Writer<'_, '_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        if self.read_only {
-            return Err(StoreError::ReadOnly);
-        }
+        self.writable()?;
         contain(|| {
             // Taken before redb's write lock, by every writer: the journal's
             // order is the commits' order.
