@@ -1,6 +1,15 @@
 //! The bytes that travel between devices and the hub: push batches, replies
 //! and pull batches. `[b"SPKS"][version u8][kind u8][postcard body][crc32 LE]`.
 //!
+//! Format 2 (written now) differs from format 1 in two bodies: a pull says
+//! whose events it carries (the organization's, or one user's) and up to
+//! which hub position it is complete for them — its watermark, the device's
+//! next cursor, since a scoped pull's positions have gaps; a reply may
+//! carry a 403 (an event of a user the pusher's token is not for). Push
+//! bodies are unchanged. Format 1 replies and pulls are still read (a file
+//! a device was given); a hub refuses format 1 pushes, naming both formats,
+//! since the device behind one could not read the hub's answer.
+//!
 //! Batches come from other machines, so they are untrusted input: the length
 //! is checked before anything is parsed, the checksum before the structure,
 //! and no length field can make the decoder allocate beyond the input (serde
@@ -13,11 +22,17 @@ use uuid::Uuid;
 use crate::codec::{Bounded, MAX_DETAILS, checksum};
 
 const MAGIC: &[u8; 4] = b"SPKS";
-const VERSION_1: u8 = 1;
-/// The batch format this version writes and reads.
-pub const BATCH_FORMAT: u8 = VERSION_1;
+pub(crate) const VERSION_1: u8 = 1;
+pub(crate) const VERSION_2: u8 = 2;
+/// The batch format this version writes (and the newest it reads).
+pub const BATCH_FORMAT: u8 = VERSION_2;
 const HEADER: usize = MAGIC.len() + 2;
 const CHECKSUM_LEN: usize = 4;
+
+/// The HTTP header in which a device names the batch format it reads
+/// (sent with every sync request) and a hub the format it sends; a hub
+/// refuses the pulls of a device of another format, naming both.
+pub const BATCH_FORMAT_HEADER: &str = "x-spkey-batch-format";
 
 /// The largest batch accepted, in bytes.
 pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
@@ -116,10 +131,23 @@ pub enum BatchError {
     },
 }
 
-/// Push and pull batches: events as envelope bytes.
+/// Push batches (formats 1 and 2) and format 1 pull batches: events as
+/// envelope bytes.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct EventsV1<'a> {
     pub sender: [u8; 16],
+    #[serde(borrow)]
+    pub events: Bounded<&'a [u8], MAX_BATCH_ITEMS>,
+}
+
+/// A format 2 pull batch: the events of `scope` (every user when `None`,
+/// else that one user) after the device's cursor, in position order, and
+/// the hub position the batch is complete to for that scope.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct PullV2<'a> {
+    pub sender: [u8; 16],
+    pub scope: Option<[u8; 16]>,
+    pub complete_to: u64,
     #[serde(borrow)]
     pub events: Bounded<&'a [u8], MAX_BATCH_ITEMS>,
 }
@@ -153,7 +181,7 @@ pub(crate) enum OutcomeV1<'a> {
 
 pub(crate) fn encode<T: Serialize>(kind: BatchKind, body: &T) -> Vec<u8> {
     let mut bytes = MAGIC.to_vec();
-    bytes.push(VERSION_1);
+    bytes.push(BATCH_FORMAT);
     bytes.push(kind as u8);
     // Structs of integers, byte arrays and slices always serialize.
     bytes.extend_from_slice(&postcard::to_allocvec(body).expect("batch bodies serialize"));
@@ -162,8 +190,9 @@ pub(crate) fn encode<T: Serialize>(kind: BatchKind, body: &T) -> Vec<u8> {
     bytes
 }
 
-/// Checks the frame of a batch of `kind` and returns its body.
-pub(crate) fn open(bytes: &[u8], kind: BatchKind) -> Result<&[u8], BatchError> {
+/// Checks the frame of a batch of `kind` and returns its format version and
+/// body.
+pub(crate) fn open(bytes: &[u8], kind: BatchKind) -> Result<(u8, &[u8]), BatchError> {
     if bytes.len() > MAX_BATCH_BYTES {
         return Err(BatchError::TooLarge {
             len: bytes.len(),
@@ -178,9 +207,9 @@ pub(crate) fn open(bytes: &[u8], kind: BatchKind) -> Result<&[u8], BatchError> {
     if checksum(framed) != stored {
         return Err(BatchError::ChecksumMismatch);
     }
-    match framed[MAGIC.len()] {
-        VERSION_1 => {}
-        other => return Err(BatchError::UnsupportedVersion(other)),
+    let version = framed[MAGIC.len()];
+    if !matches!(version, VERSION_1 | VERSION_2) {
+        return Err(BatchError::UnsupportedVersion(version));
     }
     let found = framed[MAGIC.len() + 1];
     if BatchKind::from_byte(found) != Some(kind) {
@@ -189,7 +218,7 @@ pub(crate) fn open(bytes: &[u8], kind: BatchKind) -> Result<&[u8], BatchError> {
             found,
         });
     }
-    Ok(&framed[HEADER..])
+    Ok((version, &framed[HEADER..]))
 }
 
 /// Parses exactly `body` as `T`.
@@ -231,7 +260,8 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(open(&bytes[..len], BatchKind::Push).is_err(), "len {len}");
         }
-        let body = open(&bytes, BatchKind::Push).unwrap();
+        let (version, body) = open(&bytes, BatchKind::Push).unwrap();
+        assert_eq!(version, BATCH_FORMAT);
         let parsed: EventsV1 = parse(body).unwrap();
         assert_eq!(*parsed.events, vec![&b"one"[..], b"two"]);
     }
@@ -245,7 +275,7 @@ mod tests {
         bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
         let sum = checksum(&bytes);
         bytes.extend_from_slice(&sum.to_le_bytes());
-        let body = open(&bytes, BatchKind::Push).unwrap();
+        let (_, body) = open(&bytes, BatchKind::Push).unwrap();
         assert!(matches!(
             parse::<EventsV1>(body),
             Err(BatchError::Malformed(_))

@@ -258,6 +258,10 @@ fn reason(code: u16) -> (&'static str, &'static str) {
             "Bad Request",
             "The request contains invalid parameters or malformed data",
         ),
+        403 => (
+            "Forbidden",
+            "The credentials do not allow acting on this user",
+        ),
         409 => ("Conflict", "The request conflicts with an existing user"),
         413 => ("Payload Too Large", "The request body is too large"),
         _ => (

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::batch::MAX_BATCH_BYTES;
+use crate::batch::{BATCH_FORMAT, BATCH_FORMAT_HEADER, MAX_BATCH_BYTES};
 use crate::error::StoreError;
 use crate::store::Store;
 
@@ -43,6 +43,9 @@ pub enum SyncError {
         /// The error body's `message`, or the body as text.
         message: String,
     },
+    /// The token provider could not give a token; its message.
+    #[error("no token for the hub: {0}")]
+    Token(String),
     /// The local store failed, or refused the hub's batch.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -52,36 +55,107 @@ pub enum SyncError {
 /// it has): a hub appending faster than a device imports must not hold it.
 const MAX_PULLS: usize = 1_000;
 
+/// The Bearer token a sync sends: one string, or a function asked before
+/// each request (a device's token expires; the app's identity provider
+/// refreshes it). A provider's `Err` ends the sync as
+/// [`SyncError::Token`].
+pub enum Token<'a> {
+    /// The same token for every request.
+    Fixed(&'a str),
+    /// Asked before each request, and once more after a 401.
+    Provider(Box<dyn FnMut() -> Result<String, String> + 'a>),
+}
+
+impl<'a> Token<'a> {
+    /// A token from `provider`, asked before each request.
+    pub fn provider(provider: impl FnMut() -> Result<String, String> + 'a) -> Token<'a> {
+        Token::Provider(Box::new(provider))
+    }
+
+    fn get(&mut self) -> Result<String, SyncError> {
+        match self {
+            Token::Fixed(token) => Ok((*token).to_owned()),
+            Token::Provider(provider) => provider().map_err(SyncError::Token),
+        }
+    }
+}
+
+impl<'a> From<&'a str> for Token<'a> {
+    fn from(token: &'a str) -> Token<'a> {
+        Token::Fixed(token)
+    }
+}
+
+impl<'a> From<&'a String> for Token<'a> {
+    fn from(token: &'a String) -> Token<'a> {
+        Token::Fixed(token)
+    }
+}
+
 /// Pushes `store`'s pending events to the hub at `hub` (e.g.
 /// `http://127.0.0.1:8080`), applies the reply, and pulls until caught up,
-/// authenticating with `api_key` and the Bearer `token`.
+/// authenticating with `api_key` and the Bearer `token` (a string, or a
+/// [`Token::provider`] asked before each request). A 401 asks the provider
+/// once more and retries; a second 401 ends the sync. With a user's token
+/// the hub sends only that user's events: the device holds its own user.
 ///
 /// # Errors
 ///
 /// [`SyncError::Unreachable`] when the hub cannot be reached;
 /// [`SyncError::Refused`] when it answers anything but 200 (its message is
-/// kept); [`SyncError::Store`] when the local store fails or refuses a
-/// batch from the hub.
-pub fn sync(
+/// kept); [`SyncError::Token`] when the token provider fails;
+/// [`SyncError::Store`] when the local store fails or refuses a batch from
+/// the hub.
+pub fn sync<'a>(
     store: &Store,
     hub: &str,
     api_key: &str,
-    token: &str,
+    token: impl Into<Token<'a>>,
 ) -> Result<SyncSummary, SyncError> {
+    let mut token = token.into();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(120)))
         .build()
         .into();
     let hub = hub.trim_end_matches('/');
-    let call = |request: ureq::RequestBuilder<ureq::typestate::WithBody>, body: &[u8]| {
-        answer(
-            request
-                .header("X-API-Key", api_key)
-                .header("Authorization", &format!("Bearer {token}"))
-                .content_type("application/octet-stream")
-                .send(body),
-        )
+    let format = BATCH_FORMAT.to_string();
+    // One request with the token of the moment; after a 401, once more with
+    // a token asked anew (a provider's may have expired in between).
+    let mut call = |path: &str, body: Option<&[u8]>| {
+        let mut refused = None;
+        for _ in 0..2 {
+            let bearer = format!("Bearer {}", token.get()?);
+            let url = format!("{hub}{path}");
+            let sent = match body {
+                Some(body) => agent
+                    .post(&url)
+                    .header("X-API-Key", api_key)
+                    .header("Authorization", &bearer)
+                    .header(BATCH_FORMAT_HEADER, &format)
+                    .content_type("application/octet-stream")
+                    .send(body),
+                None => agent
+                    .get(&url)
+                    .header("X-API-Key", api_key)
+                    .header("Authorization", &bearer)
+                    .header(BATCH_FORMAT_HEADER, &format)
+                    .call(),
+            };
+            match answer(sent) {
+                Err(SyncError::Refused { status: 401, message }) => {
+                    refused = Some(SyncError::Refused {
+                        status: 401,
+                        message,
+                    });
+                }
+                other => return other,
+            }
+            if matches!(token, Token::Fixed(_)) {
+                break;
+            }
+        }
+        Err(refused.expect("the loop ends on a 401"))
     };
     // pending() only reads; push() is a sync step (a write transaction), so
     // an idle device skips it.
@@ -90,20 +164,14 @@ pub fn sync(
         ..SyncSummary::default()
     };
     if summary.pushed > 0 {
-        let reply = call(agent.post(&format!("{hub}/sync/push")), &store.push()?)?;
+        let reply = call("/sync/push", Some(&store.push()?))?;
         let applied = store.apply_reply(&reply)?;
         summary.accepted = applied.accepted;
         summary.rejected = applied.rejected;
     }
     for _ in 0..MAX_PULLS {
         let cursor = store.pull_cursor()?;
-        let batch = answer(
-            agent
-                .get(&format!("{hub}/sync/pull?since={cursor}"))
-                .header("X-API-Key", api_key)
-                .header("Authorization", &format!("Bearer {token}"))
-                .call(),
-        )?;
+        let batch = call(&format!("/sync/pull?since={cursor}"), None)?;
         let imported = store.import(&batch)?;
         summary.pulled += imported.imported;
         summary.cursor = imported.cursor;

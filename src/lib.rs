@@ -59,13 +59,14 @@ mod log;
 mod memory;
 pub mod pipeline;
 mod readonly;
+mod scope;
 mod store;
 mod subscribe;
 mod sync;
 mod user;
 mod verify;
 
-pub use batch::{BATCH_FORMAT, BatchError, BatchKind, MAX_BATCH_BYTES, MAX_BATCH_ITEMS};
+pub use batch::{BATCH_FORMAT, BATCH_FORMAT_HEADER, BatchError, BatchKind, MAX_BATCH_BYTES, MAX_BATCH_ITEMS};
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub use clock::SystemClock;
 pub use clock::{Clock, ManualClock};
@@ -81,7 +82,8 @@ pub use store::{DEFAULT_CACHE_BYTES, Outcome, STORE_FORMAT, Store, StoreBuilder}
 #[cfg(not(target_family = "wasm"))]
 pub use subscribe::CommitListener;
 pub use subscribe::Subscription;
-pub use sync::{ImportSummary, Push, ReplySummary, pull_batch, reply_batch};
+pub use scope::Scope;
+pub use sync::{ImportSummary, Push, ReplySummary, pull_batch, reply_batch, watermark};
 pub use user::{CreateUser, Decision, Field, FieldError, Rejection, User, apply, decide};
 pub use verify::{Finding, VerifyReport};
 

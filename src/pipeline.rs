@@ -21,9 +21,10 @@ use uuid::{ContextV7, Timestamp, Uuid};
 use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::event::{Event, MAX_RECORDED_AT_MS, RecordedEvent, UserCreated, UserCreationRejected};
+use crate::scope::Scope;
 use crate::store::Outcome;
 use crate::sync::Push;
-use crate::user::{self, CreateUser, Decision, FieldError, Rejection, User};
+use crate::user::{self, CreateUser, Decision, Field, FieldError, Rejection, User};
 
 /// The reads and writes the pipeline needs from a log. A backend implements
 /// these and nothing else; the rules are [`Pipeline`]'s.
@@ -268,17 +269,22 @@ pub trait Pipeline: Log {
         Ok(recorded)
     }
 
-    /// The hub's decision on a device's push: each event seen before is
-    /// accepted again at its first position (so a repeated push gets the
-    /// same reply and changes nothing); every other is executed.
+    /// The hub's decision on a device's push by a caller of `scope`: an
+    /// event of a user outside the scope is refused (403) before anything
+    /// of it is read; each event seen before is accepted again at its first
+    /// position (so a repeated push gets the same reply and changes
+    /// nothing); every other is executed.
     ///
     /// # Errors
     ///
     /// The failures of the log's reads and writes.
-    fn accept_push(&mut self, push: &Push) -> Result<Vec<Accepted>, StoreError> {
+    fn accept_push(&mut self, push: &Push, scope: Scope) -> Result<Vec<Accepted>, StoreError> {
         push.events
             .iter()
             .map(|recorded| {
+                if let Err(forbidden) = scope.authorize(recorded.aggregate_id(), Field::UserId) {
+                    return Ok((recorded.event_id, Err(forbidden)));
+                }
                 let outcome = match self.position_of(recorded.event_id)? {
                     Some(position) => Ok(position),
                     None => match self.execute(push_creation(recorded), Source::From(recorded))? {
@@ -368,16 +374,22 @@ pub struct Needs {
 }
 
 impl Needs {
-    /// What [`Pipeline::accept_push`] reads for `push`.
-    pub fn of_push(push: &Push) -> Needs {
-        let mut needs = Needs::of_creations(push.events.iter().filter_map(|recorded| {
+    /// What [`Pipeline::accept_push`] reads for `push` by a caller of
+    /// `scope` (nothing of the events it refuses).
+    pub fn of_push(push: &Push, scope: Scope) -> Needs {
+        let allowed = || {
+            push.events
+                .iter()
+                .filter(move |recorded| scope.covers(recorded.aggregate_id()))
+        };
+        let mut needs = Needs::of_creations(allowed().filter_map(|recorded| {
             match &recorded.event {
                 Event::UserCreated(created) => Some(created),
                 // Batches are checked as they are opened: only creations pass.
                 Event::UserCreationRejected(_) => None,
             }
         }));
-        needs.event_ids = push.events.iter().map(|e| e.event_id).collect();
+        needs.event_ids = allowed().map(|e| e.event_id).collect();
         needs.dedup();
         needs
     }

@@ -117,14 +117,14 @@ fn check<T>(errors: &mut Vec<FieldError>, field: Field, result: Result<T, String
         .ok()
 }
 
-fn parse_uuid(text: &str) -> Result<Uuid, String> {
+pub(crate) fn parse_uuid(text: &str) -> Result<Uuid, String> {
     if text.is_empty() {
         return Err("is required".into());
     }
     Uuid::try_parse(text).map_err(|_| "must be a UUID".into())
 }
 
-fn parse_user_id(text: &str) -> Result<Uuid, String> {
+pub(crate) fn parse_user_id(text: &str) -> Result<Uuid, String> {
     let id = parse_uuid(text)?;
     if id.is_nil() {
         return Err("must not be the nil UUID".into());
@@ -247,6 +247,14 @@ impl FieldError {
         }
     }
 
+    /// `field` names a user the caller's token is not for.
+    pub fn not_yours(field: Field) -> FieldError {
+        FieldError {
+            field,
+            message: "names another user than the one this token is for".into(),
+        }
+    }
+
     /// The same user, with the same data, was created by another event: on
     /// another device, which reached the hub first.
     pub fn created_elsewhere() -> FieldError {
@@ -270,13 +278,19 @@ pub enum Rejection {
     /// retry as is; pick another id or email, or read the existing user.
     #[error("conflict: {}", describe(.0))]
     Conflict(Vec<FieldError>),
+    /// The caller may not act on this user (HTTP 403): a user's token names
+    /// another user than the command's. Handling: act only on the user the
+    /// token is for, or use a service token.
+    #[error("forbidden: {}", describe(.0))]
+    Forbidden(Vec<FieldError>),
 }
 
 impl Rejection {
-    /// The HTTP status the API answers with: 400 or 409.
+    /// The HTTP status the API answers with: 400, 403 or 409.
     pub fn code(&self) -> u16 {
         match self {
             Rejection::Invalid(_) => 400,
+            Rejection::Forbidden(_) => 403,
             Rejection::Conflict(_) => 409,
         }
     }
@@ -284,7 +298,9 @@ impl Rejection {
     /// The field errors, whatever the kind of rejection.
     pub fn details(&self) -> &[FieldError] {
         match self {
-            Rejection::Invalid(details) | Rejection::Conflict(details) => details,
+            Rejection::Invalid(details)
+            | Rejection::Conflict(details)
+            | Rejection::Forbidden(details) => details,
         }
     }
 }

@@ -107,7 +107,7 @@ JS
 types='
 import type { RecordedEvent } from "./spkey_store.js";
 /** Options of `EventStore.sync`. */
-export interface SyncOptions { apiKey: string; token: string; signal?: AbortSignal }
+export interface SyncOptions { apiKey: string; /** A string, or a function called before each request (and once more after a 401) giving one. */ token: string | (() => string | Promise<string>); signal?: AbortSignal }
 /** What `EventStore.sync` did. */
 export interface SyncSummary { pushed: number; accepted: number; rejected: number; pulled: number; cursor: number }
 declare module "./spkey_store.js" {
@@ -141,7 +141,7 @@ export interface SharedEventStore {
   pullCursor(): Promise<number>;
   pending(): Promise<RecordedEvent[]>;
   rejections(): Promise<RecordedEvent[]>;
-  sync(url: string, options: { apiKey: string; token: string }): Promise<SyncSummary>;
+  sync(url: string, options: { apiKey: string; token: string | (() => string | Promise<string>) }): Promise<SyncSummary>;
   subscribe(fromPosition: number, onEvent: (event: RecordedEvent) => void): () => void;
   changes(fromPosition?: number): AsyncIterableIterator<RecordedEvent>;
   /** Stops this tab'"'"'s worker; another tab'"'"'s takes over if it held the store. */

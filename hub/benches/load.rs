@@ -142,7 +142,7 @@ fn main() {
         .collect();
     device.execute_batch(&commands).unwrap();
     let started = Instant::now();
-    let summary = spkey_store::http::sync(&device, &hub.url, SYNC_KEY, &token).unwrap();
+    let summary = spkey_store::http::sync(&device, &hub.url, SYNC_KEY, token.as_str()).unwrap();
     let sync_took = started.elapsed();
     assert_eq!(summary.accepted, size.pending);
 

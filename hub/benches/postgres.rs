@@ -121,14 +121,14 @@ fn main() {
         .collect();
     device.execute_batch(&commands).unwrap();
     let started = Instant::now();
-    let summary = spkey_store::http::sync(&device, &urls[0], SYNC_KEY, &token).unwrap();
+    let summary = spkey_store::http::sync(&device, &urls[0], SYNC_KEY, token.as_str()).unwrap();
     let sync_took = started.elapsed();
     assert_eq!(summary.accepted, size.pending);
 
     // Wake latency: from node A's 201 to node B's long-poll answer.
     let mut wakes = Vec::new();
     let head = Store::in_memory().unwrap();
-    spkey_store::http::sync(&head, &urls[1], KEY, &token).unwrap();
+    spkey_store::http::sync(&head, &urls[1], KEY, token.as_str()).unwrap();
     let first = head.head_position().unwrap();
     for w in 0..size.wakes {
         let since = first + w as u64;

@@ -1,18 +1,25 @@
 //! Who is calling: `X-API-Key` names the organization, the Bearer JWT must
-//! be valid under that organization's key material. Checked in this order,
-//! before any body is read:
+//! be valid under that organization's key material, and its claims say who
+//! it is for. Checked in this order, before any body is read:
 //!
 //! 1. 401 when `Authorization` is missing or not `Bearer <token>`;
 //! 2. 403 when `X-API-Key` is missing or matches no organization;
 //! 3. 401 when the token fails under the organization's keys: a bad
 //!    signature, malformed, an `alg` not configured for it (no `none`, no
-//!    HS/RS confusion: each key is tied to its one algorithm), expired
-//!    (`exp` is required), `nbf` in the future, or the wrong `iss` / `aud`
-//!    where configured; 60 s of clock leeway.
+//!    HS/RS confusion: each key is tied to its one algorithm), a `kid` in
+//!    none of the organization's keys (its JWKS fetched again first, at most
+//!    once per interval), expired (`exp` is required), `nbf` in the future,
+//!    or the wrong `iss` / `aud` where configured; 60 s of clock leeway;
+//! 4. the caller's [`Scope`]: a token whose `scope` or `scp` holds the
+//!    organization's `service_scope` (as a whole word) is a service's, for
+//!    every user; any other is a user's, whose `user_claim` must hold a
+//!    user id by the API's UUID rule (401 otherwise).
 
 use axum::http::HeaderMap;
-use jsonwebtoken::{Validation, decode, decode_header};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use spkey_store::Scope;
 
 use crate::config::Organization;
 
@@ -26,16 +33,27 @@ pub enum Denied {
     NoBearer,
     /// No `X-API-Key`, or one of no organization (403).
     UnknownKey,
-    /// The token fails under the organization's key material (401).
+    /// The token fails under the organization's key material, or says of
+    /// no one who it is (401).
     BadToken(String),
 }
 
-/// The organization `headers` authenticate as, by index into `orgs`.
+/// An authenticated caller: its organization (an index into the config's)
+/// and whom it may act for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The organization, by index.
+    pub org: usize,
+    /// The users it may act on and see.
+    pub scope: Scope,
+}
+
+/// The caller `headers` authenticate as.
 ///
 /// # Errors
 ///
 /// The [`Denied`] reason, in the order of the module docs.
-pub fn authenticate(headers: &HeaderMap, orgs: &[Organization]) -> Result<usize, Denied> {
+pub async fn authenticate(headers: &HeaderMap, orgs: &[Organization]) -> Result<Caller, Denied> {
     // The scheme is case-insensitive (RFC 9110 §11.1); the token is not.
     let token = headers
         .get("authorization")
@@ -50,22 +68,50 @@ pub fn authenticate(headers: &HeaderMap, orgs: &[Organization]) -> Result<usize,
         .map(|v| v.as_bytes())
         .ok_or(Denied::UnknownKey)?;
     let digest: [u8; 32] = Sha256::digest(key).into();
-    let index = orgs
+    let org = orgs
         .iter()
         .position(|org| org.api_keys.contains(&digest))
         .ok_or(Denied::UnknownKey)?;
-    check_token(token, &orgs[index]).map_err(Denied::BadToken)?;
-    Ok(index)
+    let claims = check_token(token, &orgs[org])
+        .await
+        .map_err(Denied::BadToken)?;
+    let scope = scope_of(&claims, &orgs[org]).map_err(Denied::BadToken)?;
+    Ok(Caller { org, scope })
 }
 
-fn check_token(token: &str, org: &Organization) -> Result<(), String> {
-    let header = decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
-    let (algorithm, key) = org
-        .jwt_keys
+/// The key a token's header asks for: by `kid` among the JWKS's keys when
+/// it names one the organization publishes, else the static key of its
+/// `alg`.
+async fn key_for(
+    header: &jsonwebtoken::Header,
+    org: &Organization,
+) -> Result<(Algorithm, DecodingKey), String> {
+    if let (Some(kid), Some(jwks)) = (&header.kid, &org.jwks) {
+        if let Some(found) = jwks.find(kid).await {
+            return Ok(found);
+        }
+        if org.jwt_keys.is_empty() {
+            return Err(format!("key id {kid:?} is not among the organization's keys"));
+        }
+    }
+    org.jwt_keys
         .iter()
         .find(|(algorithm, _)| *algorithm == header.alg)
-        .ok_or_else(|| format!("algorithm {:?} is not accepted here", header.alg))?;
-    let mut validation = Validation::new(*algorithm);
+        .cloned()
+        .ok_or_else(|| format!("algorithm {:?} is not accepted here", header.alg))
+}
+
+async fn check_token(token: &str, org: &Organization) -> Result<Value, String> {
+    let header = decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+    let (algorithm, key) = key_for(&header, org).await?;
+    if algorithm != header.alg {
+        return Err(format!(
+            "algorithm {:?} is not the one of key {:?}",
+            header.alg,
+            header.kid.as_deref().unwrap_or("")
+        ));
+    }
+    let mut validation = Validation::new(algorithm);
     validation.leeway = LEEWAY_SECS;
     validation.validate_nbf = true;
     let mut required = vec!["exp"];
@@ -80,7 +126,33 @@ fn check_token(token: &str, org: &Organization) -> Result<(), String> {
         Some(audience) => validation.set_audience(&[audience]),
         None => validation.validate_aud = false,
     }
-    decode::<serde_json::Value>(token, key, &validation)
-        .map(drop)
+    decode::<Value>(token, &key, &validation)
+        .map(|data| data.claims)
         .map_err(|e| format!("invalid token: {e}"))
+}
+
+/// Whether a `scope`/`scp` claim — a space-separated string or an array of
+/// strings — holds `wanted` as one whole entry.
+fn grants(claim: Option<&Value>, wanted: &str) -> bool {
+    match claim {
+        Some(Value::String(text)) => text.split_whitespace().any(|s| s == wanted),
+        Some(Value::Array(items)) => items.iter().any(|item| item.as_str() == Some(wanted)),
+        _ => false,
+    }
+}
+
+/// Whom a valid token's claims let it act for.
+fn scope_of(claims: &Value, org: &Organization) -> Result<Scope, String> {
+    if grants(claims.get("scope"), &org.service_scope)
+        || grants(claims.get("scp"), &org.service_scope)
+    {
+        return Ok(Scope::All);
+    }
+    let claim = &org.user_claim;
+    let id = claims
+        .get(claim)
+        .ok_or_else(|| format!("a user's token must carry its user id in `{claim}`"))?
+        .as_str()
+        .ok_or_else(|| format!("`{claim}` must be a string holding a user id"))?;
+    Scope::user(id).map_err(|why| format!("`{claim}` {why}"))
 }

@@ -4,10 +4,13 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
+
+use crate::jwks::Jwks;
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -41,6 +44,9 @@ pub struct Limits {
     pub request_timeout_secs: u64,
     /// Connections each hub node keeps to PostgreSQL (with `postgres`).
     pub postgres_connections: usize,
+    /// The least time between two fetches of an organization's JWKS, in
+    /// seconds: a flood of tokens naming unknown key ids fetches it once.
+    pub jwks_refetch_secs: u64,
 }
 
 impl Default for Limits {
@@ -50,6 +56,7 @@ impl Default for Limits {
             max_long_polls: 2048,
             request_timeout_secs: 40,
             postgres_connections: 16,
+            jwks_refetch_secs: 30,
         }
     }
 }
@@ -63,11 +70,25 @@ struct OrgFile {
     jwt_public_key_pem: Option<PathBuf>,
     jwt_issuer: Option<String>,
     jwt_audience: Option<String>,
+    jwks_url: Option<String>,
+    #[serde(default = "sub")]
+    user_claim: String,
+    #[serde(default = "service")]
+    service_scope: String,
     #[serde(default)]
     cors_origins: Vec<String>,
 }
 
+fn sub() -> String {
+    "sub".into()
+}
+
+fn service() -> String {
+    "spkey:service".into()
+}
+
 /// One organization: its keys, its token check, its store.
+#[derive(Clone)]
 pub struct Organization {
     /// The organization's id: its store is `<data_dir>/<id>.redb`.
     pub id: String,
@@ -80,6 +101,14 @@ pub struct Organization {
     pub issuer: Option<String>,
     /// `aud` a token must carry, when configured.
     pub audience: Option<String>,
+    /// The identity provider's published keys (`jwks_url`), chosen by a
+    /// token's `kid`.
+    pub jwks: Option<Arc<Jwks>>,
+    /// The claim holding a user's id in a user's token (`user_claim`).
+    pub user_claim: String,
+    /// The `scope`/`scp` entry that makes a token a service's
+    /// (`service_scope`).
+    pub service_scope: String,
     /// Origins a browser may call from.
     pub cors_origins: Vec<String>,
 }
@@ -236,10 +265,29 @@ impl Config {
                     )
                 })?);
             }
-            if jwt_keys.is_empty() {
+            let jwks = match org.jwks_url {
+                Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                    Some(Arc::new(Jwks::new(
+                        url,
+                        Duration::from_secs(file.limits.jwks_refetch_secs),
+                    )))
+                }
+                Some(_) => return Err(refuse(&at("jwks_url"), "an http:// or https:// URL")),
+                None => None,
+            };
+            if jwt_keys.is_empty() && jwks.is_none() {
                 return Err(refuse(
                     &at("jwt_secret"),
-                    "jwt_secret or jwt_public_key_pem is required",
+                    "jwt_secret, jwt_public_key_pem or jwks_url is required",
+                ));
+            }
+            if org.user_claim.is_empty() {
+                return Err(refuse(&at("user_claim"), "names a claim: not empty"));
+            }
+            if org.service_scope.is_empty() || org.service_scope.contains(char::is_whitespace) {
+                return Err(refuse(
+                    &at("service_scope"),
+                    "one scope word: not empty, no spaces",
                 ));
             }
             organizations.push(Organization {
@@ -248,6 +296,9 @@ impl Config {
                 jwt_keys,
                 issuer: org.jwt_issuer,
                 audience: org.jwt_audience,
+                jwks,
+                user_claim: org.user_claim,
+                service_scope: org.service_scope,
                 cors_origins: org.cors_origins,
             });
         }

@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod jwks;
 pub mod postgres;
 pub mod server;
 pub mod storage;
@@ -84,6 +85,15 @@ impl Hub {
                 PostgresHub::open(url, config.limits.postgres_connections, &ids, observe).await?,
             ),
         };
+        // The identity providers' keys, fetched once before serving; a
+        // provider that is down now is fetched again when a token needs it.
+        for org in &config.organizations {
+            if let Some(jwks) = &org.jwks
+                && let Err(why) = jwks.refresh().await
+            {
+                tracing::warn!(org = %org.id, url = %jwks.url(), %why, "cannot fetch the JWKS at start");
+            }
+        }
         let tls = match &config.tls {
             Some(tls) => Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem(

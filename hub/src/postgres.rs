@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use spkey_store::pipeline::{Log, Needs, Pipeline, Staged, Stamper};
 use spkey_store::{
-    Outcome, Push, Rejection, Response, StoreError, SystemClock, UserCreated, codec, contract,
-    pull_batch, reply_batch,
+    Outcome, Push, Rejection, Response, Scope, StoreError, SystemClock, UserCreated, codec,
+    contract, pull_batch, reply_batch, watermark,
 };
 use tokio::sync::{oneshot, watch};
 use tokio_postgres::types::ToSql;
@@ -38,7 +38,8 @@ use crate::storage::{HubError, HubStorage, Observer, PULL_LIMIT, publish};
 /// The versioned schema, applied in order, each once, under an advisory
 /// lock so that nodes starting together migrate once. Never edit an entry:
 /// add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
     1,
     "CREATE TABLE spkey_orgs (
         org text PRIMARY KEY,
@@ -62,7 +63,13 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         user_id uuid NOT NULL,
         PRIMARY KEY (org, email_key)
     );",
-)];
+    ),
+    // A user's pull (a user token's scope) reads its events by position.
+    (
+        2,
+        "CREATE INDEX spkey_events_user_position ON spkey_events (org, user_id, position);",
+    ),
+];
 
 /// The advisory lock key migrations run under ("spkey" in ASCII).
 const MIGRATION_LOCK: i64 = 0x73_706b_6579;
@@ -322,28 +329,59 @@ impl PostgresHub {
         Ok(value)
     }
 
-    /// The organization's envelopes after `since`, at most [`PULL_LIMIT`].
-    async fn events_after(&self, org: usize, since: u64) -> Result<Vec<Vec<u8>>, HubError> {
+    /// The envelopes of `scope` after `since`, at most [`PULL_LIMIT`], the
+    /// last one's position, and the organization's head — all in one
+    /// statement, so one snapshot: the head's transaction wrote every event
+    /// up to it. One user's events are read by the index
+    /// `spkey_events_user_position` (org, user_id, position), never by a
+    /// scan of the organization's log.
+    async fn events_after(
+        &self,
+        org: usize,
+        scope: Scope,
+        since: u64,
+    ) -> Result<(Vec<Vec<u8>>, Option<u64>, u64), HubError> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        let read = client
-            .prepare_cached(
-                "SELECT envelope FROM spkey_events WHERE org = $1 AND position > $2
-                 ORDER BY position LIMIT $3",
+        // Two statements, so that each plan is made for its own index.
+        let of = |filter: &str| {
+            format!(
+                "SELECT o.head, e.position, e.envelope FROM spkey_orgs o
+                 LEFT JOIN LATERAL (
+                     SELECT position, envelope FROM spkey_events
+                     WHERE org = o.org {filter} AND position > $2
+                     ORDER BY position LIMIT $3
+                 ) e ON true
+                 WHERE o.org = $1
+                 ORDER BY e.position"
             )
-            .await
-            .map_err(pg_error)?;
-        let rows = client
-            .query(
-                &read,
-                &[
-                    &self.orgs[org].id,
-                    &as_i64(since),
-                    &(PULL_LIMIT.min(spkey_store::MAX_BATCH_ITEMS) as i64),
-                ],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(rows.into_iter().map(|row| row.get(0)).collect())
+        };
+        let limit = PULL_LIMIT.min(spkey_store::MAX_BATCH_ITEMS) as i64;
+        let (org_id, since) = (&self.orgs[org].id, as_i64(since));
+        let rows = match scope {
+            Scope::All => {
+                let read = client.prepare_cached(&of("")).await.map_err(pg_error)?;
+                client.query(&read, &[org_id, &since, &limit]).await
+            }
+            Scope::User(user) => {
+                let read = client
+                    .prepare_cached(&of("AND user_id = $4"))
+                    .await
+                    .map_err(pg_error)?;
+                client.query(&read, &[org_id, &since, &limit, &user]).await
+            }
+        }
+        .map_err(pg_error)?;
+        let mut head = 0;
+        let mut last = None;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            head = u64::try_from(row.get::<_, i64>(0)).map_err(|_| inconsistent("a negative head"))?;
+            if let Some(position) = row.get::<_, Option<i64>>(1) {
+                last = Some(u64::try_from(position).map_err(|_| inconsistent("a negative position"))?);
+                events.push(row.get(2));
+            }
+        }
+        Ok((events, last, head))
     }
 }
 
@@ -608,27 +646,43 @@ impl HubStorage for PostgresHub {
         ))
     }
 
-    async fn accept(&self, org: usize, push: Vec<u8>) -> Result<Vec<u8>, HubError> {
+    async fn accept(&self, org: usize, scope: Scope, push: Vec<u8>) -> Result<Vec<u8>, HubError> {
         let hub_id = self.orgs[org].hub_id;
         // Checking every event (the email rule included) is CPU work: off
         // the async workers.
         let push = tokio::task::spawn_blocking(move || Push::open(hub_id, &push))
             .await
             .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))??;
-        let needs = Needs::of_push(&push);
-        let items = self.write(org, needs, |log| log.accept_push(&push)).await?;
+        let needs = Needs::of_push(&push, scope);
+        let items = self
+            .write(org, needs, |log| log.accept_push(&push, scope))
+            .await?;
         Ok(reply_batch(hub_id, &items))
     }
 
-    async fn pull(&self, org: usize, since: u64, wait: Duration) -> Result<Vec<u8>, HubError> {
-        let mut head = self.orgs[org].head.subscribe();
-        let mut events = self.events_after(org, since).await?;
-        if events.is_empty() && !wait.is_zero() {
-            // Woken by this node's commits and by NOTIFY from the others.
-            let _ = tokio::time::timeout(wait, head.wait_for(|head| *head > since)).await;
-            events = self.events_after(org, since).await?;
+    async fn pull(
+        &self,
+        org: usize,
+        scope: Scope,
+        since: u64,
+        wait: Duration,
+    ) -> Result<Vec<u8>, HubError> {
+        let (mut events, mut last, mut head) = self.events_after(org, scope, since).await?;
+        if events.is_empty() && head <= since && !wait.is_zero() {
+            // Woken by this node's commits and by NOTIFY from the others; a
+            // commit since the read above is already in the watched head.
+            let mut watched = self.orgs[org].head.subscribe();
+            let _ = tokio::time::timeout(wait, watched.wait_for(|head| *head > since)).await;
+            (events, last, head) = self.events_after(org, scope, since).await?;
         }
-        Ok(pull_batch(self.orgs[org].hub_id, &events))
+        let complete_to = watermark(scope, since, PULL_LIMIT, &events, last, || Ok(head))
+            .map_err(HubError::Failed)?;
+        Ok(pull_batch(
+            self.orgs[org].hub_id,
+            scope,
+            complete_to,
+            &events,
+        ))
     }
 
     async fn health(&self) -> Result<(), HubError> {

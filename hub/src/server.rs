@@ -19,17 +19,15 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
-use spkey_store::{BATCH_FORMAT, BatchError, MAX_BATCH_BYTES, MAX_BODY_BYTES};
+use spkey_store::{BATCH_FORMAT, BATCH_FORMAT_HEADER, BatchError, MAX_BATCH_BYTES, MAX_BODY_BYTES, Outcome};
 use tokio::sync::Semaphore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
-use crate::auth::{Denied, authenticate};
+use crate::auth::{Caller, Denied, authenticate};
 use crate::config::{Config, Organization};
 use crate::storage::{HubError, HubStorage};
 
-/// The response header that names the batch format this hub speaks.
-pub const BATCH_FORMAT_HEADER: &str = "x-spkey-batch-format";
 
 /// The longest a long-poll may wait, in seconds.
 pub const MAX_WAIT_SECS: u64 = 30;
@@ -104,9 +102,6 @@ struct Hub<S> {
     long_polls: Arc<Semaphore>,
 }
 
-/// The organization a request authenticated as.
-#[derive(Clone, Copy)]
-struct Org(usize);
 
 /// The API's error shape: `{"error","message","code","details":[]}`.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -206,6 +201,7 @@ pub fn router<S: HubStorage>(config: Config, storage: S, metrics: Arc<Metrics>) 
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static("x-api-key"),
+            HeaderName::from_static(BATCH_FORMAT_HEADER),
         ])
         .expose_headers([HeaderName::from_static(BATCH_FORMAT_HEADER)]);
     Router::new()
@@ -269,9 +265,9 @@ async fn auth<S: HubStorage>(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match authenticate(request.headers(), &hub.orgs) {
-        Ok(org) => {
-            request.extensions_mut().insert(Org(org));
+    match authenticate(request.headers(), &hub.orgs).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
             next.run(request).await
         }
         Err(Denied::NoBearer) => {
@@ -334,7 +330,13 @@ async fn create_user<S: HubStorage>(
     Path(id): Path<String>,
     request: Request,
 ) -> Response {
-    let Org(org) = *request.extensions().get::<Org>().expect("set by auth");
+    let caller = *request.extensions().get::<Caller>().expect("set by auth");
+    // Before the body is read: a user's token acts only on its own user.
+    if let Err(forbidden) = caller.scope.authorize_path(&id) {
+        return answer(spkey_store::Response::from_outcome(&Outcome::Rejected(
+            forbidden,
+        )));
+    }
     if !content_type_is(request.headers(), "application/json") {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -345,18 +347,21 @@ async fn create_user<S: HubStorage>(
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
-    match hub.storage.create_user(org, id, bytes.to_vec()).await {
-        Ok(answer) => {
-            let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
-            (
-                status,
-                [(header::CONTENT_TYPE, "application/json")],
-                answer.to_json(),
-            )
-                .into_response()
-        }
+    match hub.storage.create_user(caller.org, id, bytes.to_vec()).await {
+        Ok(response) => answer(response),
         Err(failure) => hub_error(failure),
     }
+}
+
+/// The contract's answer as an HTTP response.
+fn answer(response: spkey_store::Response) -> Response {
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        response.to_json(),
+    )
+        .into_response()
 }
 
 fn batch_response(bytes: Vec<u8>) -> Response {
@@ -378,12 +383,16 @@ fn batch_response(bytes: Vec<u8>) -> Response {
 }
 
 async fn push<S: HubStorage>(State(hub): State<Arc<Hub<S>>>, request: Request) -> Response {
-    let Org(org) = *request.extensions().get::<Org>().expect("set by auth");
+    let caller = *request.extensions().get::<Caller>().expect("set by auth");
     let bytes = match body(request, MAX_BATCH_BYTES).await {
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
-    match hub.storage.accept(org, bytes.to_vec()).await {
+    match hub
+        .storage
+        .accept(caller.org, caller.scope, bytes.to_vec())
+        .await
+    {
         Ok(reply) => batch_response(reply),
         Err(failure) => hub_error(failure),
     }
@@ -402,7 +411,28 @@ async fn pull<S: HubStorage>(
     query: Result<Query<PullQuery>, axum::extract::rejection::QueryRejection>,
     request: Request,
 ) -> Response {
-    let Org(org) = *request.extensions().get::<Org>().expect("set by auth");
+    let caller = *request.extensions().get::<Caller>().expect("set by auth");
+    let asked = request
+        .headers()
+        .get(BATCH_FORMAT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u8>().ok());
+    if asked != Some(BATCH_FORMAT) {
+        // A device of format 1 sent no header: it could not read the scoped
+        // batch this hub sends.
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the device reads batch format {}; this hub sends format {BATCH_FORMAT}: {} must upgrade",
+                asked.unwrap_or(1),
+                if asked.is_some_and(|v| v > BATCH_FORMAT) {
+                    "the hub"
+                } else {
+                    "the device"
+                }
+            ),
+        );
+    }
     let Ok(Query(query)) = query else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -429,7 +459,12 @@ async fn pull<S: HubStorage>(
     }
     let answer = hub
         .storage
-        .pull(org, query.since, Duration::from_secs(query.wait))
+        .pull(
+            caller.org,
+            caller.scope,
+            query.since,
+            Duration::from_secs(query.wait),
+        )
         .await;
     if query.wait > 0 {
         gauge.dec();

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spkey_store::{BatchError, Response, Store, StoreError};
+use spkey_store::{BatchError, Response, Scope, Store, StoreError};
 use tokio::sync::watch;
 
 /// Told each write's latency and how many events it appended (for the
@@ -66,18 +66,22 @@ pub trait HubStorage: Send + Sync + 'static {
         body: Vec<u8>,
     ) -> impl Future<Output = Result<Response, HubError>> + Send;
 
-    /// A device's push batch; returns the reply batch.
+    /// A device's push batch, sent by a caller of `scope` (each event of a
+    /// user outside it refused, 403); returns the reply batch.
     fn accept(
         &self,
         org: usize,
+        scope: Scope,
         push: Vec<u8>,
     ) -> impl Future<Output = Result<Vec<u8>, HubError>> + Send;
 
-    /// The pull batch of events after `since`; when there are none, waits up
-    /// to `wait` for one to be accepted.
+    /// The pull batch of `scope`'s events after `since`, complete to a
+    /// watermark; when the log has nothing after `since`, waits up to `wait`
+    /// for a commit.
     fn pull(
         &self,
         org: usize,
+        scope: Scope,
         since: u64,
         wait: Duration,
     ) -> impl Future<Output = Result<Vec<u8>, HubError>> + Send;
@@ -107,7 +111,7 @@ pub const PULL_LIMIT: usize = 10_000;
 struct OrgLog {
     store: Arc<Store>,
     /// The log's head, published after every commit: long-polls wait here.
-    head: watch::Sender<u64>,
+    head: Arc<watch::Sender<u64>>,
 }
 
 /// One redb store per organization, in `<data_dir>/<org id>.redb`.
@@ -142,32 +146,33 @@ impl RedbHub {
             let head = store.head_position().map_err(|e| (id.clone(), e))?;
             orgs.push(OrgLog {
                 store: Arc::new(store),
-                head: watch::Sender::new(head),
+                head: Arc::new(watch::Sender::new(head)),
             });
         }
         Ok(RedbHub { orgs, observe })
     }
 
     /// Runs `f` on the organization's store on the blocking pool, times it,
-    /// and publishes the head afterwards.
+    /// and publishes the head afterwards — on the blocking pool too, so that
+    /// a commit whose client hung up (its request dropped) still wakes the
+    /// long-polls.
     async fn blocking<T: Send + 'static>(
         &self,
         org: usize,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, HubError> {
         let log = &self.orgs[org];
-        let store = log.store.clone();
-        let started = Instant::now();
-        let (value, head) = tokio::task::spawn_blocking(move || {
+        let (store, head, observe) = (log.store.clone(), log.head.clone(), self.observe.clone());
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let value = f(&store)?;
-            Ok::<_, StoreError>((value, store.head_position()?))
+            let appended = publish(&head, store.head_position()?);
+            observe(started.elapsed(), appended);
+            Ok::<_, StoreError>(value)
         })
         .await
-        .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))??;
-        let took = started.elapsed();
-        let appended = publish(&log.head, head);
-        (self.observe)(took, appended);
-        Ok(value)
+        .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))?
+        .map_err(HubError::from)
     }
 }
 
@@ -182,17 +187,24 @@ impl HubStorage for RedbHub {
             .await
     }
 
-    async fn accept(&self, org: usize, push: Vec<u8>) -> Result<Vec<u8>, HubError> {
-        self.blocking(org, move |store| store.accept(&push)).await
+    async fn accept(&self, org: usize, scope: Scope, push: Vec<u8>) -> Result<Vec<u8>, HubError> {
+        self.blocking(org, move |store| store.accept_as(&push, scope))
+            .await
     }
 
-    async fn pull(&self, org: usize, since: u64, wait: Duration) -> Result<Vec<u8>, HubError> {
+    async fn pull(
+        &self,
+        org: usize,
+        scope: Scope,
+        since: u64,
+        wait: Duration,
+    ) -> Result<Vec<u8>, HubError> {
         let mut head = self.orgs[org].head.subscribe();
         // Wakes as soon as an event after `since` is committed, or gives up
         // at `wait` and answers an empty batch.
         let _ = tokio::time::timeout(wait, head.wait_for(|head| *head > since)).await;
         let store = self.orgs[org].store.clone();
-        tokio::task::spawn_blocking(move || store.export(since, PULL_LIMIT))
+        tokio::task::spawn_blocking(move || store.export_as(since, PULL_LIMIT, scope))
             .await
             .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))?
             .map_err(HubError::from)

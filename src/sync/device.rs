@@ -5,12 +5,13 @@ use redb::ReadableTable;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{bad, from_another_store, untrusted_events};
-use crate::batch::{self, BatchError, BatchKind, EventsV1, OutcomeV1, ReplyV1};
+use super::{Pulled, bad, from_another_store};
+use crate::batch::{self, BatchError, BatchKind, EventsV1, OutcomeV1, ReplyV1, VERSION_1};
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
 use crate::log::{self, Bytes, EVENTS, META, PENDING, REJECTIONS, Writer};
 use crate::pipeline::{Executed, Log, Pipeline, Source, push_creation};
+use crate::scope::Scope;
 use crate::store::Store;
 use crate::user::{Field, FieldError};
 
@@ -56,17 +57,23 @@ fn check_hub(writer: &mut Writer<'_, '_>, sender: Uuid) -> Result<(), StoreError
     }
 }
 
-/// A reply's rejection, checked as the device will store it: a 400 or 409,
-/// with the API's field names and at most a handful of short messages.
+/// A reply's rejection, checked as the device will store it: a 400 or 409
+/// (or, from format 2, a 403), with the API's field names and at most a
+/// handful of short messages.
 fn untrusted_rejection(
     index: usize,
+    version: u8,
     code: u16,
     details: &[(&str, &str)],
 ) -> Result<Vec<FieldError>, StoreError> {
-    if !matches!(code, 400 | 409) {
+    let known = match version {
+        VERSION_1 => matches!(code, 400 | 409),
+        _ => matches!(code, 400 | 403 | 409),
+    };
+    if !known {
         return Err(bad(
             index,
-            format!("rejection code {code} is not 400 or 409"),
+            format!("rejection code {code} is not one the hub sends (400, 403 or 409)"),
         ));
     }
     if details.is_empty() {
@@ -182,7 +189,8 @@ impl Store {
     /// unknown fields, oversized details): nothing is applied. Otherwise the
     /// storage failures of [`StoreError`].
     pub fn apply_reply(&self, reply: &[u8]) -> Result<ReplySummary, StoreError> {
-        let parsed: ReplyV1 = batch::parse(batch::open(reply, BatchKind::Reply)?)?;
+        let (version, body) = batch::open(reply, BatchKind::Reply)?;
+        let parsed: ReplyV1 = batch::parse(body)?;
         let sender = from_another_store(self.store_id(), parsed.sender)?;
         let mut outcomes = Vec::with_capacity(parsed.items.len());
         for (index, item) in parsed.items.iter().enumerate() {
@@ -192,7 +200,7 @@ impl Store {
                 }
                 OutcomeV1::Accepted { .. } => None,
                 OutcomeV1::Rejected { code, details } => {
-                    Some((*code, untrusted_rejection(index, *code, details)?))
+                    Some((*code, untrusted_rejection(index, version, *code, details)?))
                 }
             });
         }
@@ -227,41 +235,34 @@ impl Store {
     /// store's cursor. Its own events are recognised by id (and stop being
     /// pending); others are appended under this store's positions. A hub
     /// event that contradicts a pending local event wins, and the local one
-    /// is rejected as a reply would (the rebase). The cursor is saved in the
-    /// same transaction; importing the same batch twice changes nothing.
+    /// is rejected as a reply would (the rebase). The cursor moves to the
+    /// batch's watermark — the hub position it is complete to, which for a
+    /// pull of one user's events lies past positions the device never sees
+    /// — in the same transaction; importing the same batch twice changes
+    /// nothing.
     ///
     /// # Errors
     ///
     /// [`StoreError::Batch`] when the batch is damaged, from another hub or
-    /// this store, carries an invalid event, or its positions are not the
-    /// hub's gap-free sequence after this store's cursor (a batch that
-    /// skips or reorders events would lose them): nothing is applied.
+    /// this store, carries an invalid event, or could lose one: positions
+    /// out of order, a gap in a batch of the whole log, an event past the
+    /// watermark, another user's event in a batch of one user's. Nothing
+    /// is applied.
     /// Otherwise the storage failures of [`StoreError`].
     pub fn import(&self, pull: &[u8]) -> Result<ImportSummary, StoreError> {
-        let (sender, events) = untrusted_events(self.store_id(), pull, BatchKind::Pull)?;
-        for (index, pair) in events.windows(2).enumerate() {
-            if pair[1].position != pair[0].position + 1 {
-                return Err(bad(
-                    index + 1,
-                    format!(
-                        "position {} follows {}: the hub's positions have no gaps",
-                        pair[1].position, pair[0].position
-                    ),
-                ));
-            }
-        }
+        let pulled = Pulled::open(self.store_id(), pull)?;
         self.sync_step(|writer| {
-            check_hub(writer, sender)?;
+            check_hub(writer, pulled.sender)?;
             let start = writer.pull_cursor()?;
             let mut summary = ImportSummary {
                 cursor: start,
                 ..ImportSummary::default()
             };
-            for (index, recorded) in events.iter().enumerate() {
+            for (index, recorded) in pulled.events.iter().enumerate() {
                 if recorded.position <= summary.cursor {
                     continue;
                 }
-                if recorded.position != summary.cursor + 1 {
+                if pulled.scope == Scope::All && recorded.position != summary.cursor + 1 {
                     return Err(bad(
                         index,
                         format!(
@@ -272,6 +273,22 @@ impl Store {
                 }
                 import_one(writer, &mut summary, index, recorded)?;
                 summary.cursor = recorded.position;
+            }
+            if let Some(watermark) = pulled.complete_to
+                && watermark > summary.cursor
+            {
+                if pulled.scope == Scope::All {
+                    // The whole log has no gaps: a watermark past the last
+                    // event would skip the events in between.
+                    return Err(bad(
+                        pulled.events.len(),
+                        format!(
+                            "the batch claims the log to position {watermark} but ends at {}",
+                            summary.cursor
+                        ),
+                    ));
+                }
+                summary.cursor = watermark;
             }
             if summary.cursor != start {
                 writer.set_pull_cursor(summary.cursor)?;

@@ -27,12 +27,13 @@
 
 use uuid::Uuid;
 
-use crate::batch::{self, BatchError, BatchKind, EventsV1};
+use crate::batch::{self, BATCH_FORMAT, BatchError, BatchKind, EventsV1, PullV2, VERSION_1};
 use crate::codec;
 use crate::error::StoreError;
 use crate::event::{Event, MAX_RECORDED_AT_MS, RecordedEvent};
 #[cfg(doc)]
 use crate::log::Writer;
+use crate::scope::Scope;
 use crate::store::Store;
 use crate::user::{CreateUser, Rejection};
 
@@ -40,7 +41,7 @@ mod device;
 mod hub;
 
 pub use device::{ImportSummary, ReplySummary};
-pub use hub::{pull_batch, reply_batch};
+pub use hub::{pull_batch, reply_batch, watermark};
 
 pub(super) fn bad(index: usize, reason: impl Into<String>) -> StoreError {
     StoreError::Batch(BatchError::BadEvent {
@@ -90,23 +91,98 @@ fn untrusted_user_created(index: usize, bytes: &[u8]) -> Result<RecordedEvent, S
     }
 }
 
-/// Opens a push or pull batch and decodes and checks every event in it; any
-/// bad event refuses the whole batch, and so does a batch the reader `me`
-/// sent itself (its own id is in every reply and export).
-pub(super) fn untrusted_events(
-    me: Uuid,
-    bytes: &[u8],
-    kind: BatchKind,
-) -> Result<(Uuid, Vec<RecordedEvent>), StoreError> {
-    let parsed: EventsV1 = batch::parse(batch::open(bytes, kind)?)?;
-    let sender = from_another_store(me, parsed.sender)?;
-    let events = parsed
-        .events
+/// Decodes and checks every event of a batch's body; any bad event refuses
+/// the whole batch.
+fn untrusted_list(events: &[&[u8]]) -> Result<Vec<RecordedEvent>, StoreError> {
+    events
         .iter()
         .enumerate()
         .map(|(index, bytes)| untrusted_user_created(index, bytes))
-        .collect::<Result<_, _>>()?;
-    Ok((sender, events))
+        .collect()
+}
+
+/// A pull batch, opened and checked event by event: who sent it, whose
+/// events it carries, and the hub position it is complete to for them.
+pub(super) struct Pulled {
+    pub sender: Uuid,
+    pub scope: Scope,
+    /// Format 1 batches say nothing: they are complete to their last event.
+    pub complete_to: Option<u64>,
+    pub events: Vec<RecordedEvent>,
+}
+
+impl Pulled {
+    /// Opens a pull batch for the reader `me` (a batch it sent itself is
+    /// refused). Every event must be a valid creation, in increasing
+    /// positions, none past the watermark; a batch of the organization's
+    /// log must have no gaps; a batch of one user's events may carry no
+    /// other user's.
+    pub(super) fn open(me: Uuid, bytes: &[u8]) -> Result<Pulled, StoreError> {
+        let (version, body) = batch::open(bytes, BatchKind::Pull)?;
+        let pulled = if version == VERSION_1 {
+            let parsed: EventsV1 = batch::parse(body)?;
+            Pulled {
+                sender: from_another_store(me, parsed.sender)?,
+                scope: Scope::All,
+                complete_to: None,
+                events: untrusted_list(&parsed.events)?,
+            }
+        } else {
+            let parsed: PullV2 = batch::parse(body)?;
+            Pulled {
+                sender: from_another_store(me, parsed.sender)?,
+                scope: match parsed.scope {
+                    None => Scope::All,
+                    Some(user) => Scope::User(Uuid::from_bytes(user)),
+                },
+                complete_to: Some(parsed.complete_to),
+                events: untrusted_list(&parsed.events)?,
+            }
+        };
+        for (index, pair) in pulled.events.windows(2).enumerate() {
+            let (before, after) = (pair[0].position, pair[1].position);
+            let in_order = match pulled.scope {
+                Scope::All => after == before + 1,
+                Scope::User(_) => after > before,
+            };
+            if !in_order {
+                return Err(bad(
+                    index + 1,
+                    match pulled.scope {
+                        Scope::All => format!(
+                            "position {after} follows {before}: the hub's positions have no gaps"
+                        ),
+                        Scope::User(_) => {
+                            format!("position {after} follows {before}: positions increase")
+                        }
+                    },
+                ));
+            }
+        }
+        for (index, recorded) in pulled.events.iter().enumerate() {
+            if !pulled.scope.covers(recorded.aggregate_id()) {
+                return Err(bad(
+                    index,
+                    format!(
+                        "is user {}'s event, in a batch of another user's",
+                        recorded.aggregate_id()
+                    ),
+                ));
+            }
+            if let Some(to) = pulled.complete_to
+                && recorded.position > to
+            {
+                return Err(bad(
+                    index,
+                    format!(
+                        "position {} is past the batch's watermark {to}",
+                        recorded.position
+                    ),
+                ));
+            }
+        }
+        Ok(pulled)
+    }
 }
 
 pub(super) fn from_another_store(me: Uuid, sender: [u8; 16]) -> Result<Uuid, StoreError> {
@@ -133,10 +209,17 @@ impl Push {
     /// # Errors
     ///
     /// [`StoreError::Batch`] when the batch is damaged, oversized, of another
-    /// kind, sent by `hub_id` itself, or carries an event that is not a valid
-    /// creation by its sender.
+    /// kind or an older format (a device that could not read this hub's
+    /// reply), sent by `hub_id` itself, or carries an event that is not a
+    /// valid creation by its sender.
     pub fn open(hub_id: Uuid, bytes: &[u8]) -> Result<Push, StoreError> {
-        let (sender, events) = untrusted_events(hub_id, bytes, BatchKind::Push)?;
+        let (version, body) = batch::open(bytes, BatchKind::Push)?;
+        if version != BATCH_FORMAT {
+            return Err(BatchError::UnsupportedVersion(version).into());
+        }
+        let parsed: EventsV1 = batch::parse(body)?;
+        let sender = from_another_store(hub_id, parsed.sender)?;
+        let events = untrusted_list(&parsed.events)?;
         if let Some(index) = events.iter().position(|e| e.origin != sender) {
             return Err(bad(index, "was not recorded by the batch's sender"));
         }

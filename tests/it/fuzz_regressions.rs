@@ -74,6 +74,8 @@ fn batch_inputs_are_answered_and_leave_sound_stores() {
         let hub = Store::in_memory().unwrap();
         let device = Store::in_memory().unwrap();
         let _ = hub.accept(&data);
+        let user = spkey_store::Scope::user("00000000-0000-4000-8000-000000000001").unwrap();
+        let _ = hub.accept_as(&data, user);
         let _ = device.apply_reply(&data);
         let _ = device.import(&data);
         assert!(hub.verify().unwrap().is_sound(), "{}", path.display());

@@ -201,3 +201,48 @@ fn a_store_written_by_format_v2_still_reads_and_finds_its_emails() {
         );
     }
 }
+
+/// Sync batches: format 2 (written now) frozen byte for byte — a pull of one
+/// user's events with its watermark, a reply with a 403 — and format 1,
+/// which older devices and hubs wrote: its pulls still import, its pushes
+/// are refused by a hub naming the format, since the device behind one
+/// could not read the reply.
+#[test]
+fn batch_formats_are_frozen_and_format_1_is_read_or_refused_by_name() {
+    use spkey_store::{
+        BatchError, Field, FieldError, Rejection, Scope, StoreError, pull_batch, reply_batch,
+    };
+    let hub_id = Uuid::parse_str("7d444840-9dc0-11d1-b245-5ffdce74fad2").unwrap();
+    let (_, full) = &envelope_cases()[0];
+    let user = full.aggregate_id();
+    let pull = pull_batch(hub_id, Scope::User(user), 57, &[codec::encode(full)]);
+    let reply = reply_batch(
+        hub_id,
+        &[(
+            full.event_id,
+            Err(Rejection::Forbidden(vec![FieldError::not_yours(Field::UserId)])),
+        )],
+    );
+    for (name, bytes) in [
+        ("batch-v2-pull-user.bin", &pull),
+        ("batch-v2-reply-403.bin", &reply),
+    ] {
+        if blessing() {
+            std::fs::write(fixture(name), bytes).unwrap();
+        }
+        assert_eq!(&std::fs::read(fixture(name)).unwrap(), bytes, "{name}");
+    }
+    let device = Store::in_memory().unwrap();
+    let pulled = device.import(&pull).unwrap();
+    assert_eq!((pulled.imported, pulled.cursor), (1, 57));
+
+    let hub = Store::in_memory().unwrap();
+    let old_push = std::fs::read(fixture("batch-v1-push.bin")).unwrap();
+    assert!(matches!(
+        hub.accept(&old_push),
+        Err(StoreError::Batch(BatchError::UnsupportedVersion(1)))
+    ));
+    let old_pull = std::fs::read(fixture("batch-v1-pull.bin")).unwrap();
+    let pulled = Store::in_memory().unwrap().import(&old_pull).unwrap();
+    assert_eq!((pulled.imported, pulled.cursor), (1, 1));
+}

@@ -56,25 +56,50 @@ fn varint(mut n: u64, out: &mut Vec<u8>) {
 }
 
 /// Seals a postcard body as a batch of `kind` (1 push, 2 reply, 3 pull)
-/// exactly as the library frames one, so tests can send what no store
-/// would.
+/// in the current format exactly as the library frames one, so tests can
+/// send what no store would.
 fn seal(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![b'S', b'P', b'K', b'S', 1, kind];
+    seal_as(spkey_store::BATCH_FORMAT, kind, body)
+}
+
+/// As [`seal`], in batch format `version`.
+fn seal_as(version: u8, kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![b'S', b'P', b'K', b'S', version, kind];
     bytes.extend_from_slice(body);
     let sum = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&sum.to_le_bytes());
     bytes
 }
 
-/// A push or pull body: the sender and the events.
+/// A push (or format 1 pull) body: the sender and the events.
 fn events_body(sender: Uuid, events: &[Vec<u8>]) -> Vec<u8> {
     let mut body = sender.as_bytes().to_vec();
-    varint(events.len() as u64, &mut body);
+    push_events(events, &mut body);
+    body
+}
+
+/// A format 2 pull body: the sender, whose events (`None`: everyone's), the
+/// watermark and the events.
+fn pull_body(sender: Uuid, scope: Option<Uuid>, complete_to: u64, events: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = sender.as_bytes().to_vec();
+    match scope {
+        None => body.push(0),
+        Some(user) => {
+            body.push(1);
+            body.extend_from_slice(user.as_bytes());
+        }
+    }
+    varint(complete_to, &mut body);
+    push_events(events, &mut body);
+    body
+}
+
+fn push_events(events: &[Vec<u8>], body: &mut Vec<u8>) {
+    varint(events.len() as u64, body);
     for event in events {
-        varint(event.len() as u64, &mut body);
+        varint(event.len() as u64, body);
         body.extend_from_slice(event);
     }
-    body
 }
 
 fn user_created(n: u128, position: u64, origin: Uuid) -> RecordedEvent {
@@ -352,22 +377,15 @@ fn every_field_of_an_untrusted_batch_is_checked() {
     assert_eq!(device.pending().unwrap().len(), 1);
     assert!(device.rejections().unwrap().is_empty());
 
-    // Pulls: a position far past the cursor, and positions going backwards.
+    // Format 1 pulls (still read): a position far past the cursor, and
+    // positions going backwards.
     let hub_id = Uuid::from_u128(0x4b);
-    let far = seal(
-        3,
-        &events_body(hub_id, &[codec::encode(&user_created(4, u64::MAX, sender))]),
-    );
-    let backwards = seal(
-        3,
-        &events_body(
-            hub_id,
-            &[
-                codec::encode(&user_created(5, 2, sender)),
-                codec::encode(&user_created(6, 1, sender)),
-            ],
-        ),
-    );
+    let v1 = |events: &[RecordedEvent]| {
+        let events: Vec<_> = events.iter().map(codec::encode).collect();
+        seal_as(1, 3, &events_body(hub_id, &events))
+    };
+    let far = v1(&[user_created(4, u64::MAX, sender)]);
+    let backwards = v1(&[user_created(5, 2, sender), user_created(6, 1, sender)]);
     for (what, pull) in [("far", far), ("backwards", backwards)] {
         let refused = device.import(&pull);
         assert!(
@@ -376,11 +394,56 @@ fn every_field_of_an_untrusted_batch_is_checked() {
         );
     }
     assert_eq!(device.pull_cursor().unwrap(), 0);
-    let good = seal(
-        3,
-        &events_body(hub_id, &[codec::encode(&user_created(7, 1, sender))]),
-    );
-    assert_eq!(device.import(&good).unwrap().cursor, 1);
+    assert_eq!(device.import(&v1(&[user_created(7, 1, sender)])).unwrap().cursor, 1);
+
+    // Format 2 pulls: each way a batch could lose an event or carry
+    // another user's is refused whole, and the cursor stays.
+    let v2 = |scope: Option<Uuid>, to: u64, events: &[RecordedEvent]| {
+        let events: Vec<_> = events.iter().map(codec::encode).collect();
+        seal(3, &pull_body(hub_id, scope, to, &events))
+    };
+    let own = id(20);
+    let mine = |n: u128, position: u64| {
+        let mut event = user_created(n, position, sender);
+        let Event::UserCreated(created) = &mut event.event else {
+            unreachable!()
+        };
+        created.user_id = own;
+        event.version = n as u64 - 19;
+        event
+    };
+    for (what, pull) in [
+        (
+            "another user's event in a user's batch",
+            v2(Some(own), 9, &[mine(20, 3), user_created(21, 4, sender)]),
+        ),
+        ("an event past the watermark", v2(Some(own), 3, &[mine(20, 4)])),
+        (
+            "positions going backwards in a user's batch",
+            v2(Some(own), 9, &[mine(20, 5), mine(21, 3)]),
+        ),
+        (
+            "a gap in the organization's batch",
+            v2(None, 4, &[user_created(22, 2, sender), user_created(23, 4, sender)]),
+        ),
+        (
+            "a watermark past the organization's last event",
+            v2(None, 5, &[user_created(24, 2, sender)]),
+        ),
+    ] {
+        let refused = device.import(&pull);
+        assert!(
+            matches!(refused, Err(StoreError::Batch(BatchError::BadEvent { .. }))),
+            "{what}: {refused:?}"
+        );
+        assert_eq!(device.pull_cursor().unwrap(), 1, "{what}");
+    }
+    // A user's events lie between others' positions: the cursor moves to
+    // the watermark, with or without events.
+    let imported = device.import(&v2(Some(own), 9, &[mine(20, 3)])).unwrap();
+    assert_eq!((imported.imported, imported.cursor), (1, 9));
+    assert_eq!(device.import(&v2(Some(own), 12, &[])).unwrap().cursor, 12);
+    assert!(device.user(own).unwrap().is_some());
 }
 
 /// Defect 7. Reading commands rewrote the file (13 pwrites and 8 fdatasyncs

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use spkey_store::pipeline::{Needs, Pipeline, Source, Staged, Stamper};
-use spkey_store::{CreateUser, Event, ManualClock, Push, Store, StoreError, reply_batch};
+use spkey_store::{CreateUser, Event, ManualClock, Push, Scope, Store, StoreError, reply_batch};
 
 fn id(n: u128) -> String {
     uuid::Uuid::from_u128(0x5ea9_0000 + n).to_string()
@@ -14,6 +14,13 @@ fn id(n: u128) -> String {
 
 #[test]
 fn a_staged_log_decides_a_push_exactly_as_the_store_does() {
+    decides_as_the_store(Scope::All, 2);
+    // A user's token: its own event accepted, the others refused (403)
+    // before anything of them is read.
+    decides_as_the_store(Scope::user(&id(10)).unwrap(), 1);
+}
+
+fn decides_as_the_store(scope: Scope, created: usize) {
     let hub = Store::in_memory().unwrap();
     for (n, email) in [(1, "taken@example.com"), (2, "b@example.com")] {
         hub.create_user(&CreateUser::new(id(n), email)).unwrap();
@@ -31,7 +38,7 @@ fn a_staged_log_decides_a_push_exactly_as_the_store_does() {
     let head = hub.head_position().unwrap();
 
     let push = Push::open(hub.store_id(), &bytes).unwrap();
-    let needs = Needs::of_push(&push);
+    let needs = Needs::of_push(&push, scope);
     let stamper = Stamper::new(Arc::new(ManualClock::new(1_700_000_000_000)));
     let mut staged = Staged::new(hub.store_id(), &stamper, head, &needs);
     for user in &needs.users {
@@ -43,19 +50,29 @@ fn a_staged_log_decides_a_push_exactly_as_the_store_does() {
         let Event::UserCreated(created) = &event.event else {
             unreachable!("a push holds creations")
         };
-        if let Some(owner) = hub.user_id_by_email(&created.email).unwrap() {
+        if let Some(owner) = hub.user_id_by_email(&created.email).unwrap()
+            && needs.email_keys.contains(&created.email_key())
+        {
             staged.load_email(&created.email_key(), owner).unwrap();
         }
     }
-    let staged_items = staged.accept_push(&push).unwrap();
+    let staged_items = staged.accept_push(&push, scope).unwrap();
+    let forbidden = staged_items
+        .iter()
+        .filter(|(_, outcome)| matches!(outcome, Err(r) if r.code() == 403))
+        .count();
+    assert_eq!(
+        forbidden,
+        if scope == Scope::All { 0 } else { push.events.len() - 1 }
+    );
 
-    let reply = hub.accept(&bytes).unwrap();
+    let reply = hub.accept_as(&bytes, scope).unwrap();
     assert_eq!(reply_batch(hub.store_id(), &staged_items), reply);
     assert_eq!(
         staged.appended(),
         &hub.events(head + 1, usize::MAX).unwrap()[..]
     );
-    assert_eq!(staged.appended().len(), 2, "two new users; two conflicts");
+    assert_eq!(staged.appended().len(), created, "new users; conflicts; forbidden");
     assert!(staged.email_changes().all(|(_, owner)| {
         owner.is_some_and(|o| staged.appended().iter().any(|e| e.aggregate_id() == o))
     }));

@@ -117,6 +117,7 @@ fn kind(outcome: &Outcome) -> Expect {
         Outcome::Replayed(_) => Expect::Replayed,
         Outcome::Rejected(Rejection::Invalid(_)) => Expect::Invalid,
         Outcome::Rejected(Rejection::Conflict(_)) => Expect::Conflict,
+        Outcome::Rejected(Rejection::Forbidden(_)) => unreachable!("a store's own commands"),
     }
 }
 

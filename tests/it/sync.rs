@@ -319,9 +319,10 @@ fn an_event_that_fails_validation_makes_the_hub_refuse_the_batch() {
 /// Frames envelopes as a push batch exactly as a device would, so a test
 /// can send events no device would record.
 fn forge_push(sender: Uuid, events: &[Vec<u8>]) -> Vec<u8> {
-    // Magic, version 1, kind push; then postcard: the sender's 16 bytes, a
-    // varint count, and each event as a varint length and its bytes.
-    let mut bytes = b"SPKS\x01\x01".to_vec();
+    // Magic, the batch format, kind push; then postcard: the sender's 16
+    // bytes, a varint count, and each event as a varint length and its bytes.
+    let mut bytes = b"SPKS".to_vec();
+    bytes.extend_from_slice(&[spkey_store::BATCH_FORMAT, 1]);
     bytes.extend_from_slice(sender.as_bytes());
     bytes.push(events.len() as u8);
     for event in events {
@@ -444,6 +445,9 @@ fn fuzz_seed_batches_are_real_batches() {
         std::fs::write(seeds.join("push"), &push).unwrap();
         std::fs::write(seeds.join("reply"), &reply).unwrap();
         std::fs::write(seeds.join("pull"), hub.export(0, 10).unwrap()).unwrap();
+        let user = Uuid::parse_str(&id(1)).unwrap();
+        let scoped = hub.export_as(0, 10, spkey_store::Scope::User(user)).unwrap();
+        std::fs::write(seeds.join("pull-user"), scoped).unwrap();
     }
     let hub = store();
     let reply = hub
@@ -454,11 +458,10 @@ fn fuzz_seed_batches_are_real_batches() {
         reply.len(),
         std::fs::read(seeds.join("reply")).unwrap().len()
     );
-    assert_eq!(
-        store()
-            .import(&std::fs::read(seeds.join("pull")).unwrap())
-            .unwrap()
-            .imported,
-        1
-    );
+    for pull in ["pull", "pull-user"] {
+        let pulled = store()
+            .import(&std::fs::read(seeds.join(pull)).unwrap())
+            .unwrap();
+        assert_eq!((pulled.imported, pulled.cursor), (1, 1), "{pull}");
+    }
 }

@@ -72,8 +72,19 @@ class SharedEventStore {
   pullCursor() { return this.call('pullCursor'); }
   pending() { return this.call('pending'); }
   rejections() { return this.call('rejections'); }
-  /** Syncs through the holder (an AbortSignal cannot cross to it). */
-  sync(url, { apiKey, token } = {}) { return this.call('sync', url, { apiKey, token }); }
+  /** Syncs through the holder (an AbortSignal cannot cross to it, nor can
+   *  a function: a token function is asked here, and once more after a
+   *  401). */
+  async sync(url, { apiKey, token } = {}) {
+    const run = async () =>
+      this.call('sync', url, { apiKey, token: typeof token === 'function' ? await token() : token });
+    try {
+      return await run();
+    } catch (error) {
+      if (error?.name !== 'HubRefusedError' || error.status !== 401 || typeof token !== 'function') throw error;
+      return run();
+    }
+  }
 
   subscribe(fromPosition, onEvent) {
     checkSubscription(fromPosition, onEvent);

@@ -15,24 +15,49 @@ function hubError(name, message, extra) {
   return Object.assign(error, extra);
 }
 
+/** The batch format this package reads, sent with every request so that
+ *  a hub of another format refuses the pull, naming both. */
+const BATCH_FORMAT = '2';
+
+/** A token of the moment: the string, or what the function gives (it may
+ *  return a promise). */
+async function tokenOf(token) {
+  const value = typeof token === 'function' ? await token() : token;
+  if (typeof value !== 'string' || value === '') {
+    throw hubError('InvalidArgumentError', 'the token function must give a non-empty string');
+  }
+  return value;
+}
+
 function installSync(EventStore) {
   /**
    * @param {string} url the hub's base URL
-   * @param {{ apiKey: string, token: string, signal?: AbortSignal }} options
+   * @param {{ apiKey: string, token: string | (() => string | Promise<string>), signal?: AbortSignal }} options
+   *   `token` may be a function, called before each request (tokens
+   *   expire); after a 401 it is asked once more.
    * @returns {Promise<{ pushed: number, accepted: number, rejected: number, pulled: number, cursor: number }>}
    */
   EventStore.prototype.sync = async function sync(url, { apiKey, token, signal } = {}) {
-    if (typeof apiKey !== 'string' || typeof token !== 'string') {
-      throw hubError('InvalidArgumentError', 'sync needs { apiKey, token } as strings');
+    if (typeof apiKey !== 'string' || !['string', 'function'].includes(typeof token)) {
+      throw hubError(
+        'InvalidArgumentError',
+        'sync needs { apiKey, token }: apiKey a string, token a string or a function giving one',
+      );
     }
     const base = String(url).replace(/\/+$/, '');
-    const call = async (path, init) => {
+    const once = async (path, init) => {
+      const bearer = await tokenOf(token);
       let response;
       try {
         response = await fetch(base + path, {
           ...init,
           signal,
-          headers: { ...init.headers, 'X-API-Key': apiKey, Authorization: `Bearer ${token}` },
+          headers: {
+            ...init.headers,
+            'X-API-Key': apiKey,
+            Authorization: `Bearer ${bearer}`,
+            'X-Spkey-Batch-Format': BATCH_FORMAT,
+          },
         });
       } catch (cause) {
         if (signal && signal.aborted) throw cause;
@@ -51,6 +76,17 @@ function installSync(EventStore) {
         });
       }
       return bytes;
+    };
+    // After a 401, a token function is asked once more: it may have expired.
+    const call = async (path, init) => {
+      try {
+        return await once(path, init);
+      } catch (error) {
+        if (error.name !== 'HubRefusedError' || error.status !== 401 || typeof token !== 'function') {
+          throw error;
+        }
+        return once(path, init);
+      }
     };
     const summary = { pushed: 0, accepted: 0, rejected: 0, pulled: 0, cursor: this.pullCursor() };
     // pending() only reads; push() is a sync step (a write), so an idle
