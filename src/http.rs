@@ -143,7 +143,10 @@ pub fn sync<'a>(
                     .call(),
             };
             match answer(sent) {
-                Err(SyncError::Refused { status: 401, message }) => {
+                Err(SyncError::Refused {
+                    status: 401,
+                    message,
+                }) => {
                     refused = Some(SyncError::Refused {
                         status: 401,
                         message,

@@ -66,7 +66,9 @@ mod sync;
 mod user;
 mod verify;
 
-pub use batch::{BATCH_FORMAT, BATCH_FORMAT_HEADER, BatchError, BatchKind, MAX_BATCH_BYTES, MAX_BATCH_ITEMS};
+pub use batch::{
+    BATCH_FORMAT, BATCH_FORMAT_HEADER, BatchError, BatchKind, MAX_BATCH_BYTES, MAX_BATCH_ITEMS,
+};
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub use clock::SystemClock;
 pub use clock::{Clock, ManualClock};
@@ -78,11 +80,11 @@ pub use memory::MemoryBackend;
 /// The trait a custom storage backend implements, re-exported from redb for
 /// [`StoreBuilder::backend`].
 pub use redb::StorageBackend;
+pub use scope::Scope;
 pub use store::{DEFAULT_CACHE_BYTES, Outcome, STORE_FORMAT, Store, StoreBuilder};
 #[cfg(not(target_family = "wasm"))]
 pub use subscribe::CommitListener;
 pub use subscribe::Subscription;
-pub use scope::Scope;
 pub use sync::{ImportSummary, Push, ReplySummary, pull_batch, reply_batch, watermark};
 pub use user::{CreateUser, Decision, Field, FieldError, Rejection, User, apply, decide};
 pub use verify::{Finding, VerifyReport};

@@ -159,6 +159,7 @@ fn main() {
                             "{url}/sync/pull?since={}&wait=8",
                             head + 1_000_000
                         ))
+                        .header("x-spkey-batch-format", "2")
                         .header("Authorization", &format!("Bearer {token}"))
                         .header("X-API-Key", KEY)
                         .call()

@@ -136,6 +136,7 @@ fn main() {
         let poll = std::thread::spawn(move || {
             let mut response = agent()
                 .get(&format!("{url}/sync/pull?since={since}&wait=10"))
+                .header("x-spkey-batch-format", "2")
                 .header("Authorization", &format!("Bearer {token_}"))
                 .header("X-API-Key", KEY)
                 .call()

@@ -91,7 +91,9 @@ async fn key_for(
             return Ok(found);
         }
         if org.jwt_keys.is_empty() {
-            return Err(format!("key id {kid:?} is not among the organization's keys"));
+            return Err(format!(
+                "key id {kid:?} is not among the organization's keys"
+            ));
         }
     }
     org.jwt_keys
@@ -155,4 +157,46 @@ fn scope_of(claims: &Value, org: &Organization) -> Result<Scope, String> {
         .as_str()
         .ok_or_else(|| format!("`{claim}` must be a string holding a user id"))?;
     Scope::user(id).map_err(|why| format!("`{claim}` {why}"))
+}
+
+/// A token for `scope` in `org`, valid for `ttl` from `now` (seconds since
+/// the epoch), signed with the organization's HS256 secret and carrying its
+/// configured `iss` and `aud`: what `spkey-hub token` prints, to try the hub
+/// with. A user's token holds the id in `user_claim`; a service's holds
+/// `service_scope` in `scope`.
+///
+/// # Errors
+///
+/// When the organization has no `jwt_secret` (only public keys or a JWKS:
+/// its tokens are signed by whoever holds the private key).
+pub fn sign(org: &Organization, scope: Scope, ttl_secs: u64, now: u64) -> Result<String, String> {
+    let secret = org.jwt_secret.as_ref().ok_or_else(|| {
+        format!(
+            "organization {} has no jwt_secret: its tokens are signed by the holder of its private key or identity provider, not by the hub",
+            org.id
+        )
+    })?;
+    let mut claims = serde_json::Map::new();
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), now.saturating_add(ttl_secs).into());
+    if let Some(issuer) = &org.issuer {
+        claims.insert("iss".into(), issuer.clone().into());
+    }
+    if let Some(audience) = &org.audience {
+        claims.insert("aud".into(), audience.clone().into());
+    }
+    match scope {
+        Scope::All => {
+            claims.insert("scope".into(), org.service_scope.clone().into());
+        }
+        Scope::User(user) => {
+            claims.insert(org.user_claim.clone(), user.to_string().into());
+        }
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &Value::Object(claims),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| format!("cannot sign: {e}"))
 }

@@ -97,6 +97,9 @@ pub struct Organization {
     /// The key material its tokens are checked with, each with the one
     /// algorithm it is for: a token in any other algorithm is refused.
     pub jwt_keys: Vec<(Algorithm, DecodingKey)>,
+    /// The HS256 secret (`jwt_secret`), kept to sign tokens with
+    /// `spkey-hub token`.
+    pub jwt_secret: Option<String>,
     /// `iss` a token must carry, when configured.
     pub issuer: Option<String>,
     /// `aud` a token must carry, when configured.
@@ -294,6 +297,7 @@ impl Config {
                 id: org.id,
                 api_keys,
                 jwt_keys,
+                jwt_secret: org.jwt_secret,
                 issuer: org.jwt_issuer,
                 audience: org.jwt_audience,
                 jwks,

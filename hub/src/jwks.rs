@@ -136,7 +136,13 @@ fn download(url: &str) -> Result<String, String> {
 /// When the text is not a JSON object with a `keys` array.
 pub fn parse(
     text: &str,
-) -> Result<(HashMap<String, (Algorithm, DecodingKey)>, Vec<(String, String)>), String> {
+) -> Result<
+    (
+        HashMap<String, (Algorithm, DecodingKey)>,
+        Vec<(String, String)>,
+    ),
+    String,
+> {
     #[derive(serde::Deserialize)]
     struct Set {
         keys: Vec<serde_json::Value>,

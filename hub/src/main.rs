@@ -3,6 +3,10 @@
 //! requests in flight. A bad config exits 2 naming the key. Logs go to
 //! stderr, filtered by `RUST_LOG` (default `warn`: storage failures, lost
 //! database connections).
+//!
+//! `spkey-hub token --config hub.toml --org ID (--user UUID | --service)
+//! [--ttl 1h]` prints a token signed with the organization's HS256 secret,
+//! to try the hub with.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,8 +20,36 @@ use spkey_hub::config::Config;
 #[command(name = "spkey-hub", version)]
 struct Cli {
     /// The config file (TOML).
-    #[arg(long, value_name = "PATH")]
-    config: PathBuf,
+    #[arg(long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Prints a token signed with an organization's HS256 secret (and its
+    /// configured iss/aud): a user's (`--user`) or a service's
+    /// (`--service`).
+    Token {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// The user id the token is for: it may act on this user only.
+        #[arg(
+            long,
+            value_name = "UUID",
+            conflicts_with = "service",
+            required_unless_present = "service"
+        )]
+        user: Option<String>,
+        /// A service's token: every user of the organization.
+        #[arg(long)]
+        service: bool,
+        /// How long it is valid (`30m`, `1h`, `7d`).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
 }
 
 #[tokio::main]
@@ -30,13 +62,26 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let config = match Config::load(&cli.config) {
+    let Some(path) = cli.config else {
+        eprintln!("spkey-hub: --config <PATH> is required");
+        return ExitCode::from(2);
+    };
+    let config = match Config::load(&path) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("spkey-hub: {error}");
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Token {
+        org,
+        user,
+        service: _,
+        ttl,
+    }) = cli.command
+    {
+        return token(&config, &org, user.as_deref(), ttl);
+    }
     let hub = match Hub::bind(config).await {
         Ok(hub) => hub,
         Err(error) => {
@@ -67,5 +112,33 @@ async fn shutdown() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
+    }
+}
+
+/// `spkey-hub token`: exit 0 with the token on stdout, or 2 saying why not.
+fn token(config: &Config, org: &str, user: Option<&str>, ttl: std::time::Duration) -> ExitCode {
+    let Some(organization) = config.organizations.iter().find(|o| o.id == org) else {
+        eprintln!("spkey-hub token: no organization {org:?} in the config");
+        return ExitCode::from(2);
+    };
+    let scope = match user.map(spkey_store::Scope::user).transpose() {
+        Ok(scope) => scope.unwrap_or(spkey_store::Scope::All),
+        Err(why) => {
+            eprintln!("spkey-hub token: --user {why}");
+            return ExitCode::from(2);
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match spkey_hub::auth::sign(organization, scope, ttl.as_secs(), now) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("spkey-hub token: {why}");
+            ExitCode::from(2)
+        }
     }
 }

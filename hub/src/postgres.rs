@@ -40,8 +40,8 @@ use crate::storage::{HubError, HubStorage, Observer, PULL_LIMIT, publish};
 /// add the next.
 const MIGRATIONS: &[(i32, &str)] = &[
     (
-    1,
-    "CREATE TABLE spkey_orgs (
+        1,
+        "CREATE TABLE spkey_orgs (
         org text PRIMARY KEY,
         hub_id uuid NOT NULL,
         head bigint NOT NULL DEFAULT 0 CHECK (head >= 0)
@@ -375,9 +375,11 @@ impl PostgresHub {
         let mut last = None;
         let mut events = Vec::with_capacity(rows.len());
         for row in rows {
-            head = u64::try_from(row.get::<_, i64>(0)).map_err(|_| inconsistent("a negative head"))?;
+            head =
+                u64::try_from(row.get::<_, i64>(0)).map_err(|_| inconsistent("a negative head"))?;
             if let Some(position) = row.get::<_, Option<i64>>(1) {
-                last = Some(u64::try_from(position).map_err(|_| inconsistent("a negative position"))?);
+                last =
+                    Some(u64::try_from(position).map_err(|_| inconsistent("a negative position"))?);
                 events.push(row.get(2));
             }
         }

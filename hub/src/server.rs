@@ -19,7 +19,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
-use spkey_store::{BATCH_FORMAT, BATCH_FORMAT_HEADER, BatchError, MAX_BATCH_BYTES, MAX_BODY_BYTES, Outcome};
+use spkey_store::{
+    BATCH_FORMAT, BATCH_FORMAT_HEADER, BatchError, MAX_BATCH_BYTES, MAX_BODY_BYTES, Outcome,
+};
 use tokio::sync::Semaphore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -27,7 +29,6 @@ use tower_http::timeout::TimeoutLayer;
 use crate::auth::{Caller, Denied, authenticate};
 use crate::config::{Config, Organization};
 use crate::storage::{HubError, HubStorage};
-
 
 /// The longest a long-poll may wait, in seconds.
 pub const MAX_WAIT_SECS: u64 = 30;
@@ -101,7 +102,6 @@ struct Hub<S> {
     requests: Arc<Semaphore>,
     long_polls: Arc<Semaphore>,
 }
-
 
 /// The API's error shape: `{"error","message","code","details":[]}`.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -347,7 +347,11 @@ async fn create_user<S: HubStorage>(
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
-    match hub.storage.create_user(caller.org, id, bytes.to_vec()).await {
+    match hub
+        .storage
+        .create_user(caller.org, id, bytes.to_vec())
+        .await
+    {
         Ok(response) => answer(response),
         Err(failure) => hub_error(failure),
     }

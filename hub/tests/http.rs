@@ -338,6 +338,7 @@ fn organizations_are_kept_apart(backend: Backend) {
     let beta_pull = answer(
         agent()
             .get(&format!("{}/sync/pull?since=0", hub.url))
+            .header("x-spkey-batch-format", "2")
             .header("Authorization", &format!("Bearer {}", beta_token()))
             .header("X-API-Key", BETA_KEY)
             .call(),
@@ -384,6 +385,7 @@ fn devices_sync_through_the_hub_and_a_long_poll_wakes_on_news(backend: Backend) 
         let answer = answer(
             agent()
                 .get(&format!("{url}/sync/pull?since=1&wait=20"))
+                .header("x-spkey-batch-format", "2")
                 .header("Authorization", &format!("Bearer {}", acme_token()))
                 .header("X-API-Key", ACME_KEY)
                 .call(),
@@ -406,7 +408,7 @@ fn devices_sync_through_the_hub_and_a_long_poll_wakes_on_news(backend: Backend) 
     let (pulled, waited) = waiter.join().unwrap();
 
     assert_eq!(pulled.status, 200);
-    assert_eq!(pulled.headers["x-spkey-batch-format"], "1");
+    assert_eq!(pulled.headers["x-spkey-batch-format"], "2");
     assert!(
         waited >= Duration::from_millis(300) && created.elapsed() < Duration::from_secs(2),
         "{waited:?}"
@@ -420,7 +422,7 @@ fn refused_batches_say_why_and_a_format_mismatch_names_both_versions(backend: Ba
     device
         .create_user(&CreateUser::new(user_id(40), "d@example.com"))
         .unwrap();
-    let mut push = device.push().unwrap();
+    let push = device.push().unwrap();
     let post = |bytes: Vec<u8>| {
         answer(
             agent()
@@ -433,14 +435,31 @@ fn refused_batches_say_why_and_a_format_mismatch_names_both_versions(backend: Ba
     };
     let mut damaged = push.clone();
     damaged[20] ^= 1;
-    // A batch in a format 2 this hub does not read, its checksum resealed.
-    push[4] = 2;
-    let len = push.len();
-    let sum = crc32(&push[..len - 4]);
-    push[len - 4..].copy_from_slice(&sum.to_le_bytes());
+    // The same batch in format 3, which this hub does not read, and in
+    // format 1, whose device could not read this hub's reply: resealed.
+    let reformat = |version: u8| {
+        let mut bytes = push.clone();
+        bytes[4] = version;
+        let len = bytes.len();
+        let sum = crc32(&bytes[..len - 4]);
+        bytes[len - 4..].copy_from_slice(&sum.to_le_bytes());
+        bytes
+    };
+    let (newer, older) = (reformat(3), reformat(1));
 
     let damaged = post(damaged);
-    let newer = post(push);
+    let newer = post(newer);
+    let older = post(older);
+    let pull = |format: Option<&str>| {
+        let mut request = agent()
+            .get(&format!("{}/sync/pull?since=0", hub.url))
+            .header("Authorization", &format!("Bearer {}", acme_token()))
+            .header("X-API-Key", ACME_KEY);
+        if let Some(format) = format {
+            request = request.header("x-spkey-batch-format", format);
+        }
+        answer(request.call())
+    };
 
     assert_eq!(damaged.status, 400);
     assert!(
@@ -452,8 +471,22 @@ fn refused_batches_say_why_and_a_format_mismatch_names_both_versions(backend: Ba
     assert_eq!(newer.status, 400);
     assert_eq!(
         newer.json()["message"],
-        "the batch is in format 2; this hub reads format 1: the hub must upgrade"
+        "the batch is in format 3; this hub reads format 2: the hub must upgrade"
     );
+    assert_eq!(older.status, 400);
+    assert_eq!(
+        older.json()["message"],
+        "the batch is in format 1; this hub reads format 2: the device must upgrade"
+    );
+    // A format 1 device names no format when it pulls.
+    let old_pull = pull(None);
+    assert_eq!(old_pull.status, 400);
+    assert_eq!(
+        old_pull.json()["message"],
+        "the device reads batch format 1; this hub sends format 2: the device must upgrade"
+    );
+    assert_eq!(pull(Some("3")).status, 400);
+    assert_eq!(pull(Some("2")).status, 200);
     assert_eq!(hub.log("acme").head_position().unwrap(), 0);
 }
 
@@ -482,6 +515,7 @@ fn long_polls_and_requests_beyond_their_caps_are_503_with_retry_after(backend: B
             answer(
                 agent()
                     .get(&format!("{url}/sync/pull?since=0&wait=3"))
+                    .header("x-spkey-batch-format", "2")
                     .header("Authorization", &format!("Bearer {}", acme_token()))
                     .header("X-API-Key", ACME_KEY)
                     .call(),

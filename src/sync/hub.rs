@@ -9,8 +9,8 @@ use super::Push;
 use crate::batch::{self, BatchKind, OutcomeV1, PullV2, ReplyItemV1, ReplyV1};
 use crate::error::StoreError;
 use crate::log::{self, EVENTS, STREAMS};
-use crate::scope::Scope;
 use crate::pipeline::{Accepted, Pipeline};
+use crate::scope::Scope;
 use crate::store::Store;
 
 impl Store {
@@ -88,11 +88,12 @@ impl Store {
                         if bytes.len() == limit {
                             break;
                         }
-                        let envelope = events.get(&log::u64_bytes(position)[..])?.ok_or_else(|| {
-                            StoreError::Inconsistent(format!(
-                                "a stream row points at missing position {position}"
-                            ))
-                        })?;
+                        let envelope =
+                            events.get(&log::u64_bytes(position)[..])?.ok_or_else(|| {
+                                StoreError::Inconsistent(format!(
+                                    "a stream row points at missing position {position}"
+                                ))
+                            })?;
                         last = Some(position);
                         bytes.push(envelope.value().to_vec());
                     }

@@ -220,7 +220,9 @@ fn batch_formats_are_frozen_and_format_1_is_read_or_refused_by_name() {
         hub_id,
         &[(
             full.event_id,
-            Err(Rejection::Forbidden(vec![FieldError::not_yours(Field::UserId)])),
+            Err(Rejection::Forbidden(vec![FieldError::not_yours(
+                Field::UserId,
+            )])),
         )],
     );
     for (name, bytes) in [

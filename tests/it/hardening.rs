@@ -394,7 +394,13 @@ fn every_field_of_an_untrusted_batch_is_checked() {
         );
     }
     assert_eq!(device.pull_cursor().unwrap(), 0);
-    assert_eq!(device.import(&v1(&[user_created(7, 1, sender)])).unwrap().cursor, 1);
+    assert_eq!(
+        device
+            .import(&v1(&[user_created(7, 1, sender)]))
+            .unwrap()
+            .cursor,
+        1
+    );
 
     // Format 2 pulls: each way a batch could lose an event or carry
     // another user's is refused whole, and the cursor stays.
@@ -417,14 +423,21 @@ fn every_field_of_an_untrusted_batch_is_checked() {
             "another user's event in a user's batch",
             v2(Some(own), 9, &[mine(20, 3), user_created(21, 4, sender)]),
         ),
-        ("an event past the watermark", v2(Some(own), 3, &[mine(20, 4)])),
+        (
+            "an event past the watermark",
+            v2(Some(own), 3, &[mine(20, 4)]),
+        ),
         (
             "positions going backwards in a user's batch",
             v2(Some(own), 9, &[mine(20, 5), mine(21, 3)]),
         ),
         (
             "a gap in the organization's batch",
-            v2(None, 4, &[user_created(22, 2, sender), user_created(23, 4, sender)]),
+            v2(
+                None,
+                4,
+                &[user_created(22, 2, sender), user_created(23, 4, sender)],
+            ),
         ),
         (
             "a watermark past the organization's last event",

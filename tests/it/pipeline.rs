@@ -63,7 +63,11 @@ fn decides_as_the_store(scope: Scope, created: usize) {
         .count();
     assert_eq!(
         forbidden,
-        if scope == Scope::All { 0 } else { push.events.len() - 1 }
+        if scope == Scope::All {
+            0
+        } else {
+            push.events.len() - 1
+        }
     );
 
     let reply = hub.accept_as(&bytes, scope).unwrap();
@@ -72,7 +76,11 @@ fn decides_as_the_store(scope: Scope, created: usize) {
         staged.appended(),
         &hub.events(head + 1, usize::MAX).unwrap()[..]
     );
-    assert_eq!(staged.appended().len(), created, "new users; conflicts; forbidden");
+    assert_eq!(
+        staged.appended().len(),
+        created,
+        "new users; conflicts; forbidden"
+    );
     assert!(staged.email_changes().all(|(_, owner)| {
         owner.is_some_and(|o| staged.appended().iter().any(|e| e.aggregate_id() == o))
     }));

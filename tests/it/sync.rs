@@ -446,7 +446,9 @@ fn fuzz_seed_batches_are_real_batches() {
         std::fs::write(seeds.join("reply"), &reply).unwrap();
         std::fs::write(seeds.join("pull"), hub.export(0, 10).unwrap()).unwrap();
         let user = Uuid::parse_str(&id(1)).unwrap();
-        let scoped = hub.export_as(0, 10, spkey_store::Scope::User(user)).unwrap();
+        let scoped = hub
+            .export_as(0, 10, spkey_store::Scope::User(user))
+            .unwrap();
         std::fs::write(seeds.join("pull-user"), scoped).unwrap();
     }
     let hub = store();

@@ -161,7 +161,12 @@ impl TestHub {
     pub fn start_on(storage: String, extra: &str) -> TestHub {
         let dir = tempfile::tempdir().unwrap();
         let text = config_on(storage, dir.path(), extra);
-        let config = Config::parse(&text, dir.path()).unwrap();
+        TestHub::start_text(dir, &text)
+    }
+
+    /// A hub of the whole config `text`, with `dir` as its directory.
+    pub fn start_text(dir: TempDir, text: &str) -> TestHub {
+        let config = Config::parse(text, dir.path()).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -223,9 +228,20 @@ impl Drop for TestHub {
     }
 }
 
-/// Claims valid for acme: its issuer and audience, an hour to live.
+/// A service's claims valid for acme: its issuer and audience, the
+/// service scope, an hour to live.
 pub fn acme_claims() -> Value {
-    json!({"sub": "svc", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 3600})
+    json!({"sub": "svc", "scope": "openid spkey:service", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 3600})
+}
+
+/// A user's claims valid for acme: `sub` is the user id.
+pub fn acme_user_claims(user: &str) -> Value {
+    json!({"sub": user, "scope": "openid profile", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 3600})
+}
+
+/// A token of acme's user `user`.
+pub fn acme_user_token(user: &str) -> String {
+    hs256(&acme_user_claims(user), ACME_SECRET)
 }
 
 pub fn hs256(claims: &Value, secret: &str) -> String {
@@ -242,7 +258,10 @@ pub fn acme_token() -> String {
 }
 
 pub fn beta_token() -> String {
-    hs256(&json!({"sub": "svc", "exp": now() + 3600}), BETA_SECRET)
+    hs256(
+        &json!({"sub": "svc", "scp": ["spkey:service"], "exp": now() + 3600}),
+        BETA_SECRET,
+    )
 }
 
 /// A plain HTTP client that returns every status as it is.
