@@ -103,7 +103,10 @@ async function startHub(origin) {
 
 test('a Worker store on OPFS syncs with a hub on another origin and a second profile pulls it', async () => {
   const hub = await startHub(server.url);
-  const token = jwt({ sub: 'page', exp: Math.floor(Date.now() / 1000) + 3600 });
+  const now = Math.floor(Date.now() / 1000);
+  const token = jwt({ scope: 'spkey:service', exp: now + 3600 });
+  // A user's tokens: the first has expired, so the function is asked again.
+  const userTokens = [jwt({ sub: ids[1], exp: now - 600 }), jwt({ sub: ids[1], exp: now + 3600 })];
   try {
     const first = await launch(await profileDir());
     const page = await first.page(server.url);
@@ -119,8 +122,13 @@ test('a Worker store on OPFS syncs with a hub on another origin and a second pro
     const refused = await other
       .evaluate((args) => window.inWorker('sync', args), { name: 'other.redb', url: hub.url, apiKey: 'wrong', token })
       .then(() => null, (e) => e.message);
+    // A phone of user 2: its token pulls that user and no one else.
+    const phone = await other.evaluate((args) => window.inWorker('sync', args), { name: 'phone.redb', url: hub.url, apiKey: API_KEY, tokens: userTokens });
+    const seen = await other.evaluate((ids) => window.inWorker('read', { name: 'phone.redb', ids }), ids.slice(0, 3));
     await second.close();
 
+    assert.deepEqual(phone, { pushed: 0, accepted: 0, rejected: 0, pulled: 1, cursor: 3, asked: 3 });
+    assert.deepEqual(seen.users.map((u) => u?.email ?? null), [null, users[1].email, null]);
     assert.deepEqual(pushed, { pushed: 3, accepted: 3, rejected: 0, pulled: 0, cursor: 3 });
     assert.deepEqual(pulled, { pushed: 0, accepted: 0, rejected: 0, pulled: 3, cursor: 3 });
     assert.deepEqual(found.users.map((u) => u.email), users.slice(0, 3).map((u) => u.email));

@@ -32,10 +32,16 @@ const actions = {
     store.close();
     return rate;
   },
-  // Syncs the OPFS store with a spkey-hub on another origin (CORS).
-  async sync({ name, url, apiKey, token }) {
+  // Syncs the OPFS store with a spkey-hub on another origin (CORS). With
+  // `tokens`, the token is a function giving each in turn (then the last):
+  // a provider whose first token has expired. Answers the summary and how
+  // often the function was asked.
+  async sync({ name, url, apiKey, token, tokens }) {
     const store = await open(name);
-    return store.sync(url, { apiKey, token });
+    let asked = 0;
+    const provider = async () => tokens[Math.min(asked++, tokens.length - 1)];
+    const summary = await store.sync(url, { apiKey, token: tokens ? provider : token });
+    return tokens ? { ...summary, asked } : summary;
   },
   async read({ name, ids }) {
     const store = await open(name);
