@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+/// Verifying keys by `kid`, each with the one algorithm it is for.
+pub type Keys = HashMap<String, (Algorithm, DecodingKey)>;
+
 /// The largest JWKS document read, in bytes.
 const MAX_JWKS_BYTES: u64 = 1024 * 1024;
 
@@ -24,7 +27,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Jwks {
     url: String,
     refetch: Duration,
-    keys: RwLock<HashMap<String, (Algorithm, DecodingKey)>>,
+    keys: RwLock<Keys>,
     /// When a fetch last started; held while one runs, so concurrent
     /// requests for an unknown `kid` share it.
     fetched: tokio::sync::Mutex<Option<Instant>>,
@@ -134,15 +137,7 @@ fn download(url: &str) -> Result<String, String> {
 /// # Errors
 ///
 /// When the text is not a JSON object with a `keys` array.
-pub fn parse(
-    text: &str,
-) -> Result<
-    (
-        HashMap<String, (Algorithm, DecodingKey)>,
-        Vec<(String, String)>,
-    ),
-    String,
-> {
+pub fn parse(text: &str) -> Result<(Keys, Vec<(String, String)>), String> {
     #[derive(serde::Deserialize)]
     struct Set {
         keys: Vec<serde_json::Value>,
