@@ -105,6 +105,13 @@ async fn key_for(
 
 async fn check_token(token: &str, org: &Organization) -> Result<Value, String> {
     let header = decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+    // RFC 7515 §4.1.11: extensions marked critical must be understood; this
+    // hub understands none (`b64: false` among them).
+    if let Some(critical) = &header.crit {
+        return Err(format!(
+            "the token's header marks {critical:?} critical, which this hub does not understand"
+        ));
+    }
     let (algorithm, key) = key_for(&header, org).await?;
     if algorithm != header.alg {
         return Err(format!(
@@ -128,9 +135,14 @@ async fn check_token(token: &str, org: &Organization) -> Result<Value, String> {
         Some(audience) => validation.set_audience(&[audience]),
         None => validation.validate_aud = false,
     }
-    decode::<Value>(token, &key, &validation)
+    let claims = decode::<Value>(token, &key, &validation)
         .map(|data| data.claims)
-        .map_err(|e| format!("invalid token: {e}"))
+        .map_err(|e| format!("invalid token: {e}"))?;
+    // RFC 7519 §4.1.1: `iss` is one string (jsonwebtoken takes an array).
+    if org.issuer.is_some() && !claims.get("iss").is_some_and(Value::is_string) {
+        return Err("invalid token: `iss` must be one string".into());
+    }
+    Ok(claims)
 }
 
 /// Whether a `scope`/`scp` claim — a space-separated string or an array of

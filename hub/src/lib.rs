@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod config;
 pub mod jwks;
+pub mod listen;
 pub mod postgres;
 pub mod server;
 pub mod storage;
@@ -69,6 +70,9 @@ impl Hub {
     /// database cannot be reached or migrated; [`StartError::Listen`] when
     /// the address cannot be bound.
     pub async fn bind(config: Config) -> Result<Hub, StartError> {
+        if let Some(limit) = listen::raise_descriptor_limit() {
+            tracing::info!(limit, "open descriptors");
+        }
         let metrics = Arc::new(Metrics::new());
         let observed = metrics.clone();
         let ids: Vec<String> = config.organizations.iter().map(|o| o.id.clone()).collect();
@@ -140,9 +144,7 @@ impl Hub {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let Some(tls) = self.tls else {
-            return axum::serve(self.listener, self.app)
-                .with_graceful_shutdown(shutdown)
-                .await;
+            return listen::serve(self.listener, self.app, shutdown).await;
         };
         let handle = axum_server::Handle::new();
         let stopping = handle.clone();
@@ -151,9 +153,9 @@ impl Hub {
             // Requests in flight get as long as the longest long-poll.
             stopping.graceful_shutdown(Some(std::time::Duration::from_secs(35)));
         });
-        axum_server::from_tcp_rustls(self.listener.into_std()?, tls)?
-            .handle(handle)
-            .serve(self.app.into_make_service())
-            .await
+        let mut server =
+            axum_server::from_tcp_rustls(self.listener.into_std()?, tls)?.handle(handle);
+        *server.http_builder() = listen::builder();
+        server.serve(self.app.into_make_service()).await
     }
 }

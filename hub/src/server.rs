@@ -457,10 +457,9 @@ async fn pull<S: HubStorage>(
     } else {
         None
     };
-    let gauge = hub.metrics.long_polls.clone();
-    if query.wait > 0 {
-        gauge.inc();
-    }
+    // Counted while the request lives: a client that hangs up drops the
+    // request, and the guard with it.
+    let _open = (query.wait > 0).then(|| OpenPoll::new(hub.metrics.long_polls.clone()));
     let answer = hub
         .storage
         .pull(
@@ -470,12 +469,25 @@ async fn pull<S: HubStorage>(
             Duration::from_secs(query.wait),
         )
         .await;
-    if query.wait > 0 {
-        gauge.dec();
-    }
     match answer {
         Ok(batch) => batch_response(batch),
         Err(failure) => hub_error(failure),
+    }
+}
+
+/// One open long-poll on the gauge, for as long as it is held.
+struct OpenPoll(Gauge);
+
+impl OpenPoll {
+    fn new(gauge: Gauge) -> OpenPoll {
+        gauge.inc();
+        OpenPoll(gauge)
+    }
+}
+
+impl Drop for OpenPoll {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

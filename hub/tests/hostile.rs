@@ -1,0 +1,268 @@
+//! The hub under attack, as the hostile run found it: sockets that never
+//! speak, or stop in the middle of their headers, and a flood of them under a
+//! small descriptor limit. Against the `spkey-hub` binary on 127.0.0.1,
+//! bounded in count and time; `SPKEY_LONG=1` holds more sockets.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use spkey_hub::listen::HEAD_TIMEOUT;
+use support::*;
+
+fn long_run() -> bool {
+    std::env::var_os("SPKEY_LONG").is_some()
+}
+
+/// Starts the binary (under `prlimit` when `nofile` is given) on a config of
+/// its own; returns it, its URL and the path of its log.
+fn start(
+    nofile: Option<u32>,
+) -> (
+    std::process::Child,
+    String,
+    std::path::PathBuf,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.toml");
+    std::fs::write(&path, config_text(dir.path(), "")).unwrap();
+    let log = dir.path().join("hub.log");
+    let mut command = match nofile {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}"))
+                .arg(env!("CARGO_BIN_EXE_spkey-hub"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_spkey-hub")),
+    };
+    let mut child = command
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().trim_start_matches("listening on ").to_owned();
+    assert!(url.starts_with("http://"), "{line}");
+    (child, url, log, dir)
+}
+
+fn addr(url: &str) -> String {
+    url.trim_start_matches("http://").to_owned()
+}
+
+/// Whether the hub closed `socket` (EOF or reset) before `deadline`.
+fn closed_by(socket: &mut TcpStream, deadline: Instant) -> bool {
+    let mut byte = [0u8; 64];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        socket.set_read_timeout(Some(left)).unwrap();
+        match socket.read(&mut byte) {
+            Ok(0) | Err(_) if Instant::now() < deadline => return true,
+            Ok(0) | Err(_) => return false,
+            // A 408 or 400 answer before the close is fine.
+            Ok(_) => {}
+        }
+    }
+}
+
+fn health(url: &str) -> Option<u16> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    agent
+        .get(&format!("{url}/health"))
+        .call()
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// Connections that send nothing, stop in the middle of their request head,
+/// or sit idle after a keep-alive request are closed once `HEAD_TIMEOUT`
+/// passes; the hub answers everyone else all along.
+#[test]
+fn sockets_that_never_finish_a_request_head_are_closed_in_bounded_time() {
+    let (mut hub, url, _, _dir) = start(None);
+    let n = if long_run() { 200 } else { 20 };
+    let mut idle: Vec<TcpStream> = (0..n)
+        .map(|_| TcpStream::connect(addr(&url)).unwrap())
+        .collect();
+    let mut half: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr(&url)).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: hub\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    let mut kept = TcpStream::connect(addr(&url)).unwrap();
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: hub\r\n\r\n")
+        .unwrap();
+    // One byte a second into one more head: still closed at the bound.
+    let mut trickle = TcpStream::connect(addr(&url)).unwrap();
+    let started = Instant::now();
+    assert_eq!(health(&url), Some(200));
+    for byte in b"GET /health HTTP/1.1\r\n".iter().take(5) {
+        trickle.write_all(&[*byte]).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let deadline = started + HEAD_TIMEOUT + Duration::from_secs(5);
+    let sockets = idle
+        .iter_mut()
+        .chain(half.iter_mut())
+        .chain([&mut kept, &mut trickle]);
+    let still_open = sockets
+        .map(|s| closed_by(s, deadline))
+        .filter(|closed| !closed)
+        .count();
+    assert_eq!(
+        still_open,
+        0,
+        "of {} sockets, open after {:?}",
+        2 * n + 2,
+        started.elapsed()
+    );
+    assert_eq!(health(&url), Some(200));
+    hub.kill().unwrap();
+    hub.wait().unwrap();
+}
+
+/// With its descriptors exhausted by idle sockets the hub says so in its log
+/// once, not in a loop, and is reachable again as soon as the timeouts have
+/// closed them.
+#[test]
+fn descriptors_exhausted_by_idle_sockets_come_back_and_are_logged_once() {
+    let (mut hub, url, log, _dir) = start(Some(64));
+    let flood: Vec<TcpStream> = (0..if long_run() { 400 } else { 120 })
+        .filter_map(|_| TcpStream::connect(addr(&url)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let mut answered = None;
+    while started.elapsed() < HEAD_TIMEOUT + Duration::from_secs(10) {
+        if health(&url) == Some(200) {
+            answered = Some(started.elapsed());
+            break;
+        }
+    }
+    assert!(answered.is_some(), "the hub never answered again");
+    drop(flood);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let logged = text.matches("cannot accept connections").count();
+    assert!((1..=2).contains(&logged), "logged {logged} times:\n{text}");
+    hub.kill().unwrap();
+    hub.wait().unwrap();
+}
+
+/// A JWS header with `crit` (an extension the hub does not understand, or
+/// `b64: false`) and an `iss` given as an array are refused; the same claims
+/// with a plain header and one `iss` string are accepted.
+#[test]
+fn critical_header_extensions_and_an_issuer_array_are_refused() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let hub = TestHub::start(Backend::Redb);
+    let claims = acme_claims();
+    let encode = |header: serde_json::Value, claims: &serde_json::Value| {
+        let unsigned = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let key = jsonwebtoken::EncodingKey::from_secret(ACME_SECRET.as_bytes());
+        let signature =
+            jsonwebtoken::crypto::sign(unsigned.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
+                .unwrap();
+        format!("{unsigned}.{signature}")
+    };
+    let pull = |token: &str| {
+        answer(
+            agent()
+                .get(&format!("{}/sync/pull?since=0", hub.url))
+                .header("x-spkey-batch-format", "2")
+                .header("Authorization", &format!("Bearer {token}"))
+                .header("X-API-Key", ACME_KEY)
+                .call(),
+        )
+    };
+    let plain = serde_json::json!({"alg": "HS256", "typ": "JWT"});
+    assert_eq!(
+        pull(&encode(plain.clone(), &claims)).status,
+        200,
+        "the control"
+    );
+    let mut issuers = claims.clone();
+    issuers["iss"] = serde_json::json!([ISSUER, "https://other.example"]);
+    for (what, token) in [
+        (
+            "crit unknown",
+            encode(
+                serde_json::json!({"alg": "HS256", "crit": ["urn:x-unknown"], "urn:x-unknown": 1}),
+                &claims,
+            ),
+        ),
+        (
+            "crit b64",
+            encode(
+                serde_json::json!({"alg": "HS256", "crit": ["b64"], "b64": false}),
+                &claims,
+            ),
+        ),
+        ("iss array", encode(plain.clone(), &issuers)),
+    ] {
+        let refused = pull(&token);
+        assert_eq!(refused.status, 401, "{what}");
+        eprintln!("{what}: {}", refused.json()["message"]);
+    }
+}
+
+/// Long-polls whose clients hang up leave the open long-polls gauge where it
+/// was.
+#[test]
+fn long_polls_whose_clients_hang_up_leave_the_gauge_at_zero() {
+    let hub = TestHub::start(Backend::Redb);
+    let token = acme_token();
+    let polls: Vec<TcpStream> = (0..10)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr(&hub.url)).unwrap();
+            write!(
+                s,
+                "GET /sync/pull?since=0&wait=20 HTTP/1.1\r\nHost: hub\r\nx-spkey-batch-format: 2\r\nAuthorization: Bearer {token}\r\nX-API-Key: {ACME_KEY}\r\n\r\n"
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    let gauge = || {
+        let text =
+            String::from_utf8(answer(agent().get(&format!("{}/metrics", hub.url)).call()).body)
+                .unwrap();
+        text.lines()
+            .find(|l| l.starts_with("spkey_hub_open_long_polls "))
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+            .unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(gauge(), "10");
+    drop(polls);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gauge() != "0" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(gauge(), "0");
+}
