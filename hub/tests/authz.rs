@@ -210,6 +210,20 @@ fn every_token_does_exactly_what_its_kind_may(backend: Backend) {
             Kind::Refused => assert!(held.is_empty() && pulled.is_err(), "{name}"),
         }
     }
+    // Without credentials, /health and /metrics name no organization, user
+    // or email (counts are fine).
+    for path in ["/health", "/metrics"] {
+        let text =
+            String::from_utf8(answer(agent().get(&format!("{}{path}", hub.url)).call()).body)
+                .unwrap();
+        for secret in ["acme", "beta", "@example.com"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(on_hub.iter().cloned())
+        {
+            assert!(!text.contains(&secret), "{path} shows {secret}");
+        }
+    }
 }
 
 /// A forwarding socket between a device and the hub that keeps every byte
@@ -339,6 +353,32 @@ fn a_users_device_holds_no_byte_of_another_user(backend: Backend) {
         .unwrap();
     }
     sync(&service, &hub.url, ACME_KEY, acme_token().as_str()).unwrap();
+    // User C takes A's email: refused with a 409 on `email`, learning
+    // nothing else of its owner.
+    let c = user_id(13);
+    let snoop = Recorder::start(&hub.url);
+    let device_c = Store::in_memory().unwrap();
+    device_c
+        .create_user(&CreateUser::new(c.clone(), values("alice")[0].clone()))
+        .unwrap();
+    let summary = sync(
+        &device_c,
+        &snoop.url,
+        ACME_KEY,
+        acme_user_token(&c).as_str(),
+    )
+    .unwrap();
+    assert_eq!(summary.rejected, 1);
+    let refusal = serde_json::to_value(spkey_store::contract::event_json(
+        &device_c.rejections().unwrap()[0],
+    ))
+    .unwrap();
+    assert_eq!(refusal["data"]["code"], 409);
+    assert_eq!(refusal["data"]["details"][0]["field"], "email");
+    let seen = snoop.received.lock().unwrap().clone();
+    for value in values("alice").iter().skip(1).chain([&a]) {
+        assert!(!holds(&seen, value), "C learned A's {value}");
+    }
     let a_id: Uuid = a.parse().unwrap();
     let b_id: Uuid = b.parse().unwrap();
     assert!(device_a.user(a_id).unwrap().is_some() && device_a.user(b_id).unwrap().is_none());
