@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 /// The HS256 secret of the benchmark organizations.
 pub const SECRET: &str = "bench-hs256-secret-bench-hs256-secret";
 
-/// A token for the benchmark organizations, an hour to live.
+/// A service's token for the benchmark organizations, an hour to live.
 pub fn token() -> String {
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -18,7 +18,7 @@ pub fn token() -> String {
         + 3600;
     encode(
         &Header::new(Algorithm::HS256),
-        &serde_json::json!({"sub": "bench", "exp": exp}),
+        &serde_json::json!({"sub": "bench", "scope": "spkey:service", "exp": exp}),
         &EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .unwrap()
