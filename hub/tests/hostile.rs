@@ -71,8 +71,18 @@ fn closed_by(socket: &mut TcpStream, deadline: Instant) -> bool {
         }
         socket.set_read_timeout(Some(left)).unwrap();
         match socket.read(&mut byte) {
-            Ok(0) | Err(_) if Instant::now() < deadline => return true,
-            Ok(0) | Err(_) => return false,
+            Ok(0) => return true,
+            // The read timed out: still open at the deadline.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            // Reset by the hub: closed.
+            Err(_) => return true,
             // A 408 or 400 answer before the close is fine.
             Ok(_) => {}
         }
