@@ -17,16 +17,19 @@ fn long_run() -> bool {
     std::env::var_os("SPKEY_LONG").is_some()
 }
 
+/// The binary, killed when dropped: a failing test leaves no hub behind.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the binary (under `prlimit` when `nofile` is given) on a config of
 /// its own; returns it, its URL and the path of its log.
-fn start(
-    nofile: Option<u32>,
-) -> (
-    std::process::Child,
-    String,
-    std::path::PathBuf,
-    tempfile::TempDir,
-) {
+fn start(nofile: Option<u32>) -> (Running, String, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hub.toml");
     std::fs::write(&path, config_text(dir.path(), "")).unwrap();
@@ -53,8 +56,9 @@ fn start(
         .read_line(&mut line)
         .unwrap();
     let url = line.trim().trim_start_matches("listening on ").to_owned();
+    let hub = Running(child);
     assert!(url.starts_with("http://"), "{line}");
-    (child, url, log, dir)
+    (hub, url, log, dir)
 }
 
 fn addr(url: &str) -> String {
@@ -107,7 +111,7 @@ fn health(url: &str) -> Option<u16> {
 /// passes; the hub answers everyone else all along.
 #[test]
 fn sockets_that_never_finish_a_request_head_are_closed_in_bounded_time() {
-    let (mut hub, url, _, _dir) = start(None);
+    let (_hub, url, _, _dir) = start(None);
     let n = if long_run() { 200 } else { 20 };
     let mut idle: Vec<TcpStream> = (0..n)
         .map(|_| TcpStream::connect(addr(&url)).unwrap())
@@ -148,8 +152,6 @@ fn sockets_that_never_finish_a_request_head_are_closed_in_bounded_time() {
         started.elapsed()
     );
     assert_eq!(health(&url), Some(200));
-    hub.kill().unwrap();
-    hub.wait().unwrap();
 }
 
 /// With its descriptors exhausted by idle sockets the hub says so in its log
@@ -157,7 +159,7 @@ fn sockets_that_never_finish_a_request_head_are_closed_in_bounded_time() {
 /// closed them.
 #[test]
 fn descriptors_exhausted_by_idle_sockets_come_back_and_are_logged_once() {
-    let (mut hub, url, log, _dir) = start(Some(64));
+    let (_hub, url, log, _dir) = start(Some(64));
     let flood: Vec<TcpStream> = (0..if long_run() { 400 } else { 120 })
         .filter_map(|_| TcpStream::connect(addr(&url)).ok())
         .collect();
@@ -175,8 +177,6 @@ fn descriptors_exhausted_by_idle_sockets_come_back_and_are_logged_once() {
     let text = std::fs::read_to_string(&log).unwrap();
     let logged = text.matches("cannot accept connections").count();
     assert!((1..=2).contains(&logged), "logged {logged} times:\n{text}");
-    hub.kill().unwrap();
-    hub.wait().unwrap();
 }
 
 /// A JWS header with `crit` (an extension the hub does not understand, or
