@@ -119,46 +119,29 @@ pub fn sync<'a>(
         .build()
         .into();
     let hub = hub.trim_end_matches('/');
-    let format = BATCH_FORMAT.to_string();
-    // One request with the token of the moment; after a 401, once more with
-    // a token asked anew (a provider's may have expired in between).
+    // One request with the token of the moment; after a 401, a provider's
+    // token is asked anew (it may have expired in between) and sent once
+    // more.
     let mut call = |path: &str, body: Option<&[u8]>| {
-        let mut refused = None;
-        for _ in 0..2 {
+        let url = format!("{hub}{path}");
+        let mut retried = false;
+        loop {
             let bearer = format!("Bearer {}", token.get()?);
-            let url = format!("{hub}{path}");
             let sent = match body {
-                Some(body) => agent
-                    .post(&url)
-                    .header("X-API-Key", api_key)
-                    .header("Authorization", &bearer)
-                    .header(BATCH_FORMAT_HEADER, &format)
+                Some(body) => headed(agent.post(&url), api_key, &bearer)
                     .content_type("application/octet-stream")
                     .send(body),
-                None => agent
-                    .get(&url)
-                    .header("X-API-Key", api_key)
-                    .header("Authorization", &bearer)
-                    .header(BATCH_FORMAT_HEADER, &format)
-                    .call(),
+                None => headed(agent.get(&url), api_key, &bearer).call(),
             };
             match answer(sent) {
-                Err(SyncError::Refused {
-                    status: 401,
-                    message,
-                }) => {
-                    refused = Some(SyncError::Refused {
-                        status: 401,
-                        message,
-                    });
+                Err(SyncError::Refused { status: 401, .. })
+                    if !retried && matches!(token, Token::Provider(_)) =>
+                {
+                    retried = true;
                 }
                 other => return other,
             }
-            if matches!(token, Token::Fixed(_)) {
-                break;
-            }
         }
-        Err(refused.expect("the loop ends on a 401"))
     };
     // pending() only reads; push() is a sync step (a write transaction), so
     // an idle device skips it.
@@ -183,6 +166,18 @@ pub fn sync<'a>(
         }
     }
     Ok(summary)
+}
+
+/// Every sync request's headers, whatever its method.
+fn headed<B>(
+    request: ureq::RequestBuilder<B>,
+    api_key: &str,
+    bearer: &str,
+) -> ureq::RequestBuilder<B> {
+    request
+        .header("X-API-Key", api_key)
+        .header("Authorization", bearer)
+        .header(BATCH_FORMAT_HEADER, u16::from(BATCH_FORMAT))
 }
 
 /// The body of a 200, or the error it stands for.

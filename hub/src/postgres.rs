@@ -677,7 +677,7 @@ impl HubStorage for PostgresHub {
             let _ = tokio::time::timeout(wait, watched.wait_for(|head| *head > since)).await;
             (events, last, head) = self.events_after(org, scope, since).await?;
         }
-        let complete_to = watermark(scope, since, PULL_LIMIT, &events, last, || Ok(head))
+        let complete_to = watermark(scope, since, PULL_LIMIT, events.len(), last, || Ok(head))
             .map_err(HubError::Failed)?;
         Ok(pull_batch(
             self.orgs[org].hub_id,

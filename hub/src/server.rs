@@ -130,17 +130,22 @@ fn busy(what: &str) -> Response {
     response
 }
 
+/// Which side of a format mismatch must upgrade: the older one.
+fn who_upgrades(device_format: u8) -> &'static str {
+    if device_format > BATCH_FORMAT {
+        "the hub must upgrade"
+    } else {
+        "the device must upgrade"
+    }
+}
+
 fn hub_error(error_: HubError) -> Response {
     match error_ {
         HubError::Refused(BatchError::UnsupportedVersion(found)) => error(
             StatusCode::BAD_REQUEST,
             format!(
-                "the batch is in format {found}; this hub reads format {BATCH_FORMAT}: {} must upgrade",
-                if found > BATCH_FORMAT {
-                    "the hub"
-                } else {
-                    "the device"
-                }
+                "the batch is in format {found}; this hub reads format {BATCH_FORMAT}: {}",
+                who_upgrades(found)
             ),
         ),
         HubError::Refused(refused) => error(StatusCode::BAD_REQUEST, refused.to_string()),
@@ -424,16 +429,12 @@ async fn pull<S: HubStorage>(
     if asked != Some(BATCH_FORMAT) {
         // A device of format 1 sent no header: it could not read the scoped
         // batch this hub sends.
+        let asked = asked.unwrap_or(1);
         return error(
             StatusCode::BAD_REQUEST,
             format!(
-                "the device reads batch format {}; this hub sends format {BATCH_FORMAT}: {} must upgrade",
-                asked.unwrap_or(1),
-                if asked.is_some_and(|v| v > BATCH_FORMAT) {
-                    "the hub"
-                } else {
-                    "the device"
-                }
+                "the device reads batch format {asked}; this hub sends format {BATCH_FORMAT}: {}",
+                who_upgrades(asked)
             ),
         );
     }

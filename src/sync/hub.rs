@@ -99,26 +99,29 @@ impl Store {
                     }
                 }
             }
-            let complete_to = watermark(scope, since, limit, &bytes, last, || log::head(&events))?;
+            let complete_to = watermark(scope, since, limit, bytes.len(), last, || {
+                log::head(&events)
+            })?;
             Ok(pull_batch(self.store_id(), scope, complete_to, &bytes))
         })
     }
 }
 
-/// The hub position a pull batch is complete to: its last event's when the
+/// The hub position a pull batch of `count` events, the last at `last`, is
+/// complete to: its last event's when the
 /// limit cut it short or it is the whole log's (gap-free, so its last event
 /// is as far as it knows); for one user's events otherwise, the head read in
 /// the same snapshot as them. Never behind `since`.
-pub fn watermark<E>(
+pub fn watermark(
     scope: Scope,
     since: u64,
     limit: usize,
-    events: &[E],
+    count: usize,
     last: Option<u64>,
     head: impl FnOnce() -> Result<u64, StoreError>,
 ) -> Result<u64, StoreError> {
     let covered = match scope {
-        Scope::User(_) if events.len() < limit => head()?,
+        Scope::User(_) if count < limit => head()?,
         _ => last.unwrap_or(since),
     };
     Ok(covered.max(since))
