@@ -207,18 +207,39 @@ pub(crate) fn open(bytes: &[u8], kind: BatchKind) -> Result<(u8, &[u8]), BatchEr
     if checksum(framed) != stored {
         return Err(BatchError::ChecksumMismatch);
     }
-    let version = framed[MAGIC.len()];
+    let version = check_head(framed, kind)?;
+    Ok((version, &framed[HEADER..]))
+}
+
+/// The bytes [`check_head`] needs: magic, version and kind.
+pub const BATCH_HEAD_BYTES: usize = HEADER;
+
+/// Checks the first [`BATCH_HEAD_BYTES`] of a batch of `kind` — magic, a
+/// version this library reads, the kind — and returns its version: a
+/// receiver streaming a large body refuses what cannot be a batch before
+/// the rest arrives (the checksum, at the end, is checked by the full
+/// decode).
+///
+/// # Errors
+///
+/// [`BatchError::NotABatch`] for fewer bytes or another magic,
+/// [`BatchError::UnsupportedVersion`], [`BatchError::WrongKind`].
+pub fn check_head(head: &[u8], kind: BatchKind) -> Result<u8, BatchError> {
+    if head.len() < HEADER || &head[..MAGIC.len()] != MAGIC {
+        return Err(BatchError::NotABatch);
+    }
+    let version = head[MAGIC.len()];
     if !matches!(version, VERSION_1 | VERSION_2) {
         return Err(BatchError::UnsupportedVersion(version));
     }
-    let found = framed[MAGIC.len() + 1];
+    let found = head[MAGIC.len() + 1];
     if BatchKind::from_byte(found) != Some(kind) {
         return Err(BatchError::WrongKind {
             expected: kind,
             found,
         });
     }
-    Ok((version, &framed[HEADER..]))
+    Ok(version)
 }
 
 /// Parses exactly `body` as `T`.

@@ -67,7 +67,8 @@ mod user;
 mod verify;
 
 pub use batch::{
-    BATCH_FORMAT, BATCH_FORMAT_HEADER, BatchError, BatchKind, MAX_BATCH_BYTES, MAX_BATCH_ITEMS,
+    BATCH_FORMAT, BATCH_FORMAT_HEADER, BATCH_HEAD_BYTES, BatchError, BatchKind, MAX_BATCH_BYTES,
+    MAX_BATCH_ITEMS, check_head,
 };
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub use clock::SystemClock;

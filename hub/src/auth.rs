@@ -63,20 +63,18 @@ pub async fn authenticate(headers: &HeaderMap, orgs: &[Organization]) -> Result<
         .map(|(_, token)| token.trim())
         .filter(|t| !t.is_empty())
         .ok_or(Denied::NoBearer)?;
-    let key = headers
-        .get("x-api-key")
-        .map(|v| v.as_bytes())
-        .ok_or(Denied::UnknownKey)?;
-    let digest: [u8; 32] = Sha256::digest(key).into();
-    let org = orgs
-        .iter()
-        .position(|org| org.api_keys.contains(&digest))
-        .ok_or(Denied::UnknownKey)?;
+    let org = organization_of(headers, orgs).ok_or(Denied::UnknownKey)?;
     let claims = check_token(token, &orgs[org])
         .await
         .map_err(Denied::BadToken)?;
     let scope = scope_of(&claims, &orgs[org]).map_err(Denied::BadToken)?;
     Ok(Caller { org, scope })
+}
+
+/// The organization whose API key `X-API-Key` holds, by index.
+pub fn organization_of(headers: &HeaderMap, orgs: &[Organization]) -> Option<usize> {
+    let digest: [u8; 32] = Sha256::digest(headers.get("x-api-key")?.as_bytes()).into();
+    orgs.iter().position(|org| org.api_keys.contains(&digest))
 }
 
 /// The key a token's header asks for: by `kid` among the JWKS's keys when

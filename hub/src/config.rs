@@ -44,6 +44,15 @@ pub struct Limits {
     pub request_timeout_secs: u64,
     /// Connections each hub node keeps to PostgreSQL (with `postgres`).
     pub postgres_connections: usize,
+    /// Requests one organization may have in flight; beyond, its requests
+    /// are 503 while other organizations are served.
+    pub max_requests_per_organization: usize,
+    /// The longest a request's body may take to arrive, in seconds (a long
+    /// poll's wait is not a body's): then 408.
+    pub body_timeout_secs: u64,
+    /// Bytes of push bodies held at once, across all requests; a push whose
+    /// length would pass it is 503 before its body is read.
+    pub max_push_bytes_in_flight: usize,
     /// The least time between two fetches of an organization's JWKS, in
     /// seconds: a flood of tokens naming unknown key ids fetches it once.
     pub jwks_refetch_secs: u64,
@@ -56,6 +65,9 @@ impl Default for Limits {
             max_long_polls: 2048,
             request_timeout_secs: 40,
             postgres_connections: 16,
+            max_requests_per_organization: 1024,
+            body_timeout_secs: 10,
+            max_push_bytes_in_flight: 128 * 1024 * 1024,
             jwks_refetch_secs: 30,
         }
     }
@@ -159,6 +171,43 @@ impl Limits {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }
+
+    /// The body deadline.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
+    }
+}
+
+/// The most permits a count limit may ask for (a semaphore's bound is far
+/// above; a hub holding a million requests at once is a mistake).
+const MAX_COUNT_LIMIT: usize = 1_000_000;
+
+/// SHA-256 of the empty string: what `printf %s "$KEY" | sha256sum` gives
+/// when `$KEY` is unset.
+const EMPTY_DIGEST: [u8; 32] = [
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+    0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+];
+
+/// An origin a browser sends: `scheme://host[:port]`, nothing after, a
+/// valid header value; not `*` (credentials are per organization).
+fn check_origin(origin: &str) -> Result<(), &'static str> {
+    if origin == "*" {
+        return Err(
+            "`*` would let every site call with an organization's credentials: list the origins",
+        );
+    }
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or("an origin starts with http:// or https://")?;
+    if rest.is_empty()
+        || rest.contains(['/', '?', '#', ' '])
+        || axum::http::HeaderValue::from_str(origin).is_err()
+    {
+        return Err("an origin is scheme://host[:port], nothing after it");
+    }
+    Ok(())
 }
 
 /// Why a config was refused: the key at fault and what is wrong.
@@ -238,6 +287,12 @@ impl Config {
                             "each entry is 64 lowercase hex digits",
                         )
                     })?;
+                if bytes == EMPTY_DIGEST {
+                    return Err(refuse(
+                        &at("api_key_sha256"),
+                        "is the digest of the empty string (was the key's variable unset?)",
+                    ));
+                }
                 if !keys.insert(bytes) {
                     return Err(refuse(&at("api_key_sha256"), "duplicate API key"));
                 }
@@ -261,6 +316,15 @@ impl Config {
                         format!("cannot read {}: {e}", full.display()),
                     )
                 })?;
+                if String::from_utf8_lossy(&pem).contains("PRIVATE KEY") {
+                    return Err(refuse(
+                        &at("jwt_public_key_pem"),
+                        format!(
+                            "{} holds a private key: give the hub the public key only",
+                            full.display()
+                        ),
+                    ));
+                }
                 jwt_keys.push(public_key(&pem).ok_or_else(|| {
                     refuse(
                         &at("jwt_public_key_pem"),
@@ -283,6 +347,10 @@ impl Config {
                     &at("jwt_secret"),
                     "jwt_secret, jwt_public_key_pem or jwks_url is required",
                 ));
+            }
+            for origin in &org.cors_origins {
+                check_origin(origin)
+                    .map_err(|why| refuse(&at("cors_origins"), format!("{origin:?}: {why}")))?;
             }
             if org.user_claim.is_empty() {
                 return Err(refuse(&at("user_claim"), "names a claim: not empty"));
@@ -331,7 +399,16 @@ impl Config {
             (None, Some(_)) => return Err(refuse("tls_cert_pem", "required with tls_key_pem")),
         };
         let storage = match (file.data_dir, file.postgres) {
-            (Some(dir), None) => Storage::Redb(base.join(dir)),
+            (Some(dir), None) => {
+                let dir = base.join(dir);
+                if dir.exists() && !dir.is_dir() {
+                    return Err(refuse(
+                        "data_dir",
+                        format!("{} is not a directory", dir.display()),
+                    ));
+                }
+                Storage::Redb(dir)
+            }
             (None, Some(url)) => {
                 crate::postgres::connection_config(&url).map_err(|e| refuse("postgres", e))?;
                 Storage::Postgres(url)
@@ -349,11 +426,38 @@ impl Config {
                 ));
             }
         };
-        if file.limits.max_concurrent_requests == 0
-            || file.limits.max_long_polls == 0
-            || file.limits.postgres_connections == 0
+        let limits = &file.limits;
+        for (key, value) in [
+            ("max_concurrent_requests", limits.max_concurrent_requests),
+            ("max_long_polls", limits.max_long_polls),
+            ("postgres_connections", limits.postgres_connections),
+            (
+                "max_requests_per_organization",
+                limits.max_requests_per_organization,
+            ),
+        ] {
+            if !(1..=MAX_COUNT_LIMIT).contains(&value) {
+                return Err(refuse(
+                    &format!("limits.{key}"),
+                    format!("1 to {MAX_COUNT_LIMIT}"),
+                ));
+            }
+        }
+        if !(spkey_store::MAX_BATCH_BYTES..=1 << 40).contains(&limits.max_push_bytes_in_flight) {
+            return Err(refuse(
+                "limits.max_push_bytes_in_flight",
+                format!(
+                    "at least the largest push ({} bytes), at most 1 TiB",
+                    spkey_store::MAX_BATCH_BYTES
+                ),
+            ));
+        }
+        if limits.body_timeout_secs == 0 || limits.body_timeout_secs >= limits.request_timeout_secs
         {
-            return Err(refuse("limits", "limits must be at least 1"));
+            return Err(refuse(
+                "limits.body_timeout_secs",
+                "at least 1, and shorter than request_timeout_secs",
+            ));
         }
         if file.limits.request_timeout_secs <= crate::server::MAX_WAIT_SECS {
             return Err(refuse(
@@ -466,9 +570,77 @@ mod tests {
                 config(&org("acme", DIGEST)).replace("jwt_secret", "jwt_public_key_pem"),
                 "jwt_public_key_pem",
             ),
+            (
+                format!("{}cors_origins = [\"*\"]\n", config(&org("acme", DIGEST))),
+                "organizations[0].cors_origins",
+            ),
+            (
+                format!(
+                    "{}cors_origins = [\"https://a.example/path\"]\n",
+                    config(&org("acme", DIGEST))
+                ),
+                "nothing after it",
+            ),
+            (
+                format!(
+                    "{}cors_origins = [\"https://a\\u0001.example\"]\n",
+                    config(&org("acme", DIGEST))
+                ),
+                "nothing after it",
+            ),
+            (
+                good.replace(
+                    "data_dir = \"d\"",
+                    "data_dir = \"d\"\n[limits]\nmax_concurrent_requests = 18446744073709551615",
+                ),
+                "limits.max_concurrent_requests",
+            ),
+            (
+                good.replace(
+                    "data_dir = \"d\"",
+                    "data_dir = \"d\"\n[limits]\nmax_push_bytes_in_flight = 1000",
+                ),
+                "limits.max_push_bytes_in_flight",
+            ),
+            (
+                config(&org(
+                    "acme",
+                    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                )),
+                "digest of the empty string",
+            ),
         ] {
             let message = refused(&text);
             assert!(message.contains(key), "{key}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_private_key_as_the_public_key_and_a_file_as_the_data_dir_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("d"), "a file").unwrap();
+        assert!(
+            refused_in(&config(&org("acme", DIGEST)), dir.path()).contains("is not a directory")
+        );
+        let made = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-out"])
+            .arg(dir.path().join("private.pem"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let text = config(&org("acme", DIGEST))
+            .replace("data_dir = \"d\"", "data_dir = \"data\"")
+            .replace(
+                &format!("jwt_secret = \"{}\"", "s".repeat(32)),
+                "jwt_public_key_pem = \"private.pem\"",
+            );
+        assert!(refused_in(&text, dir.path()).contains("holds a private key"));
+    }
+
+    fn refused_in(text: &str, base: &Path) -> String {
+        match Config::parse(text, base) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(error) => error.0,
         }
     }
 }

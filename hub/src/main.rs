@@ -66,6 +66,12 @@ async fn main() -> ExitCode {
         eprintln!("spkey-hub: --config <PATH> is required");
         return ExitCode::from(2);
     };
+    // Files the hub makes (stores, journals, checksums) are its alone.
+    // SAFETY: umask only sets the process's file mode mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+    warn_if_readable(&path);
     let config = match Config::load(&path) {
         Ok(config) => config,
         Err(error) => {
@@ -139,6 +145,21 @@ fn token(config: &Config, org: &str, user: Option<&str>, ttl: std::time::Duratio
         Err(why) => {
             eprintln!("spkey-hub token: {why}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// A config holds secrets (the HS256 secret, a database password): say so
+/// when users other than the hub's may read it.
+fn warn_if_readable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            eprintln!(
+                "spkey-hub: warning: {} (mode {mode:o}) is readable by other users, and a config holds secrets: chmod 600 it",
+                path.display()
+            );
         }
     }
 }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes, to_bytes};
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,11 +22,11 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
 use spkey_store::{
-    BATCH_FORMAT, BATCH_FORMAT_HEADER, BatchError, MAX_BATCH_BYTES, MAX_BODY_BYTES, Outcome,
+    BATCH_FORMAT, BATCH_FORMAT_HEADER, BATCH_HEAD_BYTES, BatchError, BatchKind, MAX_BATCH_BYTES,
+    MAX_BODY_BYTES, Outcome,
 };
 use tokio::sync::Semaphore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::{Caller, Denied, authenticate};
 use crate::config::{Config, Organization};
@@ -100,7 +102,13 @@ struct Hub<S> {
     metrics: Arc<Metrics>,
     serve_metrics: bool,
     requests: Arc<Semaphore>,
+    /// Each organization's share of the requests in flight.
+    per_org: Vec<Arc<Semaphore>>,
     long_polls: Arc<Semaphore>,
+    /// Bytes of push bodies held, in KiB permits.
+    push_budget: Arc<Semaphore>,
+    request_timeout: Duration,
+    body_timeout: Duration,
 }
 
 /// The API's error shape: `{"error","message","code","details":[]}`.
@@ -185,11 +193,21 @@ pub fn router<S: HubStorage>(config: Config, storage: S, metrics: Arc<Metrics>) 
         .collect();
     let hub = Arc::new(Hub {
         storage,
+        per_org: config
+            .organizations
+            .iter()
+            .map(|_| Arc::new(Semaphore::new(limits.max_requests_per_organization)))
+            .collect(),
         orgs: config.organizations,
         metrics,
         serve_metrics: config.metrics,
         requests: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
         long_polls: Arc::new(Semaphore::new(limits.max_long_polls)),
+        push_budget: Arc::new(Semaphore::new(
+            limits.max_push_bytes_in_flight.div_ceil(1024),
+        )),
+        request_timeout: limits.request_timeout(),
+        body_timeout: limits.body_timeout(),
     });
     let authenticated = Router::new()
         .route(
@@ -211,16 +229,47 @@ pub fn router<S: HubStorage>(config: Config, storage: S, metrics: Arc<Metrics>) 
         .expose_headers([HeaderName::from_static(BATCH_FORMAT_HEADER)]);
     Router::new()
         .merge(authenticated)
-        .route("/health", get(health::<S>))
-        .route("/metrics", get(serve_metrics::<S>))
+        .route("/health", get(health::<S>).fallback(method_not_allowed))
+        .route(
+            "/metrics",
+            get(serve_metrics::<S>).fallback(method_not_allowed),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(hub.clone(), admit::<S>))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout(),
-        ))
         .layer(cors)
+        .layer(middleware::from_fn_with_state(
+            hub.clone(),
+            cors_of_the_key::<S>,
+        ))
         .with_state(hub)
+}
+
+/// CORS is configured per organization: the allowed origins of all of them
+/// answer preflights (which carry no credentials), but a response keeps
+/// `Access-Control-Allow-Origin` only when its origin is one of the
+/// organization its `X-API-Key` names — so one organization's site cannot
+/// read answers given to another's credentials.
+async fn cors_of_the_key<S: HubStorage>(
+    State(hub): State<Arc<Hub<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let preflight = request.method() == Method::OPTIONS;
+    let allowed = crate::auth::organization_of(request.headers(), &hub.orgs)
+        .zip(request.headers().get(header::ORIGIN))
+        .is_some_and(|(org, origin)| {
+            hub.orgs[org]
+                .cors_origins
+                .iter()
+                .any(|o| o.as_bytes() == origin.as_bytes())
+        });
+    let mut response = next.run(request).await;
+    if !preflight && !allowed {
+        response
+            .headers_mut()
+            .remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+    }
+    response
 }
 
 async fn not_found() -> Response {
@@ -251,10 +300,32 @@ async fn admit<S: HubStorage>(
         }
         _ => "other",
     };
-    let response = match hub.requests.clone().try_acquire_owned() {
-        Ok(_permit) => next.run(request).await,
-        Err(_) => busy("concurrent requests"),
+    // /health and /metrics are never refused for another's load.
+    let capped = !matches!(route, "/health" | "/metrics");
+    let permit = if capped {
+        match hub.requests.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => return count(&hub, route, busy("concurrent requests")),
+        }
+    } else {
+        None
     };
+    let response = match tokio::time::timeout(hub.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request took longer than {} s",
+                hub.request_timeout.as_secs()
+            ),
+        ),
+    };
+    drop(permit);
+    count(&hub, route, response)
+}
+
+/// Counts an answer by route and status.
+fn count<S>(hub: &Hub<S>, route: &'static str, response: Response) -> Response {
     hub.metrics
         .requests
         .get_or_create(&RequestLabels {
@@ -272,6 +343,11 @@ async fn auth<S: HubStorage>(
 ) -> Response {
     match authenticate(request.headers(), &hub.orgs).await {
         Ok(caller) => {
+            // The organization's share of the capacity: one tenant's flood
+            // is refused before it holds everyone's.
+            let Ok(_share) = hub.per_org[caller.org].clone().try_acquire_owned() else {
+                return busy("requests of this organization");
+            };
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
@@ -300,26 +376,64 @@ async fn auth<S: HubStorage>(
     }
 }
 
-/// Reads a body of at most `limit` bytes: a declared length over it is
-/// refused before anything is read, and so is a body that grows past it.
-async fn body(request: Request, limit: usize) -> Result<Bytes, Response> {
+/// Reads a body of at most `limit` bytes within `within`: a declared length
+/// over the limit is refused before anything is read, a body that grows
+/// past it as it comes, one that does not arrive in time with a 408; with
+/// `batch`, bytes that cannot begin a batch of that kind are refused as
+/// soon as its head has arrived. The bytes are gathered once, into a buffer
+/// of the declared length.
+async fn body(
+    request: Request,
+    limit: usize,
+    within: Duration,
+    batch: Option<BatchKind>,
+) -> Result<Vec<u8>, Response> {
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body exceeds {limit} bytes"),
         )
     };
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
+    let declared = declared_length(request.headers());
+    if declared.is_some_and(|len| len > limit) {
         return Err(too_large());
     }
-    to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|_| too_large())
+    let mut stream = request.into_body().into_data_stream();
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+    let gather = async {
+        let mut checked = batch.is_none();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk
+                .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body broke off: {e}")))?;
+            if bytes.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+            if !checked && bytes.len() >= BATCH_HEAD_BYTES {
+                checked = true;
+                if let Some(kind) = batch {
+                    spkey_store::check_head(&bytes, kind)
+                        .map_err(|refused| hub_error(HubError::Refused(refused)))?;
+                }
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(within, gather).await {
+        Ok(Ok(())) => Ok(bytes),
+        Ok(Err(response)) => Err(response),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {} s", within.as_secs()),
+        )),
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
 }
 
 fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
@@ -332,9 +446,15 @@ fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
 
 async fn create_user<S: HubStorage>(
     State(hub): State<Arc<Hub<S>>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Response {
+    let Ok(Path(id)) = id else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the path's user id is not valid UTF-8 once percent-decoded",
+        );
+    };
     let caller = *request.extensions().get::<Caller>().expect("set by auth");
     // Before the body is read: a user's token acts only on its own user.
     if let Err(forbidden) = caller.scope.authorize_path(&id) {
@@ -348,15 +468,11 @@ async fn create_user<S: HubStorage>(
             "the body must be application/json",
         );
     }
-    let bytes = match body(request, MAX_BODY_BYTES).await {
+    let bytes = match body(request, MAX_BODY_BYTES, hub.body_timeout, None).await {
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
-    match hub
-        .storage
-        .create_user(caller.org, id, bytes.to_vec())
-        .await
-    {
+    match hub.storage.create_user(caller.org, id, bytes).await {
         Ok(response) => answer(response),
         Err(failure) => hub_error(failure),
     }
@@ -393,15 +509,32 @@ fn batch_response(bytes: Vec<u8>) -> Response {
 
 async fn push<S: HubStorage>(State(hub): State<Arc<Hub<S>>>, request: Request) -> Response {
     let caller = *request.extensions().get::<Caller>().expect("set by auth");
-    let bytes = match body(request, MAX_BATCH_BYTES).await {
+    // The bytes of pushes held at once are bounded: this one's declared
+    // length (or the most a push may be) is reserved before it is read.
+    let reserve = declared_length(request.headers())
+        .unwrap_or(MAX_BATCH_BYTES)
+        .min(MAX_BATCH_BYTES)
+        .div_ceil(1024)
+        .max(1);
+    let Ok(_held) = hub
+        .push_budget
+        .clone()
+        .try_acquire_many_owned(u32::try_from(reserve).unwrap_or(u32::MAX))
+    else {
+        return busy("bytes of pushes in flight");
+    };
+    let bytes = match body(
+        request,
+        MAX_BATCH_BYTES,
+        hub.body_timeout,
+        Some(BatchKind::Push),
+    )
+    .await
+    {
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
-    match hub
-        .storage
-        .accept(caller.org, caller.scope, bytes.to_vec())
-        .await
-    {
+    match hub.storage.accept(caller.org, caller.scope, bytes).await {
         Ok(reply) => batch_response(reply),
         Err(failure) => hub_error(failure),
     }

@@ -4,7 +4,9 @@
 //! engine implements [`HubStorage`] with the core's same rules
 //! (`spkey_store::decide` through the same typed state).
 
+use std::fs::Permissions;
 use std::future::Future;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,16 +135,30 @@ impl RedbHub {
         org_ids: &[String],
         observe: Observer,
     ) -> Result<RedbHub, (String, StoreError)> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            (
-                data_dir.display().to_string(),
-                StoreError::NotAStore(e.to_string()),
-            )
-        })?;
+        // Personal data rests here: the directory is the hub's alone, and so
+        // is every file of every store (their own modes follow the umask).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .and_then(|()| std::fs::set_permissions(data_dir, Permissions::from_mode(0o700)))
+            .map_err(|e| {
+                (
+                    data_dir.display().to_string(),
+                    StoreError::NotAStore(e.to_string()),
+                )
+            })?;
         let mut orgs = Vec::new();
         for id in org_ids {
-            let store =
-                Store::open(data_dir.join(format!("{id}.redb"))).map_err(|e| (id.clone(), e))?;
+            let path = data_dir.join(format!("{id}.redb"));
+            let store = Store::open(&path).map_err(|e| (id.clone(), e))?;
+            for suffix in ["", "-journal", "-checksums"] {
+                let file = format!("{}{suffix}", path.display());
+                if std::path::Path::new(&file).exists() {
+                    std::fs::set_permissions(&file, Permissions::from_mode(0o600))
+                        .map_err(|e| (id.clone(), StoreError::NotAStore(e.to_string())))?;
+                }
+            }
             let head = store.head_position().map_err(|e| (id.clone(), e))?;
             orgs.push(OrgLog {
                 store: Arc::new(store),

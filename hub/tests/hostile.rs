@@ -276,3 +276,272 @@ fn long_polls_whose_clients_hang_up_leave_the_gauge_at_zero() {
     }
     assert_eq!(gauge(), "0");
 }
+
+/// Sends a raw HTTP/1.1 request head (and `body`) and reads the answer:
+/// its status and body, or `None` when the hub closed without one.
+fn raw(url: &str, head: &str, body: &[u8], wait: Duration) -> Option<(u16, String)> {
+    let mut socket = TcpStream::connect(addr(url)).unwrap();
+    socket.set_read_timeout(Some(wait)).unwrap();
+    socket.write_all(head.as_bytes()).ok()?;
+    let _ = socket.write_all(body);
+    let mut text = Vec::new();
+    let _ = socket.read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let status = text.get(9..12)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+fn head(method: &str, path: &str, key: &str, token: &str, extra: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: hub\r\nConnection: close\r\nContent-Type: application/json\r\nAuthorization: Bearer {token}\r\nX-API-Key: {key}\r\n{extra}\r\n"
+    )
+}
+
+/// One organization's requests whose bodies never arrive hold only its own
+/// share: beyond it its requests are 503 at once, other organizations and
+/// /health are served, and the held requests end with a 408 at the body
+/// deadline, not the request timeout.
+#[test]
+fn one_organization_cannot_starve_the_others_and_bodies_have_a_deadline() {
+    let hub = TestHub::start_with(
+        Backend::Redb,
+        "[limits]\nmax_requests_per_organization = 4\nbody_timeout_secs = 2",
+    );
+    let token = acme_token();
+    let started = Instant::now();
+    let held: Vec<_> = (0..8u128)
+        .map(|n| {
+            let (url, request) = (
+                hub.url.clone(),
+                head(
+                    "POST",
+                    &format!("/users/{}/CreateUser", user_id(n)),
+                    ACME_KEY,
+                    &token,
+                    "Content-Length: 50\r\n",
+                ),
+            );
+            std::thread::spawn(move || raw(&url, &request, b"", Duration::from_secs(20)))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let other = create(
+        &hub.url,
+        BETA_KEY,
+        &beta_token(),
+        &user_id(50),
+        &body(&user_id(50), "b@example.com"),
+    );
+    assert_eq!(other.status, 201, "another organization is served");
+    assert_eq!(health(&hub.url), Some(200));
+    let answers: Vec<(u16, String)> = held
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
+    let count = |status| answers.iter().filter(|(s, _)| *s == status).count();
+    assert_eq!((count(503), count(408)), (4, 4), "{answers:?}");
+    for (status, body) in &answers {
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["code"], *status, "the API's error shape");
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "408 at the body deadline, not after {took:?}"
+    );
+}
+
+/// Error answers keep the API's shape: a path that is not UTF-8, a wrong
+/// method on /health and /metrics, a body shorter than its Content-Length.
+#[test]
+fn every_refusal_is_in_the_api_error_shape() {
+    let hub = TestHub::start_with(Backend::Redb, "[limits]\nbody_timeout_secs = 2");
+    let token = acme_token();
+    for (request, body, status) in [
+        (
+            head(
+                "POST",
+                "/users/%FF/CreateUser",
+                ACME_KEY,
+                &token,
+                "Content-Length: 2\r\n",
+            ),
+            &b"{}"[..],
+            400,
+        ),
+        (
+            head("POST", "/health", ACME_KEY, &token, "Content-Length: 0\r\n"),
+            &b""[..],
+            405,
+        ),
+        (
+            head("PUT", "/metrics", ACME_KEY, &token, "Content-Length: 0\r\n"),
+            &b""[..],
+            405,
+        ),
+        (
+            head(
+                "POST",
+                &format!("/users/{}/CreateUser", user_id(1)),
+                ACME_KEY,
+                &token,
+                "Content-Length: 40\r\n",
+            ),
+            &b"{\"userId\""[..],
+            408,
+        ),
+    ] {
+        let (got, text) = raw(&hub.url, &request, body, Duration::from_secs(10)).unwrap();
+        assert_eq!(got, status, "{request}: {text}");
+        let json: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        assert_eq!(json["code"], status);
+        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+}
+
+/// CORS origins are per organization: acme's origin may read answers given
+/// to acme's credentials, not to beta's.
+#[test]
+fn an_organizations_origin_gets_cors_only_with_its_own_credentials() {
+    let hub = TestHub::start(Backend::Redb);
+    let origin = "http://localhost:5173";
+    let with = |key: &str, token: &str| {
+        answer(
+            agent()
+                .get(&format!("{}/sync/pull?since=0", hub.url))
+                .header("x-spkey-batch-format", "2")
+                .header("Origin", origin)
+                .header("Authorization", &format!("Bearer {token}"))
+                .header("X-API-Key", key)
+                .call(),
+        )
+    };
+    let acme = with(ACME_KEY, &acme_token());
+    let beta = with(BETA_KEY, &beta_token());
+    assert_eq!((acme.status, beta.status), (200, 200));
+    assert_eq!(acme.headers["access-control-allow-origin"], origin);
+    assert!(
+        !beta.headers.contains_key("access-control-allow-origin"),
+        "{:?}",
+        beta.headers
+    );
+    let preflight = answer(
+        agent()
+            .options(&format!("{}/sync/pull", hub.url))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "GET")
+            .call(),
+    );
+    assert_eq!(preflight.headers["access-control-allow-origin"], origin);
+}
+
+/// The hub's files are its own: the data directory 0700, every store file
+/// 0600; a config other users may read is warned about.
+#[test]
+fn the_hubs_files_are_private_and_a_readable_config_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let (hub, _url, log, dir) = start(None);
+    drop(hub);
+    let data = dir.path().join("data");
+    assert_eq!(mode(&data), 0o700);
+    let mut files = 0;
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        files += 1;
+    }
+    assert!(files >= 4, "two organizations' stores and their side files");
+    let warned = std::fs::read_to_string(&log).unwrap();
+    assert!(warned.contains("readable by other users"), "{warned}");
+}
+
+/// Large pushes are bounded in bytes, not only in count: 16 concurrent
+/// 60 MiB pushes (a batch's head, then garbage) keep the hub's peak RSS
+/// under 256 MiB (beyond the byte budget they are 503 before their body is
+/// read), 16 more that are not batches at all are refused from their first
+/// bytes, and memory returns near its baseline.
+#[test]
+fn concurrent_large_pushes_are_bounded_in_bytes() {
+    let (hub, url, _, _dir) = start(None);
+    let pid = hub.0.id();
+    let status = |field: &str| -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap()
+            .to_owned();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            / 1024
+    };
+    assert_eq!(health(&url), Some(200));
+    let baseline = status("VmRSS:");
+    let token = acme_token();
+    const SIZE: usize = 60 << 20;
+    let push = |valid_head: bool| {
+        let (url, token) = (url.clone(), token.clone());
+        std::thread::spawn(move || {
+            let request = head(
+                "POST",
+                "/sync/push",
+                ACME_KEY,
+                &token,
+                &format!("Content-Length: {SIZE}\r\n"),
+            );
+            let mut socket = TcpStream::connect(addr(&url)).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            socket.write_all(request.as_bytes()).unwrap();
+            let mut chunk = vec![0x5a_u8; 1 << 20];
+            if valid_head {
+                chunk[..6].copy_from_slice(b"SPKS\x02\x01");
+            }
+            for n in 0..SIZE >> 20 {
+                if socket.write_all(&chunk).is_err() {
+                    break;
+                }
+                if n == 0 {
+                    chunk[..6].copy_from_slice(&[0x5a; 6]);
+                }
+            }
+            let mut answer = Vec::new();
+            let _ = socket.read_to_end(&mut answer);
+            String::from_utf8_lossy(&answer)
+                .get(9..12)
+                .map(str::to_owned)
+        })
+    };
+    let pushes: Vec<_> = (0..16)
+        .map(|_| push(true))
+        .chain((0..16).map(|_| push(false)))
+        .collect();
+    let answers: Vec<Option<String>> = pushes.into_iter().map(|p| p.join().unwrap()).collect();
+    let peak = status("VmHWM:");
+    std::thread::sleep(Duration::from_secs(1));
+    let after = status("VmRSS:");
+    eprintln!("baseline {baseline} MiB, peak {peak} MiB, after {after} MiB; answers {answers:?}");
+    assert!(peak <= 256, "peak RSS {peak} MiB");
+    assert!(
+        after <= baseline + 64,
+        "RSS {after} MiB after, {baseline} MiB before"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a.as_deref(), None | Some("400" | "503")))
+    );
+    assert!(
+        answers.iter().any(|a| a.as_deref() == Some("503")),
+        "the budget refused some"
+    );
+    assert_eq!(health(&url), Some(200));
+}

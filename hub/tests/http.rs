@@ -543,7 +543,15 @@ fn long_polls_and_requests_beyond_their_caps_are_503_with_retry_after(backend: B
     });
     let mut writer = slow_rx.recv().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let over = answer(agent().get(&format!("{}/health", hub.url)).call());
+    let over = create(
+        &hub.url,
+        BETA_KEY,
+        &beta_token(),
+        &user_id(90),
+        &body(&user_id(90), "o@example.com"),
+    );
+    // /health is never refused for the requests of organizations.
+    let health_under_load = answer(agent().get(&format!("{}/health", hub.url)).call());
     std::io::Write::write_all(&mut writer, &[0; 100]).unwrap();
     drop(writer);
     assert_eq!(
@@ -558,6 +566,7 @@ fn long_polls_and_requests_beyond_their_caps_are_503_with_retry_after(backend: B
     assert_eq!(health.json(), json!({"status": "ok"}));
     assert_eq!(over.status, 503);
     assert_eq!(over.json()["code"], 503);
+    assert_eq!(health_under_load.status, 200);
     for poll in held {
         assert_eq!(poll.join().unwrap().status, 200);
     }
