@@ -143,19 +143,9 @@ impl Hub {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let Some(tls) = self.tls else {
-            return listen::serve(self.listener, self.app, shutdown).await;
-        };
-        let handle = axum_server::Handle::new();
-        let stopping = handle.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            // Requests in flight get as long as the longest long-poll.
-            stopping.graceful_shutdown(Some(std::time::Duration::from_secs(35)));
-        });
-        let mut server =
-            axum_server::from_tcp_rustls(self.listener.into_std()?, tls)?.handle(handle);
-        *server.http_builder() = listen::builder();
-        server.serve(self.app.into_make_service()).await
+        let tls = self
+            .tls
+            .map(|config| tokio_rustls::TlsAcceptor::from(config.get_inner()));
+        listen::serve(self.listener, self.app, tls, shutdown).await
     }
 }

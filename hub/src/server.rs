@@ -245,24 +245,28 @@ pub fn router<S: HubStorage>(config: Config, storage: S, metrics: Arc<Metrics>) 
 }
 
 /// CORS is configured per organization: the allowed origins of all of them
-/// answer preflights (which carry no credentials), but a response keeps
-/// `Access-Control-Allow-Origin` only when its origin is one of the
-/// organization its `X-API-Key` names — so one organization's site cannot
-/// read answers given to another's credentials.
+/// answer preflights (which carry no credentials) and refusals of unknown
+/// keys, but an answer to a known `X-API-Key` keeps
+/// `Access-Control-Allow-Origin` only when its origin is one of that
+/// organization's — so one organization's site cannot read answers given
+/// to another's credentials.
 async fn cors_of_the_key<S: HubStorage>(
     State(hub): State<Arc<Hub<S>>>,
     request: Request,
     next: Next,
 ) -> Response {
     let preflight = request.method() == Method::OPTIONS;
-    let allowed = crate::auth::organization_of(request.headers(), &hub.orgs)
-        .zip(request.headers().get(header::ORIGIN))
-        .is_some_and(|(org, origin)| {
+    // Without a known key the answer is a refusal that carries nothing of
+    // any organization: the origins configured may read it.
+    let allowed = match crate::auth::organization_of(request.headers(), &hub.orgs) {
+        None => true,
+        Some(org) => request.headers().get(header::ORIGIN).is_some_and(|origin| {
             hub.orgs[org]
                 .cors_origins
                 .iter()
                 .any(|o| o.as_bytes() == origin.as_bytes())
-        });
+        }),
+    };
     let mut response = next.run(request).await;
     if !preflight && !allowed {
         response

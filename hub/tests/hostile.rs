@@ -545,3 +545,55 @@ fn concurrent_large_pushes_are_bounded_in_bytes() {
     );
     assert_eq!(health(&url), Some(200));
 }
+
+/// Over TLS a connection silent after its handshake, and over plain HTTP an
+/// HTTP/2 connection silent after its preface, are closed in bounded time
+/// (the first by the first-byte deadline, the second by unanswered pings).
+#[test]
+fn silent_tls_and_http2_connections_are_closed_in_bounded_time() {
+    let keys = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(keys.path());
+    let tls = TestHub::start_with(
+        Backend::Redb,
+        &format!(
+            "tls_cert_pem = \"{}\"\ntls_key_pem = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let plain = TestHub::start(Backend::Redb);
+    let started = Instant::now();
+    // openssl finishes the handshake and then sends nothing; it exits when
+    // the hub closes the connection.
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &addr(&tls.url)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut h2 = TcpStream::connect(addr(&plain.url)).unwrap();
+    // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    let deadline = started + Duration::from_secs(25);
+    assert!(
+        closed_by(&mut h2, deadline),
+        "the HTTP/2 connection is still open"
+    );
+    let h2_closed = started.elapsed();
+    while client.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = client.kill();
+            panic!(
+                "the TLS connection is still open after {:?}",
+                started.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "HTTP/2 closed after {h2_closed:?}, TLS after {:?}",
+        started.elapsed()
+    );
+}
