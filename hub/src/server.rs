@@ -1,6 +1,7 @@
 //! The HTTP layer: routes, auth, limits, metrics. It speaks the seed's
 //! contract and knows nothing of how a log is stored ([`HubStorage`]).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -476,10 +477,30 @@ async fn create_user<S: HubStorage>(
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
-    match hub.storage.create_user(caller.org, id, bytes).await {
+    let outcome = to_the_end(&hub, move |hub| async move {
+        hub.storage.create_user(caller.org, id, bytes).await
+    })
+    .await;
+    match outcome {
         Ok(response) => answer(response),
         Err(failure) => hub_error(failure),
     }
+}
+
+/// Runs a write in a task of its own: a client that hangs up drops its
+/// request, but a write once begun finishes — committed (and published to
+/// the long-polls) or rolled back whole, never abandoned half-way, and never
+/// taking with it the group commit of the requests it leads.
+async fn to_the_end<S: HubStorage, T: Send + 'static, F>(
+    hub: &Arc<Hub<S>>,
+    write: impl FnOnce(Arc<Hub<S>>) -> F,
+) -> Result<T, HubError>
+where
+    F: Future<Output = Result<T, HubError>> + Send + 'static,
+{
+    tokio::spawn(write(hub.clone()))
+        .await
+        .unwrap_or_else(|e| Err(HubError::Unavailable(format!("the write failed: {e}"))))
 }
 
 /// The contract's answer as an HTTP response.
@@ -520,7 +541,7 @@ async fn push<S: HubStorage>(State(hub): State<Arc<Hub<S>>>, request: Request) -
         .min(MAX_BATCH_BYTES)
         .div_ceil(1024)
         .max(1);
-    let Ok(_held) = hub
+    let Ok(held) = hub
         .push_budget
         .clone()
         .try_acquire_many_owned(u32::try_from(reserve).unwrap_or(u32::MAX))
@@ -538,7 +559,13 @@ async fn push<S: HubStorage>(State(hub): State<Arc<Hub<S>>>, request: Request) -
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
-    match hub.storage.accept(caller.org, caller.scope, bytes).await {
+    let reply = to_the_end(&hub, move |hub| async move {
+        // The bytes stay reserved while the write holds them.
+        let _held = held;
+        hub.storage.accept(caller.org, caller.scope, bytes).await
+    })
+    .await;
+    match reply {
         Ok(reply) => batch_response(reply),
         Err(failure) => hub_error(failure),
     }
