@@ -330,7 +330,15 @@ async fn admit<S: HubStorage>(
 }
 
 /// Counts an answer by route and status.
-fn count<S>(hub: &Hub<S>, route: &'static str, response: Response) -> Response {
+fn count<S>(hub: &Hub<S>, route: &'static str, mut response: Response) -> Response {
+    if response.status().is_client_error() || response.status().is_server_error() {
+        // A refusal may come before the body was read (auth, caps, limits):
+        // the connection cannot be reused then, and a client that pooled it
+        // would send its next request into a closed socket. Say so.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     hub.metrics
         .requests
         .get_or_create(&RequestLabels {
