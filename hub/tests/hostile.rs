@@ -205,16 +205,7 @@ fn critical_header_extensions_and_an_issuer_array_are_refused(backend: Backend) 
                 .unwrap();
         format!("{unsigned}.{signature}")
     };
-    let pull = |token: &str| {
-        answer(
-            agent()
-                .get(&format!("{}/sync/pull?since=0", hub.url))
-                .header("x-spkey-batch-format", "2")
-                .header("Authorization", &format!("Bearer {token}"))
-                .header("X-API-Key", ACME_KEY)
-                .call(),
-        )
-    };
+    let pull = |token: &str| pull(&hub.url, "since=0", ACME_KEY, token);
     let plain = serde_json::json!({"alg": "HS256", "typ": "JWT"});
     assert_eq!(
         pull(&encode(plain.clone(), &claims)).status,
@@ -608,13 +599,11 @@ fn a_commit_whose_client_hung_up_wakes_every_long_poll(backend: Backend) {
     let token = acme_token();
     let pull = |since: u64, wait: u64| {
         let started = Instant::now();
-        let answer = answer(
-            agent()
-                .get(&format!("{}/sync/pull?since={since}&wait={wait}", hub.url))
-                .header("x-spkey-batch-format", "2")
-                .header("Authorization", &format!("Bearer {token}"))
-                .header("X-API-Key", ACME_KEY)
-                .call(),
+        let answer = pull(
+            &hub.url,
+            &format!("since={since}&wait={wait}"),
+            ACME_KEY,
+            &token,
         );
         assert_eq!(answer.status, 200);
         started.elapsed()

@@ -102,14 +102,7 @@ fn signed(kid: &str, key: &EncodingKey) -> String {
 }
 
 fn pull_status(url: &str, token: &str) -> (u16, String) {
-    let answer = answer(
-        agent()
-            .get(&format!("{url}/sync/pull?since=0"))
-            .header("x-spkey-batch-format", "2")
-            .header("Authorization", &format!("Bearer {token}"))
-            .header("X-API-Key", GAMMA_KEY)
-            .call(),
-    );
+    let answer = pull(url, "since=0", GAMMA_KEY, token);
     let message = if answer.status == 200 {
         String::new()
     } else {

@@ -301,6 +301,18 @@ pub fn answer(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -
     }
 }
 
+/// `GET /sync/pull?{query}` as a device of this batch format sends it.
+pub fn pull(hub: &str, query: &str, key: &str, token: &str) -> Answer {
+    answer(
+        agent()
+            .get(&format!("{hub}/sync/pull?{query}"))
+            .header("x-spkey-batch-format", "2")
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("X-API-Key", key)
+            .call(),
+    )
+}
+
 /// `POST /users/{id}/CreateUser` exactly as the seed's curl sends it.
 pub fn create(hub: &str, key: &str, token: &str, id: &str, body: &str) -> Answer {
     answer(
