@@ -590,11 +590,17 @@ fn silent_tls_and_http2_connections_are_closed_in_bounded_time() {
     );
 }
 
-/// A create whose client hangs up at once still wakes the long-polls
-/// waiting for it, and a pull started after it answers at once: ten tries.
-const HANG_UP_MS: u64 = 0;
-
+/// A create whose client hangs up before its answer still wakes the
+/// long-polls waiting for it, and a pull started after it answers at once.
+///
+/// Whether a hung-up request runs at all depends on when the hub notices
+/// the hang-up (before the write begins, the request is dropped, which is
+/// allowed: nobody was told it committed). So the test steers the hang-up
+/// into the window: later when a try did not commit, earlier when the
+/// answer had already come, until three commits whose client was gone
+/// (at most 40 tries).
 fn a_commit_whose_client_hung_up_wakes_every_long_poll(backend: Backend) {
+    const WAIT_SECS: u64 = 4;
     let hub = TestHub::start(backend);
     let token = acme_token();
     let pull = |since: u64, wait: u64| {
@@ -608,12 +614,15 @@ fn a_commit_whose_client_hung_up_wakes_every_long_poll(backend: Backend) {
         assert_eq!(answer.status, 200);
         started.elapsed()
     };
-    let (mut since, mut committed) = (0, 0);
-    for n in 0..10u128 {
-        let waiting = {
+    let (mut since, mut hung_up_commits, mut delay_us) = (0, 0, 0u64);
+    for n in 0..40u128 {
+        if hung_up_commits == 3 {
+            break;
+        }
+        let (waiting, answered) = {
             let pull = &pull;
             std::thread::scope(|scope| {
-                let waiting = scope.spawn(move || pull(since, 10));
+                let waiting = scope.spawn(move || pull(since, WAIT_SECS));
                 std::thread::sleep(Duration::from_millis(200));
                 let id = user_id(700 + n);
                 let content = body(&id, &format!("gone{n}@example.com"));
@@ -631,32 +640,125 @@ fn a_commit_whose_client_hung_up_wakes_every_long_poll(backend: Backend) {
                     )
                     .unwrap();
                 socket.write_all(content.as_bytes()).unwrap();
-                // Hung up before the answer.
-                std::thread::sleep(Duration::from_millis(HANG_UP_MS));
+                std::thread::sleep(Duration::from_micros(delay_us));
+                // Did the answer come before the hang-up?
+                socket.set_nonblocking(true).unwrap();
+                let answered = socket.read(&mut [0; 1]).is_ok_and(|read| read > 0);
                 drop(socket);
-                waiting.join().unwrap()
+                (waiting.join().unwrap(), answered)
             })
         };
-        // A request whose client left before the hub read it all may never
-        // run: only a commit must wake the poll, and every commit must.
         let head = hub.log("acme").head_position().unwrap();
         if head > since {
-            committed += 1;
+            // Every commit must wake the poll, whether or not its client
+            // stayed.
             assert!(
-                waiting < Duration::from_secs(5),
+                waiting < Duration::from_secs(2),
                 "try {n}: the long-poll slept {waiting:?}"
             );
             assert!(
-                pull(since, 10) < Duration::from_secs(2),
+                pull(since, WAIT_SECS) < Duration::from_secs(1),
                 "try {n}: a new pull waited"
             );
         }
+        match (head > since, answered) {
+            (true, false) => hung_up_commits += 1,
+            (true, true) => delay_us /= 2,
+            (false, _) => delay_us = (delay_us * 2).clamp(250, 200_000),
+        }
         since = head;
     }
-    eprintln!("{committed} of 10 hung-up creates committed");
-    assert!(
-        committed >= 3,
-        "only {committed} of 10 hung-up creates were committed"
+    eprintln!("{hung_up_commits} commits whose client had hung up");
+    assert_eq!(
+        hung_up_commits, 3,
+        "in 40 tries, only {hung_up_commits} creates committed after their client hung up"
+    );
+}
+
+/// The same, made certain on PostgreSQL: the test holds acme's row lock,
+/// so the hub's write is begun and waiting when its client hangs up. The
+/// write must commit once the lock is released, and wake the long-poll.
+#[test]
+fn a_write_waiting_in_postgres_commits_after_its_client_hangs_up() {
+    let cluster = support::pg::PgCluster::shared();
+    let url = cluster.new_database();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let hub = TestHub::start_on(format!("postgres = \"{url}\""), "");
+    let token = acme_token();
+    let first = user_id(800);
+    assert_eq!(
+        create(
+            &hub.url,
+            ACME_KEY,
+            &token,
+            &first,
+            &body(&first, "first@example.com")
+        )
+        .status,
+        201
+    );
+    let since = hub.log("acme").head_position().unwrap();
+    let mut lock = cluster.session(&db);
+    let mut sql = lock.stdin.take().unwrap();
+    sql.write_all(b"BEGIN; SELECT head FROM spkey_orgs WHERE org = 'acme' FOR UPDATE;\n")
+        .unwrap();
+    let count = |filter: &str| {
+        let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE {filter}");
+        cluster.psql(&db, &sql).trim().parse::<u32>().unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while count("state = 'idle in transaction'") == 0 {
+        assert!(Instant::now() < deadline, "psql never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let waiting_on_lock = || count("wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'") > 0;
+    std::thread::scope(|scope| {
+        let poll = scope.spawn(|| {
+            let answer = pull(
+                &hub.url,
+                &format!("since={since}&wait=20"),
+                ACME_KEY,
+                &token,
+            );
+            assert_eq!(answer.status, 200);
+            Instant::now()
+        });
+        let id = user_id(801);
+        let content = body(&id, "left@example.com");
+        let mut socket = TcpStream::connect(addr(&hub.url)).unwrap();
+        let request = head(
+            "POST",
+            &format!("/users/{id}/CreateUser"),
+            ACME_KEY,
+            &token,
+            &format!("Content-Length: {}\r\n", content.len()),
+        );
+        socket.write_all(request.as_bytes()).unwrap();
+        socket.write_all(content.as_bytes()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !waiting_on_lock() {
+            assert!(Instant::now() < deadline, "the hub's write never began");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(socket);
+        // Long enough for the hub to see the hang-up before the lock goes.
+        std::thread::sleep(Duration::from_millis(500));
+        sql.write_all(b"COMMIT;\n").unwrap();
+        drop(sql);
+        let released = Instant::now();
+        assert!(lock.wait().unwrap().success());
+        let woke = poll.join().unwrap();
+        assert!(
+            woke.saturating_duration_since(released) < Duration::from_secs(3),
+            "the long-poll slept {:?} after the commit",
+            woke.saturating_duration_since(released)
+        );
+    });
+    let log = hub.log("acme");
+    assert_eq!(
+        log.head_position().unwrap(),
+        since + 1,
+        "the create whose client hung up mid-write was not committed"
     );
 }
 

@@ -233,6 +233,18 @@ impl PgCluster {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// A psql session on database `db` reading SQL from its stdin: a
+    /// transaction a test holds open while the hub waits on it.
+    pub fn session(&self, db: &str) -> std::process::Child {
+        Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args(["-p", &self.port.to_string(), "-U", "spkey", "-d", db])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// The cluster this test binary shares: each test takes a database of
     /// its own.
     pub fn shared() -> &'static PgCluster {
