@@ -97,7 +97,62 @@ storage_from!(
     redb::CommitError
 );
 
+/// What kind of failure a [`StoreError`] is, as every binding names it
+/// (the npm package's `err.name`, the mobile SDK's exception classes): one
+/// mapping, here, so the targets cannot drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`StoreError::Locked`].
+    Locked,
+    /// The store's bytes are damaged: [`StoreError::Corrupt`],
+    /// [`StoreError::Inconsistent`], [`StoreError::Damaged`].
+    Corrupt,
+    /// [`StoreError::UnsupportedFormat`].
+    UnsupportedFormat,
+    /// [`StoreError::NotAStore`].
+    NotAStore,
+    /// [`StoreError::ReadOnly`].
+    ReadOnly,
+    /// [`StoreError::Batch`].
+    BatchRefused,
+    /// Everything else: I/O, the clock, the storage engine.
+    Storage,
+}
+
+impl ErrorKind {
+    /// The stable name bindings give this kind (`"StoreLockedError"`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Locked => "StoreLockedError",
+            ErrorKind::Corrupt => "CorruptStoreError",
+            ErrorKind::UnsupportedFormat => "UnsupportedFormatError",
+            ErrorKind::NotAStore => "NotAStoreError",
+            ErrorKind::ReadOnly => "ReadOnlyStoreError",
+            ErrorKind::BatchRefused => "BatchRefusedError",
+            ErrorKind::Storage => "StorageError",
+        }
+    }
+}
+
 impl StoreError {
+    /// This failure's kind: how a binding names it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Locked => ErrorKind::Locked,
+            StoreError::Corrupt { .. } | StoreError::Inconsistent(_) | StoreError::Damaged(_) => {
+                ErrorKind::Corrupt
+            }
+            StoreError::UnsupportedFormat { .. } => ErrorKind::UnsupportedFormat,
+            StoreError::NotAStore(_) => ErrorKind::NotAStore,
+            StoreError::ReadOnly => ErrorKind::ReadOnly,
+            StoreError::Batch(_) => ErrorKind::BatchRefused,
+            StoreError::ClockOutOfRange(_) | StoreError::NoClock | StoreError::Storage(_) => {
+                ErrorKind::Storage
+            }
+        }
+    }
+
     /// An I/O failure of a file the store reads or writes (the store file
     /// outside redb, its journal), as redb reports its own.
     pub(crate) fn io(error: std::io::Error) -> StoreError {

@@ -4,7 +4,8 @@
 //! idempotent, so after any failure the same call is safe to run again:
 //! nothing is lost and nothing doubled.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -49,7 +50,67 @@ pub enum SyncError {
     /// The local store failed, or refused the hub's batch.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// [`Until::cancelled`] was set; the sync stopped before its next
+    /// request. What was applied stays applied.
+    #[error("the sync was cancelled")]
+    Cancelled,
+    /// [`Until::deadline`] passed before the sync finished (a request was
+    /// cut short, or the next was not sent). What was applied stays
+    /// applied; sync again to resume.
+    #[error("the sync ran out of time")]
+    DeadlineExceeded,
 }
+
+impl SyncError {
+    /// Whether the same sync may succeed later unchanged: the hub was
+    /// unreachable, busy (408, 429, 5xx) or out of time, the token could not
+    /// be had, the sync was cancelled, or the store was locked. A background
+    /// scheduler retries these (with backoff) and reports the rest.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Unreachable(_)
+            | SyncError::Token(_)
+            | SyncError::Cancelled
+            | SyncError::DeadlineExceeded => true,
+            SyncError::Refused { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            SyncError::Store(error) => matches!(error, StoreError::Locked),
+        }
+    }
+}
+
+/// When a sync must stop short: a deadline, a flag another thread sets, or
+/// both (mobile schedulers give a task a few seconds; a user leaves the
+/// screen). The sync checks both before each request, and a request never
+/// runs past the deadline. `Until::default()` never stops short.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Until<'a> {
+    /// No request runs past it.
+    pub deadline: Option<Instant>,
+    /// Set (by any thread) to stop before the next request.
+    pub cancelled: Option<&'a AtomicBool>,
+}
+
+impl Until<'_> {
+    /// How long the next request may take, or why it must not be sent.
+    fn next_request(&self) -> Result<Duration, SyncError> {
+        if self
+            .cancelled
+            .is_some_and(|flag| flag.load(Ordering::Acquire))
+        {
+            return Err(SyncError::Cancelled);
+        }
+        match self.deadline {
+            None => Ok(REQUEST_TIMEOUT),
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Ok(left.min(REQUEST_TIMEOUT)),
+                _ => Err(SyncError::DeadlineExceeded),
+            },
+        }
+    }
+}
+
+/// The longest one request may take when no deadline is nearer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The most pull rounds one sync makes before it stops (and reports what
 /// it has): a hub appending faster than a device imports must not hold it.
@@ -112,10 +173,28 @@ pub fn sync<'a>(
     api_key: &str,
     token: impl Into<Token<'a>>,
 ) -> Result<SyncSummary, SyncError> {
+    sync_until(store, hub, api_key, token, Until::default())
+}
+
+/// [`sync`], stopping short when `until` says: for a background task with
+/// a deadline (Android's WorkManager, iOS's BGTaskScheduler) or a sync the
+/// user cancels. Stopping short is safe: every step is idempotent, and the
+/// next sync resumes.
+///
+/// # Errors
+///
+/// Those of [`sync`], and [`SyncError::Cancelled`] or
+/// [`SyncError::DeadlineExceeded`] when it stopped short.
+pub fn sync_until<'a>(
+    store: &Store,
+    hub: &str,
+    api_key: &str,
+    token: impl Into<Token<'a>>,
+    until: Until<'_>,
+) -> Result<SyncSummary, SyncError> {
     let mut token = token.into();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
         .build()
         .into();
     let hub = hub.trim_end_matches('/');
@@ -126,14 +205,15 @@ pub fn sync<'a>(
         let url = format!("{hub}{path}");
         let mut retried = false;
         loop {
+            let timeout = until.next_request()?;
             let bearer = format!("Bearer {}", token.get()?);
             let sent = match body {
-                Some(body) => headed(agent.post(&url), api_key, &bearer)
+                Some(body) => headed(agent.post(&url), api_key, &bearer, timeout)
                     .content_type("application/octet-stream")
                     .send(body),
-                None => headed(agent.get(&url), api_key, &bearer).call(),
+                None => headed(agent.get(&url), api_key, &bearer, timeout).call(),
             };
-            match answer(sent) {
+            match answer(sent, until) {
                 Err(SyncError::Refused { status: 401, .. })
                     if !retried && matches!(token, Token::Provider(_)) =>
                 {
@@ -173,8 +253,12 @@ fn headed<B>(
     request: ureq::RequestBuilder<B>,
     api_key: &str,
     bearer: &str,
+    timeout: Duration,
 ) -> ureq::RequestBuilder<B> {
     request
+        .config()
+        .timeout_global(Some(timeout))
+        .build()
         .header("X-API-Key", api_key)
         .header("Authorization", bearer)
         .header(BATCH_FORMAT_HEADER, u16::from(BATCH_FORMAT))
@@ -183,15 +267,21 @@ fn headed<B>(
 /// The body of a 200, or the error it stands for.
 fn answer(
     response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    until: Until<'_>,
 ) -> Result<Vec<u8>, SyncError> {
-    let mut response = response.map_err(|e| SyncError::Unreachable(e.to_string()))?;
+    // A timeout at the deadline is the deadline's, not the hub's.
+    let failed = |e: ureq::Error| match e {
+        ureq::Error::Timeout(_) if until.next_request().is_err() => SyncError::DeadlineExceeded,
+        e => SyncError::Unreachable(e.to_string()),
+    };
+    let mut response = response.map_err(failed)?;
     let status = response.status().as_u16();
     let body = response
         .body_mut()
         .with_config()
         .limit(MAX_BATCH_BYTES as u64 + 1)
         .read_to_vec()
-        .map_err(|e| SyncError::Unreachable(e.to_string()))?;
+        .map_err(failed)?;
     if status == 200 {
         return Ok(body);
     }

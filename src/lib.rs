@@ -75,7 +75,7 @@ pub use clock::SystemClock;
 pub use clock::{Clock, ManualClock};
 pub use codec::DecodeError;
 pub use contract::{MAX_BODY_BYTES, Response};
-pub use error::StoreError;
+pub use error::{ErrorKind, StoreError};
 pub use event::{Event, RecordedEvent, UserCreated, UserCreationRejected, email_key};
 pub use memory::MemoryBackend;
 /// The trait a custom storage backend implements, re-exported from redb for

@@ -155,6 +155,7 @@ fn quoted_after(text: &str, marker: &str, quote: char) -> Vec<String> {
 fn every_error_name_the_package_throws_is_in_its_typescript_union() {
     let read = |path: &str| std::fs::read_to_string(root().join(path)).unwrap();
     let mut thrown = quoted_after(&read("wasm/src/error.rs"), ": &str =", '"');
+    thrown.extend(store_error_names());
     thrown.extend(quoted_after(&read("wasm/js/sync.js"), "hubError(", '\''));
     thrown.sort();
     thrown.dedup();
@@ -168,6 +169,30 @@ fn every_error_name_the_package_throws_is_in_its_typescript_union() {
         "the scan found too few names: {thrown:?}"
     );
     assert_eq!(thrown, typed, "the names thrown and SpkeyErrorName differ");
+}
+
+/// The names of the store's error kinds (`ErrorKind::name`).
+fn store_error_names() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("src/error.rs")).unwrap();
+    let names = &text[text.find("pub fn name(self)").unwrap()..];
+    quoted_after(&names[..names.find("\n    }\n").unwrap()], "=>", '"')
+}
+
+#[test]
+fn every_store_error_kind_is_a_mobile_exception_of_the_same_name() {
+    let names = store_error_names();
+    assert!(names.len() >= 7, "the scan found too few names: {names:?}");
+    let mobile = std::fs::read_to_string(root().join("mobile/src/lib.rs")).unwrap();
+    let errors = &mobile[mobile.find("pub enum SpkeyError").unwrap()..];
+    let errors = &errors[..errors.find("\n}\n").unwrap()];
+    for name in names {
+        let variant = format!("    {} ", name.strip_suffix("Error").unwrap());
+        let unit = format!("    {},", name.strip_suffix("Error").unwrap());
+        assert!(
+            errors.contains(&variant) || errors.contains(&unit),
+            "the mobile SDK has no exception for {name}"
+        );
+    }
 }
 
 /// Every module of the library has its line in ARCHITECTURE.md's code map.
@@ -213,4 +238,14 @@ fn every_file_wrapping_backend_forwards_every_lock() {
             assert!(text.contains(lock), "{path} does not forward `{lock}`");
         }
     }
+}
+
+#[test]
+fn the_readme_stays_under_500_lines() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let lines = readme.lines().count();
+    assert!(
+        lines < 500,
+        "README.md has {lines} lines: move detail to docs/"
+    );
 }

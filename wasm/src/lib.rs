@@ -17,7 +17,7 @@ mod opfs;
 
 use serde::Serialize;
 use spkey_store::contract::{Response, event_json, user_json};
-use spkey_store::{MemoryBackend, Store};
+use spkey_store::{ErrorKind, MemoryBackend, Store};
 use wasm_bindgen::prelude::*;
 
 pub use error::names;
@@ -65,6 +65,8 @@ export type SpkeyErrorName =
     | "StoreLockedError"
     | "CorruptStoreError"
     | "UnsupportedFormatError"
+    | "NotAStoreError"
+    | "ReadOnlyStoreError"
     | "StorageError"
     | "InvalidArgumentError"
     | "NotSupportedError"
@@ -108,7 +110,7 @@ fn open_on(backend: impl spkey_store::StorageBackend) -> Result<Store, JsValue> 
 /// the core already writes for the wire: one serializer in the binary
 /// instead of two, and `JSON.parse` is as fast as building objects by hand.
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
-    let text = serde_json::to_string(value).map_err(|e| js_error(names::STORAGE, e))?;
+    let text = serde_json::to_string(value).map_err(|e| js_error(ErrorKind::Storage.name(), e))?;
     js_sys::JSON::parse(&text)
 }
 
@@ -216,7 +218,9 @@ impl EventStore {
             .ok_or_else(|| js_error(names::CLOSED, "the store is closed"))?;
         match bytes {
             Bytes::Memory(memory) => Ok(memory.snapshot()),
-            Bytes::Opfs(opfs) => opfs.snapshot().map_err(|e| js_error(names::STORAGE, e)),
+            Bytes::Opfs(opfs) => opfs
+                .snapshot()
+                .map_err(|e| js_error(ErrorKind::Storage.name(), e)),
         }
     }
 
@@ -313,7 +317,7 @@ impl EventStore {
             Ok(())
         } else {
             let findings: Vec<String> = report.findings.iter().map(|f| f.to_string()).collect();
-            Err(js_error(names::CORRUPT, findings.join("; ")))
+            Err(js_error(ErrorKind::Corrupt.name(), findings.join("; ")))
         }
     }
 

@@ -8,7 +8,7 @@
 
 use std::io;
 
-use spkey_store::StorageBackend;
+use spkey_store::{ErrorKind, StorageBackend};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
@@ -90,11 +90,11 @@ impl OpfsBackend {
                     .is_some_and(|d| d.name() == "NoModificationAllowedError");
                 if taken {
                     js_error(
-                        names::LOCKED,
+                        ErrorKind::Locked.name(),
                         format!("store '{name}' is open elsewhere (another tab or worker)"),
                     )
                 } else {
-                    js_error(names::STORAGE, describe(&e))
+                    js_error(ErrorKind::Storage.name(), describe(&e))
                 }
             })?
             .unchecked_into();

@@ -4,7 +4,7 @@
 #![cfg(target_arch = "wasm32")]
 
 use js_sys::{JSON, Reflect};
-use spkey_store_wasm::{EventStore, names};
+use spkey_store_wasm::EventStore;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
@@ -65,7 +65,7 @@ async fn a_second_open_of_the_same_name_is_locked_until_the_first_closes() {
         .await
         .err()
         .expect("locked");
-    assert_eq!(error_name(second), names::LOCKED);
+    assert_eq!(error_name(second), "StoreLockedError");
 
     first.close().unwrap();
     let third = EventStore::open_opfs(name).await.unwrap();

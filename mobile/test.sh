@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The Kotlin SDK's tests on the JVM (kotlin-test + JUnit 4) against the host
+# library through JNA — how UniFFI's own Kotlin tests run; no Android device
+# or emulator here. Builds the SDK (mobile/build.sh), the CLI and the hub the
+# tests drive, compiles the tests with the README's Kotlin example, and runs
+# them. SPKEY_LONG=1 kills the JVM 100 times instead of 20.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash mobile/build.sh
+cargo build --locked -p spkey-store --bin spkey
+cargo build --locked -p spkey-hub --bin spkey-hub
+out=mobile/build/kotlin
+kotlin=mobile/node_modules/kotlin-compiler
+classpath="$out/spkey-store.jar:$(bash mobile/classpath.sh test):/usr/share/java/gson.jar"
+
+# The README's example must compile: its first ```kotlin block.
+mkdir -p mobile/build/readme
+awk '/^```kotlin$/ { inside = 1; next } /^```$/ && inside { exit } inside' README.md \
+  >mobile/build/readme/ReadmeExample.kt
+[ -s mobile/build/readme/ReadmeExample.kt ] || { echo "README.md has no kotlin example"; exit 1; }
+
+"$kotlin/bin/kotlinc-jvm" -nowarn -jvm-target 17 -cp "$classpath" \
+  -d "$out/tests.jar" mobile/kotlin/test mobile/build/readme/ReadmeExample.kt
+java -Djna.library.path="$out" \
+  -Dspkey.cli="$PWD/target/debug/spkey" \
+  -Dspkey.hub="$PWD/target/debug/spkey-hub" \
+  -Dspkey.fixtures="$PWD/tests/fixtures" \
+  -cp "$out/tests.jar:$classpath" \
+  org.junit.runner.JUnitCore co.spkey.store.SpkeyStoreTest
