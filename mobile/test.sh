@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Kotlin SDK's tests on the JVM (kotlin-test + JUnit 4) against the host
 # library through JNA — how UniFFI's own Kotlin tests run; no Android device
-# or emulator here. Builds the SDK (mobile/build.sh), the CLI and the hub the
+# or emulator here — then the Python bindings' pytest suite. Builds the SDK (mobile/build.sh), the CLI and the hub the
 # tests drive, compiles the tests with the README's Kotlin example, and runs
 # them. SPKEY_LONG=1 kills the JVM 100 times instead of 20.
 set -euo pipefail
@@ -21,10 +21,16 @@ awk '/^```kotlin$/ { inside = 1; next } /^```$/ && inside { exit } inside' READM
 [ -s mobile/build/readme/ReadmeExample.kt ] || { echo "README.md has no kotlin example"; exit 1; }
 
 "$kotlin/bin/kotlinc-jvm" -nowarn -jvm-target 17 -cp "$classpath" \
-  -d "$out/tests.jar" mobile/kotlin/test mobile/build/readme/ReadmeExample.kt
+  -d "$out/tests.jar" mobile/kotlin/test mobile/kotlin/bench mobile/build/readme/ReadmeExample.kt
 java -Djna.library.path="$out" \
   -Dspkey.cli="$PWD/target/debug/spkey" \
   -Dspkey.hub="$PWD/target/debug/spkey-hub" \
   -Dspkey.fixtures="$PWD/tests/fixtures" \
   -cp "$out/tests.jar:$classpath" \
   org.junit.runner.JUnitCore co.spkey.store.SpkeyStoreTest
+# The benchmark program once, tiny (its figures: bash mobile/bench.sh).
+java -Djna.library.path="$out" -cp "$out/tests.jar:$classpath" co.spkey.store.Bench
+
+# The same layer from Python (the generated module, the library beside it).
+SPKEY_PYTHON="$PWD/mobile/build/generated/python" SPKEY_HUB="$PWD/target/debug/spkey-hub" \
+  python3 -m pytest -q -p no:cacheprovider mobile/python
