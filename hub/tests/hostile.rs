@@ -590,6 +590,24 @@ fn silent_tls_and_http2_connections_are_closed_in_bounded_time() {
     );
 }
 
+/// Sends a whole create request for `id` as acme and returns the socket,
+/// unread: the caller decides when to hang up.
+fn send_create(hub: &str, token: &str, id: String, email: &str) -> TcpStream {
+    let content = body(&id, email);
+    let mut socket = TcpStream::connect(addr(hub)).unwrap();
+    let length = format!("Content-Length: {}\r\n", content.len());
+    let request = head(
+        "POST",
+        &format!("/users/{id}/CreateUser"),
+        ACME_KEY,
+        token,
+        &length,
+    );
+    socket.write_all(request.as_bytes()).unwrap();
+    socket.write_all(content.as_bytes()).unwrap();
+    socket
+}
+
 /// A create whose client hangs up before its answer still wakes the
 /// long-polls waiting for it, and a pull started after it answers at once.
 ///
@@ -624,22 +642,12 @@ fn a_commit_whose_client_hung_up_wakes_every_long_poll(backend: Backend) {
             std::thread::scope(|scope| {
                 let waiting = scope.spawn(move || pull(since, WAIT_SECS));
                 std::thread::sleep(Duration::from_millis(200));
-                let id = user_id(700 + n);
-                let content = body(&id, &format!("gone{n}@example.com"));
-                let mut socket = TcpStream::connect(addr(&hub.url)).unwrap();
-                socket
-                    .write_all(
-                        head(
-                            "POST",
-                            &format!("/users/{id}/CreateUser"),
-                            ACME_KEY,
-                            &token,
-                            &format!("Content-Length: {}\r\n", content.len()),
-                        )
-                        .as_bytes(),
-                    )
-                    .unwrap();
-                socket.write_all(content.as_bytes()).unwrap();
+                let mut socket = send_create(
+                    &hub.url,
+                    &token,
+                    user_id(700 + n),
+                    &format!("gone{n}@example.com"),
+                );
                 std::thread::sleep(Duration::from_micros(delay_us));
                 // Did the answer come before the hang-up?
                 socket.set_nonblocking(true).unwrap();
@@ -723,18 +731,7 @@ fn a_write_waiting_in_postgres_commits_after_its_client_hangs_up() {
             assert_eq!(answer.status, 200);
             Instant::now()
         });
-        let id = user_id(801);
-        let content = body(&id, "left@example.com");
-        let mut socket = TcpStream::connect(addr(&hub.url)).unwrap();
-        let request = head(
-            "POST",
-            &format!("/users/{id}/CreateUser"),
-            ACME_KEY,
-            &token,
-            &format!("Content-Length: {}\r\n", content.len()),
-        );
-        socket.write_all(request.as_bytes()).unwrap();
-        socket.write_all(content.as_bytes()).unwrap();
+        let socket = send_create(&hub.url, &token, user_id(801), "left@example.com");
         let deadline = Instant::now() + Duration::from_secs(15);
         while !waiting_on_lock() {
             assert!(Instant::now() < deadline, "the hub's write never began");

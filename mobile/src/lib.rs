@@ -710,12 +710,8 @@ fn run_sync(
 }
 
 fn details(rejection: &Rejection) -> Vec<FieldDetail> {
-    let fields = match rejection {
-        Rejection::Invalid(fields) | Rejection::Conflict(fields) | Rejection::Forbidden(fields) => {
-            fields
-        }
-    };
-    fields
+    rejection
+        .details()
         .iter()
         .map(|field| FieldDetail {
             field: field.field.as_str().to_owned(),
