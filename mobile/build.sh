@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 
 profile=${SPKEY_MOBILE_PROFILE:-release}
 cargo build -p spkey-mobile --profile "$profile" --locked
-cargo build -p spkey-mobile-bindgen --profile bindgen --locked
+# The generator has its own lock file (mobile/bindgen), pinned to the same UniFFI.
+cargo build --manifest-path mobile/bindgen/Cargo.toml --target-dir target/bindgen --locked
 dir=target/$([ "$profile" = dev ] && echo debug || echo "$profile")
 for lib in "$dir"/libspkey_mobile.so "$dir"/libspkey_mobile.dylib; do
   [ -f "$lib" ] && break
@@ -22,7 +23,7 @@ done
 out=mobile/build
 rm -rf "$out/generated" "$out/kotlin"
 for language in kotlin swift python; do
-  target/bindgen/uniffi-bindgen generate --library "$lib" --language "$language" \
+  target/bindgen/debug/uniffi-bindgen generate --library "$lib" --language "$language" \
     --out-dir "$out/generated/$language" --no-format >/dev/null
 done
 cp "$lib" "$out/generated/python/"

@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash mobile/build.sh
+# A debug build: cargo test --workspace has built it already.
+SPKEY_MOBILE_PROFILE=dev bash mobile/build.sh
 cargo build --locked -p spkey-store --bin spkey
 cargo build --locked -p spkey-hub --bin spkey-hub
 out=mobile/build/kotlin

@@ -11,11 +11,11 @@ targets=(aarch64-apple-ios aarch64-apple-ios-sim x86_64-apple-ios aarch64-apple-
 for target in "${targets[@]}"; do
   cargo build -p spkey-mobile --release --locked --target "$target"
 done
-cargo build -p spkey-mobile-bindgen --profile bindgen --locked
+cargo build --manifest-path mobile/bindgen/Cargo.toml --target-dir target/bindgen --locked
 
 out=mobile/swift/build
 rm -rf "$out" && mkdir -p "$out/headers" "$out/Sources/SpkeyStoreFFI" "$out/sim"
-target/bindgen/uniffi-bindgen generate --library target/aarch64-apple-darwin/release/libspkey_mobile.dylib \
+target/bindgen/debug/uniffi-bindgen generate --library target/aarch64-apple-darwin/release/libspkey_mobile.dylib \
   --language swift --out-dir "$out/generated"
 cp "$out/generated/SpkeyStoreFFI.swift" "$out/Sources/SpkeyStoreFFI/"
 cp "$out/generated/SpkeyStoreFFIFFI.h" "$out/headers/"
