@@ -467,3 +467,47 @@ fn fuzz_seed_batches_are_real_batches() {
         assert_eq!((pulled.imported, pulled.cursor), (1, 1), "{pull}");
     }
 }
+
+/// A sync given a deadline stops at it even when the hub never answers
+/// (a listener that accepts and stays silent), and a cancelled sync sends
+/// nothing; both say which, and neither is mistaken for an unreachable hub.
+#[test]
+fn a_sync_stops_at_its_deadline_and_a_cancelled_one_sends_nothing() {
+    use spkey_store::http::{SyncError, Until, sync_until};
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hub = format!("http://{}", silent.local_addr().unwrap());
+    let device = store();
+    let started = Instant::now();
+    let until = Until {
+        deadline: Some(started + Duration::from_millis(500)),
+        cancelled: None,
+    };
+    let stopped = sync_until(&device, &hub, "key", "token", until);
+    assert!(
+        matches!(stopped, Err(SyncError::DeadlineExceeded)),
+        "{stopped:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(stopped.unwrap_err().is_transient());
+
+    silent.set_nonblocking(true).unwrap();
+    while silent.accept().is_ok() {}
+    let cancelled = AtomicBool::new(true);
+    let until = Until {
+        deadline: None,
+        cancelled: Some(&cancelled),
+    };
+    let stopped = sync_until(&device, &hub, "key", "token", until);
+    assert!(matches!(stopped, Err(SyncError::Cancelled)), "{stopped:?}");
+    assert!(
+        silent.accept().is_err(),
+        "a cancelled sync connected to the hub"
+    );
+}
