@@ -11,14 +11,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-profile=${SPKEY_MOBILE_PROFILE:-release}
-cargo build -p spkey-mobile --profile "$profile" --locked
+# SPKEY_MOBILE_LIB: a library already built (the tests use the debug one
+# `cargo test --workspace` made); otherwise a release build.
+lib=${SPKEY_MOBILE_LIB:-}
+if [ -z "$lib" ]; then
+  cargo build -p spkey-mobile --release --locked
+  for lib in target/release/libspkey_mobile.so target/release/libspkey_mobile.dylib; do
+    [ -f "$lib" ] && break
+  done
+fi
 # The generator has its own lock file (mobile/bindgen), pinned to the same UniFFI.
 cargo build --manifest-path mobile/bindgen/Cargo.toml --target-dir target/bindgen --locked
-dir=target/$([ "$profile" = dev ] && echo debug || echo "$profile")
-for lib in "$dir"/libspkey_mobile.so "$dir"/libspkey_mobile.dylib; do
-  [ -f "$lib" ] && break
-done
 
 out=mobile/build
 rm -rf "$out/generated" "$out/kotlin"
@@ -26,7 +29,7 @@ for language in kotlin swift python; do
   target/bindgen/debug/uniffi-bindgen generate --library "$lib" --language "$language" \
     --out-dir "$out/generated/$language" --no-format >/dev/null
 done
-cp "$lib" "$out/generated/python/"
+cp "$lib" "$out/generated/python/libspkey_mobile.${lib##*.}"
 
 # The Kotlin compiler, pinned by mobile/package-lock.json (scripts/setup
 # installs it).
@@ -37,5 +40,5 @@ mkdir -p "$out/kotlin"
   -cp "$(bash mobile/classpath.sh)" \
   -d "$out/kotlin/spkey-store.jar" \
   "$out/generated/kotlin" mobile/kotlin/src
-cp "$lib" "$out/kotlin/"
-echo "built $out/kotlin/spkey-store.jar and $(basename "$lib")"
+cp "$lib" "$out/kotlin/libspkey_mobile.${lib##*.}"
+echo "built $out/kotlin/spkey-store.jar and libspkey_mobile.${lib##*.}"

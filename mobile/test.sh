@@ -7,10 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# A debug build: cargo test --workspace has built it already.
-SPKEY_MOBILE_PROFILE=dev bash mobile/build.sh
-cargo build --locked -p spkey-store --bin spkey
-cargo build --locked -p spkey-hub --bin spkey-hub
+# The debug library and the binaries `cargo test --workspace` builds (the
+# step before this one in scripts/test, so this is a no-op there).
+cargo test --workspace --locked --no-run
+SPKEY_MOBILE_LIB=target/debug/deps/libspkey_mobile.so bash mobile/build.sh
 out=mobile/build/kotlin
 kotlin=mobile/node_modules/kotlin-compiler
 classpath="$out/spkey-store.jar:$(bash mobile/classpath.sh test):/usr/share/java/gson.jar"
