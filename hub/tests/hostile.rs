@@ -11,7 +11,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,10 +57,7 @@ fn start(nofile: Option<u32>) -> (Running, String, std::path::PathBuf, tempfile:
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(&mut child);
     let url = line.trim().trim_start_matches("listening on ").to_owned();
     let hub = Running(child);
     assert!(url.starts_with("http://"), "{line}");

@@ -336,6 +336,16 @@ pub fn user_id(n: u128) -> String {
 }
 
 /// The hub binary on a fixed port, restarted on the same data.
+/// The first line a started `spkey-hub` prints (`listening on URL`), or
+/// empty when it exited first.
+pub fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
 pub struct HubProcess {
     config: PathBuf,
     child: Option<Child>,
@@ -369,10 +379,7 @@ impl HubProcess {
                 )
                 .spawn()
                 .unwrap();
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
+            let line = first_line(&mut child);
             if line.starts_with("listening on http://") {
                 self.child = Some(child);
                 return;
