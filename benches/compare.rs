@@ -90,7 +90,7 @@ impl Engine for Spkey {
         } else {
             self.store.execute_batch(&commands).unwrap()
         };
-        assert!(outcomes.iter().all(|o| matches!(o, Outcome::Created(_))));
+        assert!(outcomes.iter().all(|o| matches!(o, Outcome::Recorded(_))));
     }
     fn scan(&self) -> usize {
         self.store.scan(1, |_| true).unwrap() as usize

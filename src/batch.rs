@@ -1,7 +1,13 @@
 //! The bytes that travel between devices and the hub: push batches, replies
 //! and pull batches. `[b"SPKS"][version u8][kind u8][postcard body][crc32 LE]`.
 //!
-//! Format 2 (written now) differs from format 1 in two bodies: a pull says
+//! Format 3 (written now) has format 2's bodies; what is new is what they
+//! carry: `UserUpdated` events, and replies that refuse with a 404 (an
+//! update of a user the hub does not have). A device or hub of format 2
+//! could not read them, so each side refuses the other's format by name
+//! (the format header) rather than failing on the first new event.
+//!
+//! Format 2 differs from format 1 in two bodies: a pull says
 //! whose events it carries (the organization's, or one user's) and up to
 //! which hub position it is complete for them — its watermark, the device's
 //! next cursor, since a scoped pull's positions have gaps; a reply may
@@ -24,8 +30,9 @@ use crate::codec::{Bounded, MAX_DETAILS, checksum};
 const MAGIC: &[u8; 4] = b"SPKS";
 pub(crate) const VERSION_1: u8 = 1;
 pub(crate) const VERSION_2: u8 = 2;
+pub(crate) const VERSION_3: u8 = 3;
 /// The batch format this version writes (and the newest it reads).
-pub const BATCH_FORMAT: u8 = VERSION_2;
+pub const BATCH_FORMAT: u8 = VERSION_3;
 const HEADER: usize = MAGIC.len() + 2;
 const CHECKSUM_LEN: usize = 4;
 
@@ -229,7 +236,7 @@ pub fn check_head(head: &[u8], kind: BatchKind) -> Result<u8, BatchError> {
         return Err(BatchError::NotABatch);
     }
     let version = head[MAGIC.len()];
-    if !matches!(version, VERSION_1 | VERSION_2) {
+    if !matches!(version, VERSION_1 | VERSION_2 | VERSION_3) {
         return Err(BatchError::UnsupportedVersion(version));
     }
     let found = head[MAGIC.len() + 1];

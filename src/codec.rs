@@ -13,8 +13,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::{Event, RecordedEvent, UserCreated, UserCreationRejected};
-use crate::user::{Field, FieldError};
+use crate::event::{Event, RecordedEvent, Refusal, UserCreated, UserUpdated};
+use crate::field::{Field, FieldError};
 
 /// The envelope format this version writes.
 pub const FORMAT_V1: u8 = 1;
@@ -23,6 +23,10 @@ pub const FORMAT_V1: u8 = 1;
 const USER_CREATED: u16 = 1;
 /// The event type code of `UserCreationRejected`.
 const USER_CREATION_REJECTED: u16 = 2;
+/// The event type code of `UserUpdated`.
+const USER_UPDATED: u16 = 3;
+/// The event type code of `UserUpdateRejected`.
+const USER_UPDATE_REJECTED: u16 = 4;
 
 const CHECKSUM_LEN: usize = 4;
 
@@ -81,9 +85,24 @@ struct UserCreatedV1<'a> {
     phone_number: Option<&'a str>,
 }
 
-/// `UserCreationRejected`, schema 1. Fields are stored by their API names.
+/// `UserUpdated`, schema 1: each field `None` when unchanged, an optional
+/// field `Some(None)` when cleared. The user id is the envelope's.
 #[derive(Serialize, Deserialize)]
-struct UserCreationRejectedV1<'a> {
+struct UserUpdatedV1<'a> {
+    #[serde(borrow)]
+    email: Option<&'a str>,
+    #[serde(borrow)]
+    first_name: Option<Option<&'a str>>,
+    #[serde(borrow)]
+    last_name: Option<Option<&'a str>>,
+    #[serde(borrow)]
+    phone_number: Option<Option<&'a str>>,
+}
+
+/// `UserCreationRejected` and `UserUpdateRejected`, schema 1. Fields are
+/// stored by their API names.
+#[derive(Serialize, Deserialize)]
+struct RefusalV1<'a> {
     rejected_event_id: [u8; 16],
     code: u16,
     #[serde(borrow)]
@@ -169,20 +188,18 @@ pub fn encode(recorded: &RecordedEvent) -> Vec<u8> {
                 phone_number: created.phone_number.as_deref(),
             }),
         ),
-        Event::UserCreationRejected(rejected) => (
-            USER_CREATION_REJECTED,
+        Event::UserUpdated(updated) => (
+            USER_UPDATED,
             1,
-            to_postcard(&UserCreationRejectedV1 {
-                rejected_event_id: rejected.rejected_event_id.into_bytes(),
-                code: rejected.code,
-                details: rejected
-                    .details
-                    .iter()
-                    .map(|d| (d.field.as_str(), d.message.as_str()))
-                    .collect::<Vec<_>>()
-                    .into(),
+            to_postcard(&UserUpdatedV1 {
+                email: updated.email.as_deref(),
+                first_name: updated.first_name.as_ref().map(Option::as_deref),
+                last_name: updated.last_name.as_ref().map(Option::as_deref),
+                phone_number: updated.phone_number.as_ref().map(Option::as_deref),
             }),
         ),
+        Event::UserCreationRejected(refusal) => (USER_CREATION_REJECTED, 1, refusal_v1(refusal)),
+        Event::UserUpdateRejected(refusal) => (USER_UPDATE_REJECTED, 1, refusal_v1(refusal)),
     };
     let envelope = EnvelopeV1 {
         event_id: recorded.event_id.into_bytes(),
@@ -200,6 +217,44 @@ pub fn encode(recorded: &RecordedEvent) -> Vec<u8> {
     let checksum = checksum(&bytes);
     bytes.extend_from_slice(&checksum.to_le_bytes());
     bytes
+}
+
+fn refusal_v1(refusal: &Refusal) -> Vec<u8> {
+    to_postcard(&RefusalV1 {
+        rejected_event_id: refusal.rejected_event_id.into_bytes(),
+        code: refusal.code,
+        details: refusal
+            .details
+            .iter()
+            .map(|d| (d.field.as_str(), d.message.as_str()))
+            .collect::<Vec<_>>()
+            .into(),
+    })
+}
+
+fn refusal_of(aggregate_id: Uuid, payload: &[u8]) -> Result<Refusal, DecodeError> {
+    let v1: RefusalV1 = from_postcard(payload)?;
+    let details = v1
+        .details
+        .0
+        .into_iter()
+        .map(|(field, message)| {
+            let field = Field::ALL
+                .into_iter()
+                .find(|f| f.as_str() == field)
+                .ok_or_else(|| DecodeError::Malformed(format!("unknown field '{field}'")))?;
+            Ok(FieldError {
+                field,
+                message: message.to_owned(),
+            })
+        })
+        .collect::<Result<_, DecodeError>>()?;
+    Ok(Refusal {
+        user_id: aggregate_id,
+        rejected_event_id: Uuid::from_bytes(v1.rejected_event_id),
+        code: v1.code,
+        details,
+    })
 }
 
 /// CRC-32 (ISO-HDLC, the zlib/PNG one) of `bytes`. Natively crc32fast uses
@@ -303,31 +358,22 @@ fn decode_v1(body: &[u8]) -> Result<RecordedEvent, DecodeError> {
                 phone_number: v1.phone_number.map(str::to_owned),
             })
         }
-        (USER_CREATION_REJECTED, 1) => {
-            let v1: UserCreationRejectedV1 = from_postcard(envelope.payload)?;
-            let details = v1
-                .details
-                .0
-                .into_iter()
-                .map(|(field, message)| {
-                    let field = Field::ALL
-                        .into_iter()
-                        .find(|f| f.as_str() == field)
-                        .ok_or_else(|| {
-                            DecodeError::Malformed(format!("unknown field '{field}'"))
-                        })?;
-                    Ok(FieldError {
-                        field,
-                        message: message.to_owned(),
-                    })
-                })
-                .collect::<Result<_, DecodeError>>()?;
-            Event::UserCreationRejected(UserCreationRejected {
+        (USER_UPDATED, 1) => {
+            let v1: UserUpdatedV1 = from_postcard(envelope.payload)?;
+            let owned = |v: Option<Option<&str>>| v.map(|v| v.map(str::to_owned));
+            Event::UserUpdated(UserUpdated {
                 user_id: aggregate_id,
-                rejected_event_id: Uuid::from_bytes(v1.rejected_event_id),
-                code: v1.code,
-                details,
+                email: v1.email.map(str::to_owned),
+                first_name: owned(v1.first_name),
+                last_name: owned(v1.last_name),
+                phone_number: owned(v1.phone_number),
             })
+        }
+        (USER_CREATION_REJECTED, 1) => {
+            Event::UserCreationRejected(refusal_of(aggregate_id, envelope.payload)?)
+        }
+        (USER_UPDATE_REJECTED, 1) => {
+            Event::UserUpdateRejected(refusal_of(aggregate_id, envelope.payload)?)
         }
         (event_type, schema_version) => {
             return Err(DecodeError::UnknownEvent {
@@ -419,7 +465,7 @@ mod tests {
                 (None, Some("Lee".into()), None);
         }
         let rejected = RecordedEvent {
-            event: Event::UserCreationRejected(UserCreationRejected {
+            event: Event::UserCreationRejected(Refusal {
                 user_id: Uuid::from_u128(3),
                 rejected_event_id: Uuid::from_u128(1),
                 code: 409,

@@ -1,8 +1,9 @@
-//! The wire contract of `POST /users/{id}/CreateUser`: request bytes in,
-//! the API's exact status and JSON bodies out.
+//! The wire contract of `POST /users/{id}/{command}` (`CreateUser`,
+//! `UpdateUser`): request bytes in, the API's exact status and JSON bodies
+//! out.
 //!
 //! Invariant: this module knows nothing of redb. It parses the wire into a
-//! [`CreateUser`], hands it to the [`Store`], and renders the [`Outcome`].
+//! [`Command`], hands it to the [`Store`], and renders the [`Outcome`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -10,10 +11,12 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::command::{Command, CreateUser, Outcome, UpdateUser};
 use crate::error::StoreError;
-use crate::event::{Event, RecordedEvent, UserCreated, UserCreationRejected};
-use crate::store::{Outcome, Store};
-use crate::user::{CreateUser, Field, FieldError, User};
+use crate::event::{Event, RecordedEvent, Refusal, UserCreated, UserUpdated};
+use crate::field::{Field, FieldError};
+use crate::store::Store;
+use crate::user::User;
 
 /// The largest request body accepted, in bytes; a larger one is answered 413
 /// without being parsed.
@@ -22,7 +25,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// An HTTP status and the JSON body that goes with it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
-    /// The HTTP status: 200, 201, 400, 409, 413 or 500.
+    /// The HTTP status: 200, 201, 400, 403, 404, 409, 413 or 500.
     pub status: u16,
     /// The body.
     pub body: Body,
@@ -114,8 +117,64 @@ pub struct EventJson {
 pub enum EventData {
     /// `UserCreated`: the profile.
     User(UserJson),
-    /// `UserCreationRejected`: why the hub refused the user.
+    /// `UserCreationRejected`, `UserUpdateRejected`: why the hub refused
+    /// the event.
     Rejection(RejectionJson),
+    /// `UserUpdated`: the fields changed.
+    Update(UpdateJson),
+}
+
+/// The fields an update changed: a field absent was not changed, `null`
+/// was cleared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateJson {
+    /// Lowercase hyphenated UUID.
+    pub user_id: String,
+    /// The new email.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub email: Option<String>,
+    /// The new first name, `null` when cleared.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "present"
+    )]
+    #[cfg_attr(feature = "typescript", tsify(optional, type = "string | null"))]
+    pub first_name: Option<Option<String>>,
+    /// The new last name, `null` when cleared.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "present"
+    )]
+    #[cfg_attr(feature = "typescript", tsify(optional, type = "string | null"))]
+    pub last_name: Option<Option<String>>,
+    /// The new phone number, `null` when cleared.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "present"
+    )]
+    #[cfg_attr(feature = "typescript", tsify(optional, type = "string | null"))]
+    pub phone_number: Option<Option<String>>,
+}
+
+/// A field that is present, `null` included (absent is `None` by
+/// `default`).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
+fn update_json(updated: &UserUpdated) -> UpdateJson {
+    UpdateJson {
+        user_id: updated.user_id.to_string(),
+        email: updated.email.clone(),
+        first_name: updated.first_name.clone(),
+        last_name: updated.last_name.clone(),
+        phone_number: updated.phone_number.clone(),
+    }
 }
 
 /// Why the hub refused a user created offline: the API's error body for the
@@ -183,7 +242,13 @@ impl Response {
     /// The response for a store outcome.
     pub fn from_outcome(outcome: &Outcome) -> Response {
         match outcome {
-            Outcome::Created(event) => Response::success(201, event),
+            Outcome::Recorded(event) => {
+                let status = match event.event {
+                    Event::UserCreated(_) => 201,
+                    _ => 200,
+                };
+                Response::success(status, event)
+            }
             Outcome::Replayed(event) => Response::success(200, event),
             Outcome::Rejected(rejection) => {
                 let (error, message) = reason(rejection.code());
@@ -262,6 +327,7 @@ fn reason(code: u16) -> (&'static str, &'static str) {
             "Forbidden",
             "The credentials do not allow acting on this user",
         ),
+        404 => ("Not Found", "No user has this id"),
         409 => ("Conflict", "The request conflicts with an existing user"),
         413 => ("Payload Too Large", "The request body is too large"),
         _ => (
@@ -276,7 +342,7 @@ fn bad_request(details: Vec<Detail>) -> Response {
     Response::error(400, error, message, details)
 }
 
-fn rejection_json(rejected: &UserCreationRejected) -> RejectionJson {
+fn rejection_json(rejected: &Refusal) -> RejectionJson {
     let (error, message) = reason(rejected.code);
     RejectionJson {
         rejected_event_id: rejected.rejected_event_id.to_string(),
@@ -315,7 +381,10 @@ pub fn format_timestamp(ms: i64) -> String {
 pub fn event_json(recorded: &RecordedEvent) -> EventJson {
     let data = match &recorded.event {
         Event::UserCreated(created) => EventData::User(profile_json(created)),
-        Event::UserCreationRejected(rejected) => EventData::Rejection(rejection_json(rejected)),
+        Event::UserUpdated(updated) => EventData::Update(update_json(updated)),
+        Event::UserCreationRejected(refusal) | Event::UserUpdateRejected(refusal) => {
+            EventData::Rejection(rejection_json(refusal))
+        }
     };
     EventJson {
         event_id: recorded.event_id.to_string(),
@@ -349,30 +418,100 @@ pub fn user_json(user: &User) -> UserStateJson {
     }
 }
 
+/// The commands of the wire, by the name that ends their path
+/// (`POST /users/{id}/{name}`).
+pub const COMMANDS: [&str; 2] = ["CreateUser", "UpdateUser"];
+
+/// Parses the request of the command `name` (one of [`COMMANDS`]) for the
+/// user `id`: the one place that maps a wire name to its command.
+///
+/// # Errors
+///
+/// The response the API answers without running anything: a 404 for a name
+/// that is not a command, otherwise the parser's 400 or 413.
+pub fn parse_command(name: &str, id: &str, body: &[u8]) -> Result<Command, Response> {
+    match command_name(name)? {
+        "CreateUser" => parse_create_user(id, body).map(Command::Create),
+        _ => parse_update_user(id, body).map(Command::Update),
+    }
+}
+
+/// The command `name` as one of [`COMMANDS`] (so with a `'static`
+/// lifetime), before its body is read.
+///
+/// # Errors
+///
+/// The 404 the API answers for a name that is not a command.
+pub fn command_name(name: &str) -> Result<&'static str, Response> {
+    COMMANDS.into_iter().find(|c| *c == name).ok_or_else(|| {
+        let mut message = format!("'{name}' is not one of");
+        for (i, command) in COMMANDS.into_iter().enumerate() {
+            message.push_str(if i == 0 { " " } else { ", " });
+            message.push_str(command);
+        }
+        Response::error(
+            404,
+            "Not Found",
+            "The Users API has no such command",
+            vec![Detail {
+                field: "command".into(),
+                message,
+            }],
+        )
+    })
+}
+
 impl Store {
-    /// Executes `POST /users/{id}/CreateUser` from the wire: the path `id`
-    /// and the raw body bytes. Never fails: every outcome, a storage failure
-    /// included (500, nothing written), is a [`Response`]. Callers that
-    /// handle failures themselves use
-    /// [`try_create_user_wire`](Self::try_create_user_wire).
-    pub fn create_user_wire(&self, id: &str, body: &[u8]) -> Response {
-        self.try_create_user_wire(id, body)
+    /// Executes `POST /users/{id}/{command}` from the wire: the command's
+    /// name (one of [`COMMANDS`]), the path `id` and the raw body bytes.
+    /// Never fails: every outcome, a storage failure included (500,
+    /// nothing written), is a [`Response`]. Callers that handle failures
+    /// themselves use [`try_command_wire`](Self::try_command_wire).
+    pub fn command_wire(&self, command: &str, id: &str, body: &[u8]) -> Response {
+        self.try_command_wire(command, id, body)
             .unwrap_or_else(|error| Response::storage_failure(&error))
     }
 
-    /// As [`create_user_wire`](Self::create_user_wire), with a failure of
-    /// the store returned as the [`StoreError`] it is, so that its kind
-    /// (a damaged store, a lock, a full disk) reaches the caller.
+    /// As [`command_wire`](Self::command_wire), with a failure of the store
+    /// returned as the [`StoreError`] it is, so that its kind (a damaged
+    /// store, a lock, a full disk) reaches the caller.
     ///
     /// # Errors
     ///
-    /// The errors of [`Store::create_user`]; every answer of the API (201,
-    /// 200, 400, 409, 413) is `Ok`.
-    pub fn try_create_user_wire(&self, id: &str, body: &[u8]) -> Result<Response, StoreError> {
-        match parse_create_user(id, body) {
-            Ok(command) => Ok(Response::from_outcome(&self.create_user(&command)?)),
+    /// The errors of [`Store::execute`]; every answer of the API (201, 200,
+    /// 400, 403, 404, 409, 413) is `Ok`.
+    pub fn try_command_wire(
+        &self,
+        command: &str,
+        id: &str,
+        body: &[u8],
+    ) -> Result<Response, StoreError> {
+        match parse_command(command, id, body) {
+            Ok(command) => Ok(Response::from_outcome(&self.execute(&command)?)),
             Err(response) => Ok(response),
         }
+    }
+
+    /// `POST /users/{id}/CreateUser` from the wire: see
+    /// [`command_wire`](Self::command_wire).
+    pub fn create_user_wire(&self, id: &str, body: &[u8]) -> Response {
+        self.command_wire("CreateUser", id, body)
+    }
+
+    /// As [`create_user_wire`](Self::create_user_wire), with a failure of
+    /// the store returned as the [`StoreError`] it is.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_command_wire`](Self::try_command_wire).
+    pub fn try_create_user_wire(&self, id: &str, body: &[u8]) -> Result<Response, StoreError> {
+        self.try_command_wire("CreateUser", id, body)
+    }
+
+    /// `POST /users/{id}/UpdateUser` from the wire: see
+    /// [`command_wire`](Self::command_wire).
+    pub fn update_user_wire(&self, id: &str, body: &[u8]) -> Response {
+        self.command_wire("UpdateUser", id, body)
     }
 }
 
@@ -380,6 +519,67 @@ impl Store {
 /// response naming every failing field: JSON type errors and unknown fields
 /// found here, value errors found by [`CreateUser::validate`].
 pub fn parse_create_user(id: &str, body: &[u8]) -> Result<CreateUser, Response> {
+    let mut fields = read_body(body, "CreateUser")?;
+    let mut text = |field: Field| fields.values[field as usize].take().flatten();
+    let command = CreateUser {
+        id: id.to_owned(),
+        // A null required field reads as missing, and validate() says so.
+        user_id: text(Field::UserId).unwrap_or_default(),
+        email: text(Field::Email).unwrap_or_default(),
+        first_name: text(Field::FirstName),
+        last_name: text(Field::LastName),
+        phone_number: text(Field::PhoneNumber),
+    };
+    match fields.faults() {
+        None => Ok(command),
+        Some(faults) => Err(faults.report(command.validate().err())),
+    }
+}
+
+/// Parses an `UpdateUser` request: any of `email`, `firstName`,
+/// `lastName`, `phoneNumber` (`null` clears an optional field) and,
+/// optionally, `userId`. On any fault, returns the 400 (or 413) response
+/// naming every failing field, as [`parse_create_user`] does.
+pub fn parse_update_user(id: &str, body: &[u8]) -> Result<UpdateUser, Response> {
+    let mut fields = read_body(body, "UpdateUser")?;
+    for (field, what) in [
+        (Field::UserId, "must be a string when given"),
+        (Field::Email, "cannot be cleared: every user has an email"),
+    ] {
+        if matches!(fields.values[field as usize], Some(None)) {
+            fields.wire_errors.push((field, what.into()));
+        }
+    }
+    let mut value = |field: Field| fields.values[field as usize].take();
+    let command = UpdateUser {
+        id: id.to_owned(),
+        user_id: value(Field::UserId).flatten(),
+        // A null email keeps a placeholder: its wire error speaks for it.
+        email: value(Field::Email).map(Option::unwrap_or_default),
+        first_name: value(Field::FirstName),
+        last_name: value(Field::LastName),
+        phone_number: value(Field::PhoneNumber),
+    };
+    match fields.faults() {
+        None => Ok(command),
+        Some(faults) => Err(faults.report(command.validate().err())),
+    }
+}
+
+/// A request body read field by field, before any value is checked.
+struct BodyFields {
+    /// Each body field's value by `Field as usize`: `None` when absent,
+    /// `Some(None)` when `null`.
+    values: [Option<Option<String>>; Field::ALL.len()],
+    /// Faults of the JSON itself: a field twice, a value of the wrong type.
+    wire_errors: Vec<(Field, String)>,
+    /// Fields the command does not have.
+    unknown: Vec<Detail>,
+}
+
+/// Reads `body` as the JSON object of the command `name`, or answers the
+/// 413 or 400 that a body which is not one deserves.
+fn read_body(body: &[u8], name: &str) -> Result<BodyFields, Response> {
     if body.len() > MAX_BODY_BYTES {
         return Err(Response::error(
             413,
@@ -393,8 +593,8 @@ pub fn parse_create_user(id: &str, body: &[u8]) -> Result<CreateUser, Response> 
     }
     let text = std::str::from_utf8(body)
         .map_err(|e| bad_request(vec![body_detail(format!("is not valid UTF-8: {e}"))]))?;
-    let fields = match serde_json::from_str::<Top>(text) {
-        Ok(Top::Object(fields)) => fields,
+    let entries = match serde_json::from_str::<Top>(text) {
+        Ok(Top::Object(entries)) => entries,
         Ok(Top::Not(kind)) => {
             return Err(bad_request(vec![body_detail(format!(
                 "must be a JSON object, not {kind}"
@@ -406,74 +606,80 @@ pub fn parse_create_user(id: &str, body: &[u8]) -> Result<CreateUser, Response> 
             ))]));
         }
     };
-
-    let mut wire_errors: Vec<(Field, String)> = Vec::new();
-    let mut unknown: Vec<Detail> = Vec::new();
-    let mut command = CreateUser {
-        id: id.to_owned(),
-        ..CreateUser::default()
+    let mut fields = BodyFields {
+        values: Default::default(),
+        wire_errors: Vec::new(),
+        unknown: Vec::new(),
     };
-    let mut seen = [false; Field::ALL.len()];
-    for (key, value) in fields {
+    for (key, value) in entries {
         let Some(field) = body_field(&key) else {
-            unknown.push(Detail {
-                message: "is not a field of CreateUser".into(),
+            fields.unknown.push(Detail {
+                message: format!("is not a field of {name}"),
                 field: key.into_owned(),
             });
             continue;
         };
-        if std::mem::replace(&mut seen[field as usize], true) {
-            wire_errors.push((field, "appears more than once".into()));
+        if fields.values[field as usize].is_some() {
+            fields
+                .wire_errors
+                .push((field, "appears more than once".into()));
             continue;
         }
         let text = match value {
             Raw::Str(text) => Some(text.into_owned()),
             Raw::Null => None,
-            Raw::Object(_) => {
-                wire_errors.push((field, "must be a string, not an object".into()));
-                continue;
-            }
-            Raw::Other(kind) => {
-                wire_errors.push((field, format!("must be a string, not {kind}")));
-                continue;
+            Raw::Object(_) | Raw::Other(_) => {
+                let kind = match value {
+                    Raw::Other(kind) => kind,
+                    _ => "an object",
+                };
+                fields
+                    .wire_errors
+                    .push((field, format!("must be a string, not {kind}")));
+                // A placeholder: the field was given, and its wire error
+                // speaks for it.
+                Some(String::new())
             }
         };
-        match field {
-            // A null required field reads as missing, and validate() says so.
-            Field::UserId => command.user_id = text.unwrap_or_default(),
-            Field::Email => command.email = text.unwrap_or_default(),
-            Field::FirstName => command.first_name = text,
-            Field::LastName => command.last_name = text,
-            Field::PhoneNumber => command.phone_number = text,
-            Field::Id => unreachable!("body_field never yields the path id"),
+        fields.values[field as usize] = Some(text);
+    }
+    Ok(fields)
+}
+
+impl BodyFields {
+    /// The body's own faults, if it has any.
+    fn faults(self) -> Option<BodyFields> {
+        (!self.wire_errors.is_empty() || !self.unknown.is_empty()).then_some(self)
+    }
+
+    /// The 400 naming every failing field in the API's order — the body's
+    /// own faults and the command's `value_errors` — then the unknown ones.
+    fn report(self, value_errors: Option<Vec<FieldError>>) -> Response {
+        let value_errors = value_errors.unwrap_or_default();
+        let mut details = Vec::new();
+        for field in Field::ALL {
+            // A field with a wire error has a placeholder value, so its
+            // value error (if any) is noise: the wire error alone is told.
+            let has_wire_error = self.wire_errors.iter().any(|(f, _)| *f == field);
+            let messages = self
+                .wire_errors
+                .iter()
+                .filter(|(f, _)| *f == field)
+                .map(|(_, m)| m.clone())
+                .chain(
+                    value_errors
+                        .iter()
+                        .filter(|e| e.field == field && !has_wire_error)
+                        .map(|e| e.message.clone()),
+                );
+            details.extend(messages.map(|message| Detail {
+                field: field.as_str().into(),
+                message,
+            }));
         }
+        details.extend(self.unknown);
+        bad_request(details)
     }
-    if wire_errors.is_empty() && unknown.is_empty() {
-        return Ok(command);
-    }
-    // A field with a wire error has a placeholder value, so its value error
-    // (if any) is noise: report the wire error alone for it.
-    let value_errors = command.validate().err().unwrap_or_default();
-    let mut details = Vec::new();
-    for field in Field::ALL {
-        let has_wire_error = wire_errors.iter().any(|(f, _)| *f == field);
-        let messages = wire_errors
-            .iter()
-            .filter(|(f, _)| *f == field)
-            .map(|(_, m)| m.clone())
-            .chain(
-                value_errors
-                    .iter()
-                    .filter(|e| e.field == field && !has_wire_error)
-                    .map(|e| e.message.clone()),
-            );
-        details.extend(messages.map(|message| Detail {
-            field: field.as_str().into(),
-            message,
-        }));
-    }
-    details.extend(unknown);
-    Err(bad_request(details))
 }
 
 fn body_detail(message: String) -> Detail {
@@ -486,7 +692,7 @@ fn body_detail(message: String) -> Detail {
 fn body_field(key: &str) -> Option<Field> {
     Field::ALL
         .into_iter()
-        .find(|f| *f != Field::Id && f.as_str() == key)
+        .find(|f| !matches!(f, Field::Id | Field::Body) && f.as_str() == key)
 }
 
 /// The top-level JSON value of a body: an object's entries in order, or the

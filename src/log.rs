@@ -17,13 +17,15 @@
 //! of it; the hub on PostgreSQL runs the same one over a
 //! [`Staged`](crate::pipeline::Staged) log.
 
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
-use uuid::Uuid;
+use std::sync::{Arc, Mutex};
 
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use uuid::{ContextV7, Timestamp, Uuid};
+
+use crate::clock::Clock;
 use crate::codec;
 use crate::error::StoreError;
-use crate::event::{Event, RecordedEvent};
-use crate::pipeline::{Log, Stamper};
+use crate::event::{MAX_RECORDED_AT_MS, RecordedEvent};
 use crate::user::{self, User};
 
 /// The one key and value type of every table.
@@ -187,9 +189,9 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<bool, StoreError> 
 }
 
 /// Rebuilds the email index from the log under the current key rule: each
-/// user's current, unrefused creation holds its key. Where two users
+/// user not refused holds its current email's key. Where two users
 /// recorded under an older, looser rule now share a key (`ñandú@…` and
-/// `ÑANDÚ@…`), the earlier holds the row; both stay recorded. Memory stays
+/// `ÑANDÚ@…`), the one whose stream began earlier holds the row; both stay recorded. Memory stays
 /// flat: one event at a time.
 pub(crate) fn rekey_emails(txn: &WriteTransaction) -> Result<(), StoreError> {
     let events = txn.open_table(EVENTS)?;
@@ -199,14 +201,15 @@ pub(crate) fn rekey_emails(txn: &WriteTransaction) -> Result<(), StoreError> {
     for row in events.iter()? {
         let (position, bytes) = row?;
         let recorded = decode_row(read_u64("log key", position.value())?, bytes.value())?;
-        let Event::UserCreated(created) = &recorded.event else {
+        // Each user once, where its stream begins.
+        if recorded.version != 1 {
             continue;
-        };
+        }
         let user = recorded.aggregate_id();
-        let holds = load_user(&events, &streams, user)?
-            .is_some_and(|u| !u.is_rejected() && u.profile == *created);
-        let key = created.email_key();
-        if holds && emails.get(key.as_bytes())?.is_none() {
+        let key = load_user(&events, &streams, user)?.and_then(|u| u.held_email_key());
+        if let Some(key) = key
+            && emails.get(key.as_bytes())?.is_none()
+        {
             emails.insert(key.as_bytes(), &user.as_bytes()[..])?;
         }
     }
@@ -303,9 +306,7 @@ pub(crate) fn load_user(
     streams: &impl ReadableTable<Bytes, Bytes>,
     aggregate: Uuid,
 ) -> Result<Option<User>, StoreError> {
-    Ok(stream(events, streams, aggregate)?
-        .into_iter()
-        .fold(None, user::apply))
+    Ok(user::fold(stream(events, streams, aggregate)?))
 }
 
 /// The user holding `email_key` (see `event::email_key`), if any.
@@ -330,10 +331,122 @@ pub(crate) fn position_at(
         .transpose()
 }
 
-/// Whether `recorded` is a creation of the store `store_id`: the events
-/// listed lazily into `PENDING` and `EVENT_IDS`.
-pub(crate) fn own_creation(recorded: &RecordedEvent, store_id: Uuid) -> bool {
-    recorded.origin == store_id && matches!(recorded.event, Event::UserCreated(_))
+/// Whether `recorded` is a command event of the store `store_id` (not a
+/// compensation): the events listed lazily into `PENDING` and `EVENT_IDS`.
+pub(crate) fn own_command(recorded: &RecordedEvent, store_id: Uuid) -> bool {
+    recorded.origin == store_id && recorded.event.is_command()
+}
+
+/// The reads and writes the pipeline needs from a log. A backend implements
+/// these and nothing else; the rules are the pipeline's
+/// ([`Pipeline`](crate::pipeline::Pipeline)).
+pub trait Log {
+    /// The id stamped as the origin of the events this log records itself.
+    fn origin(&self) -> Uuid;
+
+    /// The last position in the log, 0 when empty; moved by
+    /// [`put_event`](Self::put_event).
+    fn head(&self) -> u64;
+
+    /// A new event id and the time to record, for an event recorded here.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ClockOutOfRange`] when the clock reads outside years
+    /// 1970–9999.
+    fn stamp(&self) -> Result<(Uuid, i64), StoreError>;
+
+    /// One user's events, in version order.
+    ///
+    /// # Errors
+    ///
+    /// The read failures of [`StoreError`].
+    fn stream(&self, user: Uuid) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The user holding `email_key` (see [`email_key`](crate::email_key)).
+    ///
+    /// # Errors
+    ///
+    /// The read failures of [`StoreError`].
+    fn email_owner(&self, email_key: &str) -> Result<Option<Uuid>, StoreError>;
+
+    /// The position of the event with this id, if it came from another log
+    /// (or has been listed for sync).
+    ///
+    /// # Errors
+    ///
+    /// The read failures of [`StoreError`].
+    fn position_of(&self, event_id: Uuid) -> Result<Option<u64>, StoreError>;
+
+    /// Writes `recorded` at its position (the head's next) with its stream
+    /// row, and its event-id row when it `came_from_elsewhere`.
+    ///
+    /// # Errors
+    ///
+    /// The write failures of [`StoreError`].
+    fn put_event(
+        &mut self,
+        recorded: &RecordedEvent,
+        came_from_elsewhere: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Sets (or with `None` frees) the owner of `email_key`.
+    ///
+    /// # Errors
+    ///
+    /// The write failures of [`StoreError`].
+    fn set_email_owner(&mut self, email_key: &str, owner: Option<Uuid>) -> Result<(), StoreError>;
+
+    /// Frees `email_key` if `user` holds it: the user no longer does.
+    ///
+    /// # Errors
+    ///
+    /// The failures of the log's reads and writes.
+    fn release_email(&mut self, email_key: &str, user: Uuid) -> Result<(), StoreError> {
+        if self.email_owner(email_key)? == Some(user) {
+            self.set_email_owner(email_key, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// Gives a log's new events their id and time: event ids are v7 UUIDs from
+/// one counter, so they increase within a log and an id index is appended
+/// at its right edge like the log (random ids within a millisecond left its
+/// pages half full and dirtied a random page each).
+pub struct Stamper {
+    clock: Arc<dyn Clock>,
+    ids: Mutex<ContextV7>,
+}
+
+impl Stamper {
+    /// A stamper reading `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Stamper {
+            clock,
+            ids: Mutex::new(ContextV7::new()),
+        }
+    }
+
+    /// A new event id and the time to record.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ClockOutOfRange`] when the clock reads outside years
+    /// 1970–9999.
+    pub fn next(&self) -> Result<(Uuid, i64), StoreError> {
+        let now = self.clock.now_ms();
+        if !(0..=MAX_RECORDED_AT_MS).contains(&now) {
+            return Err(StoreError::ClockOutOfRange(now));
+        }
+        // In range, so both conversions are exact.
+        let (secs, millis) = ((now / 1000) as u64, (now % 1000) as u32);
+        // Held only to draw one id; a panic while holding it leaves a valid
+        // counter.
+        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        let ts = Timestamp::from_unix(&*ids, secs, millis * 1_000_000);
+        Ok((Uuid::new_v7(ts), now))
+    }
 }
 
 /// One write transaction's view of the log: every table open, the head
@@ -626,7 +739,7 @@ impl<'txn, 's> Writer<'txn, 's> {
             let (position, stored) = row?;
             let position = read_u64("log key", position.value())?;
             let recorded = decode_row(position, stored.value())?;
-            if own_creation(&recorded, self.store_id) {
+            if own_command(&recorded, self.store_id) {
                 own.push((u64_bytes(position), recorded.event_id));
             }
         }
@@ -712,7 +825,7 @@ impl Log for Writer<'_, '_> {
         came_from_elsewhere: bool,
     ) -> Result<(), StoreError> {
         let key = u64_bytes(recorded.position);
-        if let Event::UserCreationRejected(_) = recorded.event {
+        if recorded.event.refusal().is_some() {
             self.put(Tab::Rejections, &key, Some(&[]))?;
         }
         self.put(Tab::Events, &key, Some(&codec::encode(recorded)))?;

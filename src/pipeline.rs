@@ -1,9 +1,10 @@
 //! The one write pipeline — load → decide → append — over any storage.
 //!
-//! Every `CreateUser`, whether a local command, an event a device pushed to
-//! a hub, or an event a device pulled, goes through [`Pipeline::execute`]:
-//! load the user and the email's owner, [`decide`](crate::decide), stamp,
-//! append, keep the email index. The store's redb transaction implements
+//! Every command, whether a local command, an event a device pushed to a
+//! hub, or an event a device pulled, goes through [`Pipeline::execute`]:
+//! load the user and the owner of the email it sets, let the command's
+//! [`Intent`] decide, stamp, append, keep the email index. Nothing here
+//! knows which command it runs. The store's redb transaction implements
 //! [`Log`]; so does [`Staged`], the part of a log one batch touches, loaded
 //! from another database (the hub on PostgreSQL) and decided in memory
 //! before it is written back in one statement. Both run this code, so the
@@ -14,77 +15,16 @@
 //! its methods cannot be overridden by a backend.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
 
-use uuid::{ContextV7, Timestamp, Uuid};
+use uuid::Uuid;
 
-use crate::clock::Clock;
+use crate::command::{Command, Decision, Intent, Outcome};
 use crate::error::StoreError;
-use crate::event::{Event, MAX_RECORDED_AT_MS, RecordedEvent, UserCreated, UserCreationRejected};
+use crate::event::{Event, RecordedEvent, Refusal};
+use crate::field::{Field, FieldError, Rejection};
+pub use crate::log::{Log, Stamper};
 use crate::scope::Scope;
-use crate::store::Outcome;
-use crate::sync::Push;
-use crate::user::{self, CreateUser, Decision, Field, FieldError, Rejection, User};
-
-/// The reads and writes the pipeline needs from a log. A backend implements
-/// these and nothing else; the rules are [`Pipeline`]'s.
-pub trait Log {
-    /// The id stamped as the origin of the events this log records itself.
-    fn origin(&self) -> Uuid;
-
-    /// The last position in the log, 0 when empty; moved by
-    /// [`put_event`](Self::put_event).
-    fn head(&self) -> u64;
-
-    /// A new event id and the time to record, for an event recorded here.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::ClockOutOfRange`] when the clock reads outside years
-    /// 1970–9999.
-    fn stamp(&self) -> Result<(Uuid, i64), StoreError>;
-
-    /// One user's events, in version order.
-    ///
-    /// # Errors
-    ///
-    /// The read failures of [`StoreError`].
-    fn stream(&self, user: Uuid) -> Result<Vec<RecordedEvent>, StoreError>;
-
-    /// The user holding `email_key` (see [`email_key`](crate::email_key)).
-    ///
-    /// # Errors
-    ///
-    /// The read failures of [`StoreError`].
-    fn email_owner(&self, email_key: &str) -> Result<Option<Uuid>, StoreError>;
-
-    /// The position of the event with this id, if it came from another log
-    /// (or has been listed for sync).
-    ///
-    /// # Errors
-    ///
-    /// The read failures of [`StoreError`].
-    fn position_of(&self, event_id: Uuid) -> Result<Option<u64>, StoreError>;
-
-    /// Writes `recorded` at its position (the head's next) with its stream
-    /// row, and its event-id row when it `came_from_elsewhere`.
-    ///
-    /// # Errors
-    ///
-    /// The write failures of [`StoreError`].
-    fn put_event(
-        &mut self,
-        recorded: &RecordedEvent,
-        came_from_elsewhere: bool,
-    ) -> Result<(), StoreError>;
-
-    /// Sets (or with `None` frees) the owner of `email_key`.
-    ///
-    /// # Errors
-    ///
-    /// The write failures of [`StoreError`].
-    fn set_email_owner(&mut self, email_key: &str, owner: Option<Uuid>) -> Result<(), StoreError>;
-}
+use crate::user::{self, User};
 
 /// Where an appended event was first recorded.
 #[derive(Clone, Copy, Debug)]
@@ -98,13 +38,13 @@ pub enum Source<'a> {
     From(&'a RecordedEvent),
 }
 
-/// What [`Pipeline::execute`] made of a valid creation.
+/// What [`Pipeline::execute`] made of a valid command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Executed {
     /// Appended now.
     Recorded(RecordedEvent),
-    /// The same user with identical data is already recorded: its current
-    /// creation (not an earlier, refused one).
+    /// The identical command is already recorded, or the command changes
+    /// nothing: the event the user's state came from.
     AlreadyRecorded(RecordedEvent),
     /// Rejected; nothing written.
     Rejected(Rejection),
@@ -113,7 +53,7 @@ pub enum Executed {
 impl From<Executed> for Outcome {
     fn from(executed: Executed) -> Outcome {
         match executed {
-            Executed::Recorded(event) => Outcome::Created(event),
+            Executed::Recorded(event) => Outcome::Recorded(event),
             Executed::AlreadyRecorded(event) => Outcome::Replayed(event),
             Executed::Rejected(rejection) => Outcome::Rejected(rejection),
         }
@@ -132,82 +72,133 @@ pub trait Pipeline: Log {
     ///
     /// The read failures of [`StoreError`].
     fn user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
-        Ok(self.stream(id)?.into_iter().fold(None, user::apply))
+        Ok(user::fold(self.stream(id)?))
     }
 
-    /// The user's latest `UserCreated`: the one its state was folded from.
-    /// (A user refused by the hub and created again has two.)
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Inconsistent`] when the user has none; the read
-    /// failures of [`StoreError`].
-    fn current_creation(&self, user_id: Uuid) -> Result<RecordedEvent, StoreError> {
-        self.stream(user_id)?
-            .into_iter()
-            .rev()
-            .find(|e| matches!(e.event, Event::UserCreated(_)))
-            .ok_or_else(|| StoreError::Inconsistent(format!("user {user_id} has no creation")))
-    }
-
-    /// The pipeline: loads the user and the email's owner, decides, and
-    /// appends what the decision records.
+    /// The pipeline: loads the user and the owner of the email the command
+    /// sets, lets the command decide, appends what the decision records,
+    /// and keeps the email index.
     ///
     /// # Errors
     ///
     /// The failures of the log's reads and writes, and of stamping.
-    fn execute(
-        &mut self,
-        created: UserCreated,
-        source: Source<'_>,
-    ) -> Result<Executed, StoreError> {
-        let user_id = created.user_id;
-        let current = self.user(user_id)?;
+    fn execute(&mut self, intent: Intent, source: Source<'_>) -> Result<Executed, StoreError> {
+        let user_id = intent.user_id();
+        let stream = self.stream(user_id)?;
+        let current = user::fold(stream.clone());
         // Folding and normalizing an email is a tenth of a create's time:
         // the key is made once, for the decision and for the index.
-        let email_key = created.email_key();
-        let owner = self.email_owner(&email_key)?;
-        Ok(match user::decide(current.as_ref(), owner, created) {
-            Err(rejection) => Executed::Rejected(rejection),
-            Ok(Decision::AlreadyRecorded) => {
-                Executed::AlreadyRecorded(self.current_creation(user_id)?)
+        let claim = match intent.email() {
+            Some(email) => {
+                let key = crate::email_key(email);
+                let owner = self.email_owner(&key)?;
+                Some(Claim {
+                    email: email.to_owned(),
+                    key,
+                    owner,
+                })
             }
-            Ok(Decision::Record(event)) => {
-                let recorded = self.append(event, current.as_ref(), source)?;
-                // A creation takes its email.
-                self.set_email_owner(&email_key, Some(user_id))?;
-                Executed::Recorded(recorded)
+            None => None,
+        };
+        let owner = claim.as_ref().and_then(|claim| claim.owner);
+        let event = match intent.decide(current.as_ref(), &stream, owner) {
+            Err(rejection) => return Ok(Executed::Rejected(rejection)),
+            Ok(Decision::AlreadyRecorded(event_id)) => {
+                return Ok(Executed::AlreadyRecorded(find(stream, event_id)?));
             }
-        })
+            Ok(Decision::Unchanged(_)) if matches!(source, Source::Local) => {
+                let last = current.as_ref().map(|u| u.sources.last);
+                return Ok(Executed::AlreadyRecorded(find(
+                    stream,
+                    last.unwrap_or_default(),
+                )?));
+            }
+            Ok(Decision::Record(event) | Decision::Unchanged(event)) => event,
+        };
+        let recorded = self.append(event, &stream, source)?;
+        let mut stream = stream;
+        stream.push(recorded.clone());
+        let after = user::fold(stream);
+        self.reindex(user_id, current.as_ref(), after.as_ref(), claim)?;
+        Ok(Executed::Recorded(recorded))
     }
 
-    /// A command recorded here: validated, then [`create`](Self::create)d.
+    /// Keeps the email index after a user's state went from `before` to
+    /// `after`: the key it no longer holds is released, the key it now
+    /// holds is taken (if free). `claim` is a key already made, and its
+    /// owner already read, for this change.
+    ///
+    /// # Errors
+    ///
+    /// The failures of the log's reads and writes.
+    fn reindex(
+        &mut self,
+        user_id: Uuid,
+        before: Option<&User>,
+        after: Option<&User>,
+        claim: Option<Claim>,
+    ) -> Result<(), StoreError> {
+        let email = |user: Option<&User>| {
+            user.filter(|u| !u.is_rejected())
+                .map(|u| u.profile.email.clone())
+        };
+        let (old, new) = (email(before), email(after));
+        if old == new {
+            return Ok(());
+        }
+        let known = |email: &str| claim.as_ref().filter(|c| c.email == email);
+        let key_of = |email: &str| match known(email) {
+            Some(claim) => claim.key.clone(),
+            None => crate::email_key(email),
+        };
+        let old_key = old.as_deref().map(key_of);
+        let new_key = new.as_deref().map(key_of);
+        if old_key == new_key {
+            return Ok(());
+        }
+        if let Some(old) = old_key {
+            self.release_email(&old, user_id)?;
+        }
+        if let (Some(new), Some(email)) = (new_key, new) {
+            let owner = match known(&email) {
+                Some(claim) => claim.owner,
+                None => self.email_owner(&new)?,
+            };
+            // Taken only when free: a compensation may give a user back an
+            // email someone took meanwhile, and the index keeps the holder.
+            if owner.is_none() {
+                self.set_email_owner(&new, Some(user_id))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A command recorded here: validated, then executed as this log's
+    /// own, and answered as the API answers.
     ///
     /// # Errors
     ///
     /// As [`execute`](Self::execute).
-    fn execute_command(&mut self, command: &CreateUser) -> Result<Outcome, StoreError> {
-        match validated(command) {
-            Ok(created) => self.create(created),
+    fn execute_command(&mut self, command: &Command) -> Result<Outcome, StoreError> {
+        match command.validate() {
+            Ok(intent) => self.run(intent),
             Err(rejection) => Ok(Outcome::Rejected(rejection)),
         }
     }
 
-    /// A creation made here, already validated: [`execute`](Self::execute)d
+    /// A command made here, already validated: [`execute`](Self::execute)d
     /// as this log's own, and answered as the API answers.
     ///
     /// # Errors
     ///
     /// As [`execute`](Self::execute).
-    fn create(&mut self, created: UserCreated) -> Result<Outcome, StoreError> {
-        Ok(self.execute(created, Source::Local)?.into())
+    fn run(&mut self, intent: Intent) -> Result<Outcome, StoreError> {
+        Ok(self.execute(intent, Source::Local)?.into())
     }
 
     /// Appends a decided event at the next position, as the next version of
-    /// its user (`current`, as loaded in this transaction). The email index
-    /// is kept by the event's maker ([`execute`](Self::execute) for a
-    /// creation, [`compensate`](Self::compensate) for a refusal), which
-    /// holds the key already.
+    /// its user (whose events, as loaded in this transaction, are
+    /// `stream`). The email index is kept by the event's maker.
     ///
     /// # Errors
     ///
@@ -215,7 +206,7 @@ pub trait Pipeline: Log {
     fn append(
         &mut self,
         event: Event,
-        current: Option<&User>,
+        stream: &[RecordedEvent],
         source: Source<'_>,
     ) -> Result<RecordedEvent, StoreError> {
         let (event_id, recorded_at_ms, origin) = match source {
@@ -227,7 +218,7 @@ pub trait Pipeline: Log {
         };
         let recorded = RecordedEvent {
             event_id,
-            version: current.map_or(0, |user| user.version) + 1,
+            version: stream.last().map_or(0, |e| e.version) + 1,
             position: self.head() + 1,
             recorded_at_ms,
             origin,
@@ -237,12 +228,15 @@ pub trait Pipeline: Log {
         Ok(recorded)
     }
 
-    /// Appends the `UserCreationRejected` for `refused`, one of this log's
-    /// creations that the hub refused.
+    /// Appends the compensation that voids `refused`, one of this log's
+    /// events the hub refused, and keeps the email index (a refused
+    /// creation frees its email; a refused update gives the user back the
+    /// email it had).
     ///
     /// # Errors
     ///
-    /// As [`append`](Self::append).
+    /// [`StoreError::Inconsistent`] when `refused` is itself a
+    /// compensation; as [`append`](Self::append).
     fn compensate(
         &mut self,
         refused: &RecordedEvent,
@@ -250,27 +244,32 @@ pub trait Pipeline: Log {
         details: Vec<FieldError>,
     ) -> Result<RecordedEvent, StoreError> {
         let user_id = refused.aggregate_id();
-        let current = self.user(user_id)?;
-        let event = Event::UserCreationRejected(UserCreationRejected {
-            user_id,
-            rejected_event_id: refused.event_id,
-            code,
-            details,
-        });
-        let recorded = self.append(event, current.as_ref(), Source::Local)?;
-        // A refused user's email is free again, unless someone else holds
-        // it already.
-        if let Some(user) = current {
-            let email = user.profile.email_key();
-            if self.email_owner(&email)? == Some(user_id) {
-                self.set_email_owner(&email, None)?;
-            }
-        }
+        let stream = self.stream(user_id)?;
+        let before = user::fold(stream.clone());
+        let event = refused
+            .event
+            .refused(Refusal {
+                user_id,
+                rejected_event_id: refused.event_id,
+                code,
+                details,
+            })
+            .ok_or_else(|| {
+                StoreError::Inconsistent(format!(
+                    "event {} is a compensation, which the hub never answers",
+                    refused.event_id
+                ))
+            })?;
+        let recorded = self.append(event, &stream, Source::Local)?;
+        let mut stream = stream;
+        stream.push(recorded.clone());
+        let after = user::fold(stream);
+        self.reindex(user_id, before.as_ref(), after.as_ref(), None)?;
         Ok(recorded)
     }
 
-    /// The hub's decision on a device's push by a caller of `scope`: an
-    /// event of a user outside the scope is refused (403) before anything
+    /// The hub's decision on a device's pushed `events` (opened and checked
+    /// as a push) by a caller of `scope`: an event of a user outside the scope is refused (403) before anything
     /// of it is read; each event seen before is accepted again at its first
     /// position (so a repeated push gets the same reply and changes
     /// nothing); every other is executed.
@@ -278,8 +277,12 @@ pub trait Pipeline: Log {
     /// # Errors
     ///
     /// The failures of the log's reads and writes.
-    fn accept_push(&mut self, push: &Push, scope: Scope) -> Result<Vec<Accepted>, StoreError> {
-        push.events
+    fn accept_push(
+        &mut self,
+        events: &[RecordedEvent],
+        scope: Scope,
+    ) -> Result<Vec<Accepted>, StoreError> {
+        events
             .iter()
             .map(|recorded| {
                 if let Err(forbidden) = scope.authorize(recorded.aggregate_id(), Field::UserId) {
@@ -287,16 +290,17 @@ pub trait Pipeline: Log {
                 }
                 let outcome = match self.position_of(recorded.event_id)? {
                     Some(position) => Ok(position),
-                    None => match self.execute(push_creation(recorded), Source::From(recorded))? {
-                        Executed::Recorded(event) => Ok(event.position),
-                        // The same data, but created by another event
-                        // (another device): this one is not the user's
-                        // creation.
-                        Executed::AlreadyRecorded(_) => {
-                            Err(Rejection::Conflict(vec![FieldError::created_elsewhere()]))
+                    None => {
+                        let intent = pushed_intent(recorded)?;
+                        let elsewhere = intent.recorded_elsewhere();
+                        match self.execute(intent, Source::From(recorded))? {
+                            Executed::Recorded(event) => Ok(event.position),
+                            // The same data, but recorded by another event
+                            // (another device): this one is not the user's.
+                            Executed::AlreadyRecorded(_) => Err(elsewhere),
+                            Executed::Rejected(rejection) => Err(rejection),
                         }
-                        Executed::Rejected(rejection) => Err(rejection),
-                    },
+                    }
                 };
                 Ok((recorded.event_id, outcome))
             })
@@ -306,59 +310,38 @@ pub trait Pipeline: Log {
 
 impl<L: Log + ?Sized> Pipeline for L {}
 
-/// Validates `command`: the creation it asks for, or why an invalid command
-/// is rejected. Reads nothing of a log, so a caller may run it before a
-/// write begins (`Store::create_user` does, before joining a group).
-pub(crate) fn validated(command: &CreateUser) -> Result<UserCreated, Rejection> {
-    command.validate().map_err(Rejection::Invalid)
+/// An email a command sets: its key, made once, and the key's owner as
+/// the decision read it.
+pub struct Claim {
+    email: String,
+    key: String,
+    owner: Option<Uuid>,
 }
 
-/// The creation a checked push event carries.
-pub(crate) fn push_creation(recorded: &RecordedEvent) -> UserCreated {
-    match &recorded.event {
-        Event::UserCreated(created) => created.clone(),
-        // Batches are checked as they are opened: only creations pass.
-        Event::UserCreationRejected(_) => unreachable!("only creations pass the batch check"),
-    }
+/// The intent of a checked pushed or pulled event.
+///
+/// # Errors
+///
+/// [`StoreError::Inconsistent`] for a compensation: batches are checked as
+/// they are opened, and only command events pass.
+pub(crate) fn pushed_intent(recorded: &RecordedEvent) -> Result<Intent, StoreError> {
+    Intent::of_event(&recorded.event).ok_or_else(|| {
+        StoreError::Inconsistent(format!(
+            "{} passed a batch check that admits only command events",
+            recorded.event.event_type()
+        ))
+    })
 }
 
-/// Gives a log's new events their id and time: event ids are v7 UUIDs from
-/// one counter, so they increase within a log and an id index is appended
-/// at its right edge like the log (random ids within a millisecond left its
-/// pages half full and dirtied a random page each).
-pub struct Stamper {
-    clock: Arc<dyn Clock>,
-    ids: Mutex<ContextV7>,
-}
-
-impl Stamper {
-    /// A stamper reading `clock`.
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Stamper {
-            clock,
-            ids: Mutex::new(ContextV7::new()),
-        }
-    }
-
-    /// A new event id and the time to record.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::ClockOutOfRange`] when the clock reads outside years
-    /// 1970–9999.
-    pub fn next(&self) -> Result<(Uuid, i64), StoreError> {
-        let now = self.clock.now_ms();
-        if !(0..=MAX_RECORDED_AT_MS).contains(&now) {
-            return Err(StoreError::ClockOutOfRange(now));
-        }
-        // In range, so both conversions are exact.
-        let (secs, millis) = ((now / 1000) as u64, (now % 1000) as u32);
-        // Held only to draw one id; a panic while holding it leaves a valid
-        // counter.
-        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-        let ts = Timestamp::from_unix(&*ids, secs, millis * 1_000_000);
-        Ok((Uuid::new_v7(ts), now))
-    }
+/// The event `event_id` of `stream`.
+pub(crate) fn find(
+    stream: Vec<RecordedEvent>,
+    event_id: Uuid,
+) -> Result<RecordedEvent, StoreError> {
+    stream
+        .into_iter()
+        .find(|e| e.event_id == event_id)
+        .ok_or_else(|| StoreError::Inconsistent(format!("event {event_id} is not in its stream")))
 }
 
 /// What a batch's decisions read: the users, email keys and event ids a
@@ -374,32 +357,33 @@ pub struct Needs {
 }
 
 impl Needs {
-    /// What [`Pipeline::accept_push`] reads for `push` by a caller of
-    /// `scope` (nothing of the events it refuses).
-    pub fn of_push(push: &Push, scope: Scope) -> Needs {
+    /// What [`Pipeline::accept_push`] reads for pushed `events` by a caller
+    /// of `scope` (nothing of the events it refuses).
+    pub fn of_push(events: &[RecordedEvent], scope: Scope) -> Needs {
         let allowed = || {
-            push.events
+            events
                 .iter()
                 .filter(move |recorded| scope.covers(recorded.aggregate_id()))
         };
-        let mut needs = Needs::of_creations(allowed().filter_map(|recorded| {
-            match &recorded.event {
-                Event::UserCreated(created) => Some(created),
-                // Batches are checked as they are opened: only creations pass.
-                Event::UserCreationRejected(_) => None,
-            }
-        }));
+        let intents: Vec<Intent> = allowed()
+            .filter_map(|recorded| Intent::of_event(&recorded.event))
+            .collect();
+        let mut needs = Needs::of_intents(&intents);
         needs.event_ids = allowed().map(|e| e.event_id).collect();
         needs.dedup();
         needs
     }
 
-    /// What [`Pipeline::execute`] reads for each of `created`, in turn.
-    pub fn of_creations<'a>(created: impl IntoIterator<Item = &'a UserCreated>) -> Needs {
+    /// What [`Pipeline::execute`] reads for each of `intents`, in turn: the
+    /// user's stream and the owner of the email it sets. (The email a user
+    /// gives up is freed without a read: see [`Staged`].)
+    pub fn of_intents<'a>(intents: impl IntoIterator<Item = &'a Intent>) -> Needs {
         let mut needs = Needs::default();
-        for created in created {
-            needs.users.push(created.user_id);
-            needs.email_keys.push(created.email_key());
+        for intent in intents {
+            needs.users.push(intent.user_id());
+            if let Some(email) = intent.email() {
+                needs.email_keys.push(crate::email_key(email));
+            }
         }
         needs.dedup();
         needs
@@ -573,5 +557,13 @@ impl Log for Staged<'_> {
         self.emails.insert(email_key.to_owned(), owner);
         self.email_changes.insert(email_key.to_owned(), owner);
         Ok(())
+    }
+
+    /// Frees the key without reading it: the key a user gives up was not
+    /// loaded (a batch's needs are read before its decisions), and a hub's
+    /// index names only what its users hold — it has no compensations,
+    /// which alone can leave a user holding a key the index gives another.
+    fn release_email(&mut self, email_key: &str, _user: Uuid) -> Result<(), StoreError> {
+        self.set_email_owner(email_key, None)
     }
 }

@@ -6,7 +6,8 @@
 
 use uuid::Uuid;
 
-use crate::user::{Field, FieldError, Rejection, parse_user_id, parse_uuid};
+use crate::field::{Field, FieldError, Rejection};
+use crate::user::{parse_user_id, parse_uuid};
 
 /// The users a caller may act on and see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

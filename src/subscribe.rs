@@ -9,53 +9,13 @@
 //! bookkeeping beyond the cursor: positions are gap-free and never reused.
 
 #[cfg(not(target_family = "wasm"))]
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 #[cfg(not(target_family = "wasm"))]
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
 use crate::store::Store;
-
-/// A listener told the new head after each commit.
-#[cfg(not(target_family = "wasm"))]
-pub(crate) type Listener = Arc<dyn Fn(u64) + Send + Sync>;
-
-/// What commits announce: the head, a condition variable for threads that
-/// wait, and the registered listeners. Native only: the browser package
-/// announces changes in its JS.
-#[cfg(not(target_family = "wasm"))]
-#[derive(Default)]
-pub(crate) struct Commits {
-    head: Mutex<Option<u64>>,
-    moved: Condvar,
-    listeners: Mutex<Vec<(u64, Listener)>>,
-    next_id: Mutex<u64>,
-}
-
-#[cfg(not(target_family = "wasm"))]
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here is a plain assignment or push: a panic
-    // elsewhere cannot leave the data half-changed.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-#[cfg(not(target_family = "wasm"))]
-impl Commits {
-    /// Announces a commit that moved the log's head to `head`.
-    pub(crate) fn committed(&self, head: u64) {
-        *lock(&self.head) = Some(head);
-        self.moved.notify_all();
-        // Called outside the lock: a listener may subscribe or read.
-        let listeners: Vec<Listener> = lock(&self.listeners)
-            .iter()
-            .map(|(_, l)| l.clone())
-            .collect();
-        for listener in listeners {
-            listener(head);
-        }
-    }
-}
 
 /// Removes its listener from the store when dropped (see
 /// [`Store::on_commit`]).
@@ -69,7 +29,7 @@ pub struct CommitListener<'s> {
 #[cfg(not(target_family = "wasm"))]
 impl Drop for CommitListener<'_> {
     fn drop(&mut self) {
-        lock(&self.store.commits().listeners).retain(|(id, _)| *id != self.id);
+        self.store.commits().forget(self.id);
     }
 }
 
@@ -111,29 +71,9 @@ impl Subscription<'_> {
     /// The read failures of [`StoreError`].
     #[cfg(not(target_family = "wasm"))]
     pub fn wait(&self, timeout: Duration) -> Result<bool, StoreError> {
-        let commits = self.store.commits();
-        let deadline = Instant::now() + timeout;
-        let mut head = lock(&commits.head);
-        loop {
-            // Read under the lock a commit announces under: no commit can
-            // slip between this check and the wait.
-            let now = match *head {
-                Some(head) => head,
-                None => self.store.head_position()?,
-            };
-            if now > self.cursor {
-                return Ok(true);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(false);
-            }
-            head = commits
-                .moved
-                .wait_timeout(head, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        self.store
+            .commits()
+            .wait_past(self.cursor, timeout, || self.store.head_position())
     }
 }
 
@@ -154,13 +94,7 @@ impl Store {
     /// it short and do not write to the store from it.
     #[cfg(not(target_family = "wasm"))]
     pub fn on_commit(&self, listener: impl Fn(u64) + Send + Sync + 'static) -> CommitListener<'_> {
-        let commits = self.commits();
-        let id = {
-            let mut next = lock(&commits.next_id);
-            *next += 1;
-            *next
-        };
-        lock(&commits.listeners).push((id, Arc::new(listener)));
+        let id = self.commits().listen(Arc::new(listener));
         CommitListener { store: self, id }
     }
 }

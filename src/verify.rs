@@ -5,8 +5,8 @@
 //! points at (row → event). Together they leave no room for a missing, extra
 //! or misdirected row, without holding anything per event in memory. The
 //! sync tables are held to their rules the same way: `pending` rows are own,
-//! listed, unrefused creations; `rejections` rows are exactly the
-//! `UserCreationRejected` events.
+//! listed, unrefused command events; `rejections` rows are exactly the
+//! compensations.
 
 use std::fmt;
 
@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 use crate::codec::{self, DecodeError};
 use crate::error::StoreError;
-use crate::event::{Event, RecordedEvent, email_key};
+use crate::event::{RecordedEvent, email_key};
 use crate::log::{
-    self, Bytes, EMAILS, EVENT_IDS, EVENTS, META, PENDING, REJECTIONS, STREAMS, own_creation,
+    self, Bytes, EMAILS, EVENT_IDS, EVENTS, META, PENDING, REJECTIONS, STREAMS, own_command,
     stream_key,
 };
 
@@ -151,7 +151,8 @@ pub enum Finding {
         /// The position it points at.
         position: u64,
     },
-    /// A `pending` row at an event that is not this store's own creation.
+    /// A `pending` row at an event that is not this store's own command
+    /// event (a creation or an update).
     PendingNotOwnCreation {
         /// The position.
         position: u64,
@@ -162,17 +163,17 @@ pub enum Finding {
         /// The position.
         position: u64,
     },
-    /// A `pending` row for a creation the hub already refused.
+    /// A `pending` row for an event the hub already refused.
     PendingRefused {
         /// The position.
         position: u64,
     },
-    /// A `rejections` row at an event that is not a `UserCreationRejected`.
+    /// A `rejections` row at an event that is not a compensation.
     RejectionRowMismatch {
         /// The position.
         position: u64,
     },
-    /// A `UserCreationRejected` without its `rejections` row.
+    /// A compensation without its `rejections` row.
     MissingRejectionRow {
         /// The position.
         position: u64,
@@ -392,7 +393,7 @@ pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyRepo
         // Events appended by a sync step are indexed by id at once; own
         // creations once listed; own compensations never.
         let indexed = recorded.origin != store_id
-            || (own_creation(&recorded, store_id) && position <= listed_to);
+            || (own_command(&recorded, store_id) && position <= listed_to);
         let id_row = row_position(&event_ids, recorded.event_id.as_bytes());
         let event_id = recorded.event_id;
         if indexed && id_row != Some(position) {
@@ -402,47 +403,49 @@ pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyRepo
             findings.push(Finding::UnlistedEventIdRow { position, event_id });
         }
         let listed_as_rejection = rejections.get(key.value())?.is_some();
-        match &recorded.event {
-            Event::UserCreated(created) => {
-                if listed_as_rejection {
-                    findings.push(Finding::RejectionRowMismatch { position });
-                }
-                // Only the user's current, unrefused creation holds its email.
-                let current = match log::load_user(&events, &streams, user) {
-                    Ok(current) => current,
-                    Err(error) => {
-                        findings.push(Finding::UnreadableUser {
-                            position,
-                            error: error.to_string(),
-                        });
-                        continue;
-                    }
-                };
-                let holds = current.is_some_and(|u| !u.is_rejected() && u.profile == *created);
-                let key = created.email_key();
-                let owner = log::email_owner(&emails, &key).ok().flatten();
-                // Two users recorded under the looser rule of format 1 may
-                // share a key since the migration; the earlier holds the row.
-                let shared = || {
-                    owner.is_some_and(|other| {
-                        log::load_user(&events, &streams, other).is_ok_and(|u| {
-                            u.is_some_and(|u| !u.is_rejected() && u.profile.email_key() == key)
-                        })
-                    })
-                };
-                if holds && owner != Some(user) && !shared() {
-                    findings.push(Finding::MissingEmailRow {
-                        position,
-                        email: created.email.clone(),
-                        user,
-                    });
-                }
+        let is_refusal = recorded.event.refusal().is_some();
+        if is_refusal && !listed_as_rejection {
+            findings.push(Finding::MissingRejectionRow { position });
+        }
+        if !is_refusal && listed_as_rejection {
+            findings.push(Finding::RejectionRowMismatch { position });
+        }
+        // Each user once, where its stream begins: its current email's key
+        // must be indexed to it, unless the hub refused it.
+        if version != 1 {
+            continue;
+        }
+        let current = match log::load_user(&events, &streams, user) {
+            Ok(current) => current,
+            Err(error) => {
+                findings.push(Finding::UnreadableUser {
+                    position,
+                    error: error.to_string(),
+                });
+                continue;
             }
-            Event::UserCreationRejected(_) => {
-                if !listed_as_rejection {
-                    findings.push(Finding::MissingRejectionRow { position });
-                }
-            }
+        };
+        let Some(current) = current.filter(|u| !u.is_rejected()) else {
+            continue;
+        };
+        let key = current.profile.email_key();
+        let owner = log::email_owner(&emails, &key).ok().flatten();
+        // Two users recorded under the looser rule of format 1 may share a
+        // key since the migration (the earlier holds the row), and a refused
+        // update may give a user back an email another took meanwhile.
+        let shared = || {
+            owner.is_some_and(|other| {
+                log::load_user(&events, &streams, other).is_ok_and(|u| {
+                    u.is_some_and(|u| u.held_email_key().as_deref() == Some(key.as_str()))
+                })
+            })
+        };
+        if owner != Some(user) && !shared() {
+            findings.push(Finding::MissingEmailRow {
+                position,
+                email: current.profile.email.clone(),
+                user,
+            });
         }
     }
 
@@ -523,7 +526,7 @@ pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyRepo
         let Some(recorded) = readable(&events, "pending", position, findings)? else {
             continue;
         };
-        if !own_creation(&recorded, store_id) {
+        if !own_command(&recorded, store_id) {
             findings.push(Finding::PendingNotOwnCreation { position });
         } else if refused(&events, &streams, &recorded)? {
             findings.push(Finding::PendingRefused { position });
@@ -543,17 +546,19 @@ pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyRepo
     Ok(report)
 }
 
-/// Whether the hub's refusal of `creation` is recorded in its user's stream.
+/// Whether the hub's refusal of `event` is recorded in its user's stream.
 fn refused(
     events: &impl ReadableTable<Bytes, Bytes>,
     streams: &impl ReadableTable<Bytes, Bytes>,
-    creation: &RecordedEvent,
+    event: &RecordedEvent,
 ) -> Result<bool, StoreError> {
-    Ok(log::stream(events, streams, creation.aggregate_id())
+    Ok(log::stream(events, streams, event.aggregate_id())
         .unwrap_or_default()
         .iter()
         .any(|e| {
-            matches!(&e.event, Event::UserCreationRejected(r) if r.rejected_event_id == creation.event_id)
+            e.event
+                .refusal()
+                .is_some_and(|r| r.rejected_event_id == event.event_id)
         }))
 }
 

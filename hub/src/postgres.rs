@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use spkey_store::pipeline::{Log, Needs, Pipeline, Staged, Stamper};
 use spkey_store::{
-    Outcome, Push, Rejection, Response, Scope, StoreError, SystemClock, UserCreated, codec,
-    contract, pull_batch, reply_batch, watermark,
+    Intent, Outcome, Push, Response, Scope, StoreError, SystemClock, codec, contract, pull_batch,
+    reply_batch, watermark,
 };
 use tokio::sync::{oneshot, watch};
 use tokio_postgres::types::ToSql;
@@ -133,13 +133,13 @@ pub enum PgStartError {
     Database(String),
 }
 
-/// A create waiting for its organization's next group commit, and where
+/// A command waiting for its organization's next group commit, and where
 /// its answer goes.
-type Waiter = (UserCreated, oneshot::Sender<Result<Outcome, HubError>>);
+type Waiter = (Intent, oneshot::Sender<Result<Outcome, HubError>>);
 
 struct Org {
     id: String,
-    /// Creates queued for the next commit.
+    /// Commands queued for the next commit.
     queue: std::sync::Mutex<Vec<Waiter>>,
     /// Held by the request committing the queue (the leader).
     leading: tokio::sync::Mutex<()>,
@@ -389,28 +389,28 @@ impl PostgresHub {
 
 impl PostgresHub {
     /// Group commit: every organization's log takes one writer at a time
-    /// (its head row is locked to commit), so concurrent creates on a node
+    /// (its head row is locked to commit), so concurrent commands on a node
     /// queue, and whoever leads commits everything queued so far in one
-    /// transaction, deciding each in arrival order (a later create sees an
+    /// transaction, deciding each in arrival order (a later command sees an
     /// earlier one: the same email twice is a conflict, the same create
     /// twice a replay). Each request is answered once its group is durable.
-    async fn create_grouped(&self, org: usize, created: UserCreated) -> Result<Outcome, HubError> {
+    async fn run_grouped(&self, org: usize, intent: Intent) -> Result<Outcome, HubError> {
         let log = &self.orgs[org];
         let (answer, mut answered) = oneshot::channel();
-        lock(&log.queue).push((created, answer));
+        lock(&log.queue).push((intent, answer));
         let _leading = log.leading.lock().await;
         if let Ok(outcome) = answered.try_recv() {
             // A leader before us committed our create.
             return outcome;
         }
         let group = std::mem::take(&mut *lock(&log.queue));
-        let needs = Needs::of_creations(group.iter().map(|(created, _)| created));
-        let (creates, answers): (Vec<UserCreated>, Vec<_>) = group.into_iter().unzip();
+        let needs = Needs::of_intents(group.iter().map(|(intent, _)| intent));
+        let (intents, answers): (Vec<Intent>, Vec<_>) = group.into_iter().unzip();
         let outcomes = self
             .write(org, needs, |log| {
-                creates
+                intents
                     .into_iter()
-                    .map(|created| log.create(created))
+                    .map(|intent| log.run(intent))
                     .collect::<Result<Vec<_>, StoreError>>()
             })
             .await;
@@ -625,26 +625,23 @@ fn pool_error(error: PoolError) -> HubError {
 }
 
 impl HubStorage for PostgresHub {
-    async fn create_user(
+    async fn execute(
         &self,
         org: usize,
+        command: &'static str,
         id: String,
         body: Vec<u8>,
     ) -> Result<Response, HubError> {
-        let command = match contract::parse_create_user(&id, &body) {
+        let command = match contract::parse_command(command, &id, &body) {
             Ok(command) => command,
             Err(response) => return Ok(response),
         };
-        let created = match command.validate() {
-            Ok(created) => created,
-            Err(details) => {
-                return Ok(Response::from_outcome(&Outcome::Rejected(
-                    Rejection::Invalid(details),
-                )));
-            }
+        let intent = match command.validate() {
+            Ok(intent) => intent,
+            Err(rejection) => return Ok(Response::from_outcome(&Outcome::Rejected(rejection))),
         };
         Ok(Response::from_outcome(
-            &self.create_grouped(org, created).await?,
+            &self.run_grouped(org, intent).await?,
         ))
     }
 
@@ -655,9 +652,9 @@ impl HubStorage for PostgresHub {
         let push = tokio::task::spawn_blocking(move || Push::open(hub_id, &push))
             .await
             .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))??;
-        let needs = Needs::of_push(&push, scope);
+        let needs = Needs::of_push(&push.events, scope);
         let items = self
-            .write(org, needs, |log| log.accept_push(&push, scope))
+            .write(org, needs, |log| log.accept_push(&push.events, scope))
             .await?;
         Ok(reply_batch(hub_id, &items))
     }

@@ -212,8 +212,8 @@ pub fn router<S: HubStorage>(config: Config, storage: S, metrics: Arc<Metrics>) 
     });
     let authenticated = Router::new()
         .route(
-            "/users/{id}/CreateUser",
-            post(create_user::<S>).fallback(method_not_allowed),
+            "/users/{id}/{command}",
+            post(command::<S>).fallback(method_not_allowed),
         )
         .route("/sync/push", post(push::<S>).fallback(method_not_allowed))
         .route("/sync/pull", get(pull::<S>).fallback(method_not_allowed))
@@ -300,9 +300,7 @@ async fn admit<S: HubStorage>(
         "/metrics" => "/metrics",
         "/sync/push" => "/sync/push",
         "/sync/pull" => "/sync/pull",
-        path if path.starts_with("/users/") && path.ends_with("/CreateUser") => {
-            "/users/{id}/CreateUser"
-        }
+        path if path.starts_with("/users/") => command_route(path),
         _ => "other",
     };
     // /health and /metrics are never refused for another's load.
@@ -457,16 +455,37 @@ fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
 }
 
-async fn create_user<S: HubStorage>(
+/// The metrics label of a path under `/users/`: its command's route, or
+/// `other` for a path that names no command.
+fn command_route(path: &str) -> &'static str {
+    static ROUTES: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        spkey_store::contract::COMMANDS
+            .into_iter()
+            .map(|c| (c, format!("/users/{{id}}/{c}")))
+            .collect()
+    });
+    routes
+        .iter()
+        .find(|(name, _)| path.rsplit('/').next() == Some(name))
+        .map_or("other", |(_, route)| route.as_str())
+}
+
+/// `POST /users/{id}/{command}`, for every command of the contract.
+async fn command<S: HubStorage>(
     State(hub): State<Arc<Hub<S>>>,
-    id: Result<Path<String>, PathRejection>,
+    path: Result<Path<(String, String)>, PathRejection>,
     request: Request,
 ) -> Response {
-    let Ok(Path(id)) = id else {
+    let Ok(Path((id, name))) = path else {
         return error(
             StatusCode::BAD_REQUEST,
             "the path's user id is not valid UTF-8 once percent-decoded",
         );
+    };
+    let name = match spkey_store::contract::command_name(&name) {
+        Ok(name) => name,
+        Err(not_a_command) => return answer(not_a_command),
     };
     let caller = *request.extensions().get::<Caller>().expect("set by auth");
     // Before the body is read: a user's token acts only on its own user.
@@ -486,7 +505,7 @@ async fn create_user<S: HubStorage>(
         Err(response) => return response,
     };
     let outcome = to_the_end(&hub, move |hub| async move {
-        hub.storage.create_user(caller.org, id, bytes).await
+        hub.storage.execute(caller.org, name, id, bytes).await
     })
     .await;
     match outcome {

@@ -1,8 +1,8 @@
 //! The storage seam: what the HTTP layer asks of an organization's log, and
 //! the redb backend (one store file per organization). The HTTP layer knows
 //! nothing of redb; this module knows nothing of HTTP. A backend on another
-//! engine implements [`HubStorage`] with the core's same rules
-//! (`spkey_store::decide` through the same typed state).
+//! engine implements [`HubStorage`] with the core's same rules (the
+//! pipeline over a `Staged` log).
 
 use std::fs::Permissions;
 use std::future::Future;
@@ -59,11 +59,12 @@ impl From<StoreError> for HubError {
 
 /// An organization's log, as the HTTP layer uses it.
 pub trait HubStorage: Send + Sync + 'static {
-    /// `POST /users/{id}/CreateUser`: the contract's answer, durable before
-    /// it returns.
-    fn create_user(
+    /// `POST /users/{id}/{command}` (`command` one of the contract's
+    /// `COMMANDS`): the contract's answer, durable before it returns.
+    fn execute(
         &self,
         org: usize,
+        command: &'static str,
         id: String,
         body: Vec<u8>,
     ) -> impl Future<Output = Result<Response, HubError>> + Send;
@@ -193,14 +194,17 @@ impl RedbHub {
 }
 
 impl HubStorage for RedbHub {
-    async fn create_user(
+    async fn execute(
         &self,
         org: usize,
+        command: &'static str,
         id: String,
         body: Vec<u8>,
     ) -> Result<Response, HubError> {
-        self.blocking(org, move |store| store.try_create_user_wire(&id, &body))
-            .await
+        self.blocking(org, move |store| {
+            store.try_command_wire(command, &id, &body)
+        })
+        .await
     }
 
     async fn accept(&self, org: usize, scope: Scope, push: Vec<u8>) -> Result<Vec<u8>, HubError> {

@@ -593,7 +593,83 @@ fn a_token_provider_is_asked_again_after_a_401(backend: Backend) {
     assert!(matches!(failing, Err(SyncError::Token(why)) if why == "signed out"));
 }
 
+/// UpdateUser over HTTP: a service updates anyone, a user's token only
+/// itself (403 before the body is read); 404, 409 and a replay as the
+/// contract says; a changed email is free for a new account at once; an
+/// update made offline on a device syncs, and a mirror of the hub folds to
+/// the same user.
+fn update_user_over_http(backend: Backend) {
+    let hub = TestHub::start(backend);
+    let (a, b, c) = (user_id(1), user_id(2), user_id(3));
+    let service = acme_token();
+    let update = |token: &str, id: &str, body: &str| {
+        post_command(&hub.url, ACME_KEY, token, "UpdateUser", id, body)
+    };
+    assert_eq!(
+        create(&hub.url, ACME_KEY, &service, &a, &user_body(&a, 1)).status,
+        201
+    );
+    assert_eq!(
+        create(&hub.url, ACME_KEY, &service, &b, &user_body(&b, 2)).status,
+        201
+    );
+
+    let own = update(&acme_user_token(&a), &a, r#"{"email":"a-new@example.com"}"#);
+    assert_eq!(own.status, 200, "{}", own.json());
+    assert_eq!(
+        (
+            own.json()["version"].clone(),
+            own.json()["event"]["eventType"].clone()
+        ),
+        (json!(2), json!("UserUpdated"))
+    );
+    let replay = update(&acme_user_token(&a), &a, r#"{"email":"a-new@example.com"}"#);
+    assert_eq!((replay.status, replay.json()), (200, own.json()));
+    let other = update(&acme_user_token(&a), &b, r#"{"firstName":"Mallory"}"#);
+    assert_eq!((other.status, other.json()), (403, forbidden_body()));
+    let taken = update(&service, &b, r#"{"email":"A-NEW@example.com"}"#);
+    assert_eq!(taken.status, 409);
+    assert_eq!(taken.json()["details"][0]["field"], "email");
+    let missing = update(&service, &c, r#"{"firstName":"Nobody"}"#);
+    assert_eq!(missing.status, 404, "{}", missing.json());
+    let not_a_command = post_command(&hub.url, ACME_KEY, &service, "RenameUser", &a, "{}");
+    assert_eq!(not_a_command.status, 404);
+    // A's old email is free for a new account at once.
+    assert_eq!(
+        create(&hub.url, ACME_KEY, &service, &c, &user_body(&c, 1)).status,
+        201
+    );
+
+    // Offline on B's phone, then synced with B's own token.
+    let phone = Store::in_memory().unwrap();
+    sync(&phone, &hub.url, ACME_KEY, &acme_user_token(&b)).unwrap();
+    phone
+        .update_user(&spkey_store::UpdateUser::new(b.clone()).phone_number("+1 555 0199"))
+        .unwrap();
+    let summary = sync(&phone, &hub.url, ACME_KEY, &acme_user_token(&b)).unwrap();
+    assert_eq!((summary.accepted, summary.rejected), (1, 0));
+    let mirror = hub.log("acme");
+    assert!(mirror.verify().unwrap().is_sound());
+    let b_now = mirror.user(Uuid::parse_str(&b).unwrap()).unwrap().unwrap();
+    assert_eq!(b_now.profile.phone_number.as_deref(), Some("+1 555 0199"));
+    assert_eq!(
+        phone
+            .user(Uuid::parse_str(&b).unwrap())
+            .unwrap()
+            .unwrap()
+            .profile,
+        b_now.profile
+    );
+    let a_now = mirror.user(Uuid::parse_str(&a).unwrap()).unwrap().unwrap();
+    assert_eq!(a_now.profile.email, "a-new@example.com");
+    assert_eq!(
+        mirror.user_id_by_email("u1@example.com").unwrap(),
+        Some(Uuid::parse_str(&c).unwrap())
+    );
+}
+
 on_both_backends!(
+    update_user_over_http,
     every_token_does_exactly_what_its_kind_may,
     a_users_device_holds_no_byte_of_another_user,
     user_and_service_devices_converge_each_on_its_own_view,

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use spkey_store::contract::{event_json, user_json};
 use spkey_store::http::{SyncError, Token, Until};
-use spkey_store::{CreateUser, ErrorKind, Outcome, RecordedEvent, Rejection, Store, StoreError};
+use spkey_store::{
+    CreateUser, ErrorKind, Field, Outcome, RecordedEvent, Rejection, Store, StoreError, UpdateUser,
+};
 
 uniffi::setup_scaffolding!();
 
@@ -246,6 +248,59 @@ pub enum CreateOutcome {
     },
 }
 
+/// An optional field an update can clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ClearableField {
+    /// `firstName`.
+    FirstName,
+    /// `lastName`.
+    LastName,
+    /// `phoneNumber`.
+    PhoneNumber,
+}
+
+/// An UpdateUser command, typed: each field `None` is left as it is.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct UserChanges {
+    /// The user's id (the path's `{id}`; a UUID).
+    pub id: String,
+    /// A new email.
+    pub email: Option<String>,
+    /// A new first name.
+    pub first_name: Option<String>,
+    /// A new last name.
+    pub last_name: Option<String>,
+    /// A new phone number.
+    pub phone_number: Option<String>,
+    /// Optional fields to clear.
+    pub clear: Vec<ClearableField>,
+}
+
+/// What a typed UpdateUser amounted to.
+#[derive(Debug, Clone, uniffi::Enum)]
+pub enum UpdateOutcome {
+    /// Recorded (HTTP 200).
+    Updated {
+        /// The new event.
+        event: EventRecord,
+    },
+    /// Nothing to change, or the same update again (HTTP 200): the event
+    /// the user's state came from; nothing new.
+    Unchanged {
+        /// That event.
+        event: EventRecord,
+    },
+    /// Refused, nothing written (HTTP 400, 403, 404 or 409).
+    Rejected {
+        /// The HTTP status.
+        status: i32,
+        /// The error body's `details`.
+        details: Vec<FieldDetail>,
+        /// The API's error body, whole.
+        body: String,
+    },
+}
+
 /// A user's current state.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct UserRecord {
@@ -400,6 +455,15 @@ impl NativeStore {
             .clone()
             .ok_or(SpkeyError::StoreClosed)
     }
+
+    /// The contract's answer to the wire command `name`.
+    fn command(&self, name: &str, id: &str, body: &str) -> Result<Answer, SpkeyError> {
+        let response = self.store()?.try_command_wire(name, id, body.as_bytes())?;
+        Ok(Answer {
+            status: i32::from(response.status),
+            body: response.to_json(),
+        })
+    }
 }
 
 fn parse_id(id: &str) -> Result<uuid::Uuid, SpkeyError> {
@@ -462,10 +526,51 @@ impl NativeStore {
     ///
     /// The store's failure kinds; `StoreClosed`.
     pub fn create_user(&self, id: String, body: String) -> Result<Answer, SpkeyError> {
-        let response = self.store()?.try_create_user_wire(&id, body.as_bytes())?;
-        Ok(Answer {
-            status: i32::from(response.status),
-            body: response.to_json(),
+        self.command("CreateUser", &id, &body)
+    }
+
+    /// `POST /users/{id}/UpdateUser` with `body` as the request body (any
+    /// of `email`, `firstName`, `lastName`, `phoneNumber`; `null` clears an
+    /// optional field): the API's status and exact JSON body.
+    ///
+    /// # Errors
+    ///
+    /// The store's failure kinds; `StoreClosed`.
+    pub fn update_user(&self, id: String, body: String) -> Result<Answer, SpkeyError> {
+        self.command("UpdateUser", &id, &body)
+    }
+
+    /// UpdateUser, typed.
+    ///
+    /// # Errors
+    ///
+    /// The store's failure kinds; `StoreClosed`.
+    pub fn update_user_typed(&self, changes: UserChanges) -> Result<UpdateOutcome, SpkeyError> {
+        let mut command = UpdateUser::new(changes.id);
+        command.email = changes.email;
+        command.first_name = changes.first_name.map(Some);
+        command.last_name = changes.last_name.map(Some);
+        command.phone_number = changes.phone_number.map(Some);
+        for field in changes.clear {
+            command = command.clear(match field {
+                ClearableField::FirstName => Field::FirstName,
+                ClearableField::LastName => Field::LastName,
+                ClearableField::PhoneNumber => Field::PhoneNumber,
+            });
+        }
+        let outcome = self.store()?.update_user(&command)?;
+        Ok(match &outcome {
+            Outcome::Recorded(event) => UpdateOutcome::Updated {
+                event: record(event),
+            },
+            Outcome::Replayed(event) => UpdateOutcome::Unchanged {
+                event: record(event),
+            },
+            Outcome::Rejected(rejection) => UpdateOutcome::Rejected {
+                status: i32::from(rejection.code()),
+                details: details(rejection),
+                body: spkey_store::Response::from_outcome(&outcome).to_json(),
+            },
         })
     }
 
@@ -481,7 +586,7 @@ impl NativeStore {
         command.phone_number = user.phone_number;
         let outcome = self.store()?.create_user(&command)?;
         Ok(match &outcome {
-            Outcome::Created(event) => CreateOutcome::Created {
+            Outcome::Recorded(event) => CreateOutcome::Created {
                 event: record(event),
             },
             Outcome::Replayed(event) => CreateOutcome::Replayed {

@@ -37,6 +37,16 @@ enum Command {
         #[arg(value_parser = clap::value_parser!(OsString))]
         body: OsString,
     },
+    /// POST /users/{ID}/UpdateUser: any of email, firstName, lastName,
+    /// phoneNumber (null clears an optional field); prints the response
+    /// body; exits 0 for 200, 1 for any 4xx, 2 when the store fails.
+    UpdateUser {
+        /// The path id: the user's UUID.
+        id: String,
+        /// The JSON body, or - to read it from stdin.
+        #[arg(value_parser = clap::value_parser!(OsString))]
+        body: OsString,
+    },
     /// Prints the user's current state as JSON; exits 1 when there is none.
     User {
         /// The user's UUID, in any standard textual form.
@@ -151,7 +161,9 @@ impl Command {
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let body = match &cli.command {
-        Command::CreateUser { body, .. } => Some(read_body(body)?),
+        Command::CreateUser { body, .. } | Command::UpdateUser { body, .. } => {
+            Some(read_body(body)?)
+        }
         _ => None,
     };
     let builder = Store::builder();
@@ -166,9 +178,13 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     .map_err(|e| Failure(format!("cannot open store {}: {e}", cli.db.display())))?;
     let mut out = BufWriter::new(io::stdout().lock());
     let code = match cli.command {
-        Command::CreateUser { id, .. } => {
+        Command::CreateUser { ref id, .. } | Command::UpdateUser { ref id, .. } => {
+            let name = match cli.command {
+                Command::CreateUser { .. } => "CreateUser",
+                _ => "UpdateUser",
+            };
             let response = store
-                .try_create_user_wire(&id, body.as_deref().unwrap_or_default())
+                .try_command_wire(name, id, body.as_deref().unwrap_or_default())
                 .map_err(|e| Failure(format!("the store failed; nothing was written: {e}")))?;
             writeln!(out, "{}", response.to_json())?;
             match response.status {

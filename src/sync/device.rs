@@ -6,14 +6,16 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{Pulled, bad, from_another_store};
-use crate::batch::{self, BatchError, BatchKind, EventsV1, OutcomeV1, ReplyV1, VERSION_1};
+use crate::batch::{
+    self, BatchError, BatchKind, EventsV1, OutcomeV1, ReplyV1, VERSION_1, VERSION_2,
+};
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
+use crate::field::{Field, FieldError};
 use crate::log::{self, Bytes, EVENTS, META, PENDING, REJECTIONS, Writer};
-use crate::pipeline::{Executed, Log, Pipeline, Source, push_creation};
+use crate::pipeline::{Executed, Log, Pipeline, Source, find, pushed_intent};
 use crate::scope::Scope;
 use crate::store::Store;
-use crate::user::{Field, FieldError};
 
 /// What [`Store::apply_reply`] did. Serializes as
 /// `{"accepted","rejected","alreadyApplied"}`.
@@ -58,7 +60,7 @@ fn check_hub(writer: &mut Writer<'_, '_>, sender: Uuid) -> Result<(), StoreError
 }
 
 /// A reply's rejection, checked as the device will store it: a 400 or 409
-/// (or, from format 2, a 403), with the API's field names and at most a
+/// (from format 2, a 403; from format 3, a 404), with the API's field names and at most a
 /// handful of short messages.
 fn untrusted_rejection(
     index: usize,
@@ -68,12 +70,13 @@ fn untrusted_rejection(
 ) -> Result<Vec<FieldError>, StoreError> {
     let known = match version {
         VERSION_1 => matches!(code, 400 | 409),
-        _ => matches!(code, 400 | 403 | 409),
+        VERSION_2 => matches!(code, 400 | 403 | 409),
+        _ => matches!(code, 400 | 403 | 404 | 409),
     };
     if !known {
         return Err(bad(
             index,
-            format!("rejection code {code} is not one the hub sends (400, 403 or 409)"),
+            format!("rejection code {code} is not one the hub sends (400, 403, 404 or 409)"),
         ));
     }
     if details.is_empty() {
@@ -101,8 +104,8 @@ fn untrusted_rejection(
 }
 
 impl Store {
-    /// This store's own creations the hub has not yet accepted or rejected,
-    /// in log order. Reads only.
+    /// This store's own command events the hub has not yet accepted or
+    /// rejected, in log order. Reads only.
     ///
     /// # Errors
     ///
@@ -117,7 +120,7 @@ impl Store {
                 let (position, bytes) = row?;
                 let position = log::read_u64("log key", position.value())?;
                 let recorded = log::decode_row(position, bytes.value())?;
-                if log::own_creation(&recorded, self.store_id()) {
+                if log::own_command(&recorded, self.store_id()) {
                     out.push(recorded);
                 }
             }
@@ -125,8 +128,8 @@ impl Store {
         })
     }
 
-    /// The `UserCreationRejected` events: every command the hub refused, in
-    /// log order.
+    /// The compensations (`UserCreationRejected`, `UserUpdateRejected`):
+    /// every command the hub refused, in log order.
     ///
     /// # Errors
     ///
@@ -177,16 +180,16 @@ impl Store {
     }
 
     /// The device's side of a reply: accepted events stop being pending; each
-    /// rejected one gets a `UserCreationRejected` in its aggregate (its email
-    /// released). Applying the same reply twice changes nothing the second
+    /// rejected one gets its compensation in its aggregate, which voids it
+    /// (and keeps the email index). Applying the same reply twice changes nothing the second
     /// time.
     ///
     /// # Errors
     ///
     /// [`StoreError::Batch`] when the reply is damaged, from another hub or
     /// this store, names events this store never pushed, or carries a
-    /// rejection the API could not have sent (a code other than 400 or 409,
-    /// unknown fields, oversized details): nothing is applied. Otherwise the
+    /// rejection the API could not have sent (a code the reply's format does
+    /// not allow, unknown fields, oversized details): nothing is applied. Otherwise the
     /// storage failures of [`StoreError`].
     pub fn apply_reply(&self, reply: &[u8]) -> Result<ReplySummary, StoreError> {
         let (version, body) = batch::open(reply, BatchKind::Reply)?;
@@ -309,39 +312,49 @@ fn import_one(
         summary.own += 1;
         return Ok(());
     }
-    let created = push_creation(recorded);
-    // Local users the hub's event contradicts: the same id, or another user
-    // holding its email. Each must still be pending, and loses.
+    let intent = pushed_intent(recorded)?;
+    // Local events the hub's event contradicts: a creation of the same
+    // user, or the event by which another user holds the email it sets.
+    // Each must still be pending, and loses.
     let mut contradicted = Vec::new();
-    if let Some(local) = writer.user(created.user_id)?
+    let user_id = intent.user_id();
+    if intent.creates()
+        && let Some(local) = writer.user(user_id)?
         && !local.is_rejected()
     {
-        let why = if local.profile == created {
+        let creation = find(writer.stream(user_id)?, local.sources.creation)?;
+        let why = if creation.event == recorded.event {
             FieldError::created_elsewhere()
         } else {
             FieldError::user_id_taken()
         };
-        contradicted.push((created.user_id, why));
+        contradicted.push((creation, why));
     }
-    if let Some(owner) = writer.email_owner(&created.email_key())?
-        && owner != created.user_id
+    if let Some(email) = intent.email()
+        && let Some(owner) = writer.email_owner(&crate::email_key(email))?
+        && owner != user_id
+        && let Some(holder) = writer.user(owner)?
     {
-        contradicted.push((owner, FieldError::email_taken()));
+        let claim = find(writer.stream(owner)?, holder.sources.email)?;
+        contradicted.push((claim, FieldError::email_taken()));
     }
-    for (user_id, why) in contradicted {
-        let local = writer.current_creation(user_id)?;
+    for (local, why) in contradicted {
         if !writer.settle(local.position)? {
             // An accepted local event the hub now contradicts: the hub broke
             // its own rules. Refuse rather than guess.
             return Err(bad(
                 index,
-                format!("contradicts accepted user {user_id} ({})", why.field),
+                format!(
+                    "contradicts accepted user {} ({})",
+                    local.aggregate_id(),
+                    why.field
+                ),
             ));
         }
         writer.compensate(&local, 409, vec![why])?;
         summary.rebased += 1;
     }
-    match writer.execute(created, Source::From(recorded))? {
+    match writer.execute(intent, Source::From(recorded))? {
         Executed::Recorded(_) => {
             summary.imported += 1;
             Ok(())

@@ -39,7 +39,7 @@ impl Store {
     /// storage failures of [`StoreError`].
     pub fn accept_as(&self, push: &[u8], scope: Scope) -> Result<Vec<u8>, StoreError> {
         let push = Push::open(self.store_id(), push)?;
-        let items = self.sync_step(|writer| writer.accept_push(&push, scope))?;
+        let items = self.sync_step(|writer| writer.accept_push(&push.events, scope))?;
         Ok(reply_batch(self.store_id(), &items))
     }
 

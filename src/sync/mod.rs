@@ -1,8 +1,9 @@
 //! Offline-first sync: devices record at once, push to a hub, apply its
 //! reply, and pull what it accepted. The hub is authoritative; every step is
 //! idempotent (event ids), every batch is untrusted input, and a rejection
-//! becomes a compensating `UserCreationRejected` event on the device, so
-//! nothing blocks behind it and nothing vanishes.
+//! becomes a compensating event on the device (`UserCreationRejected`,
+//! `UserUpdateRejected`) that voids the refused one, so nothing blocks
+//! behind it and nothing vanishes.
 //!
 //! ```text
 //!  device D                           hub H
@@ -10,7 +11,7 @@
 //!  push() ─────── push batch ───────► accept(): re-validate, decide, append
 //!  apply_reply() ◄──── reply ──────── accepted (hub position) | rejected (409…)
 //!    accepted: no longer pending
-//!    rejected: UserCreationRejected appended, email released
+//!    rejected: its compensation appended, the email index kept
 //!  import() ◄──── pull batch ──────── export(since cursor)
 //!    own events recognised by id; others appended; a pending local event
 //!    they contradict is rejected (the rebase); cursor saved in the same
@@ -29,13 +30,13 @@ use uuid::Uuid;
 
 use crate::batch::{self, BATCH_FORMAT, BatchError, BatchKind, EventsV1, PullV2, VERSION_1};
 use crate::codec;
+use crate::command::Intent;
 use crate::error::StoreError;
-use crate::event::{Event, MAX_RECORDED_AT_MS, RecordedEvent};
+use crate::event::{MAX_RECORDED_AT_MS, RecordedEvent};
 #[cfg(doc)]
 use crate::log::Writer;
 use crate::scope::Scope;
 use crate::store::Store;
-use crate::user::{CreateUser, Rejection};
 
 mod device;
 mod hub;
@@ -50,13 +51,14 @@ pub(super) fn bad(index: usize, reason: impl Into<String>) -> StoreError {
     })
 }
 
-/// Decodes and checks one event of a batch from another store: a
-/// `UserCreated` whose every field is what this library itself would have
-/// recorded — fields exactly as validation leaves them, ids that are ids, a
-/// time the wire can show, a version and a position.
-fn untrusted_user_created(index: usize, bytes: &[u8]) -> Result<RecordedEvent, StoreError> {
+/// Decodes and checks one event of a batch from another store: an event a
+/// command records (never a compensation) whose every field is what this
+/// library itself would have recorded — fields exactly as validation
+/// leaves them, ids that are ids, a time the wire can show, a version and a
+/// position.
+fn untrusted_command(index: usize, bytes: &[u8]) -> Result<RecordedEvent, StoreError> {
     let recorded = codec::decode(bytes).map_err(|e| bad(index, e.to_string()))?;
-    let Event::UserCreated(created) = &recorded.event else {
+    let Some(intent) = Intent::of_event(&recorded.event) else {
         return Err(bad(
             index,
             format!("{} is not shared", recorded.event.event_type()),
@@ -77,18 +79,8 @@ fn untrusted_user_created(index: usize, bytes: &[u8]) -> Result<RecordedEvent, S
     if recorded.version == 0 || recorded.position == 0 {
         return Err(bad(index, "version and position start at 1"));
     }
-    let mut command = CreateUser::new(created.user_id.to_string(), created.email.clone());
-    command.first_name = created.first_name.clone();
-    command.last_name = created.last_name.clone();
-    command.phone_number = created.phone_number.clone();
-    match command.validate() {
-        Ok(valid) if valid == *created => Ok(recorded),
-        Ok(_) => Err(bad(index, "fields are not in their validated form")),
-        Err(errors) => Err(bad(
-            index,
-            format!("invalid: {}", Rejection::Invalid(errors)),
-        )),
-    }
+    intent.revalidate().map_err(|reason| bad(index, reason))?;
+    Ok(recorded)
 }
 
 /// Decodes and checks every event of a batch's body; any bad event refuses
@@ -97,7 +89,7 @@ fn untrusted_list(events: &[&[u8]]) -> Result<Vec<RecordedEvent>, StoreError> {
     events
         .iter()
         .enumerate()
-        .map(|(index, bytes)| untrusted_user_created(index, bytes))
+        .map(|(index, bytes)| untrusted_command(index, bytes))
         .collect()
 }
 

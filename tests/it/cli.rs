@@ -239,13 +239,65 @@ fn the_default_store_is_spkey_redb_in_the_working_directory() {
 }
 
 #[test]
+fn update_user_changes_the_email_frees_the_old_one_and_exits_1_on_a_4xx() {
+    let cli = Cli::new();
+    cli.run(&["create-user", ID, &body(ID, "user@example.com")]);
+
+    let update = cli.run(&[
+        "update-user",
+        ID,
+        r#"{"email":"new@example.com","lastName":null}"#,
+    ]);
+    let again = cli.run(&[
+        "update-user",
+        ID,
+        r#"{"email":"new@example.com","lastName":null}"#,
+    ]);
+    let unknown = cli.run(&["update-user", OTHER_ID, r#"{"firstName":"X"}"#]);
+    let invalid = cli.run_with_stdin(&["update-user", ID, "-"], Some(b"{}"));
+    let old_free = cli.run(&["create-user", OTHER_ID, &body(OTHER_ID, "USER@example.com")]);
+
+    assert_eq!(update.status.code(), Some(0), "{}", stderr(&update));
+    let json = json_line(&update);
+    assert_eq!(
+        (
+            json["version"].as_u64(),
+            json["event"]["eventType"].as_str()
+        ),
+        (Some(2), Some("UserUpdated"))
+    );
+    assert_eq!(
+        (again.status.code(), stdout(&again)),
+        (Some(0), stdout(&update))
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(json_line(&unknown)["code"], 404);
+    assert_eq!(invalid.status.code(), Some(1));
+    assert_eq!(json_line(&invalid)["details"][0]["field"], "body");
+    assert_eq!(old_free.status.code(), Some(0), "{}", stdout(&old_free));
+    let user = json_line(&cli.run(&["user", ID]));
+    assert_eq!(
+        (user["email"].as_str(), user["version"].as_u64()),
+        (Some("new@example.com"), Some(2))
+    );
+    assert!(user.get("lastName").is_none());
+}
+
+#[test]
 fn help_documents_every_command() {
     let dir = tempfile::tempdir().unwrap();
 
     let output = spkey(dir.path(), &["--help"], None);
 
     let text = stdout(&output);
-    for command in ["create-user", "user", "events", "verify", "--db"] {
+    for command in [
+        "create-user",
+        "update-user",
+        "user",
+        "events",
+        "verify",
+        "--db",
+    ] {
         assert!(text.contains(command), "--help lacks {command}: {text}");
     }
     assert!(

@@ -42,7 +42,7 @@ fn threads_racing_for_ids_and_emails_get_exactly_one_winner_each() {
     let mut winners_by_email = HashMap::new();
     for (command, outcome) in &outcomes {
         match outcome {
-            Outcome::Created(event) => {
+            Outcome::Recorded(event) => {
                 assert!(
                     winners_by_id
                         .insert(command.user_id.clone(), event.position)
@@ -88,7 +88,7 @@ fn concurrent_callers_share_commits_and_each_is_answered_when_durable() {
                     let outcome = store
                         .create_user(&CreateUser::new(id, format!("g{t}-{n}@example.com")))
                         .unwrap();
-                    assert!(matches!(outcome, Outcome::Created(_)));
+                    assert!(matches!(outcome, Outcome::Recorded(_)));
                 }
             });
         }

@@ -89,7 +89,7 @@ fn run(store: &Store) -> Vec<EventJson> {
             Step::Batch(commands) => {
                 if let Ok(outcomes) = store.execute_batch(&commands) {
                     acked.extend(outcomes.iter().filter_map(|o| match o {
-                        Outcome::Created(e) => Some(event_json(e)),
+                        Outcome::Recorded(e) => Some(event_json(e)),
                         _ => None,
                     }));
                 }

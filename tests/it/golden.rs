@@ -6,7 +6,10 @@
 use std::path::PathBuf;
 
 use spkey_store::contract::event_json;
-use spkey_store::{CreateUser, Event, ManualClock, RecordedEvent, Store, UserCreated, codec};
+use spkey_store::{
+    CreateUser, Event, FieldError, ManualClock, RecordedEvent, Refusal, Store, UserCreated,
+    UserUpdated, codec,
+};
 use uuid::Uuid;
 
 fn fixture(name: &str) -> PathBuf {
@@ -48,9 +51,39 @@ fn envelope_cases() -> Vec<(&'static str, RecordedEvent)> {
             phone_number: None,
         }),
     };
+    let user = Uuid::parse_str("550e8400-e29b-41d4-a716-446655440000").unwrap();
+    let updated = RecordedEvent {
+        event_id: Uuid::parse_str("019ac2a1-5f3b-7c10-8d2e-3f4a5b6c7d8f").unwrap(),
+        version: 2,
+        position: 43,
+        recorded_at_ms: 1_795_734_000_456,
+        origin: Uuid::parse_str("7d444840-9dc0-11d1-b245-5ffdce74fad2").unwrap(),
+        event: Event::UserUpdated(UserUpdated {
+            user_id: user,
+            email: Some("zoe@example.com".into()),
+            first_name: None,
+            last_name: Some(None),
+            phone_number: Some(Some("+46 8 765 43 21".into())),
+        }),
+    };
+    let update_rejected = RecordedEvent {
+        event_id: Uuid::parse_str("019ac2a1-5f3b-7c10-8d2e-3f4a5b6c7d90").unwrap(),
+        version: 3,
+        position: 44,
+        recorded_at_ms: 1_795_734_000_789,
+        origin: Uuid::parse_str("7d444840-9dc0-11d1-b245-5ffdce74fad2").unwrap(),
+        event: Event::UserUpdateRejected(Refusal {
+            user_id: user,
+            rejected_event_id: updated.event_id,
+            code: 404,
+            details: vec![FieldError::no_such_user()],
+        }),
+    };
     vec![
         ("envelope-v1-user-created-full.bin", full),
         ("envelope-v1-user-created-minimal.bin", minimal),
+        ("envelope-v1-user-updated.bin", updated),
+        ("envelope-v1-user-update-rejected.bin", update_rejected),
     ]
 }
 
@@ -202,32 +235,36 @@ fn a_store_written_by_format_v2_still_reads_and_finds_its_emails() {
     }
 }
 
-/// Sync batches: format 2 (written now) frozen byte for byte — a pull of one
-/// user's events with its watermark, a reply with a 403 — and format 1,
-/// which older devices and hubs wrote: its pulls still import, its pushes
-/// are refused by a hub naming the format, since the device behind one
-/// could not read the reply.
+/// Sync batches: format 3 (written now) frozen byte for byte — a pull of
+/// one user's events, an update among them, with its watermark, and a
+/// reply with a 404 — and the formats older devices and hubs wrote: their
+/// pulls and replies still read, their pushes refused by a hub naming the
+/// format, since the device behind one could not read the reply.
 #[test]
-fn batch_formats_are_frozen_and_format_1_is_read_or_refused_by_name() {
+fn batch_formats_are_frozen_and_older_ones_are_read_or_refused_by_name() {
     use spkey_store::{
-        BatchError, Field, FieldError, Rejection, Scope, StoreError, pull_batch, reply_batch,
+        BatchError, FieldError, Rejection, Scope, StoreError, pull_batch, reply_batch,
     };
     let hub_id = Uuid::parse_str("7d444840-9dc0-11d1-b245-5ffdce74fad2").unwrap();
-    let (_, full) = &envelope_cases()[0];
+    let cases = envelope_cases();
+    let (full, updated) = (&cases[0].1, &cases[2].1);
     let user = full.aggregate_id();
-    let pull = pull_batch(hub_id, Scope::User(user), 57, &[codec::encode(full)]);
+    let pull = pull_batch(
+        hub_id,
+        Scope::User(user),
+        57,
+        &[codec::encode(full), codec::encode(updated)],
+    );
     let reply = reply_batch(
         hub_id,
         &[(
-            full.event_id,
-            Err(Rejection::Forbidden(vec![FieldError::not_yours(
-                Field::UserId,
-            )])),
+            updated.event_id,
+            Err(Rejection::NotFound(vec![FieldError::no_such_user()])),
         )],
     );
     for (name, bytes) in [
-        ("batch-v2-pull-user.bin", &pull),
-        ("batch-v2-reply-403.bin", &reply),
+        ("batch-v3-pull-user.bin", &pull),
+        ("batch-v3-reply-404.bin", &reply),
     ] {
         if blessing() {
             std::fs::write(fixture(name), bytes).unwrap();
@@ -236,9 +273,29 @@ fn batch_formats_are_frozen_and_format_1_is_read_or_refused_by_name() {
     }
     let device = Store::in_memory().unwrap();
     let pulled = device.import(&pull).unwrap();
-    assert_eq!((pulled.imported, pulled.cursor), (1, 57));
+    assert_eq!((pulled.imported, pulled.cursor), (2, 57));
+    let state = device.user(user).unwrap().unwrap();
+    assert_eq!(state.profile.email, "zoe@example.com");
+    assert_eq!(state.profile.last_name, None);
 
+    // Format 2: a pull of one user's events and a reply with a 403.
+    let old_pull = std::fs::read(fixture("batch-v2-pull-user.bin")).unwrap();
+    let pulled = Store::in_memory().unwrap().import(&old_pull).unwrap();
+    assert_eq!((pulled.imported, pulled.cursor), (1, 57));
+    let old_reply = std::fs::read(fixture("batch-v2-reply-403.bin")).unwrap();
+    assert!(
+        matches!(
+            Store::in_memory().unwrap().apply_reply(&old_reply),
+            Err(StoreError::Batch(BatchError::BadEvent { .. }))
+        ),
+        "a reply naming an event this store never pushed is refused, not misread"
+    );
     let hub = Store::in_memory().unwrap();
+    let old_push = std::fs::read(fixture("batch-v2-push.bin")).unwrap();
+    assert!(matches!(
+        hub.accept(&old_push),
+        Err(StoreError::Batch(BatchError::UnsupportedVersion(2)))
+    ));
     let old_push = std::fs::read(fixture("batch-v1-push.bin")).unwrap();
     assert!(matches!(
         hub.accept(&old_push),

@@ -188,7 +188,7 @@ fn the_replay_of_a_second_creation_answers_that_creation_not_the_refused_one() {
     assert!(device.user(id(2)).unwrap().unwrap().is_rejected());
 
     let again = CreateUser::new(id(2).to_string(), "mine@example.com");
-    let Outcome::Created(second) = device.create_user(&again).unwrap() else {
+    let Outcome::Recorded(second) = device.create_user(&again).unwrap() else {
         panic!("a refused user may be created again");
     };
     let replay = device.create_user(&again).unwrap();

@@ -31,7 +31,7 @@ fn died_after(n: u128) -> Image {
     let disk = Disk::default();
     let store = open(&disk).unwrap();
     for i in 0..n {
-        assert!(matches!(create(&store, i), Outcome::Created(_)));
+        assert!(matches!(create(&store, i), Outcome::Recorded(_)));
     }
     let image = disk.live();
     // Not dropped: a process that dies runs no destructor.
@@ -74,7 +74,7 @@ fn what_only_the_journal_holds_is_replayed_on_open_and_the_store_goes_on_from_it
     assert!(store.verify().unwrap().is_sound());
     // The replayed store goes on from where the journal ended, its next
     // record over the first replayed one; a crash now loses nothing.
-    assert!(matches!(create(&store, 5), Outcome::Created(e) if e.position == 6));
+    assert!(matches!(create(&store, 5), Outcome::Recorded(e) if e.position == 6));
     assert!(matches!(create(&store, 0), Outcome::Replayed(_)));
     assert_eq!(
         record_ends(&disk.live().journal)[0],
@@ -249,7 +249,7 @@ fn readers_never_see_a_commit_before_its_record_is_synced() {
         assert_eq!(store.head_position().unwrap(), 1);
         assert_eq!(store.events(1, 10).unwrap().len(), 1);
         gate.open();
-        assert!(matches!(writer.join().unwrap(), Outcome::Created(_)));
+        assert!(matches!(writer.join().unwrap(), Outcome::Recorded(_)));
     });
 
     assert!(store.user(second).unwrap().is_some());
@@ -280,7 +280,7 @@ fn an_answer_read_off_a_commit_not_yet_synced_waits_for_it() {
             "answered before the commit it read was durable"
         );
         gate.open();
-        assert!(matches!(first.join().unwrap(), Outcome::Created(_)));
+        assert!(matches!(first.join().unwrap(), Outcome::Recorded(_)));
         assert!(matches!(second.join().unwrap(), Outcome::Rejected(_)));
     });
     assert!(store.verify().unwrap().is_sound());

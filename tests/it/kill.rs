@@ -48,7 +48,7 @@ fn kill_child_writer() {
             vec![store.create_user(&command(round, n)).unwrap()]
         };
         for outcome in outcomes {
-            if let Outcome::Created(event) = outcome {
+            if let Outcome::Recorded(event) = outcome {
                 // Only now, with the command durable, is it acknowledged.
                 writeln!(out, "ack {} {}", event.position, event.aggregate_id()).unwrap();
             }

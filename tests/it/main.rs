@@ -23,3 +23,4 @@ mod subscribe;
 mod support;
 mod sync;
 mod tidy;
+mod update;

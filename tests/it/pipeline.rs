@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use spkey_store::pipeline::{Needs, Pipeline, Source, Staged, Stamper};
-use spkey_store::{CreateUser, Event, ManualClock, Push, Scope, Store, StoreError, reply_batch};
+use spkey_store::{
+    CreateUser, Event, Intent, ManualClock, Push, Scope, Store, StoreError, reply_batch,
+};
 
 fn id(n: u128) -> String {
     uuid::Uuid::from_u128(0x5ea9_0000 + n).to_string()
@@ -38,7 +40,7 @@ fn decides_as_the_store(scope: Scope, created: usize) {
     let head = hub.head_position().unwrap();
 
     let push = Push::open(hub.store_id(), &bytes).unwrap();
-    let needs = Needs::of_push(&push, scope);
+    let needs = Needs::of_push(&push.events, scope);
     let stamper = Stamper::new(Arc::new(ManualClock::new(1_700_000_000_000)));
     let mut staged = Staged::new(hub.store_id(), &stamper, head, &needs);
     for user in &needs.users {
@@ -56,7 +58,7 @@ fn decides_as_the_store(scope: Scope, created: usize) {
             staged.load_email(&created.email_key(), owner).unwrap();
         }
     }
-    let staged_items = staged.accept_push(&push, scope).unwrap();
+    let staged_items = staged.accept_push(&push.events, scope).unwrap();
     let forbidden = staged_items
         .iter()
         .filter(|(_, outcome)| matches!(outcome, Err(r) if r.code() == 403))
@@ -89,7 +91,7 @@ fn decides_as_the_store(scope: Scope, created: usize) {
 #[test]
 fn a_staged_log_refuses_what_it_was_not_loaded_with() {
     let stamper = Stamper::new(Arc::new(ManualClock::new(1_700_000_000_000)));
-    let created = CreateUser::new(id(1), "a@example.com").validate().unwrap();
+    let created = Intent::Create(CreateUser::new(id(1), "a@example.com").validate().unwrap());
     let mut staged = Staged::new(uuid::Uuid::from_u128(7), &stamper, 0, &Needs::default());
     let refused = staged.execute(created.clone(), Source::Local);
     assert!(
@@ -101,7 +103,7 @@ fn a_staged_log_refuses_what_it_was_not_loaded_with() {
         uuid::Uuid::from_u128(7),
         &stamper,
         0,
-        &Needs::of_creations([&created]),
+        &Needs::of_intents([&created]),
     );
     assert!(matches!(
         loaded.execute(created, Source::Local).unwrap(),

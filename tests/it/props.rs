@@ -113,11 +113,13 @@ impl Model {
 
 fn kind(outcome: &Outcome) -> Expect {
     match outcome {
-        Outcome::Created(_) => Expect::Created,
+        Outcome::Recorded(_) => Expect::Created,
         Outcome::Replayed(_) => Expect::Replayed,
         Outcome::Rejected(Rejection::Invalid(_)) => Expect::Invalid,
         Outcome::Rejected(Rejection::Conflict(_)) => Expect::Conflict,
-        Outcome::Rejected(Rejection::Forbidden(_)) => unreachable!("a store's own commands"),
+        Outcome::Rejected(Rejection::Forbidden(_) | Rejection::NotFound(_)) => {
+            unreachable!("a store's own creations")
+        }
     }
 }
 

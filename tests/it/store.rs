@@ -25,7 +25,7 @@ fn events_survive_reopening_with_contiguous_positions() {
     for n in 0..5 {
         assert!(matches!(
             given.store.create_user(&create(n)),
-            Ok(Outcome::Created(_))
+            Ok(Outcome::Recorded(_))
         ));
     }
     let store_id = given.store.store_id();
@@ -98,8 +98,8 @@ fn a_batch_gives_an_outcome_per_command_and_later_commands_see_earlier_ones() {
         .execute_batch(&[create(1), create(2), create(1), clash, invalid])
         .unwrap();
 
-    assert!(matches!(&outcomes[0], Outcome::Created(e) if e.position == 1));
-    assert!(matches!(&outcomes[1], Outcome::Created(e) if e.position == 2));
+    assert!(matches!(&outcomes[0], Outcome::Recorded(e) if e.position == 1));
+    assert!(matches!(&outcomes[1], Outcome::Recorded(e) if e.position == 2));
     assert_eq!(
         outcomes[2],
         Outcome::Replayed(outcomes[0].event().unwrap().clone())
@@ -133,7 +133,7 @@ fn a_batch_of_only_rejections_and_replays_writes_nothing() {
 #[test]
 fn an_empty_batch_is_an_empty_answer() {
     let given = given_store();
-    assert_eq!(given.store.execute_batch(&[]).unwrap(), []);
+    assert_eq!(given.store.execute_batch::<CreateUser>(&[]).unwrap(), []);
     assert_eq!(given.store.head_position().unwrap(), 0);
 }
 
@@ -142,7 +142,7 @@ fn an_in_memory_store_answers_like_a_file_store() {
     let store = Store::in_memory().unwrap();
     assert!(matches!(
         store.create_user(&create(1)),
-        Ok(Outcome::Created(_))
+        Ok(Outcome::Recorded(_))
     ));
     assert!(matches!(
         store.create_user(&create(1)),
@@ -420,7 +420,7 @@ fn a_creation_cut_short_leaves_no_store_and_the_next_open_creates_one() {
 
     assert!(matches!(
         store.create_user(&create(1)),
-        Ok(Outcome::Created(_))
+        Ok(Outcome::Recorded(_))
     ));
     assert!(store.verify().unwrap().is_sound());
     let names: Vec<String> = std::fs::read_dir(dir.path())

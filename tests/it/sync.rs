@@ -55,7 +55,7 @@ fn rejection_codes(device: &Store) -> Vec<u16> {
 #[test]
 fn a_user_created_offline_reaches_the_hub_and_stops_being_pending() {
     let (device, hub) = (store(), store());
-    let Outcome::Created(local) = create(&device, 1, "a@example.com", "Ann") else {
+    let Outcome::Recorded(local) = create(&device, 1, "a@example.com", "Ann") else {
         panic!("created");
     };
     assert_eq!(device.pending().unwrap(), vec![local.clone()]);
@@ -378,7 +378,7 @@ proptest! {
         for step in steps {
             match step {
                 Step::Create { device, user, email, name } => {
-                    if let Outcome::Created(event) = create(&devices[device], user, EMAILS[email], NAMES[name]) {
+                    if let Outcome::Recorded(event) = create(&devices[device], user, EMAILS[email], NAMES[name]) {
                         created.push((device, event.event_id));
                     }
                 }

@@ -249,3 +249,125 @@ fn the_readme_stays_under_500_lines() {
         "README.md has {lines} lines: move detail to docs/"
     );
 }
+
+/// The library's layers, lowest first, as ARCHITECTURE.md draws them: a
+/// module may import only from layers below its own (never its own layer,
+/// never above), so the layers cannot form a cycle. A new module must be
+/// given its layer here.
+const LAYERS: [&[&str]; 11] = [
+    &["field", "email", "clock", "memory"],
+    &["event"],
+    &["user", "codec"],
+    &["batch", "command", "scope"],
+    &["error"],
+    &["log"],
+    &[
+        "pipeline",
+        "journal",
+        "readonly",
+        "checksums",
+        "group",
+        "commits",
+    ],
+    &["verify"],
+    &["store"],
+    &["sync", "subscribe"],
+    &["contract", "http"],
+];
+
+/// The layer of a module (`src/x.rs` or `src/x/`), `None` for the crate
+/// root and for modules no layer names.
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|layer| layer.contains(&module))
+}
+
+/// The crate root's `pub use` items, each with the module it comes from:
+/// `crate::Store` is an import of `store`.
+fn root_items() -> Vec<(String, String)> {
+    let lib = std::fs::read_to_string(root().join("src/lib.rs")).unwrap();
+    let mut items = Vec::new();
+    for statement in lib.split(';') {
+        let Some(path) = statement.trim().strip_prefix("pub use ") else {
+            continue;
+        };
+        let Some((module, names)) = path.split_once("::") else {
+            continue;
+        };
+        for name in names.trim_matches(|c| c == '{' || c == '}').split(',') {
+            let name = name.trim();
+            if !name.is_empty() {
+                items.push((name.to_owned(), module.to_owned()));
+            }
+        }
+    }
+    items
+}
+
+/// Each module of the library and the modules its code (not its comments)
+/// names through `crate::`, with the line.
+fn imports() -> Vec<(String, Vec<(usize, String)>)> {
+    let root_items = root_items();
+    let mut by_module: Vec<(String, Vec<(usize, String)>)> = Vec::new();
+    for (path, text) in sources() {
+        let Some(rest) = path.strip_prefix("src/") else {
+            continue;
+        };
+        let module = rest
+            .split('/')
+            .next()
+            .unwrap()
+            .trim_end_matches(".rs")
+            .to_owned();
+        let mut found = Vec::new();
+        for (n, line) in code_lines(&text) {
+            for (at, _) in line.match_indices("crate::") {
+                let name: String = line[at + "crate::".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let name = root_items
+                    .iter()
+                    .find(|(item, _)| *item == name)
+                    .map_or(name, |(_, module)| module.clone());
+                if name != module {
+                    found.push((n, name));
+                }
+            }
+        }
+        match by_module.iter_mut().find(|(m, _)| *m == module) {
+            Some((_, all)) => all.extend(found),
+            None => by_module.push((module, found)),
+        }
+    }
+    by_module
+}
+
+#[test]
+fn every_import_points_down_the_layers() {
+    let mut against = Vec::new();
+    for (module, uses) in imports() {
+        if module == "lib" || module == "bin" {
+            continue;
+        }
+        let Some(own) = layer_of(&module) else {
+            against.push(format!("{module} is in no layer of tidy::LAYERS"));
+            continue;
+        };
+        for (line, used) in uses {
+            match layer_of(&used) {
+                Some(layer) if layer < own => {}
+                Some(_) => against.push(format!(
+                    "{module} (line {line}) imports {used}, not below it"
+                )),
+                None => against.push(format!(
+                    "{module} (line {line}) imports {used}, in no layer"
+                )),
+            }
+        }
+    }
+    assert!(
+        against.is_empty(),
+        "imports against the layers:\n{}",
+        against.join("\n")
+    );
+}

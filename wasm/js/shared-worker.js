@@ -11,7 +11,7 @@ import init, { EventStore } from './index.js';
 const [, name, token] = self.name.match(/^spkey-store:(.*)#([^#]*)$/) ?? [];
 const channel = new BroadcastChannel(`spkey-store:${name}`);
 const methods = new Set([
-  'createUser', 'createUserWithStatus', 'user', 'events', 'headPosition', 'verify', 'snapshot',
+  'createUser', 'createUserWithStatus', 'updateUser', 'user', 'events', 'headPosition', 'verify', 'snapshot',
   'push', 'applyReply', 'importBatch', 'pullCursor', 'pending', 'rejections', 'sync',
 ]);
 

@@ -61,6 +61,7 @@ class SharedEventStore {
 
   createUser(id, body) { return this.call('createUser', id, body); }
   createUserWithStatus(id, body) { return this.call('createUserWithStatus', id, body); }
+  updateUser(id, body) { return this.call('updateUser', id, body); }
   user(id) { return this.call('user', id); }
   events(fromPosition, limit) { return this.call('events', fromPosition, limit); }
   headPosition() { return this.call('headPosition'); }

@@ -1,6 +1,6 @@
 // EventStore.prototype.subscribe and .changes: live changes, written in the
 // package's JS over the wasm's events(), so the wasm does not grow. Every
-// call that can append (createUser, createUserWithStatus, applyReply,
+// call that can append (createUser, createUserWithStatus, updateUser, applyReply,
 // importBatch, and sync through them) is followed by a delivery: each
 // subscriber gets every event after its cursor once, in position order,
 // in a microtask after the call returns (so a callback never runs inside a
@@ -93,7 +93,7 @@ function installSubscribe(EventStore) {
     }
   }
 
-  for (const name of ['createUser', 'createUserWithStatus', 'applyReply', 'importBatch']) {
+  for (const name of ['createUser', 'createUserWithStatus', 'updateUser', 'applyReply', 'importBatch']) {
     const original = EventStore.prototype[name];
     EventStore.prototype[name] = function (...args) {
       try {

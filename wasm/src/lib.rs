@@ -40,24 +40,40 @@ export interface CreateUserRequest {
     lastName?: string | null;
     phoneNumber?: string | null;
 }
+/** The body `updateUser` takes (or its JSON text): the fields to change;
+ * `null` clears an optional one. */
+export interface UpdateUserRequest {
+    userId?: string;
+    email?: string;
+    firstName?: string | null;
+    lastName?: string | null;
+    phoneNumber?: string | null;
+}
 /** A recorded event: `data` is what its `eventType` says. */
 export type RecordedEvent =
     | (Omit<EventJson, "eventType" | "data"> & { eventType: "UserCreated"; data: UserJson })
-    | (Omit<EventJson, "eventType" | "data"> & { eventType: "UserCreationRejected"; data: RejectionJson });
-/** The success body: 201, or 200 for a replay. `if (answer.success)` narrows. */
+    | (Omit<EventJson, "eventType" | "data"> & { eventType: "UserUpdated"; data: UpdateJson })
+    | (Omit<EventJson, "eventType" | "data"> & { eventType: "UserCreationRejected" | "UserUpdateRejected"; data: RejectionJson });
+/** The success body: 201 for a creation, 200 for an update or a replay.
+ * `if (answer.success)` narrows. */
 export interface CreateUserResponse extends Omit<SuccessBody, "success" | "event"> {
     success: true;
     event: RecordedEvent;
 }
-/** The error body: 400, 409 or 413 (returned, never thrown). */
+/** The success body of `updateUser` (always 200, so no `WithStatus`
+ * form: an error body's `code` is its status). */
+export type UpdateUserResponse = CreateUserResponse;
+/** The error body: 400, 404 (an update of no user), 409 or 413 (returned,
+ * never thrown). */
 export interface ErrorResponse extends Omit<ErrorBody, "code"> {
     success?: undefined;
-    code: 400 | 409 | 413;
+    code: 400 | 404 | 409 | 413;
 }
 /** `createUserWithStatus`: the status beside the body, narrowed together. */
 export type CreateUserAnswer =
     | { status: 201 | 200; body: CreateUserResponse }
     | { status: 400 | 409 | 413; body: ErrorResponse };
+
 /** A user's current state. */
 export type User = UserStateJson;
 /** The `name` of every error this package throws. */
@@ -87,7 +103,8 @@ enum Bytes {
     Opfs(OpfsBackend),
 }
 
-/// An event store: `POST /users/{id}/CreateUser` answered locally.
+/// An event store: `POST /users/{id}/CreateUser` and `UpdateUser`
+/// answered locally.
 #[wasm_bindgen]
 pub struct EventStore {
     /// `None` once closed.
@@ -237,7 +254,24 @@ impl EventStore {
         id: &str,
         #[wasm_bindgen(unchecked_param_type = "CreateUserRequest | string")] body: JsValue,
     ) -> Result<JsValue, JsValue> {
-        let response = self.respond(id, &body)?;
+        let response = self.respond("CreateUser", id, &body)?;
+        to_js(&response.body)
+    }
+
+    /// `POST /users/{id}/UpdateUser`: any of `email`, `firstName`,
+    /// `lastName`, `phoneNumber` (`null` clears an optional field). Returns
+    /// the success body (200) or the error body (400, 404, 409, 413); a
+    /// storage failure throws.
+    #[wasm_bindgen(
+        js_name = updateUser,
+        unchecked_return_type = "UpdateUserResponse | ErrorResponse"
+    )]
+    pub fn update_user(
+        &self,
+        id: &str,
+        #[wasm_bindgen(unchecked_param_type = "UpdateUserRequest | string")] body: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        let response = self.respond("UpdateUser", id, &body)?;
         to_js(&response.body)
     }
 
@@ -252,25 +286,32 @@ impl EventStore {
         id: &str,
         #[wasm_bindgen(unchecked_param_type = "CreateUserRequest | string")] body: JsValue,
     ) -> Result<JsValue, JsValue> {
+        self.with_status("CreateUser", id, &body)
+    }
+
+    /// `{ status, body }` of the command's answer.
+    fn with_status(&self, command: &str, id: &str, body: &JsValue) -> Result<JsValue, JsValue> {
         #[derive(Serialize)]
         struct WithStatus<'a> {
             status: u16,
             body: &'a spkey_store::contract::Body,
         }
-        let response = self.respond(id, &body)?;
+        let response = self.respond(command, id, body)?;
         to_js(&WithStatus {
             status: response.status,
             body: &response.body,
         })
     }
 
-    /// The contract's answer, or the store's failure thrown as the named
-    /// error of its kind (a damaged store is a `CorruptStoreError` here as
-    /// in every other method).
-    fn respond(&self, id: &str, body: &JsValue) -> Result<Response, JsValue> {
+    /// The contract's answer to the command, or the store's failure thrown
+    /// as the named error of its kind (a damaged store is a
+    /// `CorruptStoreError` here as in every other method).
+    fn respond(&self, command: &str, id: &str, body: &JsValue) -> Result<Response, JsValue> {
         let store = self.store()?;
         match body_bytes(body) {
-            Ok(bytes) => store.try_create_user_wire(id, &bytes).map_err(store_error),
+            Ok(bytes) => store
+                .try_command_wire(command, id, &bytes)
+                .map_err(store_error),
             Err(response) => Ok(response),
         }
     }
@@ -328,7 +369,7 @@ impl EventStore {
     }
 
     /// Sync: applies the hub's reply. Accepted events stop being pending;
-    /// each rejected one gets a `UserCreationRejected` (see `rejections()`).
+    /// each rejected one gets its compensation (see `rejections()`).
     /// A refused batch throws a `BatchRefusedError` and changes nothing.
     #[wasm_bindgen(
         js_name = applyReply,
@@ -360,8 +401,9 @@ impl EventStore {
         events_js(self.store()?.pending())
     }
 
-    /// Sync: the rejections the hub sent back (`UserCreationRejected`
-    /// events, whose `data` is the API's error body for the refused command).
+    /// Sync: the rejections the hub sent back (`UserCreationRejected` and
+    /// `UserUpdateRejected` events, whose `data` is the API's error body
+    /// for the refused command).
     #[wasm_bindgen(unchecked_return_type = "RecordedEvent[]")]
     pub fn rejections(&self) -> Result<JsValue, JsValue> {
         events_js(self.store()?.rejections())

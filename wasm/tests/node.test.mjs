@@ -25,6 +25,37 @@ test('createUser answers with the seed bodies, 4xx returned not thrown', () => {
   assert.equal(store.headPosition(), 1);
 });
 
+test('updateUser changes a user, frees the old email, and answers 200, 404 and 409 as the API does', () => {
+  const store = EventStore.inMemory();
+  const other = '6fa459ea-ee8a-3ca4-894e-db77e160355e';
+  store.createUser(id, body);
+  const seen = [];
+  const unsubscribe = store.subscribe(0, (event) => seen.push(event.eventType));
+  const updated = store.updateUser(id, { email: 'new@example.com', phoneNumber: null });
+  const replay = store.updateUser(id, JSON.stringify({ email: 'new@example.com', phoneNumber: null }));
+  const missing = store.updateUser(other, { firstName: 'X' });
+  store.createUser(other, { userId: other, email: 'USER@example.com' });
+  const taken = store.updateUser(other, { email: 'NEW@example.com' });
+
+  assert.equal(updated.success, true);
+  assert.equal(updated.version, 2);
+  assert.equal(updated.event.eventType, 'UserUpdated');
+  assert.deepEqual(updated.event.data, { userId: id, email: 'new@example.com', phoneNumber: null });
+  assert.deepEqual(replay, updated);
+  assert.equal(missing.code, 404);
+  assert.equal(taken.code, 409);
+  assert.deepEqual(taken.details.map((d) => d.field), ['email']);
+  const user = store.user(id);
+  assert.equal(user.email, 'new@example.com');
+  assert.equal(user.phoneNumber, undefined);
+  assert.equal(user.version, 2);
+  store.verify();
+  return Promise.resolve().then(() => {
+    unsubscribe();
+    assert.deepEqual(seen, ['UserCreated', 'UserUpdated', 'UserCreated']);
+  });
+});
+
 test('failures are Error objects with a stable name', () => {
   const store = EventStore.inMemory();
   assert.throws(() => store.user('not-a-uuid'), { name: 'InvalidArgumentError' });

@@ -306,7 +306,10 @@ pub fn pull(hub: &str, query: &str, key: &str, token: &str) -> Answer {
     answer(
         agent()
             .get(&format!("{hub}/sync/pull?{query}"))
-            .header("x-spkey-batch-format", "2")
+            .header(
+                "x-spkey-batch-format",
+                spkey_store::BATCH_FORMAT.to_string(),
+            )
             .header("Authorization", &format!("Bearer {token}"))
             .header("X-API-Key", key)
             .call(),
@@ -315,9 +318,21 @@ pub fn pull(hub: &str, query: &str, key: &str, token: &str) -> Answer {
 
 /// `POST /users/{id}/CreateUser` exactly as the seed's curl sends it.
 pub fn create(hub: &str, key: &str, token: &str, id: &str, body: &str) -> Answer {
+    post_command(hub, key, token, "CreateUser", id, body)
+}
+
+/// `POST /users/{id}/{command}` as the seed's curl sends a command.
+pub fn post_command(
+    hub: &str,
+    key: &str,
+    token: &str,
+    command: &str,
+    id: &str,
+    body: &str,
+) -> Answer {
     answer(
         agent()
-            .post(&format!("{hub}/users/{id}/CreateUser"))
+            .post(&format!("{hub}/users/{id}/{command}"))
             .header("Content-Type", "application/json")
             .header("Authorization", &format!("Bearer {token}"))
             .header("X-API-Key", key)

@@ -71,6 +71,17 @@ class SpkeyStore private constructor(private val native: NativeStore) : AutoClos
     /** CreateUser, typed: `when` over [CreateOutcome.Created], `Replayed`, `Rejected`. */
     fun createUser(user: NewUser): CreateOutcome = native.createUserTyped(user)
 
+    /**
+     * `POST /users/{id}/UpdateUser` with [body] as the request body (any of
+     * `email`, `firstName`, `lastName`, `phoneNumber`; `null` clears an
+     * optional field): the API's status (200, 400, 404, 409, 413) and exact
+     * JSON body. A changed email is free for another user at once.
+     */
+    fun updateUser(id: String, body: String): Answer = native.updateUser(id, body)
+
+    /** UpdateUser, typed: `when` over [UpdateOutcome.Updated], `Unchanged`, `Rejected`. */
+    fun updateUser(changes: UserChanges): UpdateOutcome = native.updateUserTyped(changes)
+
     /** The user as `spkey user` prints it (JSON), or null. */
     fun user(id: String): String? = native.user(id)
 

@@ -92,6 +92,38 @@ class SpkeyStoreTest {
     }
 
     @Test
+    fun anUpdateChangesTheUserFreesTheOldEmailAndAnswersAsTheApiDoes() {
+        SpkeyStore.inMemory().use { store ->
+            assertEquals(201, store.createUser(ID, body(ID, "user@example.com")).status)
+            val updated = store.updateUser(ID, """{"email":"new@example.com","lastName":null}""")
+            assertEquals(200, updated.status, updated.body)
+            assertEquals("UserUpdated", JsonParser.parseString(updated.body).asJsonObject["event"].asJsonObject["eventType"].asString)
+            assertEquals(updated.body, store.updateUser(ID, """{"email":"new@example.com","lastName":null}""").body)
+            assertEquals(404, store.updateUser(OTHER_ID, """{"firstName":"X"}""").status)
+            assertEquals(listOf("body"), detailFields(store.updateUser(ID, "{}").body))
+
+            // The old email is free: another user takes it; the new one is not.
+            assertIs<CreateOutcome.Created>(store.createUser(NewUser(OTHER_ID, "USER@example.com", null, null, null)))
+            val taken = assertIs<UpdateOutcome.Rejected>(
+                store.updateUser(UserChanges(OTHER_ID, "NEW@example.com", null, null, null, emptyList())),
+            )
+            assertEquals(409, taken.status)
+            assertEquals(listOf("email"), taken.details.map { it.field })
+            val renamed = store.updateUser(UserChanges(ID, null, "Jo", null, null, listOf(ClearableField.PHONE_NUMBER)))
+            assertEquals(3L, assertIs<UpdateOutcome.Updated>(renamed).event.version)
+            assertIs<UpdateOutcome.Unchanged>(store.updateUser(UserChanges(ID, null, "Jo", null, null, emptyList())))
+
+            val user = assertNotNull(store.userRecord(ID))
+            assertEquals("new@example.com", user.email)
+            assertEquals("Jo", user.firstName)
+            assertNull(user.lastName)
+            assertNull(user.phoneNumber)
+            assertEquals(3L, user.version)
+            assertEquals(emptyList(), store.verify())
+        }
+    }
+
+    @Test
     fun aStoreWrittenByTheCliOpensInKotlinAndBack() {
         val dir = tempDir()
         val db = File(dir, "users.redb")

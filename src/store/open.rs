@@ -1,0 +1,667 @@
+//! Opening a store: the builder, atomic creation at a path, read-only
+//! opens, what is refused, and a new store's tables.
+
+use super::*;
+
+/// Settings for opening a [`Store`]. Start from [`Store::builder`].
+#[must_use]
+pub struct StoreBuilder {
+    clock: Option<Arc<dyn Clock>>,
+    durable: bool,
+    check_on_open: bool,
+    cache_bytes: usize,
+    #[cfg(not(target_family = "wasm"))]
+    journal: Option<Box<dyn StorageBackend>>,
+    #[cfg(not(target_family = "wasm"))]
+    checkpoint_every: u64,
+    #[cfg(not(target_family = "wasm"))]
+    checksums: Option<Box<dyn StorageBackend>>,
+}
+
+impl Default for StoreBuilder {
+    fn default() -> Self {
+        StoreBuilder {
+            clock: None,
+            durable: true,
+            check_on_open: true,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            #[cfg(not(target_family = "wasm"))]
+            journal: None,
+            #[cfg(not(target_family = "wasm"))]
+            checkpoint_every: crate::journal::CHECKPOINT_RECORDS,
+            #[cfg(not(target_family = "wasm"))]
+            checksums: None,
+        }
+    }
+}
+
+impl StoreBuilder {
+    /// The clock that stamps recorded events. Defaults to the system clock;
+    /// required on `wasm32-unknown-unknown`, which has none.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Whether each commit waits for the disk (`true`, the default). With
+    /// `false` a crash may lose the latest acknowledged commands (never
+    /// corrupt the file): for imports and tests, not for user data.
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
+    }
+
+    /// Whether a damaged file is refused rather than read (`true`, the
+    /// default). redb does not check page checksums on ordinary reads, so
+    /// without this a damaged index page could answer a lookup wrongly.
+    /// With it, opening verifies the checksum of every page of the file,
+    /// which reads all of it — unless the store keeps block checksums
+    /// beside it (native [`open`](Self::open)s do) and was closed cleanly:
+    /// then every block is checked as it is read instead, and opening
+    /// reads a few kilobytes. Turning it off skips the whole-file check
+    /// where it would run; blocks are still checked against checksums
+    /// that vouch for the file.
+    pub fn check_on_open(mut self, check: bool) -> Self {
+        self.check_on_open = check;
+        self
+    }
+
+    /// The journal's storage, for a store opened with
+    /// [`backend`](Self::backend): durable commands are then acknowledged
+    /// once appended to it and synced, and redb's own durable commits are
+    /// checkpoints (see [`open`](Self::open)). The backend belongs to the
+    /// store like the store's own. Not available in wasm builds, whose
+    /// stores commit through redb.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn journal(mut self, backend: impl StorageBackend) -> Self {
+        self.journal = Some(Box::new(backend));
+        self
+    }
+
+    /// How many journaled commits a checkpoint waits for (default 1,024;
+    /// at least 1), as SQLite's `wal_autocheckpoint`: fewer make the
+    /// journal shorter to replay and redb's file grow less between
+    /// checkpoints, more make each command cheaper. A checkpoint also runs
+    /// once the journal holds 8 MiB, and on close.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn checkpoint_every(mut self, commits: u64) -> Self {
+        self.checkpoint_every = commits.max(1);
+        self
+    }
+
+    /// The storage of the store's block checksums, for a store opened with
+    /// [`backend`](Self::backend): see [`open`](Self::open). The backend
+    /// belongs to the store like the store's own. Not available in wasm
+    /// builds.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn checksums(mut self, backend: impl StorageBackend) -> Self {
+        self.checksums = Some(Box::new(backend));
+        self
+    }
+
+    /// redb's page cache size in bytes (default [`DEFAULT_CACHE_BYTES`]).
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
+    /// Opens the store in the file at `path`, creating it when missing.
+    ///
+    /// A new store is created whole or not at all: it is built and synced
+    /// under a temporary name in the same directory, then linked into place
+    /// only if nothing is there yet, and the directory is synced. So any file
+    /// at `path` is a complete store or not a store, whatever crashes, and
+    /// processes racing to create the same path end up on one store.
+    ///
+    /// A durable store keeps a journal beside it, at `path` with `-journal`
+    /// appended (as SQLite does): each command is acknowledged once its
+    /// changes are appended there and synced, one sequential write; redb
+    /// makes them durable in its own file at checkpoints, every 1,024
+    /// commits (or 8 MiB of journal, or 8,192 changed rows) and on close,
+    /// which also cuts the journal back to its 32-byte header. Opening
+    /// replays what the journal holds past redb's state. A store copied while open needs its journal beside it; after
+    /// [`Store::close`] the store file alone is complete.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Locked`] when another handle has the store open (after
+    /// waiting up to 200 ms for locks held only for a moment, as a child
+    /// process holds them between its start and its `exec`);
+    /// [`StoreError::NotAStore`] when `path` is not a regular file or does
+    /// not hold a store (it is left untouched);
+    /// [`StoreError::UnsupportedFormat`] for a store from a newer version;
+    /// [`StoreError::Storage`] / [`StoreError::Damaged`] when the file cannot
+    /// be read or written, or fails its checksum check; `NotAStore` too
+    /// when the journal beside it is not a journal or is another store's,
+    /// and `Damaged` when it holds a damaged record before a whole one.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref();
+        patiently(|| self.open_once(path))
+    }
+
+    pub(super) fn open_once(&self, path: &Path) -> Result<Store, StoreError> {
+        contain(|| {
+            let existing = existing_store_file(path)?;
+            // After the check above: a path holding something else gets no
+            // files beside it.
+            #[cfg(not(target_family = "wasm"))]
+            let side = side_file(path, true)?;
+            #[cfg(target_family = "wasm")]
+            let side = ();
+            #[cfg_attr(target_family = "wasm", allow(unused_mut))]
+            let mut store = match existing {
+                Some(_) => {
+                    let file = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(path)
+                        .map_err(StoreError::io)?;
+                    self.open_file(file, &side)?
+                }
+                None => self.create_new(path, &side)?,
+            };
+            #[cfg(not(target_family = "wasm"))]
+            {
+                store.side_lock = side;
+                if self.durable {
+                    let file = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(journal_path(path))
+                        .map_err(StoreError::io)?;
+                    let file = file_backend(file)?;
+                    return store.with_journal(Box::new(file), self.checkpoint_every);
+                }
+            }
+            Ok(store)
+        })
+    }
+
+    /// Opens the existing store at `path` for reading only: no byte of the
+    /// file changes, so it works on read-only media and on a file this
+    /// process may not write. A store that was not closed cleanly is
+    /// recovered in memory. Writing through the store fails with
+    /// [`StoreError::ReadOnly`]. Another process may read it at the same
+    /// time, but not write it (redb's locks).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open), and [`StoreError::NotAStore`] when there is
+    /// no file at `path`.
+    pub fn open_read_only(self, path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref();
+        patiently(|| self.open_read_only_once(path))
+    }
+
+    pub(super) fn open_read_only_once(&self, path: &Path) -> Result<Store, StoreError> {
+        contain(|| {
+            let Some(file) = existing_store_file(path)? else {
+                return Err(StoreError::NotAStore(format!(
+                    "{}: no such file",
+                    path.display()
+                )));
+            };
+            let backend = crate::readonly::ReadOnlyFile::new(file).map_err(StoreError::io)?;
+            // The checksums are only read, and only when they can be: a
+            // store without them opens with the whole-file check.
+            #[cfg(not(target_family = "wasm"))]
+            let side = side_file(path, false)?;
+            #[cfg(not(target_family = "wasm"))]
+            #[allow(unused_mut)]
+            let mut store = match &side {
+                Some(side) => {
+                    let side = crate::readonly::ReadOnlyFile::new(
+                        side.try_clone().map_err(StoreError::io)?,
+                    )
+                    .map_err(StoreError::io)?;
+                    self.open_checked(Box::new(backend), Box::new(side), false, true)?
+                }
+                None => self.plain(backend, true)?,
+            };
+            #[cfg(target_family = "wasm")]
+            let store = self.plain(backend, true)?;
+            // The journal's records are replayed in memory like redb's
+            // recovery; the journal itself is only read.
+            #[cfg(not(target_family = "wasm"))]
+            {
+                store.side_lock = side;
+                match std::fs::File::open(journal_path(path)) {
+                    Ok(file) => {
+                        let file =
+                            crate::readonly::ReadOnlyFile::new(file).map_err(StoreError::io)?;
+                        return store.with_journal(Box::new(file), self.checkpoint_every);
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(StoreError::io(error)),
+                }
+            }
+            Ok(store)
+        })
+    }
+
+    /// Builds a new store under a temporary name beside `path` and links it
+    /// into place; when another process linked its store there first, opens
+    /// that one instead.
+    pub(super) fn create_new(&self, path: &Path, side: &Side) -> Result<Store, StoreError> {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| StoreError::NotAStore(format!("{}: not a file name", path.display())))?;
+        let temporary = dir.join(format!(
+            ".{}.{}.creating",
+            name.to_string_lossy(),
+            Uuid::new_v4().simple()
+        ));
+        let created = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&temporary)
+            .map_err(StoreError::io);
+        // The store stays open on the temporary name: redb's lock is on the
+        // file, so the name it is linked to is locked from the first moment.
+        let linked = created
+            .and_then(|file| self.open_file(file, side))
+            .and_then(|store| link_new(&temporary, path, dir).map(|won| won.then_some(store)));
+        // Whether linked, beaten or failed, the temporary name goes.
+        let _ = std::fs::remove_file(&temporary);
+        match linked? {
+            Some(store) => {
+                sync_dir(dir)?;
+                // Every byte of a new store was written through its sums.
+                #[cfg(not(target_family = "wasm"))]
+                if let Some(checks) = &store.checks {
+                    checks.vouch();
+                }
+                Ok(store)
+            }
+            None => {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .map_err(StoreError::io)?;
+                self.open_file(file, side)
+            }
+        }
+    }
+
+    /// Opens a store that lives in memory and is gone when dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Storage`] only if redb fails to set up its memory.
+    pub fn in_memory(self) -> Result<Store, StoreError> {
+        self.backend(InMemoryBackend::new())
+    }
+
+    /// Opens the store on any redb storage backend (OPFS, a fault-injecting
+    /// test disk, …). The backend belongs to the store: one holding the
+    /// remains of a creation that never finished (redb writes its magic
+    /// number last, so those read as zeros there) is emptied first, as no
+    /// other data may live in it.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    // `mut` for taking the journal, which wasm builds do not have.
+    #[cfg_attr(target_family = "wasm", allow(unused_mut))]
+    pub fn backend(mut self, backend: impl StorageBackend) -> Result<Store, StoreError> {
+        contain(|| {
+            let len = backend.len().map_err(StoreError::io)?;
+            let mut head = vec![0; REDB_MAGIC.len().min(len as usize)];
+            backend.read(0, &mut head).map_err(StoreError::io)?;
+            if len > 0 && head.iter().all(|b| *b == 0) {
+                backend.set_len(0).map_err(StoreError::io)?;
+            }
+            #[cfg(not(target_family = "wasm"))]
+            let store = match self.checksums.take() {
+                Some(side) => self.open_checked(Box::new(backend), side, true, false)?,
+                None => self.plain(backend, false)?,
+            };
+            #[cfg(target_family = "wasm")]
+            let store = self.plain(backend, false)?;
+            #[cfg(not(target_family = "wasm"))]
+            if let Some(journal) = self.journal.take() {
+                return store.with_journal(journal, self.checkpoint_every);
+            }
+            Ok(store)
+        })
+    }
+
+    /// redb's settings; `check` runs its whole-file check on open.
+    pub(super) fn redb(&self, check: bool) -> Builder {
+        let mut builder = Builder::new();
+        builder
+            .set_cache_size(self.cache_bytes)
+            .set_check_integrity_on_open(check);
+        builder
+    }
+
+    /// Opens the store in `file`, through the checksums in `side` where the
+    /// target keeps them.
+    #[cfg(not(target_family = "wasm"))]
+    pub(super) fn open_file(&self, file: std::fs::File, side: &Side) -> Result<Store, StoreError> {
+        let store = file_backend(file)?;
+        let Some(side) = side else {
+            return self.plain(store, false);
+        };
+        let side = file_backend(side.try_clone().map_err(StoreError::io)?)?;
+        self.open_checked(Box::new(store), Box::new(side), true, false)
+    }
+
+    #[cfg(target_family = "wasm")]
+    pub(super) fn open_file(&self, file: std::fs::File, _side: &Side) -> Result<Store, StoreError> {
+        self.plain(redb::backends::FileBackend::new(file)?, false)
+    }
+
+    /// Opens the store in `backend` as it is (`read_only`: the store
+    /// refuses writes), redb's whole-file check as
+    /// [`check_on_open`](Self::check_on_open) says.
+    pub(super) fn plain(
+        &self,
+        backend: impl StorageBackend,
+        read_only: bool,
+    ) -> Result<Store, StoreError> {
+        self.finish(
+            self.redb(self.check_on_open).create_with_backend(backend)?,
+            read_only,
+        )
+    }
+
+    /// Opens the store in `store` through the block checksums in `side`
+    /// (`writable`: kept up to date there; `read_only`: the store refuses
+    /// writes). redb's whole-file check runs only when the checksums do
+    /// not vouch for the file, and once it has passed they do.
+    #[cfg(not(target_family = "wasm"))]
+    pub(super) fn open_checked(
+        &self,
+        store: Box<dyn StorageBackend>,
+        side: Box<dyn StorageBackend>,
+        writable: bool,
+        read_only: bool,
+    ) -> Result<Store, StoreError> {
+        let checks = crate::checksums::Checked::open(store, side, writable)?;
+        let check = self.check_on_open && !checks.trusted();
+        let db = self.redb(check).create_with_backend(checks.clone())?;
+        let mut store = self.finish(db, read_only)?;
+        if check {
+            checks.vouch();
+        }
+        store.checks = Some(checks);
+        Ok(store)
+    }
+
+    pub(super) fn finish(&self, db: Database, read_only: bool) -> Result<Store, StoreError> {
+        let clock = match &self.clock {
+            Some(clock) => clock.clone(),
+            None => default_clock()?,
+        };
+        let durability = if self.durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        let store_id = init(&db)?;
+        Ok(Store {
+            db: Some(db),
+            durability,
+            store_id,
+            read_only,
+            stamper: Stamper::new(clock),
+            #[cfg(not(target_family = "wasm"))]
+            snapshot: Mutex::new(None),
+            #[cfg(not(target_family = "wasm"))]
+            group: Group::default(),
+            #[cfg(not(target_family = "wasm"))]
+            commits: Commits::default(),
+            #[cfg(not(target_family = "wasm"))]
+            journal: None,
+            #[cfg(not(target_family = "wasm"))]
+            checks: None,
+            #[cfg(not(target_family = "wasm"))]
+            side_lock: None,
+        })
+    }
+}
+
+/// Where the journal of the store at `path` lives.
+#[cfg(not(target_family = "wasm"))]
+pub(crate) fn journal_path(path: &Path) -> std::path::PathBuf {
+    beside(path, "-journal")
+}
+
+/// `path` with `suffix` appended to its file name, as SQLite names the
+/// files beside a database.
+#[cfg(not(target_family = "wasm"))]
+pub(super) fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
+/// The block checksums' file beside the store at `path` (see
+/// `checksums.rs`).
+#[cfg(not(target_family = "wasm"))]
+pub(crate) fn checksums_path(path: &Path) -> std::path::PathBuf {
+    beside(path, "-checksums")
+}
+
+/// The checksum file of a store opened by path, locked while it is open;
+/// nothing on targets that keep none.
+#[cfg(not(target_family = "wasm"))]
+type Side = Option<std::fs::File>;
+#[cfg(target_family = "wasm")]
+type Side = ();
+
+/// Opens and locks the checksum file beside the store at `path`: created
+/// and locked exclusively for writing; for reading (`write` false) locked
+/// shared, and `None` when it cannot be read, as the store opens without
+/// it. The lock is what lets the checksums be read before redb takes the
+/// store's own locks: no writer changes them until it is released.
+///
+/// # Errors
+///
+/// [`StoreError::Locked`] when another handle has it locked;
+/// [`StoreError::NotAStore`] when something other than a regular file is
+/// at its path; [`StoreError::Storage`] when it cannot be created.
+#[cfg(not(target_family = "wasm"))]
+pub(super) fn side_file(path: &Path, write: bool) -> Result<Side, StoreError> {
+    let side = checksums_path(path);
+    match std::fs::metadata(&side) {
+        Ok(metadata) if !metadata.is_file() => {
+            return Err(StoreError::NotAStore(format!(
+                "{}: not a regular file (left untouched)",
+                side.display()
+            )));
+        }
+        Err(_) if !write => return Ok(None),
+        _ => {}
+    }
+    let file = if write {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&side)
+            .map_err(StoreError::io)?
+    } else {
+        match std::fs::File::open(&side) {
+            Ok(file) => file,
+            Err(_) => return Ok(None),
+        }
+    };
+    let locked = if write {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match locked {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked),
+        Err(std::fs::TryLockError::Error(error)) if write => Err(StoreError::io(error)),
+        Err(std::fs::TryLockError::Error(_)) => Ok(None),
+    }
+}
+
+/// A file as a redb backend.
+#[cfg(not(target_family = "wasm"))]
+pub(super) fn file_backend(file: std::fs::File) -> Result<redb::backends::FileBackend, StoreError> {
+    redb::backends::FileBackend::new(file).map_err(StoreError::from)
+}
+
+/// redb's magic number, the first bytes of every redb file.
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// The store file at `path` opened for reading, `None` when there is none.
+/// Anything else at the path — a directory, a FIFO (opening one would
+/// block), a file without redb's magic number — is refused untouched:
+/// creation is atomic, so a store file always starts with it.
+pub(super) fn existing_store_file(path: &Path) -> Result<Option<std::fs::File>, StoreError> {
+    use std::io::Read;
+    let not_a_store = |why: &str| StoreError::NotAStore(format!("{}: {why}", path.display()));
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(StoreError::io(error)),
+    };
+    if !metadata.is_file() {
+        return Err(not_a_store("not a regular file"));
+    }
+    let mut file = std::fs::File::open(path).map_err(StoreError::io)?;
+    let mut magic = Vec::with_capacity(REDB_MAGIC.len());
+    (&mut file)
+        .take(REDB_MAGIC.len() as u64)
+        .read_to_end(&mut magic)
+        .map_err(StoreError::io)?;
+    if magic != REDB_MAGIC {
+        return Err(not_a_store(
+            "not a store file (no redb header); left untouched",
+        ));
+    }
+    Ok(Some(file))
+}
+
+/// Links the finished store at `temporary` to `path` unless something is
+/// there already; returns whether it was linked.
+pub(super) fn link_new(temporary: &Path, path: &Path, dir: &Path) -> Result<bool, StoreError> {
+    match std::fs::hard_link(temporary, path) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        // A file system without hard links: a rename after a check, which
+        // two racing creators could both pass. The first open of a path is
+        // rarely raced there; the store is whole either way.
+        Err(_) if !path.exists() => {
+            std::fs::rename(temporary, path).map_err(StoreError::io)?;
+            sync_dir(dir)?;
+            Ok(true)
+        }
+        Err(_) => Ok(false),
+    }
+}
+
+/// Makes a directory entry just created durable.
+pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io)?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// How long opening a store by path waits for its locks before answering
+/// [`StoreError::Locked`]. A process that starts another shares its open
+/// files, and so their locks, with the child until the child's `exec`
+/// closes them: while any thread of the process starts one, a store just
+/// closed by another thread still reads as locked for that moment (beside
+/// a thread starting processes, 126 of 200 reopens failed without the
+/// wait: `reopening_while_another_thread_starts_processes_finds_no_lock`). The wait
+/// outlasts that moment; a store really in use is still reported within
+/// it.
+#[cfg(not(target_family = "wasm"))]
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Runs `open` again while it finds the store locked, for up to
+/// [`LOCK_PATIENCE`]. Retrying is safe: an open that finds a lock leaves the
+/// store as it was.
+pub(super) fn patiently(open: impl Fn() -> Result<Store, StoreError>) -> Result<Store, StoreError> {
+    // A wasm store has one thread and starts no process (and its clock
+    // panics there); nothing to wait for.
+    #[cfg(not(target_family = "wasm"))]
+    {
+        let until = std::time::Instant::now() + LOCK_PATIENCE;
+        loop {
+            match open() {
+                Err(StoreError::Locked) if std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+    #[cfg(target_family = "wasm")]
+    open()
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+pub(super) fn default_clock() -> Result<Arc<dyn Clock>, StoreError> {
+    Ok(Arc::new(crate::clock::SystemClock))
+}
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+pub(super) fn default_clock() -> Result<Arc<dyn Clock>, StoreError> {
+    Err(StoreError::NoClock)
+}
+
+/// Creates the tables and meta rows of a new store, or checks an existing
+/// store's format; returns the store id.
+pub(super) fn init(db: &Database) -> Result<Uuid, StoreError> {
+    let txn = db.begin_write()?;
+    let (store_id, mut wrote) = {
+        let mut meta = txn.open_table(META)?;
+        match log::meta_format(&meta)? {
+            Some(found) if found > STORE_FORMAT => {
+                return Err(StoreError::UnsupportedFormat {
+                    found,
+                    supported: STORE_FORMAT,
+                });
+            }
+            Some(found) => {
+                let id = log::meta_uuid(&meta, log::META_STORE_ID)?.ok_or_else(|| {
+                    StoreError::Inconsistent("meta store_id row is missing".into())
+                })?;
+                (id, found < STORE_FORMAT)
+            }
+            None => {
+                let id = Uuid::new_v4();
+                log::set_meta_format(&mut meta, STORE_FORMAT)?;
+                meta.insert(log::META_STORE_ID, id.as_bytes().as_slice())?;
+                (id, true)
+            }
+        }
+    };
+    // Creates the tables missing (all of them in a new store; the sync
+    // tables in a store from before sync), so that later reads never meet a
+    // missing table. A complete store is opened without writing to it.
+    wrote |= log::create_tables(&txn)?;
+    if wrote {
+        // Older formats are brought to this one in the same transaction (a
+        // new store's rebuild finds nothing to do).
+        log::rekey_emails(&txn)?;
+        log::set_meta_format(&mut txn.open_table(META)?, STORE_FORMAT)?;
+    }
+    if wrote {
+        txn.commit()?;
+    } else {
+        txn.abort()?;
+    }
+    Ok(store_id)
+}

@@ -1,0 +1,176 @@
+//! Reads: the shared read snapshot, the log, users, emails, and `verify`
+//! (a scrub of every block, then the log against its indexes).
+
+use super::*;
+
+impl Store {
+    /// Runs `f` on a consistent read snapshot of the log.
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.read_tables(|snapshot| f(&snapshot.txn))
+    }
+
+    /// Runs `f` on the shared read snapshot, opening one if the last commit
+    /// retired it.
+    pub(crate) fn read_tables<T>(
+        &self,
+        f: impl FnOnce(&Snapshot) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        contain(|| {
+            #[cfg(not(target_family = "wasm"))]
+            let snapshot = {
+                // Held while a new snapshot is opened: a writer retiring the
+                // old one waits, so a snapshot older than a finished commit
+                // can never be installed after it.
+                let mut shared = lock(&self.snapshot);
+                match &*shared {
+                    Some(snapshot) => snapshot.clone(),
+                    None => {
+                        let snapshot = Arc::new(self.open_snapshot()?);
+                        *shared = Some(snapshot.clone());
+                        snapshot
+                    }
+                }
+            };
+            // The browser package keeps its bytes for other things: a fresh
+            // snapshot per read there.
+            #[cfg(target_family = "wasm")]
+            let snapshot = self.open_snapshot()?;
+            f(&snapshot)
+        })
+    }
+
+    pub(super) fn open_snapshot(&self) -> Result<Snapshot, StoreError> {
+        let txn = self.db().begin_read()?;
+        Ok(Snapshot {
+            events: txn.open_table(EVENTS)?,
+            streams: txn.open_table(STREAMS)?,
+            emails: txn.open_table(EMAILS)?,
+            txn,
+        })
+    }
+
+    #[cfg(not(target_family = "wasm"))]
+    pub(crate) fn commits(&self) -> &Commits {
+        &self.commits
+    }
+
+    /// Retires the shared snapshot after a commit (so reads see it) and
+    /// before closing (redb will not close under a live transaction).
+    pub(super) fn forget_snapshot(&self) {
+        #[cfg(not(target_family = "wasm"))]
+        lock(&self.snapshot).take();
+    }
+
+    /// Up to `limit` events from `from` (inclusive) on, in position order.
+    pub fn events(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_tables(|snapshot| {
+            let mut out = Vec::with_capacity(limit.min(1024));
+            for row in snapshot
+                .events
+                .range(&log::u64_bytes(from)[..]..)?
+                .take(limit)
+            {
+                let (position, bytes) = row?;
+                let position = log::read_u64("log key", position.value())?;
+                out.push(log::decode_row(position, bytes.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Visits the events from position `from` on, in position order, until
+    /// `visit` returns `false` or the log ends; returns how many it visited.
+    /// Each event is decoded into the memory of the one before, so a scan
+    /// allocates nothing per event once warm (clone what you keep), unlike
+    /// collecting pages with [`events`](Self::events). The whole scan reads
+    /// one snapshot of the log; a damaged event ends it with the error.
+    pub fn scan(
+        &self,
+        from: u64,
+        mut visit: impl FnMut(&RecordedEvent) -> bool,
+    ) -> Result<u64, StoreError> {
+        self.read_tables(|snapshot| {
+            let (mut current, mut visited) = (None, 0);
+            for row in snapshot.events.range(&log::u64_bytes(from)[..]..)? {
+                let (position, bytes) = row?;
+                let position = log::read_u64("log key", position.value())?;
+                visited += 1;
+                if !visit(log::decode_row_into(position, bytes.value(), &mut current)?) {
+                    break;
+                }
+            }
+            Ok(visited)
+        })
+    }
+
+    /// One user's events in version order; empty for an unknown id.
+    pub fn aggregate_events(&self, user_id: Uuid) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_tables(|s| log::stream(&s.events, &s.streams, user_id))
+    }
+
+    /// A user's current state, or `None` for an unknown id.
+    pub fn user(&self, user_id: Uuid) -> Result<Option<User>, StoreError> {
+        self.read_tables(|s| log::load_user(&s.events, &s.streams, user_id))
+    }
+
+    /// The user holding `email` (case and surrounding space ignored), if any.
+    pub fn user_id_by_email(&self, email: &str) -> Result<Option<Uuid>, StoreError> {
+        self.read_tables(|s| log::email_owner(&s.emails, &crate::event::email_key(email)))
+    }
+
+    /// The position of the last recorded event; 0 for an empty store.
+    pub fn head_position(&self) -> Result<u64, StoreError> {
+        self.read_tables(|s| log::head(&s.events))
+    }
+
+    /// Checks the whole store: every envelope decodes and its checksum holds,
+    /// positions and versions run without gaps, and the indexes and the log
+    /// match row for row, both ways. Returns the findings; `Err` only when
+    /// the store cannot be read at all. Memory stays flat: nothing is
+    /// collected per event (the journal's rows excepted, at most one
+    /// checkpoint's worth). The journal is checked too: each record whole
+    /// and in sequence, and the rows its records change holding what they
+    /// last wrote. A store kept with block checksums (native stores opened
+    /// by path) has every 4 KiB block of its file read from the disk and
+    /// checked first; when any fails, the report lists those blocks
+    /// ([`Finding::DamagedBlock`](crate::Finding::DamagedBlock)) and
+    /// nothing else (its counts are 0), as the other checks would only
+    /// meet them as read errors.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Storage`] when the store or its journal cannot be read.
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        // Every block of the file as the disk holds it first, redb's cache
+        // aside: damage no read has met yet. What fails is the report; the
+        // checks below would only stumble on it as read errors.
+        #[cfg(not(target_family = "wasm"))]
+        if let Some(checks) = &self.checks {
+            let damaged = checks.scrub().map_err(StoreError::io)?;
+            if !damaged.is_empty() {
+                return Ok(VerifyReport {
+                    findings: damaged
+                        .into_iter()
+                        .map(|block| crate::verify::Finding::DamagedBlock { block })
+                        .collect(),
+                    ..VerifyReport::default()
+                });
+            }
+        }
+        // The journal first, under its lock: no commit can then come
+        // between reading it and the snapshot it is checked against.
+        #[cfg(not(target_family = "wasm"))]
+        if let Some(journal) = &self.journal {
+            let journal = lock(journal);
+            let bytes = journal.bytes()?;
+            let txn = self.db().begin_read()?;
+            let mut report = crate::verify::verify(&txn, self.store_id)?;
+            crate::verify::verify_journal(&txn, &bytes, journal.base(), &mut report.findings);
+            return Ok(report);
+        }
+        self.read(|txn| crate::verify::verify(txn, self.store_id))
+    }
+}
