@@ -35,8 +35,11 @@ pub(crate) type Bytes = &'static [u8];
 pub(crate) const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
 /// user id (16 bytes) ++ version (u64) → position (u64): one user's events.
 pub(crate) const STREAMS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("streams");
-/// email key (UTF-8, see `event::email_key`) → user id (16 bytes): unique
-/// emails.
+/// email key (UTF-8, see `event::email_key`) ++ 0xFF ++ user id (16 bytes)
+/// → nothing: the users holding each mailbox. One, except while a device
+/// holds a claim the hub has not answered beside a user the hub accepted
+/// (see `Source::Hub`); 0xFF never occurs in UTF-8, so a key's rows are
+/// the range after `key ++ 0xFF`.
 pub(crate) const EMAILS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("emails");
 /// event id (16 bytes) → position (u64): recognises events across stores.
 /// Events appended by a sync step are indexed as they are appended; this
@@ -188,10 +191,10 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<bool, StoreError> 
     Ok(txn.list_tables()?.count() != before)
 }
 
-/// Rebuilds the email index from the log under the current key rule: each
-/// user not refused holds its current email's key. Where two users
-/// recorded under an older, looser rule now share a key (`ñandú@…` and
-/// `ÑANDÚ@…`), the one whose stream began earlier holds the row; both stay recorded. Memory stays
+/// Rebuilds the email index from the log under the current key rule and
+/// row shape: each user not refused holds its current email's key. Where
+/// two users recorded under an older, looser rule now share a key
+/// (`ñandú@…` and `ÑANDÚ@…`), both hold it; both stay recorded. Memory stays
 /// flat: one event at a time.
 pub(crate) fn rekey_emails(txn: &WriteTransaction) -> Result<(), StoreError> {
     let events = txn.open_table(EVENTS)?;
@@ -206,11 +209,8 @@ pub(crate) fn rekey_emails(txn: &WriteTransaction) -> Result<(), StoreError> {
             continue;
         }
         let user = recorded.aggregate_id();
-        let key = load_user(&events, &streams, user)?.and_then(|u| u.held_email_key());
-        if let Some(key) = key
-            && emails.get(key.as_bytes())?.is_none()
-        {
-            emails.insert(key.as_bytes(), &user.as_bytes()[..])?;
+        if let Some(key) = load_user(&events, &streams, user)?.and_then(|u| u.held_email_key()) {
+            emails.insert(&email_row(&key, user)[..], &[][..])?;
         }
     }
     Ok(())
@@ -309,15 +309,43 @@ pub(crate) fn load_user(
     Ok(user::fold(stream(events, streams, aggregate)?))
 }
 
-/// The user holding `email_key` (see `event::email_key`), if any.
-pub(crate) fn email_owner(
+/// The `EMAILS` key of `user` holding `email_key`.
+pub(crate) fn email_row(email_key: &str, user: Uuid) -> Vec<u8> {
+    let mut row = Vec::with_capacity(email_key.len() + 17);
+    row.extend_from_slice(email_key.as_bytes());
+    row.push(0xFF);
+    row.extend_from_slice(user.as_bytes());
+    row
+}
+
+/// Reads an `EMAILS` key: the email key and its holder.
+pub(crate) fn read_email_row(bytes: &[u8]) -> Result<(String, Uuid), StoreError> {
+    let at = bytes.len().checked_sub(17).filter(|at| bytes[*at] == 0xFF);
+    let key = at.and_then(|at| String::from_utf8(bytes[..at].to_vec()).ok());
+    match (at, key) {
+        (Some(at), Some(key)) => Ok((key, read_uuid("email row", &bytes[at + 1..])?)),
+        _ => Err(malformed("email row", bytes)),
+    }
+}
+
+/// The first user holding `email_key` (see `event::email_key`) other than
+/// `except`, if any.
+pub(crate) fn email_holder(
     emails: &impl ReadableTable<Bytes, Bytes>,
     email_key: &str,
+    except: Option<Uuid>,
 ) -> Result<Option<Uuid>, StoreError> {
-    emails
-        .get(email_key.as_bytes())?
-        .map(|id| read_uuid("email row", id.value()))
-        .transpose()
+    let (first, last) = (
+        email_row(email_key, Uuid::nil()),
+        email_row(email_key, Uuid::max()),
+    );
+    for row in emails.range(&first[..]..=&last[..])? {
+        let (_, user) = read_email_row(row?.0.value())?;
+        if Some(user) != except {
+            return Ok(Some(user));
+        }
+    }
+    Ok(None)
 }
 
 /// The position an index row holds.
@@ -363,12 +391,13 @@ pub trait Log {
     /// The read failures of [`StoreError`].
     fn stream(&self, user: Uuid) -> Result<Vec<RecordedEvent>, StoreError>;
 
-    /// The user holding `email_key` (see [`email_key`](crate::email_key)).
+    /// A user other than `except` holding `email_key` (see
+    /// [`email_key`](crate::email_key)).
     ///
     /// # Errors
     ///
     /// The read failures of [`StoreError`].
-    fn email_owner(&self, email_key: &str) -> Result<Option<Uuid>, StoreError>;
+    fn email_holder(&self, email_key: &str, except: Uuid) -> Result<Option<Uuid>, StoreError>;
 
     /// The position of the event with this id, if it came from another log
     /// (or has been listed for sync).
@@ -390,24 +419,19 @@ pub trait Log {
         came_from_elsewhere: bool,
     ) -> Result<(), StoreError>;
 
-    /// Sets (or with `None` frees) the owner of `email_key`.
+    /// Records that `user` holds `email_key`.
     ///
     /// # Errors
     ///
     /// The write failures of [`StoreError`].
-    fn set_email_owner(&mut self, email_key: &str, owner: Option<Uuid>) -> Result<(), StoreError>;
+    fn hold_email(&mut self, email_key: &str, user: Uuid) -> Result<(), StoreError>;
 
-    /// Frees `email_key` if `user` holds it: the user no longer does.
+    /// Records that `user` no longer holds `email_key`.
     ///
     /// # Errors
     ///
-    /// The failures of the log's reads and writes.
-    fn release_email(&mut self, email_key: &str, user: Uuid) -> Result<(), StoreError> {
-        if self.email_owner(email_key)? == Some(user) {
-            self.set_email_owner(email_key, None)?;
-        }
-        Ok(())
-    }
+    /// The write failures of [`StoreError`].
+    fn release_email(&mut self, email_key: &str, user: Uuid) -> Result<(), StoreError>;
 }
 
 /// Gives a log's new events their id and time: event ids are v7 UUIDs from
@@ -579,6 +603,24 @@ pub(crate) fn changes(mut redo: &[u8]) -> impl Iterator<Item = Result<RowChange<
         }
         Some(change)
     })
+}
+
+/// Whether `redo` writes an email row of the shape before format 3 (the
+/// key alone, the holder as the value).
+///
+/// # Errors
+///
+/// [`StoreError::Damaged`] as [`changes`].
+#[cfg(not(target_family = "wasm"))]
+pub(crate) fn has_old_email_rows(redo: &[u8]) -> Result<bool, StoreError> {
+    for change in changes(redo) {
+        if let (Tab::Emails, _, Some(value)) = change?
+            && !value.is_empty()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Applies the changes encoded in `redo` to the tables of `txn`: the replay
@@ -811,8 +853,8 @@ impl Log for Writer<'_, '_> {
         stream(&self.events, &self.streams, user)
     }
 
-    fn email_owner(&self, email_key: &str) -> Result<Option<Uuid>, StoreError> {
-        email_owner(&self.emails, email_key)
+    fn email_holder(&self, email_key: &str, except: Uuid) -> Result<Option<Uuid>, StoreError> {
+        email_holder(&self.emails, email_key, Some(except))
     }
 
     fn position_of(&self, event_id: Uuid) -> Result<Option<u64>, StoreError> {
@@ -842,13 +884,14 @@ impl Log for Writer<'_, '_> {
         Ok(())
     }
 
-    fn set_email_owner(&mut self, email_key: &str, owner: Option<Uuid>) -> Result<(), StoreError> {
-        self.put(
-            Tab::Emails,
-            email_key.as_bytes(),
-            owner.as_ref().map(|owner| &owner.as_bytes()[..]),
-        )?;
+    fn hold_email(&mut self, email_key: &str, user: Uuid) -> Result<(), StoreError> {
+        self.put(Tab::Emails, &email_row(email_key, user), Some(&[]))?;
         self.dirty = true;
+        Ok(())
+    }
+
+    fn release_email(&mut self, email_key: &str, user: Uuid) -> Result<(), StoreError> {
+        self.dirty |= self.put(Tab::Emails, &email_row(email_key, user), None)?;
         Ok(())
     }
 }

@@ -32,10 +32,27 @@ pub enum Source<'a> {
     /// Here, now: stamped with a new id, this log as origin, the clock's
     /// time.
     Local,
-    /// By another store (a push on the hub, a pull on a device): it keeps
-    /// its id, origin and time, so ids recognise it everywhere, and is
-    /// indexed by id at once.
+    /// By another store, pushed to this hub to decide: it keeps its id,
+    /// origin and time, so ids recognise it everywhere, and is indexed by
+    /// id at once.
     From(&'a RecordedEvent),
+    /// By the hub, which decided it, pulled by this device: kept as
+    /// `From`, and its email is not a conflict here. The importer has
+    /// already compensated the pending local claims it beats; an accepted
+    /// local claim of the same email was accepted later by the hub, whose
+    /// later events free it from this one (the index keeps the holder
+    /// meanwhile).
+    Hub(&'a RecordedEvent),
+}
+
+impl<'a> Source<'a> {
+    /// The event as another store recorded it, for `From` and `Hub`.
+    fn recorded_elsewhere(self) -> Option<&'a RecordedEvent> {
+        match self {
+            Source::Local => None,
+            Source::From(from) | Source::Hub(from) => Some(from),
+        }
+    }
 }
 
 /// What [`Pipeline::execute`] made of a valid command.
@@ -75,9 +92,9 @@ pub trait Pipeline: Log {
         Ok(user::fold(self.stream(id)?))
     }
 
-    /// The pipeline: loads the user and the owner of the email the command
-    /// sets, lets the command decide, appends what the decision records,
-    /// and keeps the email index.
+    /// The pipeline: loads the user and another holder of the email the
+    /// command sets, lets the command decide, appends what the decision
+    /// records, and keeps the email index.
     ///
     /// # Errors
     ///
@@ -88,19 +105,18 @@ pub trait Pipeline: Log {
         let current = user::fold(stream.clone());
         // Folding and normalizing an email is a tenth of a create's time:
         // the key is made once, for the decision and for the index.
-        let claim = match intent.email() {
-            Some(email) => {
-                let key = crate::email_key(email);
-                let owner = self.email_owner(&key)?;
-                Some(Claim {
-                    email: email.to_owned(),
-                    key,
-                    owner,
-                })
+        let claim = intent.email().map(|email| Claim {
+            email: email.to_owned(),
+            key: crate::email_key(email),
+        });
+        // The hub decided its events: another local holder of the email
+        // is not a conflict here (see `Source::Hub`).
+        let owner = match (&claim, source) {
+            (Some(claim), Source::Local | Source::From(_)) => {
+                self.email_holder(&claim.key, user_id)?
             }
-            None => None,
+            _ => None,
         };
-        let owner = claim.as_ref().and_then(|claim| claim.owner);
         let event = match intent.decide(current.as_ref(), &stream, owner) {
             Err(rejection) => return Ok(Executed::Rejected(rejection)),
             Ok(Decision::AlreadyRecorded(event_id)) => {
@@ -125,12 +141,11 @@ pub trait Pipeline: Log {
 
     /// Keeps the email index after a user's state went from `before` to
     /// `after`: the key it no longer holds is released, the key it now
-    /// holds is taken (if free). `claim` is a key already made, and its
-    /// owner already read, for this change.
+    /// holds recorded. `claim` is a key already made for this change.
     ///
     /// # Errors
     ///
-    /// The failures of the log's reads and writes.
+    /// The failures of the log's writes.
     fn reindex(
         &mut self,
         user_id: Uuid,
@@ -146,10 +161,9 @@ pub trait Pipeline: Log {
         if old == new {
             return Ok(());
         }
-        let known = |email: &str| claim.as_ref().filter(|c| c.email == email);
-        let key_of = |email: &str| match known(email) {
-            Some(claim) => claim.key.clone(),
-            None => crate::email_key(email),
+        let key_of = |email: &str| match &claim {
+            Some(claim) if claim.email == email => claim.key.clone(),
+            _ => crate::email_key(email),
         };
         let old_key = old.as_deref().map(key_of);
         let new_key = new.as_deref().map(key_of);
@@ -159,16 +173,8 @@ pub trait Pipeline: Log {
         if let Some(old) = old_key {
             self.release_email(&old, user_id)?;
         }
-        if let (Some(new), Some(email)) = (new_key, new) {
-            let owner = match known(&email) {
-                Some(claim) => claim.owner,
-                None => self.email_owner(&new)?,
-            };
-            // Taken only when free: a compensation may give a user back an
-            // email someone took meanwhile, and the index keeps the holder.
-            if owner.is_none() {
-                self.set_email_owner(&new, Some(user_id))?;
-            }
+        if let Some(new) = new_key {
+            self.hold_email(&new, user_id)?;
         }
         Ok(())
     }
@@ -209,12 +215,12 @@ pub trait Pipeline: Log {
         stream: &[RecordedEvent],
         source: Source<'_>,
     ) -> Result<RecordedEvent, StoreError> {
-        let (event_id, recorded_at_ms, origin) = match source {
-            Source::Local => {
+        let (event_id, recorded_at_ms, origin) = match source.recorded_elsewhere() {
+            None => {
                 let (id, at) = self.stamp()?;
                 (id, at, self.origin())
             }
-            Source::From(from) => (from.event_id, from.recorded_at_ms, from.origin),
+            Some(from) => (from.event_id, from.recorded_at_ms, from.origin),
         };
         let recorded = RecordedEvent {
             event_id,
@@ -224,7 +230,7 @@ pub trait Pipeline: Log {
             origin,
             event,
         };
-        self.put_event(&recorded, matches!(source, Source::From(_)))?;
+        self.put_event(&recorded, source.recorded_elsewhere().is_some())?;
         Ok(recorded)
     }
 
@@ -310,12 +316,10 @@ pub trait Pipeline: Log {
 
 impl<L: Log + ?Sized> Pipeline for L {}
 
-/// An email a command sets: its key, made once, and the key's owner as
-/// the decision read it.
+/// An email a command sets, and its key, made once.
 pub struct Claim {
     email: String,
     key: String,
-    owner: Option<Uuid>,
 }
 
 /// The intent of a checked pushed or pulled event.
@@ -520,11 +524,13 @@ impl Log for Staged<'_> {
             .ok_or_else(|| not_needed(format!("user {user}")))
     }
 
-    fn email_owner(&self, email_key: &str) -> Result<Option<Uuid>, StoreError> {
-        self.emails
+    fn email_holder(&self, email_key: &str, except: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let owner = self
+            .emails
             .get(email_key)
             .copied()
-            .ok_or_else(|| not_needed(format!("email key {email_key:?}")))
+            .ok_or_else(|| not_needed(format!("email key {email_key:?}")))?;
+        Ok(owner.filter(|owner| *owner != except))
     }
 
     fn position_of(&self, event_id: Uuid) -> Result<Option<u64>, StoreError> {
@@ -553,17 +559,18 @@ impl Log for Staged<'_> {
         Ok(())
     }
 
-    fn set_email_owner(&mut self, email_key: &str, owner: Option<Uuid>) -> Result<(), StoreError> {
-        self.emails.insert(email_key.to_owned(), owner);
-        self.email_changes.insert(email_key.to_owned(), owner);
+    fn hold_email(&mut self, email_key: &str, user: Uuid) -> Result<(), StoreError> {
+        self.emails.insert(email_key.to_owned(), Some(user));
+        self.email_changes.insert(email_key.to_owned(), Some(user));
         Ok(())
     }
 
     /// Frees the key without reading it: the key a user gives up was not
-    /// loaded (a batch's needs are read before its decisions), and a hub's
-    /// index names only what its users hold — it has no compensations,
-    /// which alone can leave a user holding a key the index gives another.
+    /// loaded (a batch's needs are read before its decisions), and a hub
+    /// holds one user per key (a hub decides every event it records).
     fn release_email(&mut self, email_key: &str, _user: Uuid) -> Result<(), StoreError> {
-        self.set_email_owner(email_key, None)
+        self.emails.insert(email_key.to_owned(), None);
+        self.email_changes.insert(email_key.to_owned(), None);
+        Ok(())
     }
 }

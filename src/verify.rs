@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::codec::{self, DecodeError};
 use crate::error::StoreError;
-use crate::event::{RecordedEvent, email_key};
+use crate::event::RecordedEvent;
 use crate::log::{
     self, Bytes, EMAILS, EVENT_IDS, EVENTS, META, PENDING, REJECTIONS, STREAMS, own_command,
     stream_key,
@@ -429,18 +429,7 @@ pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyRepo
             continue;
         };
         let key = current.profile.email_key();
-        let owner = log::email_owner(&emails, &key).ok().flatten();
-        // Two users recorded under the looser rule of format 1 may share a
-        // key since the migration (the earlier holds the row), and a refused
-        // update may give a user back an email another took meanwhile.
-        let shared = || {
-            owner.is_some_and(|other| {
-                log::load_user(&events, &streams, other).is_ok_and(|u| {
-                    u.is_some_and(|u| u.held_email_key().as_deref() == Some(key.as_str()))
-                })
-            })
-        };
-        if owner != Some(user) && !shared() {
+        if row_position_exists(&emails, &log::email_row(&key, user)) != Some(true) {
             findings.push(Finding::MissingEmailRow {
                 position,
                 email: current.profile.email.clone(),
@@ -491,19 +480,15 @@ pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyRepo
         }
     }
     for row in emails.iter()? {
-        let (email, owner) = row?;
-        let email = String::from_utf8_lossy(email.value()).into_owned();
-        let user = match log::read_uuid("email row", owner.value()) {
-            Ok(owner) => owner,
+        let (email, user) = match log::read_email_row(row?.0.value()) {
+            Ok(row) => row,
             Err(error) => {
                 findings.push(malformed("emails", error));
                 continue;
             }
         };
         let holds = match log::load_user(&events, &streams, user) {
-            Ok(state) => {
-                state.is_some_and(|u| !u.is_rejected() && email_key(&u.profile.email) == email)
-            }
+            Ok(state) => state.is_some_and(|u| u.held_email_key().as_deref() == Some(email.as_str())),
             // A damaged event was already reported by the log pass.
             Err(StoreError::Corrupt { .. } | StoreError::Inconsistent(_)) => true,
             Err(other) => return Err(other),
@@ -560,6 +545,12 @@ fn refused(
                 .refusal()
                 .is_some_and(|r| r.rejected_event_id == event.event_id)
         }))
+}
+
+/// Whether a row is at `key`: `None` when the table cannot say (a damaged
+/// row is reported by its own pass).
+fn row_position_exists(index: &impl ReadableTable<Bytes, Bytes>, key: &[u8]) -> Option<bool> {
+    index.get(key).ok().map(|row| row.is_some())
 }
 
 /// The position an index row holds, `None` when there is no row or it is

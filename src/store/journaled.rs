@@ -80,6 +80,7 @@ impl Store {
             checkpoint_every,
         )?;
         let mut seq = applied;
+        let mut rekey = false;
         for record in records.iter().filter(|record| record.seq > applied) {
             if record.seq != seq + 1 {
                 return Err(StoreError::Damaged(format!(
@@ -88,9 +89,16 @@ impl Store {
                 )));
             }
             log::apply_redo(&txn, &record.redo)?;
+            rekey |= log::has_old_email_rows(&record.redo)?;
             seq = record.seq;
         }
         if seq > applied {
+            // A journal written before format 3 holds email rows of the
+            // old shape, which the store's migration on open did not see:
+            // the index is rebuilt once more.
+            if rekey {
+                log::rekey_emails(&txn)?;
+            }
             log::set_journal_seq(&txn, seq)?;
             txn.commit()?;
         } else {

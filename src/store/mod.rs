@@ -38,8 +38,10 @@ pub use open::StoreBuilder;
 
 /// The store file format this version writes and reads. Format 2 keys the
 /// email index by the signup-grade rule (Unicode case folding, punycode
-/// domains); a format-1 store is migrated when it is opened.
-pub const STORE_FORMAT: u32 = 2;
+/// domains); format 3 records every holder of a mailbox (a device may
+/// briefly hold a claim the hub has not answered beside the hub's user).
+/// An older store is migrated when it is opened.
+pub const STORE_FORMAT: u32 = 3;
 
 /// The page cache redb may use unless told otherwise: small enough for a
 /// phone or a browser tab, large enough to hold the hot index pages.

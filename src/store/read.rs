@@ -118,7 +118,7 @@ impl Store {
 
     /// The user holding `email` (case and surrounding space ignored), if any.
     pub fn user_id_by_email(&self, email: &str) -> Result<Option<Uuid>, StoreError> {
-        self.read_tables(|s| log::email_owner(&s.emails, &crate::event::email_key(email)))
+        self.read_tables(|s| log::email_holder(&s.emails, &crate::event::email_key(email), None))
     }
 
     /// The position of the last recorded event; 0 for an empty store.

@@ -313,10 +313,12 @@ fn import_one(
         return Ok(());
     }
     let intent = pushed_intent(recorded)?;
-    // Local events the hub's event contradicts: a creation of the same
-    // user, or the event by which another user holds the email it sets.
-    // Each must still be pending, and loses.
-    let mut contradicted = Vec::new();
+    // A pending local creation of the same user loses. A pending local
+    // claim of the email it sets does not, yet: a later hub event may free
+    // the email and the hub accept the claim after it. The hub's user holds
+    // the index row meanwhile (see `Source::Hub`); the claim's own reply
+    // decides it, and a step ends by giving freed emails back to pending
+    // claims.
     let user_id = intent.user_id();
     if intent.creates()
         && let Some(local) = writer.user(user_id)?
@@ -328,33 +330,9 @@ fn import_one(
         } else {
             FieldError::user_id_taken()
         };
-        contradicted.push((creation, why));
+        rebase(writer, summary, index, &creation, why)?;
     }
-    if let Some(email) = intent.email()
-        && let Some(owner) = writer.email_owner(&crate::email_key(email))?
-        && owner != user_id
-        && let Some(holder) = writer.user(owner)?
-    {
-        let claim = find(writer.stream(owner)?, holder.sources.email)?;
-        contradicted.push((claim, FieldError::email_taken()));
-    }
-    for (local, why) in contradicted {
-        if !writer.settle(local.position)? {
-            // An accepted local event the hub now contradicts: the hub broke
-            // its own rules. Refuse rather than guess.
-            return Err(bad(
-                index,
-                format!(
-                    "contradicts accepted user {} ({})",
-                    local.aggregate_id(),
-                    why.field
-                ),
-            ));
-        }
-        writer.compensate(&local, 409, vec![why])?;
-        summary.rebased += 1;
-    }
-    match writer.execute(intent, Source::From(recorded))? {
+    match writer.execute(intent, Source::Hub(recorded))? {
         Executed::Recorded(_) => {
             summary.imported += 1;
             Ok(())
@@ -364,6 +342,32 @@ fn import_one(
             Err(bad(index, format!("contradicts this store: {rejection}")))
         }
     }
+}
+
+/// Compensates `local`, a pending event of this store that an event the
+/// hub accepted contradicts.
+fn rebase(
+    writer: &mut Writer<'_, '_>,
+    summary: &mut ImportSummary,
+    index: usize,
+    local: &RecordedEvent,
+    why: FieldError,
+) -> Result<(), StoreError> {
+    if !writer.settle(local.position)? {
+        // An accepted local event the hub now contradicts: the hub broke
+        // its own rules. Refuse rather than guess.
+        return Err(bad(
+            index,
+            format!(
+                "contradicts accepted user {} ({})",
+                local.aggregate_id(),
+                why.field
+            ),
+        ));
+    }
+    writer.compensate(local, 409, vec![why])?;
+    summary.rebased += 1;
+    Ok(())
 }
 
 /// The events at the positions a listing table holds.

@@ -220,8 +220,8 @@ impl Push {
 }
 
 impl Store {
-    /// Runs one sync step through the writer: new own creations listed
-    /// first, what the step appended marked listed last.
+    /// Runs one sync step through the writer: new own command events
+    /// listed first, what the step appended marked listed last.
     pub(super) fn sync_step<T>(
         &self,
         step: impl FnOnce(&mut crate::log::Writer<'_, '_>) -> Result<T, StoreError>,

@@ -183,7 +183,9 @@ fn verify_exits_0_when_sound_and_1_with_findings_when_damaged() {
             let mut emails = txn
                 .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("emails"))
                 .unwrap();
-            emails.remove(&b"user@example.com"[..]).unwrap();
+            let mut row = b"user@example.com\xff".to_vec();
+            row.extend_from_slice(uuid::Uuid::parse_str(ID).unwrap().as_bytes());
+            emails.remove(&row[..]).unwrap();
         }
         txn.commit().unwrap();
     }

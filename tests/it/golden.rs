@@ -108,6 +108,8 @@ const STORE_V1: &str = "store-v1.redb";
 const STORE_V1_EVENTS: &str = "store-v1.events.jsonl";
 const STORE_V2: &str = "store-v2.redb";
 const STORE_V2_EVENTS: &str = "store-v2.events.jsonl";
+const STORE_V3: &str = "store-v3.redb";
+const STORE_V3_EVENTS: &str = "store-v3.events.jsonl";
 
 /// The meta `format` row of the store file at `path`, read with redb without
 /// changing a byte.
@@ -125,8 +127,10 @@ fn format_of(path: &std::path::Path) -> u32 {
 
 /// Writes the current format's fixture: users with non-ASCII emails, whose
 /// index keys are what format 2 changed.
-fn write_store_v2() {
-    let path = fixture(STORE_V2);
+/// Format 3 (written now): users, an update, and an update refused by a
+/// hub's reply (its compensation).
+fn write_store_v3() {
+    let path = fixture(STORE_V3);
     let _ = std::fs::remove_file(&path);
     let clock = ManualClock::new(1_795_734_000_000);
     let store = Store::builder().clock(clock.clone()).open(&path).unwrap();
@@ -141,7 +145,33 @@ fn write_store_v2() {
             .unwrap();
         clock.advance(1_000);
     }
-    write_events(&store, STORE_V2_EVENTS);
+    let renamed = spkey_store::UpdateUser::new(Uuid::from_u128(0xabd3).to_string())
+        .email("renamed@example.com")
+        .clear(spkey_store::Field::FirstName);
+    store.update_user(&renamed).unwrap();
+    // A hub where two emails are someone else's: a creation and an update
+    // with them are refused, and compensated here.
+    let hub = Store::builder().clock(clock.clone()).in_memory().unwrap();
+    for (n, email) in [(8u128, "taken@example.com"), (9, "taken2@example.com")] {
+        hub.create_user(&CreateUser::new(Uuid::from_u128(0xabd0 + n).to_string(), email))
+            .unwrap();
+    }
+    store
+        .create_user(&CreateUser::new(Uuid::from_u128(0xabd4).to_string(), "taken@example.com"))
+        .unwrap();
+    let moved = spkey_store::UpdateUser::new(Uuid::from_u128(0xabd2).to_string())
+        .email("taken2@example.com");
+    store.update_user(&moved).unwrap();
+    clock.advance(1_000);
+    store
+        .apply_reply(&hub.accept(&store.push().unwrap()).unwrap())
+        .unwrap();
+    write_events(&store, STORE_V3_EVENTS);
+    // Closed, the store file is whole alone: the fixture is that file.
+    store.close().unwrap();
+    for side in ["-journal", "-checksums"] {
+        std::fs::remove_file(format!("{}{side}", path.display())).unwrap();
+    }
 }
 
 fn write_events(store: &Store, name: &str) {
@@ -215,11 +245,9 @@ fn a_store_written_by_format_v1_is_migrated_and_still_reads_and_accepts_writes()
 }
 
 #[test]
-fn a_store_written_by_format_v2_still_reads_and_finds_its_emails() {
-    if blessing() {
-        write_store_v2();
-    }
-    let (store, _dir, _) = open_copy(STORE_V2, STORE_V2_EVENTS);
+fn a_store_written_by_format_v2_is_migrated_and_finds_its_emails() {
+    assert_eq!(format_of(&fixture(STORE_V2)), 2, "the fixture is frozen at format 2");
+    let (store, _dir, copy) = open_copy(STORE_V2, STORE_V2_EVENTS);
 
     assert!(store.verify().unwrap().is_sound());
     for (email, n) in [
@@ -233,6 +261,36 @@ fn a_store_written_by_format_v2_still_reads_and_finds_its_emails() {
             "{email}"
         );
     }
+    drop(store);
+    assert_eq!(format_of(&copy), spkey_store::STORE_FORMAT, "migrated on open");
+}
+
+#[test]
+fn a_store_written_by_format_v3_still_reads_its_users_and_emails() {
+    if blessing() {
+        write_store_v3();
+    }
+    assert_eq!(format_of(&fixture(STORE_V3)), 3, "the fixture is frozen at format 3");
+    let (store, _dir, _) = open_copy(STORE_V3, STORE_V3_EVENTS);
+
+    assert!(store.verify().unwrap().is_sound());
+    let renamed = store.user(Uuid::from_u128(0xabd3)).unwrap().unwrap();
+    assert_eq!((renamed.profile.email.as_str(), renamed.profile.first_name.as_deref(), renamed.version), ("renamed@example.com", None, 2));
+    assert_eq!(store.user_id_by_email("plain@example.com").unwrap(), None);
+    assert_eq!(store.user_id_by_email("RENAMED@example.com").unwrap(), Some(Uuid::from_u128(0xabd3)));
+    let refused: Vec<(&str, u16)> = Vec::new();
+    let rejections = store.rejections().unwrap();
+    let refused = rejections
+        .iter()
+        .map(|e| (e.event.event_type(), e.event.refusal().unwrap().code))
+        .fold(refused, |mut all, r| {
+            all.push(r);
+            all
+        });
+    assert_eq!(refused, [("UserCreationRejected", 409), ("UserUpdateRejected", 409)]);
+    assert!(store.pending().unwrap().is_empty());
+    // The refused update is void: user 2 keeps its email.
+    assert_eq!(store.user_id_by_email("straße@example.com").unwrap(), Some(Uuid::from_u128(0xabd2)));
 }
 
 /// Sync batches: format 3 (written now) frozen byte for byte — a pull of

@@ -205,13 +205,14 @@ fn verify_finds_a_journal_that_says_otherwise_than_the_store() {
     create(&store, 0);
     create(&store, 1);
     assert!(store.verify().unwrap().is_sound());
-    // Rewrite the last byte of the second record's payload (part of its
-    // last change) and its checksum, as a bug writing the wrong bytes would.
+    // Rewrite a byte of the second record's last change (the last byte of
+    // its email row's key: the record ends with that key, `Some` and an
+    // empty value) and its checksum, as a bug writing the wrong bytes would.
     let journal = disk.live().journal;
     let ends = record_ends(&journal);
     let start = ends[0];
     let mut record = journal[start..ends[1]].to_vec();
-    let last = record.len() - 1;
+    let last = record.len() - 3;
     record[last] ^= 0x01;
     let mut crc = crc32fast::Hasher::new();
     crc.update(&record[4..16]);

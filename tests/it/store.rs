@@ -288,12 +288,11 @@ fn a_missing_or_extra_index_row_is_found_by_verify() {
 
     let given = tamper(given, |txn| {
         let mut emails = txn.open_table(EMAILS).unwrap();
-        emails.remove(&b"user1@example.com"[..]).unwrap();
+        let row = |key: &str, user: Uuid| [key.as_bytes(), &[0xFF], user.as_bytes()].concat();
+        let user1 = Uuid::parse_str(&user_id(1)).unwrap();
+        emails.remove(&row("user1@example.com", user1)[..]).unwrap();
         emails
-            .insert(
-                &b"ghost@example.com"[..],
-                &Uuid::from_u128(5).as_bytes()[..],
-            )
+            .insert(&row("ghost@example.com", Uuid::from_u128(5))[..], &[][..])
             .unwrap();
     });
 
@@ -327,7 +326,7 @@ fn a_store_from_a_newer_format_is_refused() {
         reopened,
         Err(StoreError::UnsupportedFormat {
             found: 99,
-            supported: 2
+            supported: 3
         })
     ));
     let db = redb::Database::open(dir.path().join("store.redb")).unwrap();

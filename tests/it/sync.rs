@@ -45,10 +45,7 @@ fn rejection_codes(device: &Store) -> Vec<u16> {
         .rejections()
         .unwrap()
         .iter()
-        .map(|e| match &e.event {
-            Event::UserCreationRejected(r) => r.code,
-            other => panic!("not a rejection: {other:?}"),
-        })
+        .map(|e| e.event.refusal().expect("a compensation").code)
         .collect()
 }
 
@@ -230,7 +227,7 @@ fn a_reply_lost_in_a_crash_is_recovered_by_pushing_again() {
 }
 
 #[test]
-fn a_pull_that_contradicts_a_pending_event_rejects_it_without_a_push() {
+fn a_pull_that_takes_a_pending_claims_email_leaves_the_claim_to_its_reply() {
     let (one, two, hub) = (store(), store(), store());
     create(&one, 1, "x@example.com", "Ann");
     sync(&one, &hub);
@@ -238,16 +235,41 @@ fn a_pull_that_contradicts_a_pending_event_rejects_it_without_a_push() {
 
     let summary = two.import(&hub.export(0, usize::MAX).unwrap()).unwrap();
 
-    assert_eq!((summary.imported, summary.rebased), (1, 1));
+    // The hub's user holds the email here now; the local claim waits for
+    // the hub's answer (the hub could still accept it, had a later event
+    // freed the email).
+    assert_eq!((summary.imported, summary.rebased), (1, 0));
+    assert_eq!(two.pending().unwrap().len(), 1);
+    assert_eq!(
+        two.user_id_by_email("X@example.com").unwrap(),
+        Some(id(1).parse().unwrap())
+    );
+    assert!(two.verify().unwrap().is_sound());
+    sync(&two, &hub);
     assert!(two.pending().unwrap().is_empty());
     assert!(user_of(&two, 2).unwrap().is_rejected());
-    let push = two.push().unwrap();
-    assert_eq!(
-        hub.accept(&push)
-            .map(|_| hub.head_position().unwrap())
-            .unwrap(),
-        1
-    );
+    assert_eq!(rejection_codes(&two), vec![409]);
+    assert_eq!(hub.head_position().unwrap(), 1);
+    assert!(two.verify().unwrap().is_sound());
+}
+
+#[test]
+fn a_pending_claim_the_hub_accepts_after_the_email_was_freed_survives_the_pull() {
+    let (one, two, hub) = (store(), store(), store());
+    create(&one, 1, "x@example.com", "Ann");
+    one.update_user(&spkey_store::UpdateUser::new(id(1)).email("y@example.com"))
+        .unwrap();
+    hub.accept(&one.push().unwrap()).unwrap();
+    create(&two, 2, "x@example.com", "Bob");
+    // The reply is lost; the pull brings user 1 taking x@ and giving it up.
+    hub.accept(&two.push().unwrap()).unwrap();
+    pull(&two, &hub);
+    assert!(two.rejections().unwrap().is_empty());
+    let mine = user_of(&two, 2).unwrap();
+    assert!(!mine.is_rejected());
+    assert_eq!(two.user_id_by_email("x@example.com").unwrap(), Some(id(2).parse().unwrap()));
+    assert_eq!(user_of(&hub, 2).unwrap().profile, mine.profile);
+    assert!(two.verify().unwrap().is_sound());
 }
 
 fn damaged(mut bytes: Vec<u8>, at: usize) -> Vec<u8> {
@@ -348,6 +370,13 @@ enum Step {
         email: usize,
         name: usize,
     },
+    Update {
+        device: usize,
+        user: u128,
+        /// An email to move to (an index of `EMAILS`), or a new name alone.
+        email: Option<usize>,
+        name: usize,
+    },
     Sync(usize),
     PushLostReply(usize),
     Pull(usize),
@@ -361,6 +390,8 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => (0..DEVICES, 0..4u128, 0..EMAILS.len(), 0..NAMES.len())
             .prop_map(|(device, user, email, name)| Step::Create { device, user, email, name }),
+        3 => (0..DEVICES, 0..4u128, proptest::option::of(0..EMAILS.len()), 0..NAMES.len())
+            .prop_map(|(device, user, email, name)| Step::Update { device, user, email, name }),
         2 => (0..DEVICES).prop_map(Step::Sync),
         1 => (0..DEVICES).prop_map(Step::PushLostReply),
         1 => (0..DEVICES).prop_map(Step::Pull),
@@ -382,6 +413,15 @@ proptest! {
                         created.push((device, event.event_id));
                     }
                 }
+                Step::Update { device, user, email, name } => {
+                    let mut update = spkey_store::UpdateUser::new(id(user)).last_name(NAMES[name]);
+                    if let Some(email) = email {
+                        update = update.email(EMAILS[email]);
+                    }
+                    if let Outcome::Recorded(event) = devices[device].update_user(&update).unwrap() {
+                        created.push((device, event.event_id));
+                    }
+                }
                 Step::Sync(device) => sync(&devices[device], &hub),
                 Step::PushLostReply(device) => {
                     hub.accept(&devices[device].push().unwrap()).unwrap();
@@ -397,18 +437,16 @@ proptest! {
             }
         }
 
-        let hub_users: BTreeMap<Uuid, UserCreated> = hub
-            .events(1, usize::MAX).unwrap()
-            .into_iter()
-            .map(|e| match e.event {
-                Event::UserCreated(c) => (c.user_id, c),
-                other => panic!("hub holds {other:?}"),
-            })
+        let hub_users: BTreeMap<Uuid, UserCreated> = (0..4u128)
+            .filter_map(|user| hub.user(self::id(user).parse().unwrap()).unwrap())
+            .map(|u| (u.profile.user_id, u.profile))
             .collect();
+        prop_assert!(hub.events(1, usize::MAX).unwrap().iter().all(|e| e.event.is_command()), "the hub holds a compensation");
         let hub_ids: Vec<Uuid> = hub.events(1, usize::MAX).unwrap().iter().map(|e| e.event_id).collect();
         prop_assert!(hub.verify().unwrap().is_sound());
         for (n, device) in devices.iter().enumerate() {
-            prop_assert!(device.verify().unwrap().is_sound());
+            let report = device.verify().unwrap();
+            prop_assert!(report.is_sound(), "device {}: {:?}", n, report.findings);
             prop_assert!(device.pending().unwrap().is_empty());
             for user in 0..4u128 {
                 let id: Uuid = self::id(user).parse().unwrap();
@@ -416,10 +454,9 @@ proptest! {
                 prop_assert_eq!(here.map(|u| u.profile), hub_users.get(&id).cloned(), "device {} user {}", n, user);
             }
             // Every command this device created is on the hub, or visibly rejected here.
-            let rejected: Vec<Uuid> = device.rejections().unwrap().iter().map(|e| match &e.event {
-                Event::UserCreationRejected(r) => r.rejected_event_id,
-                _ => unreachable!(),
-            }).collect();
+            let rejected: Vec<Uuid> = device.rejections().unwrap().iter()
+                .map(|e| e.event.refusal().expect("a compensation").rejected_event_id)
+                .collect();
             for (_, event_id) in created.iter().filter(|(d, _)| *d == n) {
                 prop_assert!(hub_ids.contains(event_id) != rejected.contains(event_id),
                     "event {} of device {} is neither accepted nor rejected (or both)", event_id, n);
