@@ -488,7 +488,9 @@ pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyRepo
             }
         };
         let holds = match log::load_user(&events, &streams, user) {
-            Ok(state) => state.is_some_and(|u| u.held_email_key().as_deref() == Some(email.as_str())),
+            Ok(state) => {
+                state.is_some_and(|u| u.held_email_key().as_deref() == Some(email.as_str()))
+            }
             // A damaged event was already reported by the log pass.
             Err(StoreError::Corrupt { .. } | StoreError::Inconsistent(_)) => true,
             Err(other) => return Err(other),

@@ -15,14 +15,17 @@ use crate::support::{NOW_MS, long_run};
 enum Step {
     One(CreateUser),
     Batch(Vec<CreateUser>),
+    /// UpdateUser on the wire: the path id and the body.
+    Update(u128, &'static str),
 }
 
 fn user(n: u128, email: &str) -> CreateUser {
     CreateUser::new(Uuid::from_u128(0x7000 + n).to_string(), email).first_name(format!("U{n}"))
 }
 
-/// Creates, a replay, a conflict, an invalid command and a batch with an
-/// internal conflict: every path that writes, and some that must not.
+/// Creates, a replay, a conflict, an invalid command, a batch with an
+/// internal conflict, an update and an update refused: every path that
+/// writes, and some that must not.
 fn workload() -> Vec<Step> {
     vec![
         Step::One(user(1, "a@example.com")),
@@ -36,8 +39,26 @@ fn workload() -> Vec<Step> {
             user(6, "c@example.com"),
         ]),
         Step::One(user(7, "e@example.com")),
+        Step::Update(2, r#"{"email":"g@example.com","lastName":"Lee"}"#),
+        Step::Update(1, r#"{"email":"G@example.com"}"#),
         Step::Batch(vec![user(8, "f@example.com")]),
     ]
+}
+
+fn updates() -> Vec<spkey_store::UserUpdated> {
+    workload()
+        .into_iter()
+        .filter_map(|step| match step {
+            Step::Update(n, body) => spkey_store::contract::parse_update_user(
+                &Uuid::from_u128(0x7000 + n).to_string(),
+                body.as_bytes(),
+            )
+            .ok()?
+            .validate()
+            .ok(),
+            _ => None,
+        })
+        .collect()
 }
 
 fn attempted() -> Vec<UserCreated> {
@@ -46,6 +67,7 @@ fn attempted() -> Vec<UserCreated> {
         .flat_map(|step| match step {
             Step::One(c) => vec![c],
             Step::Batch(cs) => cs,
+            Step::Update(..) => vec![],
         })
         .filter_map(|c| c.validate().ok())
         .collect()
@@ -82,6 +104,16 @@ fn run(store: &Store) -> Vec<EventJson> {
                 match (response.status, response.body) {
                     (201, Body::Success(success)) => acked.push(success.event),
                     (200 | 400 | 409, _) => {}
+                    (500, Body::Error(error)) => assert_eq!(error.code, 500),
+                    other => panic!("unexpected response {other:?}"),
+                }
+            }
+            Step::Update(n, body) => {
+                let id = Uuid::from_u128(0x7000 + n).to_string();
+                let response = store.update_user_wire(&id, body.as_bytes());
+                match (response.status, response.body) {
+                    (200, Body::Success(success)) => acked.push(success.event),
+                    (404 | 409, _) => {}
                     (500, Body::Error(error)) => assert_eq!(error.code, 500),
                     other => panic!("unexpected response {other:?}"),
                 }
@@ -133,12 +165,14 @@ fn check_store(disk: &Disk, acked: &[EventJson]) -> Result<(), String> {
             ));
         }
     }
-    let sent = attempted();
+    let (sent, updated) = (attempted(), updates());
     for event in &events {
-        let Event::UserCreated(created) = &event.event else {
-            return Err(format!("unexpected event {event:?}"));
+        let was_sent = match &event.event {
+            Event::UserCreated(created) => sent.contains(created),
+            Event::UserUpdated(update) => updated.contains(update),
+            _ => false,
         };
-        if !sent.contains(created) {
+        if !was_sent {
             return Err(format!("event never sent: {event:?}"));
         }
     }
@@ -161,7 +195,7 @@ fn starts() -> [(&'static str, Image); 2] {
 fn total_ops(start: &Image) -> u64 {
     let disk = Disk::with_image(start.clone());
     let store = open(&disk).unwrap();
-    assert_eq!(run(&store).len(), 6, "the workload itself must succeed");
+    assert_eq!(run(&store).len(), 7, "the workload itself must succeed");
     drop(store);
     disk.ops()
 }

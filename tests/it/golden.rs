@@ -153,11 +153,17 @@ fn write_store_v3() {
     // with them are refused, and compensated here.
     let hub = Store::builder().clock(clock.clone()).in_memory().unwrap();
     for (n, email) in [(8u128, "taken@example.com"), (9, "taken2@example.com")] {
-        hub.create_user(&CreateUser::new(Uuid::from_u128(0xabd0 + n).to_string(), email))
-            .unwrap();
+        hub.create_user(&CreateUser::new(
+            Uuid::from_u128(0xabd0 + n).to_string(),
+            email,
+        ))
+        .unwrap();
     }
     store
-        .create_user(&CreateUser::new(Uuid::from_u128(0xabd4).to_string(), "taken@example.com"))
+        .create_user(&CreateUser::new(
+            Uuid::from_u128(0xabd4).to_string(),
+            "taken@example.com",
+        ))
         .unwrap();
     let moved = spkey_store::UpdateUser::new(Uuid::from_u128(0xabd2).to_string())
         .email("taken2@example.com");
@@ -246,7 +252,11 @@ fn a_store_written_by_format_v1_is_migrated_and_still_reads_and_accepts_writes()
 
 #[test]
 fn a_store_written_by_format_v2_is_migrated_and_finds_its_emails() {
-    assert_eq!(format_of(&fixture(STORE_V2)), 2, "the fixture is frozen at format 2");
+    assert_eq!(
+        format_of(&fixture(STORE_V2)),
+        2,
+        "the fixture is frozen at format 2"
+    );
     let (store, _dir, copy) = open_copy(STORE_V2, STORE_V2_EVENTS);
 
     assert!(store.verify().unwrap().is_sound());
@@ -262,7 +272,11 @@ fn a_store_written_by_format_v2_is_migrated_and_finds_its_emails() {
         );
     }
     drop(store);
-    assert_eq!(format_of(&copy), spkey_store::STORE_FORMAT, "migrated on open");
+    assert_eq!(
+        format_of(&copy),
+        spkey_store::STORE_FORMAT,
+        "migrated on open"
+    );
 }
 
 #[test]
@@ -270,14 +284,28 @@ fn a_store_written_by_format_v3_still_reads_its_users_and_emails() {
     if blessing() {
         write_store_v3();
     }
-    assert_eq!(format_of(&fixture(STORE_V3)), 3, "the fixture is frozen at format 3");
+    assert_eq!(
+        format_of(&fixture(STORE_V3)),
+        3,
+        "the fixture is frozen at format 3"
+    );
     let (store, _dir, _) = open_copy(STORE_V3, STORE_V3_EVENTS);
 
     assert!(store.verify().unwrap().is_sound());
     let renamed = store.user(Uuid::from_u128(0xabd3)).unwrap().unwrap();
-    assert_eq!((renamed.profile.email.as_str(), renamed.profile.first_name.as_deref(), renamed.version), ("renamed@example.com", None, 2));
+    assert_eq!(
+        (
+            renamed.profile.email.as_str(),
+            renamed.profile.first_name.as_deref(),
+            renamed.version
+        ),
+        ("renamed@example.com", None, 2)
+    );
     assert_eq!(store.user_id_by_email("plain@example.com").unwrap(), None);
-    assert_eq!(store.user_id_by_email("RENAMED@example.com").unwrap(), Some(Uuid::from_u128(0xabd3)));
+    assert_eq!(
+        store.user_id_by_email("RENAMED@example.com").unwrap(),
+        Some(Uuid::from_u128(0xabd3))
+    );
     let refused: Vec<(&str, u16)> = Vec::new();
     let rejections = store.rejections().unwrap();
     let refused = rejections
@@ -287,10 +315,16 @@ fn a_store_written_by_format_v3_still_reads_its_users_and_emails() {
             all.push(r);
             all
         });
-    assert_eq!(refused, [("UserCreationRejected", 409), ("UserUpdateRejected", 409)]);
+    assert_eq!(
+        refused,
+        [("UserCreationRejected", 409), ("UserUpdateRejected", 409)]
+    );
     assert!(store.pending().unwrap().is_empty());
     // The refused update is void: user 2 keeps its email.
-    assert_eq!(store.user_id_by_email("straße@example.com").unwrap(), Some(Uuid::from_u128(0xabd2)));
+    assert_eq!(
+        store.user_id_by_email("straße@example.com").unwrap(),
+        Some(Uuid::from_u128(0xabd2))
+    );
 }
 
 /// Sync batches: format 3 (written now) frozen byte for byte — a pull of

@@ -35,7 +35,8 @@ fn kill_child_writer() {
     let store = Store::builder().durable(durable).open(db).unwrap();
     let mut out = std::io::stdout().lock();
     for n in (0..).step_by(4) {
-        // Mostly single commands, every fourth step a batch of three.
+        // Mostly single commands, every fourth step a batch of three, and
+        // a create followed by an update of it.
         let outcomes = if n % 16 == 12 {
             store
                 .execute_batch(&[
@@ -44,6 +45,15 @@ fn kill_child_writer() {
                     command(round, n + 2),
                 ])
                 .unwrap()
+        } else if n % 16 == 8 {
+            // A create, then an update moving it to another email.
+            let created = command(round, n);
+            let update = spkey_store::UpdateUser::new(created.user_id.clone())
+                .email(format!("r{round}n{n}moved@example.com"));
+            vec![
+                store.create_user(&created).unwrap(),
+                store.update_user(&update).unwrap(),
+            ]
         } else {
             vec![store.create_user(&command(round, n)).unwrap()]
         };

@@ -267,7 +267,10 @@ fn a_pending_claim_the_hub_accepts_after_the_email_was_freed_survives_the_pull()
     assert!(two.rejections().unwrap().is_empty());
     let mine = user_of(&two, 2).unwrap();
     assert!(!mine.is_rejected());
-    assert_eq!(two.user_id_by_email("x@example.com").unwrap(), Some(id(2).parse().unwrap()));
+    assert_eq!(
+        two.user_id_by_email("x@example.com").unwrap(),
+        Some(id(2).parse().unwrap())
+    );
     assert_eq!(user_of(&hub, 2).unwrap().profile, mine.profile);
     assert!(two.verify().unwrap().is_sound());
 }
