@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::event::{Event, RecordedEvent, Refusal, UserCreated, UserUpdated};
 use crate::field::{Field, FieldError};
+use crate::user::{Sources, User};
 
 /// The envelope format this version writes.
 pub const FORMAT_V1: u8 = 1;
@@ -254,6 +255,83 @@ fn refusal_of(aggregate_id: Uuid, payload: &[u8]) -> Result<Refusal, DecodeError
         rejected_event_id: Uuid::from_bytes(v1.rejected_event_id),
         code: v1.code,
         details,
+    })
+}
+
+/// A user's current state, schema 1: the row of the `users` table that the
+/// writer keeps beside its events. The user id is the row's key.
+#[derive(Serialize, Deserialize)]
+struct StateV1<'a> {
+    #[serde(borrow)]
+    email: &'a str,
+    first_name: Option<&'a str>,
+    last_name: Option<&'a str>,
+    phone_number: Option<&'a str>,
+    version: u64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    sources: [[u8; 16]; 3],
+    #[serde(borrow)]
+    rejection: Option<&'a [u8]>,
+}
+
+/// The schema byte of a state row.
+const STATE_V1: u8 = 1;
+
+/// Encodes a user's state as a `users` row: `[1][postcard][crc32 LE]`.
+pub(crate) fn encode_state(user: &User) -> Vec<u8> {
+    let rejection = user.rejection.as_ref().map(refusal_v1);
+    let profile = &user.profile;
+    let state = StateV1 {
+        email: &profile.email,
+        first_name: profile.first_name.as_deref(),
+        last_name: profile.last_name.as_deref(),
+        phone_number: profile.phone_number.as_deref(),
+        version: user.version,
+        created_at_ms: user.created_at_ms,
+        updated_at_ms: user.updated_at_ms,
+        sources: [
+            user.sources.creation.into_bytes(),
+            user.sources.email.into_bytes(),
+            user.sources.last.into_bytes(),
+        ],
+        rejection: rejection.as_deref(),
+    };
+    let mut bytes = vec![STATE_V1];
+    bytes.extend_from_slice(&to_postcard(&state));
+    let checksum = checksum(&bytes);
+    bytes.extend_from_slice(&checksum.to_le_bytes());
+    bytes
+}
+
+/// Decodes a `users` row of `user_id`, its checksum first.
+pub(crate) fn decode_state(user_id: Uuid, bytes: &[u8]) -> Result<User, DecodeError> {
+    let body = checked(bytes)?;
+    if body[0] != STATE_V1 {
+        return Err(DecodeError::UnknownFormat(body[0]));
+    }
+    let state: StateV1 = from_postcard(&body[1..])?;
+    let owned = |v: Option<&str>| v.map(str::to_owned);
+    Ok(User {
+        profile: UserCreated {
+            user_id,
+            email: state.email.to_owned(),
+            first_name: owned(state.first_name),
+            last_name: owned(state.last_name),
+            phone_number: owned(state.phone_number),
+        },
+        version: state.version,
+        created_at_ms: state.created_at_ms,
+        updated_at_ms: state.updated_at_ms,
+        rejection: state
+            .rejection
+            .map(|payload| refusal_of(user_id, payload))
+            .transpose()?,
+        sources: Sources {
+            creation: Uuid::from_bytes(state.sources[0]),
+            email: Uuid::from_bytes(state.sources[1]),
+            last: Uuid::from_bytes(state.sources[2]),
+        },
     })
 }
 

@@ -53,6 +53,10 @@ pub(crate) const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("met
 /// has not yet accepted or rejected — those up to [`META_LISTED_TO`]; newer
 /// creations are pending without a row.
 pub(crate) const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
+/// user id (16 bytes) → the user's current state (`codec::encode_state`):
+/// written with every event of the user, in the same transaction, so a
+/// lookup reads one row instead of folding a stream.
+pub(crate) const USERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("users");
 /// position (u64) → nothing: the `UserCreationRejected` events, for listing.
 pub(crate) const REJECTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rejections");
 
@@ -184,23 +188,26 @@ pub(crate) fn set_meta_format(
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<bool, StoreError> {
     let before = txn.list_tables()?.count();
     for table in [
-        EVENTS, STREAMS, EMAILS, EVENT_IDS, META, PENDING, REJECTIONS,
+        EVENTS, STREAMS, EMAILS, EVENT_IDS, META, PENDING, REJECTIONS, USERS,
     ] {
         txn.open_table(table)?;
     }
     Ok(txn.list_tables()?.count() != before)
 }
 
-/// Rebuilds the email index from the log under the current key rule and
-/// row shape: each user not refused holds its current email's key. Where
+/// Rebuilds the email index and the users' state rows from the log, under
+/// the current key rule and row shapes: each user not refused holds its
+/// current email's key. Where
 /// two users recorded under an older, looser rule now share a key
 /// (`ñandú@…` and `ÑANDÚ@…`), both hold it; both stay recorded. Memory stays
 /// flat: one event at a time.
-pub(crate) fn rekey_emails(txn: &WriteTransaction) -> Result<(), StoreError> {
+pub(crate) fn rebuild_indexes(txn: &WriteTransaction) -> Result<(), StoreError> {
     let events = txn.open_table(EVENTS)?;
     let streams = txn.open_table(STREAMS)?;
     let mut emails = txn.open_table(EMAILS)?;
     emails.retain(|_, _| false)?;
+    let mut users = txn.open_table(USERS)?;
+    users.retain(|_, _| false)?;
     for row in events.iter()? {
         let (position, bytes) = row?;
         let recorded = decode_row(read_u64("log key", position.value())?, bytes.value())?;
@@ -209,9 +216,16 @@ pub(crate) fn rekey_emails(txn: &WriteTransaction) -> Result<(), StoreError> {
             continue;
         }
         let user = recorded.aggregate_id();
-        if let Some(key) = load_user(&events, &streams, user)?.and_then(|u| u.held_email_key()) {
+        let Some(state) = load_user(&events, &streams, user)? else {
+            continue;
+        };
+        if let Some(key) = state.held_email_key() {
             emails.insert(&email_row(&key, user)[..], &[][..])?;
         }
+        users.insert(
+            user.as_bytes().as_slice(),
+            codec::encode_state(&state).as_slice(),
+        )?;
     }
     Ok(())
 }
@@ -298,6 +312,21 @@ pub(crate) fn stream(
         out.push(recorded);
     }
     Ok(out)
+}
+
+/// The user's state as its `users` row keeps it, `None` when there is no
+/// row.
+pub(crate) fn state_row(
+    users: &impl ReadableTable<Bytes, Bytes>,
+    user: Uuid,
+) -> Result<Option<User>, StoreError> {
+    users
+        .get(&user.as_bytes()[..])?
+        .map(|bytes| {
+            codec::decode_state(user, bytes.value())
+                .map_err(|e| StoreError::Inconsistent(format!("state row of user {user}: {e}")))
+        })
+        .transpose()
 }
 
 /// Folds one aggregate's events into the user's current state.
@@ -419,6 +448,16 @@ pub trait Log {
         came_from_elsewhere: bool,
     ) -> Result<(), StoreError>;
 
+    /// Keeps `state` as the current state of its user (written after each
+    /// of its events). A log without a row per user keeps nothing.
+    ///
+    /// # Errors
+    ///
+    /// The write failures of [`StoreError`].
+    fn put_state(&mut self, _state: &User) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Records that `user` holds `email_key`.
     ///
     /// # Errors
@@ -486,6 +525,7 @@ pub(crate) struct Writer<'txn, 's> {
     pending: Lazy<'txn>,
     rejections: Lazy<'txn>,
     meta: Lazy<'txn>,
+    users: Table<'txn, Bytes, Bytes>,
     head: u64,
     dirty: bool,
     /// Every row written, as a redo record for the journal (see
@@ -508,12 +548,13 @@ pub(crate) enum Tab {
     Pending = 5,
     Rejections = 6,
     Meta = 7,
+    Users = 8,
 }
 
 #[cfg(not(target_family = "wasm"))]
 impl Tab {
     /// Every table, for decoding a code.
-    const ALL: [Tab; 7] = [
+    const ALL: [Tab; 8] = [
         Tab::Events,
         Tab::Streams,
         Tab::Emails,
@@ -521,6 +562,7 @@ impl Tab {
         Tab::Pending,
         Tab::Rejections,
         Tab::Meta,
+        Tab::Users,
     ];
 
     /// The table of `code`, `None` for a code no version wrote.
@@ -538,6 +580,7 @@ impl Tab {
             Tab::Pending => "pending",
             Tab::Rejections => "rejections",
             Tab::Meta => "meta",
+            Tab::Users => "users",
         }
     }
 
@@ -551,6 +594,7 @@ impl Tab {
             Tab::Pending => PENDING,
             Tab::Rejections => REJECTIONS,
             Tab::Meta => META,
+            Tab::Users => USERS,
         }
     }
 }
@@ -605,22 +649,25 @@ pub(crate) fn changes(mut redo: &[u8]) -> impl Iterator<Item = Result<RowChange<
     })
 }
 
-/// Whether `redo` writes an email row of the shape before format 3 (the
+/// Whether `redo` is a record of a version before format 3: one that
+/// writes an event but no state row, or an email row of the old shape (the
 /// key alone, the holder as the value).
 ///
 /// # Errors
 ///
 /// [`StoreError::Damaged`] as [`changes`].
 #[cfg(not(target_family = "wasm"))]
-pub(crate) fn has_old_email_rows(redo: &[u8]) -> Result<bool, StoreError> {
+pub(crate) fn from_before_format_3(redo: &[u8]) -> Result<bool, StoreError> {
+    let (mut event, mut state) = (false, false);
     for change in changes(redo) {
-        if let (Tab::Emails, _, Some(value)) = change?
-            && !value.is_empty()
-        {
-            return Ok(true);
+        match change? {
+            (Tab::Emails, _, Some(value)) if !value.is_empty() => return Ok(true),
+            (Tab::Events, ..) => event = true,
+            (Tab::Users, ..) => state = true,
+            _ => {}
         }
     }
-    Ok(false)
+    Ok(event && !state)
 }
 
 /// Applies the changes encoded in `redo` to the tables of `txn`: the replay
@@ -707,6 +754,7 @@ impl<'txn, 's> Writer<'txn, 's> {
             pending: Lazy::new(txn, PENDING),
             rejections: Lazy::new(txn, REJECTIONS),
             meta: Lazy::new(txn, META),
+            users: txn.open_table(USERS)?,
             dirty: false,
             #[cfg(not(target_family = "wasm"))]
             redo: None,
@@ -740,6 +788,7 @@ impl<'txn, 's> Writer<'txn, 's> {
             Tab::Pending => self.pending.get_mut()?,
             Tab::Rejections => self.rejections.get_mut()?,
             Tab::Meta => self.meta.get_mut()?,
+            Tab::Users => &mut self.users,
         };
         let existed = match value {
             Some(value) => table.insert(key, value)?.is_some(),
@@ -884,6 +933,17 @@ impl Log for Writer<'_, '_> {
         Ok(())
     }
 
+    fn put_state(&mut self, state: &User) -> Result<(), StoreError> {
+        let user = state.profile.user_id;
+        self.put(
+            Tab::Users,
+            user.as_bytes(),
+            Some(&codec::encode_state(state)),
+        )?;
+        self.dirty = true;
+        Ok(())
+    }
+
     fn hold_email(&mut self, email_key: &str, user: Uuid) -> Result<(), StoreError> {
         self.put(Tab::Emails, &email_row(email_key, user), Some(&[]))?;
         self.dirty = true;
@@ -909,6 +969,6 @@ mod tests {
             assert_eq!(tab.name(), tab.definition().name());
         }
         assert_eq!(Tab::from_code(0), None);
-        assert_eq!(Tab::from_code(8), None);
+        assert_eq!(Tab::from_code(9), None);
     }
 }

@@ -135,6 +135,9 @@ pub trait Pipeline: Log {
         let mut stream = stream;
         stream.push(recorded.clone());
         let after = user::fold(stream);
+        if let Some(after) = &after {
+            self.put_state(after)?;
+        }
         self.reindex(user_id, current.as_ref(), after.as_ref(), claim)?;
         Ok(Executed::Recorded(recorded))
     }
@@ -270,6 +273,9 @@ pub trait Pipeline: Log {
         let mut stream = stream;
         stream.push(recorded.clone());
         let after = user::fold(stream);
+        if let Some(after) = &after {
+            self.put_state(after)?;
+        }
         self.reindex(user_id, before.as_ref(), after.as_ref(), None)?;
         Ok(recorded)
     }

@@ -17,7 +17,7 @@ use crate::codec::{self, DecodeError};
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
 use crate::log::{
-    self, Bytes, EMAILS, EVENT_IDS, EVENTS, META, PENDING, REJECTIONS, STREAMS, own_command,
+    self, Bytes, EMAILS, EVENT_IDS, EVENTS, META, PENDING, REJECTIONS, STREAMS, USERS, own_command,
     stream_key,
 };
 
@@ -111,6 +111,12 @@ pub enum Finding {
         position: u64,
         /// The email.
         email: String,
+        /// The user.
+        user: Uuid,
+    },
+    /// A user's `users` row is missing, unreadable, or not what its events
+    /// fold to; or a row of a user without events.
+    StateRowMismatch {
         /// The user.
         user: Uuid,
     },
@@ -249,6 +255,12 @@ impl fmt::Display for Finding {
                 f,
                 "position {position}: email row {email} does not point at {user}"
             ),
+            Finding::StateRowMismatch { user } => {
+                write!(
+                    f,
+                    "the state row of user {user} is not what its events fold to"
+                )
+            }
             Finding::UnreadableUser { position, error } => {
                 write!(f, "position {position}: {error}")
             }
@@ -327,6 +339,7 @@ pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyRepo
     let event_ids = txn.open_table(EVENT_IDS)?;
     let pending = txn.open_table(PENDING)?;
     let rejections = txn.open_table(REJECTIONS)?;
+    let users = txn.open_table(USERS)?;
     let listed_to = log::meta_u64(&txn.open_table(META)?, log::META_LISTED_TO)?;
     let mut report = VerifyReport::default();
     let findings = &mut report.findings;
@@ -425,6 +438,10 @@ pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyRepo
                 continue;
             }
         };
+        // The state row holds what the events fold to.
+        if log::state_row(&users, user).ok().flatten() != current {
+            findings.push(Finding::StateRowMismatch { user });
+        }
         let Some(current) = current.filter(|u| !u.is_rejected()) else {
             continue;
         };
@@ -497,6 +514,24 @@ pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyRepo
         };
         if !holds {
             findings.push(Finding::EmailRowMismatch { email, user });
+        }
+    }
+    for row in users.iter()? {
+        let user = match log::read_uuid("users key", row?.0.value()) {
+            Ok(user) => user,
+            Err(error) => {
+                findings.push(malformed("users", error));
+                continue;
+            }
+        };
+        // A user with events was checked by the log pass; here, a row of
+        // a user without any.
+        let known = streams
+            .range(&log::stream_key(user, 1)[..]..=&log::stream_key(user, u64::MAX)[..])?
+            .next()
+            .is_some();
+        if !known {
+            findings.push(Finding::StateRowMismatch { user });
         }
     }
     for row in pending.iter()? {

@@ -80,7 +80,7 @@ impl Store {
             checkpoint_every,
         )?;
         let mut seq = applied;
-        let mut rekey = false;
+        let mut rebuild = false;
         for record in records.iter().filter(|record| record.seq > applied) {
             if record.seq != seq + 1 {
                 return Err(StoreError::Damaged(format!(
@@ -89,15 +89,15 @@ impl Store {
                 )));
             }
             log::apply_redo(&txn, &record.redo)?;
-            rekey |= log::has_old_email_rows(&record.redo)?;
+            rebuild |= log::from_before_format_3(&record.redo)?;
             seq = record.seq;
         }
         if seq > applied {
             // A journal written before format 3 holds email rows of the
-            // old shape, which the store's migration on open did not see:
-            // the index is rebuilt once more.
-            if rekey {
-                log::rekey_emails(&txn)?;
+            // old shape and no state rows, which the store's migration on
+            // open did not see: both are rebuilt once more.
+            if rebuild {
+                log::rebuild_indexes(&txn)?;
             }
             log::set_journal_seq(&txn, seq)?;
             txn.commit()?;

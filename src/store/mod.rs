@@ -24,7 +24,7 @@ use crate::event::RecordedEvent;
 use crate::group::Group;
 #[cfg(not(target_family = "wasm"))]
 use crate::journal::Journal;
-use crate::log::{self, Bytes, EMAILS, EVENTS, META, STREAMS, Writer};
+use crate::log::{self, Bytes, EMAILS, EVENTS, META, STREAMS, USERS, Writer};
 use crate::pipeline::{Log, Pipeline, Stamper};
 use crate::user::User;
 use crate::verify::VerifyReport;
@@ -114,6 +114,7 @@ pub(crate) struct Snapshot {
     pub events: ReadOnlyTable<Bytes, Bytes>,
     pub streams: ReadOnlyTable<Bytes, Bytes>,
     pub emails: ReadOnlyTable<Bytes, Bytes>,
+    pub users: ReadOnlyTable<Bytes, Bytes>,
 }
 
 impl std::fmt::Debug for Store {

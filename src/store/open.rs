@@ -655,7 +655,7 @@ pub(super) fn init(db: &Database) -> Result<Uuid, StoreError> {
     if wrote {
         // Older formats are brought to this one in the same transaction (a
         // new store's rebuild finds nothing to do).
-        log::rekey_emails(&txn)?;
+        log::rebuild_indexes(&txn)?;
         log::set_meta_format(&mut txn.open_table(META)?, STORE_FORMAT)?;
     }
     if wrote {

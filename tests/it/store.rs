@@ -9,6 +9,7 @@ use crate::support::*;
 // The store's tables, declared again to reach under the API in tests.
 const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
 const EMAILS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("emails");
+const USERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("users");
 const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
 
 fn user_id(n: u128) -> String {
@@ -268,8 +269,10 @@ fn a_damaged_envelope_is_found_by_verify_and_never_read_as_data() {
         given.store.events(1, 10),
         Err(StoreError::Corrupt { position: 2, .. })
     ));
+    // The user's events read as damaged; its state is its own row, kept
+    // beside them (and checked by verify against them).
     assert!(matches!(
-        given.store.user(user_id(1).parse().unwrap()),
+        given.store.aggregate_events(user_id(1).parse().unwrap()),
         Err(StoreError::Corrupt { position: 2, .. })
     ));
     assert!(
@@ -279,6 +282,64 @@ fn a_damaged_envelope_is_found_by_verify_and_never_read_as_data() {
             .unwrap()
             .is_some()
     );
+}
+
+#[test]
+fn a_users_state_row_is_checked_both_ways_and_lookups_survive_its_loss() {
+    use spkey_store::UpdateUser;
+    let given = given_store();
+    given.store.create_user(&create(1)).unwrap();
+    given.store.create_user(&create(2)).unwrap();
+    given
+        .store
+        .update_user(&UpdateUser::new(user_id(1)).first_name("Renamed"))
+        .unwrap();
+    let renamed = given
+        .store
+        .user(user_id(1).parse().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (renamed.profile.first_name.as_deref(), renamed.version),
+        (Some("Renamed"), 2)
+    );
+
+    // A row lost, a row of the wrong state, a row of nobody.
+    let given = tamper(given, |txn| {
+        let mut users = txn.open_table(USERS).unwrap();
+        let one = Uuid::parse_str(&user_id(1)).unwrap();
+        let two = Uuid::parse_str(&user_id(2)).unwrap();
+        let stale = users
+            .get(two.as_bytes().as_slice())
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec();
+        users.remove(one.as_bytes().as_slice()).unwrap();
+        users
+            .insert(Uuid::from_u128(9).as_bytes().as_slice(), stale.as_slice())
+            .unwrap();
+    });
+    let findings = given.store.verify().unwrap().findings;
+    let mismatched: Vec<Uuid> = findings
+        .iter()
+        .filter_map(|f| match f {
+            Finding::StateRowMismatch { user } => Some(*user),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        mismatched,
+        [Uuid::parse_str(&user_id(1)).unwrap(), Uuid::from_u128(9)],
+        "{findings:?}"
+    );
+    // Without its row, the user is folded from the log.
+    let folded = given
+        .store
+        .user(user_id(1).parse().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(folded, renamed);
 }
 
 #[test]
