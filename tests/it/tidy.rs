@@ -372,3 +372,89 @@ fn every_import_points_down_the_layers() {
         against.join("\n")
     );
 }
+
+/// The cells of the first table row of `file` whose first cell is `first`.
+fn result_row(file: &str, first: &str, nth_table: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(root().join(file)).unwrap();
+    let mut tables = 0;
+    let mut in_table = false;
+    for line in text.lines() {
+        let is_row = line.starts_with('|');
+        if is_row && !in_table {
+            tables += 1;
+        }
+        in_table = is_row;
+        let cells: Vec<String> = line.split('|').map(|c| c.trim().to_owned()).collect();
+        if is_row && tables == nth_table && cells.get(1).map(String::as_str) == Some(first) {
+            return cells[1..cells.len() - 1].to_vec();
+        }
+    }
+    panic!("{file} has no row {first:?} in table {nth_table}");
+}
+
+/// A cell's leading figure: `135 (95–1502) 1.00×` → `135`.
+fn figure(cell: &str) -> &str {
+    cell.split_whitespace().next().unwrap()
+}
+
+/// The README's headline table, as the benchmarks' own result files make
+/// it: `cargo bench --bench compare` (benches/results/compare.md), the
+/// hub's load bench (hub/benches/results/load.md) and `bash mobile/bench.sh`
+/// (mobile/results/bench.md). `SPKEY_BLESS=1` writes it into the README.
+#[test]
+fn the_readme_headline_table_is_the_benchmarks_output() {
+    let ours = result_row("benches/results/compare.md", "spkey-store", 1);
+    let sqlite = result_row("benches/results/compare.md", "SQLite WAL FULL", 1);
+    let lmdb = result_row("benches/results/compare.md", "LMDB", 1);
+    let ours_1m = result_row("benches/results/compare.md", "spkey-store", 2);
+    let sqlite_1m = result_row("benches/results/compare.md", "SQLite WAL FULL", 2);
+    let hub = result_row("hub/benches/results/load.md", "64", 1);
+    let memory = result_row("mobile/results/bench.md", "in memory", 1);
+    let file = result_row("mobile/results/bench.md", "file, durable commits", 1);
+    let table = [
+        "| what | figure |".to_owned(),
+        "|---|---|".to_owned(),
+        format!(
+            "| durable single create (journal + fsync), median | {} µs (SQLite WAL FULL: {} µs) |",
+            figure(&ours[1]),
+            figure(&sqlite[1])
+        ),
+        format!(
+            "| batched creates, 1,000 per commit, at 1M records | {} µs/record (SQLite: {}) |",
+            figure(&ours_1m[1]),
+            figure(&sqlite_1m[1])
+        ),
+        format!(
+            "| lookup by user id, 100k users | {} µs (LMDB: {}) |",
+            figure(&ours[4]),
+            figure(&lmdb[4])
+        ),
+        format!(
+            "| durable creates over HTTP, 64 clients (redb hub) | {}/s, p99 {} ms |",
+            hub[1], hub[3]
+        ),
+        format!(
+            "| createUser from Kotlin (JVM), in memory / durable file | {} / {} native's speed |",
+            memory[3], file[3]
+        ),
+    ]
+    .join("\n");
+    let (begin, end) = (
+        "<!-- headline: written by tests/it/tidy.rs from the benchmarks' result files (SPKEY_BLESS=1) -->\n",
+        "\n<!-- headline end -->",
+    );
+    let readme_path = root().join("README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let start = readme.find(begin).expect("README has the headline markers") + begin.len();
+    let stop = start + readme[start..].find(end).expect("README has the headline end marker");
+    if std::env::var_os("SPKEY_BLESS").is_some() {
+        let rewritten = format!("{}{table}{}", &readme[..start], &readme[stop..]);
+        std::fs::write(&readme_path, rewritten).unwrap();
+        return;
+    }
+    assert_eq!(
+        readme[start..stop],
+        table,
+        "the README's headline table differs from the result files: SPKEY_BLESS=1 cargo test tidy::the_readme_headline rewrites it"
+    );
+}
