@@ -269,8 +269,7 @@ struct StateV1<'a> {
     phone_number: Option<&'a str>,
     version: u64,
     created_at_ms: i64,
-    updated_at_ms: i64,
-    sources: [[u8; 16]; 3],
+    sources: [[u8; 16]; 2],
     #[serde(borrow)]
     rejection: Option<&'a [u8]>,
 }
@@ -289,10 +288,8 @@ pub(crate) fn encode_state(user: &User) -> Vec<u8> {
         phone_number: profile.phone_number.as_deref(),
         version: user.version,
         created_at_ms: user.created_at_ms,
-        updated_at_ms: user.updated_at_ms,
         sources: [
             user.sources.creation.into_bytes(),
-            user.sources.email.into_bytes(),
             user.sources.last.into_bytes(),
         ],
         rejection: rejection.as_deref(),
@@ -322,15 +319,13 @@ pub(crate) fn decode_state(user_id: Uuid, bytes: &[u8]) -> Result<User, DecodeEr
         },
         version: state.version,
         created_at_ms: state.created_at_ms,
-        updated_at_ms: state.updated_at_ms,
         rejection: state
             .rejection
             .map(|payload| refusal_of(user_id, payload))
             .transpose()?,
         sources: Sources {
             creation: Uuid::from_bytes(state.sources[0]),
-            email: Uuid::from_bytes(state.sources[1]),
-            last: Uuid::from_bytes(state.sources[2]),
+            last: Uuid::from_bytes(state.sources[1]),
         },
     })
 }

@@ -324,7 +324,7 @@ pub(crate) fn state_row(
         .get(&user.as_bytes()[..])?
         .map(|bytes| {
             codec::decode_state(user, bytes.value())
-                .map_err(|e| StoreError::Inconsistent(format!("state row of user {user}: {e}")))
+                .map_err(|e| StoreError::Inconsistent(e.to_string()))
         })
         .transpose()
 }

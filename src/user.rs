@@ -92,13 +92,11 @@ pub struct User {
     pub version: u64,
     /// When the user was created, in milliseconds since the Unix epoch.
     pub created_at_ms: i64,
-    /// When the user last changed (created or updated), in milliseconds.
-    pub updated_at_ms: i64,
     /// Set when the hub refused this creation: the user does not exist as
     /// far as the hub is concerned, and its email is free again.
     pub rejection: Option<Refusal>,
-    /// The event ids the state came from: the creation, the event that
-    /// set the current email, the last event applied.
+    /// The event ids the state came from: the creation and the last event
+    /// applied.
     pub sources: Sources,
 }
 
@@ -107,8 +105,6 @@ pub struct User {
 pub struct Sources {
     /// The creation the state was folded from.
     pub creation: Uuid,
-    /// The event that set the current email (the creation or an update).
-    pub email: Uuid,
     /// The last event applied, in the fold's order.
     pub last: Uuid,
 }
@@ -173,23 +169,16 @@ pub fn fold(stream: Vec<RecordedEvent>) -> Option<User> {
     let rejection = last_refusal.filter(|r| refused && r.rejected_event_id == creation_id);
     let mut sources = Sources {
         creation: creation_id,
-        email: creation_id,
         last: creation_id,
     };
-    let mut updated_at_ms = created_at_ms;
-    for (at, id, update) in updates {
-        if update.email.is_some() {
-            sources.email = id;
-        }
+    for (_, id, update) in updates {
         profile = update.applied_to(&profile);
         sources.last = id;
-        updated_at_ms = updated_at_ms.max(at);
     }
     Some(User {
         profile,
         version,
         created_at_ms,
-        updated_at_ms,
         rejection,
         sources,
     })
@@ -268,10 +257,7 @@ mod tests {
         let (a, b) = (fold(a).unwrap(), fold(b).unwrap());
         assert_eq!(a.profile.first_name.as_deref(), Some("Late"));
         assert_eq!(a.profile, b.profile);
-        assert_eq!(
-            (a.version, a.updated_at_ms, a.sources.last),
-            (3, 300, Uuid::from_u128(11))
-        );
+        assert_eq!((a.version, a.sources.last), (3, Uuid::from_u128(11)));
     }
 
     #[test]

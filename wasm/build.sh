@@ -17,13 +17,13 @@ cd "$(dirname "$0")"
 # meant to panic; the tests hold the store to that. A panic that prints
 # nothing has no use for where it happened: -Zlocation-detail=none drops
 # the file names and line numbers kept for it (0.9 KB gzipped). Nothing
-# the package shows is a derived Debug (errors reach JS through Display;
-# JS values' Debug is hand-written and kept): -Zfmt-debug=shallow prints
-# a derived one as its type's name alone (1.7 KB gzipped).
+# the package shows goes through Debug (errors reach JS through Display,
+# and a thrown JS value through its JSON): -Zfmt-debug=none drops the
+# Debug formatting (2.2 KB gzipped).
 # Cargo.toml's profile sets std's own crates (core, alloc, dlmalloc) to
 # "s"; cargo applies that to the std it rebuilds but still warns that the
 # names match no package of the workspace: those three warnings are dropped.
-RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=shallow" \
+RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=none" \
   cargo +nightly build -p spkey-store-wasm --target wasm32-unknown-unknown --profile wasm-release --locked \
   -Zbuild-std=std,panic_abort \
   2> >(grep -Ev '^warning: profile package spec `(core|alloc|dlmalloc)` in profile `wasm-release` did not match any packages$' >&2)

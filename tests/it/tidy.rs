@@ -446,7 +446,10 @@ fn the_readme_headline_table_is_the_benchmarks_output() {
     let readme_path = root().join("README.md");
     let readme = std::fs::read_to_string(&readme_path).unwrap();
     let start = readme.find(begin).expect("README has the headline markers") + begin.len();
-    let stop = start + readme[start..].find(end).expect("README has the headline end marker");
+    let stop = start
+        + readme[start..]
+            .find(end)
+            .expect("README has the headline end marker");
     if std::env::var_os("SPKEY_BLESS").is_some() {
         let rewritten = format!("{}{table}{}", &readme[..start], &readme[stop..]);
         std::fs::write(&readme_path, rewritten).unwrap();

@@ -42,7 +42,7 @@ fn io_error(what: &str, error: JsValue) -> io::Error {
     let detail = error
         .dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.message()))
-        .unwrap_or_else(|| format!("{error:?}"));
+        .unwrap_or_else(|| shown(&error));
     io::Error::other(format!("OPFS {what} failed: {detail}"))
 }
 
@@ -118,7 +118,16 @@ fn describe(error: &JsValue) -> String {
                 .dyn_ref::<DomException>()
                 .map(|d| format!("{}: {}", d.name(), d.message()))
         })
-        .unwrap_or_else(|| format!("{error:?}"))
+        .unwrap_or_else(|| shown(error))
+}
+
+/// A thrown JS value that is not an `Error`, as text: its own string form
+/// (the package is built without `Debug` output).
+fn shown(error: &JsValue) -> String {
+    js_sys::JSON::stringify(error)
+        .ok()
+        .and_then(|text| text.as_string())
+        .unwrap_or_else(|| String::from("a value that is not an Error"))
 }
 
 impl StorageBackend for OpfsBackend {
