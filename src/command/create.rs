@@ -147,11 +147,7 @@ pub(super) fn revalidate(created: &UserCreated) -> Result<(), String> {
         last_name: created.last_name.clone(),
         phone_number: created.phone_number.clone(),
     };
-    match command.validate() {
-        Ok(valid) if valid == *created => Ok(()),
-        Ok(_) => Err("fields are not in their validated form".into()),
-        Err(errors) => Err(format!("invalid: {}", Rejection::Invalid(errors))),
-    }
+    super::as_validated(command.validate(), created)
 }
 
 #[cfg(test)]

@@ -161,6 +161,19 @@ impl Intent {
     }
 }
 
+/// Whether an event from another store holds `given` exactly as
+/// validating its fields again made them (`validated`).
+fn as_validated<T: PartialEq>(
+    validated: Result<T, Vec<FieldError>>,
+    given: &T,
+) -> Result<(), String> {
+    match validated {
+        Ok(valid) if valid == *given => Ok(()),
+        Ok(_) => Err("fields are not in their validated form".into()),
+        Err(errors) => Err(format!("invalid: {}", Rejection::Invalid(errors))),
+    }
+}
+
 /// What a command came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -173,11 +173,7 @@ pub(super) fn revalidate(updated: &UserUpdated) -> Result<(), String> {
         last_name: updated.last_name.clone(),
         phone_number: updated.phone_number.clone(),
     };
-    match command.validate() {
-        Ok(valid) if valid == *updated => Ok(()),
-        Ok(_) => Err("fields are not in their validated form".into()),
-        Err(errors) => Err(format!("invalid: {}", Rejection::Invalid(errors))),
-    }
+    super::as_validated(command.validate(), updated)
 }
 
 #[cfg(test)]
