@@ -138,6 +138,37 @@ jwt_secret = "a-secret-for-the-python-tests-only-32b"
         process.wait()
 
 
+def test_an_update_on_the_wire_and_typed():
+    store = spkey.NativeStore.in_memory()
+    assert store.create_user(ID, body(ID, "user@example.com")).status == 201
+    updated = store.update_user(ID, json.dumps({"email": "new@example.com", "lastName": None}))
+    assert updated.status == 200, updated.body
+    assert json.loads(updated.body)["event"]["eventType"] == "UserUpdated"
+    assert store.update_user(OTHER_ID, '{"firstName":"X"}').status == 404
+    # The old email is free for another user; the new one is not.
+    assert store.create_user(OTHER_ID, body(OTHER_ID, "USER@example.com")).status == 201
+    taken = store.update_user_typed(
+        spkey.UserChanges(
+            id=OTHER_ID, email="NEW@example.com", first_name=None, last_name=None,
+            phone_number=None, clear=[],
+        )
+    )
+    assert isinstance(taken, spkey.UpdateOutcome.REJECTED)
+    assert (taken.status, [d.field for d in taken.details]) == (409, ["email"])
+    cleared = store.update_user_typed(
+        spkey.UserChanges(
+            id=ID, email=None, first_name=None, last_name=None, phone_number=None,
+            clear=[spkey.ClearableField.PHONE_NUMBER],
+        )
+    )
+    assert isinstance(cleared, spkey.UpdateOutcome.UPDATED)
+    user = store.user_typed(ID)
+    assert (user.email, user.last_name, user.phone_number, user.version) == (
+        "new@example.com", None, None, 3,
+    )
+    assert store.verify() == []
+
+
 def test_a_sync_with_a_real_hub(hub):
     url, key, token = hub
     phone, tablet = spkey.NativeStore.in_memory(), spkey.NativeStore.in_memory()
