@@ -44,6 +44,13 @@ fn create(store: &Store, n: u128, email: &str) -> Result<(), StoreError> {
     store.create_user(&command).map(drop)
 }
 
+fn update(store: &Store, n: u128, email: &str) -> Result<(), StoreError> {
+    let command = spkey_store::UpdateUser::new(Uuid::from_u128(0x5c00 + n).to_string())
+        .email(email)
+        .last_name("Moved");
+    store.update_user(&command).map(drop)
+}
+
 fn pull(device: &Store, hub: &Store) -> Result<(), StoreError> {
     device
         .import(&hub.export(device.pull_cursor()?, usize::MAX)?)
@@ -55,20 +62,26 @@ fn push(device: &Store, hub: &Store) -> Result<(), StoreError> {
 }
 
 /// The workload: every step of sync, with a rejection (the device's second
-/// user takes the hub's email) and a rebase (the hub accepts a user whose
-/// email a pending device user holds). Steps go on past failures, as an app
-/// would retry; `ack` is called after each step that returned `Ok`.
+/// user takes the hub's email), a pending claim of an email the pulled hub
+/// holds (refused by the push after), an update synced, and an update
+/// refused (to an email the hub's user holds). Steps go on past failures,
+/// as an app would retry; `ack` is called after each step that returned
+/// `Ok`.
 fn workload(device: &Store, hub: &Store, mut ack: impl FnMut()) {
-    let steps: [&dyn Fn() -> Result<(), StoreError>; 9] = [
+    let steps: [&dyn Fn() -> Result<(), StoreError>; 13] = [
         &|| create(hub, 1, "h1@example.com"),
         &|| create(device, 2, "d2@example.com"),
         &|| create(device, 3, "h1@example.com"),
         &|| push(device, hub),
         &|| pull(device, hub),
+        &|| update(device, 2, "d2-moved@example.com"),
         &|| create(hub, 4, "d5@example.com"),
         &|| create(device, 5, "d5@example.com"),
+        &|| create(hub, 6, "h6@example.com"),
+        &|| update(device, 2, "h6@example.com"),
         &|| pull(device, hub),
         &|| push(device, hub),
+        &|| pull(device, hub),
     ];
     for step in steps {
         if step().is_ok() {
