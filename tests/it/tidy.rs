@@ -461,3 +461,14 @@ fn the_readme_headline_table_is_the_benchmarks_output() {
         "the README's headline table differs from the result files: SPKEY_BLESS=1 cargo test tidy::the_readme_headline rewrites it"
     );
 }
+
+#[test]
+fn the_npm_packages_sync_names_the_cores_batch_format() {
+    let sync = std::fs::read_to_string(root().join("wasm/js/sync.js")).unwrap();
+    let named = quoted_after(&sync, "const BATCH_FORMAT = ", '\'');
+    assert_eq!(
+        named,
+        [spkey_store::BATCH_FORMAT.to_string()],
+        "wasm/js/sync.js sends another batch format than the core reads"
+    );
+}
