@@ -306,15 +306,11 @@ fn a_store_written_by_format_v3_still_reads_its_users_and_emails() {
         store.user_id_by_email("RENAMED@example.com").unwrap(),
         Some(Uuid::from_u128(0xabd3))
     );
-    let refused: Vec<(&str, u16)> = Vec::new();
     let rejections = store.rejections().unwrap();
-    let refused = rejections
+    let refused: Vec<(&str, u16)> = rejections
         .iter()
         .map(|e| (e.event.event_type(), e.event.refusal().unwrap().code))
-        .fold(refused, |mut all, r| {
-            all.push(r);
-            all
-        });
+        .collect();
     assert_eq!(
         refused,
         [("UserCreationRejected", 409), ("UserUpdateRejected", 409)]
