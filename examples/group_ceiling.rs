@@ -1,5 +1,5 @@
 //! The ceiling of group commit on this machine: the store's own group-commit
-//! algorithm (`src/group.rs`, compiled into this probe as it is) sharing a
+//! algorithm (`spkey_store::group`, the store's and the PostgreSQL hub's) sharing a
 //! 300-byte write + `fdatasync` of a preallocated file (the journal's
 //! durable step) among 8 threads, with commands that cost nothing else or a
 //! fixed CPU time each. The README's "why the rest is missed" quotes it: what
@@ -14,21 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[path = "../src/group.rs"]
-mod group;
-
-/// What `src/group.rs` takes from `crate::error`.
-mod error {
-    pub use spkey_store::StoreError;
-
-    /// The copy of a failed group's error for each of its callers (this
-    /// probe's groups fail only if the disk does).
-    pub fn duplicate(error: &StoreError) -> StoreError {
-        StoreError::Inconsistent(error.to_string())
-    }
-}
-
-use group::Group;
+use spkey_store::group::Group;
 
 fn main() {
     let dir = tempfile::tempdir_in(".").unwrap();
@@ -49,7 +35,7 @@ fn main() {
                 .unwrap();
             file.sync_data().unwrap();
             *at += 300 * batch.len() as u64;
-            Ok(batch)
+            batch
         };
         // One caller and 8 take turns, five rounds each, so that the disk's
         // and the machine's moods hit both alike; medians are printed.

@@ -60,7 +60,7 @@ mod error;
 mod event;
 mod field;
 #[cfg(not(target_family = "wasm"))]
-mod group;
+pub mod group;
 #[cfg(all(feature = "http", not(target_family = "wasm")))]
 pub mod http;
 #[cfg(not(target_family = "wasm"))]

@@ -23,12 +23,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use spkey_store::group::Group;
 use spkey_store::pipeline::{Log, Needs, Pipeline, Staged, Stamper};
 use spkey_store::{
     Intent, Outcome, Push, Response, Scope, StoreError, SystemClock, codec, contract, pull_batch,
     reply_batch, watermark,
 };
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
@@ -133,16 +134,10 @@ pub enum PgStartError {
     Database(String),
 }
 
-/// A command waiting for its organization's next group commit, and where
-/// its answer goes.
-type Waiter = (Intent, oneshot::Sender<Result<Outcome, HubError>>);
-
 struct Org {
     id: String,
-    /// Commands queued for the next commit.
-    queue: std::sync::Mutex<Vec<Waiter>>,
-    /// Held by the request committing the queue (the leader).
-    leading: tokio::sync::Mutex<()>,
+    /// The organization's group commit (the store's own algorithm).
+    group: Group<Intent, Result<Outcome, HubError>>,
     /// The organization's hub id, shared by every node: the sender of every
     /// reply and pull batch, which devices pin.
     hub_id: Uuid,
@@ -152,11 +147,17 @@ struct Org {
 
 /// Every organization's log in one PostgreSQL database.
 pub struct PostgresHub {
+    shared: Arc<Shared>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+/// What a group commit's leader needs, on the blocking pool where group
+/// commit runs.
+struct Shared {
     pool: Pool,
     orgs: Arc<Vec<Org>>,
     stamper: Stamper,
     observe: Observer,
-    listener: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for PostgresHub {
@@ -218,8 +219,7 @@ impl PostgresHub {
                 .map_err(database)?;
             orgs.push(Org {
                 id: id.clone(),
-                queue: std::sync::Mutex::new(Vec::new()),
-                leading: tokio::sync::Mutex::new(()),
+                group: Group::default(),
                 hub_id: row.get(0),
                 head: watch::Sender::new(u64::try_from(row.get::<_, i64>(1)).unwrap_or(0)),
             });
@@ -228,14 +228,18 @@ impl PostgresHub {
         let orgs = Arc::new(orgs);
         let listener = tokio::spawn(listen(config, orgs.clone()));
         Ok(PostgresHub {
-            pool,
-            orgs,
-            stamper: Stamper::new(Arc::new(SystemClock)),
-            observe,
+            shared: Arc::new(Shared {
+                pool,
+                orgs,
+                stamper: Stamper::new(Arc::new(SystemClock)),
+                observe,
+            }),
             listener,
         })
     }
+}
 
+impl Shared {
     /// Locks the organization's head, loads what `needs` names, runs
     /// `decide` on the staged log, writes what it appended, and commits.
     async fn write<T>(
@@ -390,22 +394,36 @@ impl PostgresHub {
 impl PostgresHub {
     /// Group commit: every organization's log takes one writer at a time
     /// (its head row is locked to commit), so concurrent commands on a node
-    /// queue, and whoever leads commits everything queued so far in one
-    /// transaction, deciding each in arrival order (a later command sees an
-    /// earlier one: the same email twice is a conflict, the same create
-    /// twice a replay). Each request is answered once its group is durable.
+    /// queue in the organization's [`Group`], and whoever leads commits
+    /// everything queued so far in one transaction, deciding each in
+    /// arrival order (a later command sees an earlier one: the same email
+    /// twice is a conflict, the same create twice a replay). Each request
+    /// is answered once its group is durable. The group's callers wait on
+    /// the blocking pool, as the redb hub's do; the leader drives the
+    /// commit on the runtime from there.
     async fn run_grouped(&self, org: usize, intent: Intent) -> Result<Outcome, HubError> {
-        let log = &self.orgs[org];
-        let (answer, mut answered) = oneshot::channel();
-        lock(&log.queue).push((intent, answer));
-        let _leading = log.leading.lock().await;
-        if let Ok(outcome) = answered.try_recv() {
-            // A leader before us committed our create.
-            return outcome;
-        }
-        let group = std::mem::take(&mut *lock(&log.queue));
-        let needs = Needs::of_intents(group.iter().map(|(intent, _)| intent));
-        let (intents, answers): (Vec<Intent>, Vec<_>) = group.into_iter().unzip();
+        let shared = self.shared.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            shared.orgs[org].group.submit(intent, |intents| {
+                runtime.block_on(shared.commit_group(org, intents))
+            })
+        })
+        .await
+        .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))?
+        .unwrap_or_else(|lost| Err(HubError::Unavailable(lost.to_string())))
+    }
+}
+
+impl Shared {
+    /// Commits one group's commands in one transaction, answering each.
+    async fn commit_group(
+        &self,
+        org: usize,
+        intents: Vec<Intent>,
+    ) -> Vec<Result<Outcome, HubError>> {
+        let size = intents.len();
+        let needs = Needs::of_intents(intents.iter());
         let outcomes = self
             .write(org, needs, |log| {
                 intents
@@ -415,28 +433,11 @@ impl PostgresHub {
             })
             .await;
         match outcomes {
-            Ok(outcomes) => {
-                for (answer, outcome) in answers.into_iter().zip(outcomes) {
-                    let _ = answer.send(Ok(outcome));
-                }
-            }
-            Err(error) => {
-                // Nothing of the group was committed: each gets the failure.
-                for answer in answers {
-                    let _ = answer.send(Err(error.duplicate()));
-                }
-            }
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            // Nothing of the group was committed: each gets the failure.
+            Err(error) => (0..size).map(|_| Err(error.duplicate())).collect(),
         }
-        answered
-            .try_recv()
-            .unwrap_or_else(|_| Err(HubError::Unavailable("the group commit was lost".into())))
     }
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Held only to push or take the queue: never across a panic that could
-    // leave it half-changed.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Applies the migrations not yet applied, in one transaction under the
@@ -646,7 +647,7 @@ impl HubStorage for PostgresHub {
     }
 
     async fn accept(&self, org: usize, scope: Scope, push: Vec<u8>) -> Result<Vec<u8>, HubError> {
-        let hub_id = self.orgs[org].hub_id;
+        let hub_id = self.shared.orgs[org].hub_id;
         // Checking every event (the email rule included) is CPU work: off
         // the async workers.
         let push = tokio::task::spawn_blocking(move || Push::open(hub_id, &push))
@@ -654,6 +655,7 @@ impl HubStorage for PostgresHub {
             .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))??;
         let needs = Needs::of_push(&push.events, scope);
         let items = self
+            .shared
             .write(org, needs, |log| log.accept_push(&push.events, scope))
             .await?;
         Ok(reply_batch(hub_id, &items))
@@ -666,18 +668,18 @@ impl HubStorage for PostgresHub {
         since: u64,
         wait: Duration,
     ) -> Result<Vec<u8>, HubError> {
-        let (mut events, mut last, mut head) = self.events_after(org, scope, since).await?;
+        let (mut events, mut last, mut head) = self.shared.events_after(org, scope, since).await?;
         if events.is_empty() && head <= since && !wait.is_zero() {
             // Woken by this node's commits and by NOTIFY from the others; a
             // commit since the read above is already in the watched head.
-            let mut watched = self.orgs[org].head.subscribe();
+            let mut watched = self.shared.orgs[org].head.subscribe();
             let _ = tokio::time::timeout(wait, watched.wait_for(|head| *head > since)).await;
-            (events, last, head) = self.events_after(org, scope, since).await?;
+            (events, last, head) = self.shared.events_after(org, scope, since).await?;
         }
         let complete_to = watermark(scope, since, PULL_LIMIT, events.len(), last, || Ok(head))
             .map_err(HubError::Failed)?;
         Ok(pull_batch(
-            self.orgs[org].hub_id,
+            self.shared.orgs[org].hub_id,
             scope,
             complete_to,
             &events,
@@ -685,7 +687,7 @@ impl HubStorage for PostgresHub {
     }
 
     async fn health(&self) -> Result<(), HubError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = self.shared.pool.get().await.map_err(pool_error)?;
         client.query_one("SELECT 1", &[]).await.map_err(pg_error)?;
         Ok(())
     }

@@ -19,6 +19,8 @@ use crate::command::{Command, CreateUser, Intent, Outcome, UpdateUser};
 #[cfg(not(target_family = "wasm"))]
 use crate::commits::Commits;
 use crate::error::StoreError;
+#[cfg(not(target_family = "wasm"))]
+use crate::error::duplicate;
 use crate::event::RecordedEvent;
 #[cfg(not(target_family = "wasm"))]
 use crate::group::Group;
@@ -89,7 +91,7 @@ pub struct Store {
     #[cfg(not(target_family = "wasm"))]
     snapshot: Mutex<Option<Arc<Snapshot>>>,
     #[cfg(not(target_family = "wasm"))]
-    group: Group<Intent, Outcome>,
+    group: Group<Intent, Result<Outcome, StoreError>>,
     /// Announces commits to waiting subscriptions and listeners.
     #[cfg(not(target_family = "wasm"))]
     commits: Commits,
@@ -233,7 +235,17 @@ impl Store {
             }
         };
         #[cfg(not(target_family = "wasm"))]
-        return self.group.submit(intent, |group| self.run_valid(group));
+        return self
+            .group
+            .submit(intent, |group| {
+                let size = group.len();
+                match self.run_valid(group) {
+                    Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                    // Nothing of the group was committed: each gets the failure.
+                    Err(error) => (0..size).map(|_| Err(duplicate(&error))).collect(),
+                }
+            })
+            .unwrap_or_else(|lost| Err(StoreError::Inconsistent(lost.to_string())));
         // wasm has one thread: there is never a group to join, and the
         // machinery would only cost the browser package bytes.
         #[cfg(target_family = "wasm")]
