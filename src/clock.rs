@@ -38,6 +38,19 @@ impl Clock for SystemClock {
     }
 }
 
+/// The operating system's clock where the target has one: the clock a
+/// store stamps with unless given another.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+pub(crate) fn system() -> Option<Arc<dyn Clock>> {
+    Some(Arc::new(SystemClock))
+}
+
+/// None on `wasm32-unknown-unknown`.
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+pub(crate) fn system() -> Option<Arc<dyn Clock>> {
+    None
+}
+
 /// A clock that reads what it is set to: for tests, replays and fixtures.
 /// Clones share the same time.
 #[derive(Debug, Clone, Default)]

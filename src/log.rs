@@ -28,6 +28,20 @@ use crate::error::StoreError;
 use crate::event::{MAX_RECORDED_AT_MS, RecordedEvent};
 use crate::user::{self, User};
 
+// The journal's redo records are native only: one whole file per platform.
+#[cfg(not(target_family = "wasm"))]
+mod redo;
+#[cfg(not(target_family = "wasm"))]
+use redo::Recorder;
+#[cfg(not(target_family = "wasm"))]
+pub(crate) use redo::{
+    META_JOURNAL_SEQ, Redo, apply_redo, changes, from_before_format_3, journal_seq, set_journal_seq,
+};
+#[cfg(target_family = "wasm")]
+mod no_redo;
+#[cfg(target_family = "wasm")]
+use no_redo::Recorder;
+
 /// The one key and value type of every table.
 pub(crate) type Bytes = &'static [u8];
 
@@ -74,27 +88,6 @@ pub(crate) const META_HUB_ID: &[u8] = b"hub_id";
 /// which is what a store that never syncs wants); every sync step first
 /// lists the newer creations.
 pub(crate) const META_LISTED_TO: &[u8] = b"pending_listed_to";
-
-/// Meta row: the sequence number of the last journal record this file
-/// holds the changes of, u64 (see `journal.rs`); written in the commit of
-/// those changes, so a replay applies each record once.
-#[cfg(not(target_family = "wasm"))]
-pub(crate) const META_JOURNAL_SEQ: &[u8] = b"journal_seq";
-
-/// The last journal record applied in the state `txn` sees.
-#[cfg(not(target_family = "wasm"))]
-pub(crate) fn journal_seq(txn: &WriteTransaction) -> Result<u64, StoreError> {
-    meta_u64(&txn.open_table(META)?, META_JOURNAL_SEQ)
-}
-
-/// Records that the state `txn` commits includes journal record `seq`. Not
-/// a change the journal records: its replay writes it.
-#[cfg(not(target_family = "wasm"))]
-pub(crate) fn set_journal_seq(txn: &WriteTransaction, seq: u64) -> Result<(), StoreError> {
-    txn.open_table(META)?
-        .insert(META_JOURNAL_SEQ, &u64_bytes(seq)[..])?;
-    Ok(())
-}
 
 /// A u64 as a key or value.
 pub(crate) fn u64_bytes(n: u64) -> [u8; 8] {
@@ -528,13 +521,9 @@ pub(crate) struct Writer<'txn, 's> {
     users: Table<'txn, Bytes, Bytes>,
     head: u64,
     dirty: bool,
-    /// Every row written, as a redo record for the journal (see
-    /// `journal.rs`), when the store keeps one.
-    #[cfg(not(target_family = "wasm"))]
-    redo: Option<Redo>,
-    /// How many rows were written.
-    #[cfg(not(target_family = "wasm"))]
-    changes: u64,
+    /// Every row written, for the journal when the store keeps one
+    /// (`log/redo.rs`; nothing in wasm, `log/no_redo.rs`).
+    recorder: Recorder,
 }
 
 /// A table the [`Writer`] writes, by its code in a redo record. The codes
@@ -549,145 +538,6 @@ pub(crate) enum Tab {
     Rejections = 6,
     Meta = 7,
     Users = 8,
-}
-
-#[cfg(not(target_family = "wasm"))]
-impl Tab {
-    /// Every table, for decoding a code.
-    const ALL: [Tab; 8] = [
-        Tab::Events,
-        Tab::Streams,
-        Tab::Emails,
-        Tab::EventIds,
-        Tab::Pending,
-        Tab::Rejections,
-        Tab::Meta,
-        Tab::Users,
-    ];
-
-    /// The table of `code`, `None` for a code no version wrote.
-    pub fn from_code(code: u8) -> Option<Tab> {
-        Tab::ALL.into_iter().find(|t| *t as u8 == code)
-    }
-
-    /// Its name, as redb knows it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Tab::Events => "events",
-            Tab::Streams => "streams",
-            Tab::Emails => "emails",
-            Tab::EventIds => "event_ids",
-            Tab::Pending => "pending",
-            Tab::Rejections => "rejections",
-            Tab::Meta => "meta",
-            Tab::Users => "users",
-        }
-    }
-
-    /// Its definition.
-    pub fn definition(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
-        match self {
-            Tab::Events => EVENTS,
-            Tab::Streams => STREAMS,
-            Tab::Emails => EMAILS,
-            Tab::EventIds => EVENT_IDS,
-            Tab::Pending => PENDING,
-            Tab::Rejections => REJECTIONS,
-            Tab::Meta => META,
-            Tab::Users => USERS,
-        }
-    }
-}
-
-/// One row change of a commit, as the journal records it: `value` `None`
-/// removes the row.
-#[cfg(not(target_family = "wasm"))]
-#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub(crate) struct Change<'a> {
-    pub table: u8,
-    #[serde(borrow)]
-    pub key: &'a [u8],
-    #[serde(borrow)]
-    pub value: Option<&'a [u8]>,
-}
-
-/// The changes of one commit, each postcard-encoded, back to back.
-#[cfg(not(target_family = "wasm"))]
-pub(crate) type Redo = Vec<u8>;
-
-/// One change of a redo record: its table, key and value (`None`:
-/// removed).
-#[cfg(not(target_family = "wasm"))]
-pub(crate) type RowChange<'a> = (Tab, &'a [u8], Option<&'a [u8]>);
-
-/// The changes of a redo record, in the order they were made.
-///
-/// # Errors
-///
-/// Each item is [`StoreError::Damaged`] when the bytes are not a change
-/// (a record whose checksum held but that this version cannot read); the
-/// iterator ends after it.
-#[cfg(not(target_family = "wasm"))]
-pub(crate) fn changes(mut redo: &[u8]) -> impl Iterator<Item = Result<RowChange<'_>, StoreError>> {
-    std::iter::from_fn(move || {
-        if redo.is_empty() {
-            return None;
-        }
-        let change = postcard::take_from_bytes::<Change<'_>>(redo)
-            .map_err(|e| StoreError::Damaged(format!("journal record: {e}")))
-            .and_then(|(change, rest)| {
-                let tab = Tab::from_code(change.table).ok_or_else(|| {
-                    StoreError::Damaged(format!("journal record: unknown table {}", change.table))
-                })?;
-                redo = rest;
-                Ok((tab, change.key, change.value))
-            });
-        if change.is_err() {
-            redo = &[];
-        }
-        Some(change)
-    })
-}
-
-/// Whether `redo` is a record of a version before format 3: one that
-/// writes an event but no state row, or an email row of the old shape (the
-/// key alone, the holder as the value).
-///
-/// # Errors
-///
-/// [`StoreError::Damaged`] as [`changes`].
-#[cfg(not(target_family = "wasm"))]
-pub(crate) fn from_before_format_3(redo: &[u8]) -> Result<bool, StoreError> {
-    let (mut event, mut state) = (false, false);
-    for change in changes(redo) {
-        match change? {
-            (Tab::Emails, _, Some(value)) if !value.is_empty() => return Ok(true),
-            (Tab::Events, ..) => event = true,
-            (Tab::Users, ..) => state = true,
-            _ => {}
-        }
-    }
-    Ok(event && !state)
-}
-
-/// Applies the changes encoded in `redo` to the tables of `txn`: the replay
-/// of one journal record.
-///
-/// # Errors
-///
-/// [`StoreError::Damaged`] as [`changes`]; [`StoreError::Storage`] when a
-/// table cannot be written.
-#[cfg(not(target_family = "wasm"))]
-pub(crate) fn apply_redo(txn: &WriteTransaction, redo: &[u8]) -> Result<(), StoreError> {
-    for change in changes(redo) {
-        let (tab, key, value) = change?;
-        let mut table = txn.open_table(tab.definition())?;
-        match value {
-            Some(value) => table.insert(key, value)?,
-            None => table.remove(key)?,
-        };
-    }
-    Ok(())
 }
 
 /// A table the [`Writer`] opens on first use: a create touches three of
@@ -756,24 +606,8 @@ impl<'txn, 's> Writer<'txn, 's> {
             meta: Lazy::new(txn, META),
             users: txn.open_table(USERS)?,
             dirty: false,
-            #[cfg(not(target_family = "wasm"))]
-            redo: None,
-            #[cfg(not(target_family = "wasm"))]
-            changes: 0,
+            recorder: Recorder::default(),
         })
-    }
-
-    /// Records every change from now on as a redo record for the journal.
-    #[cfg(not(target_family = "wasm"))]
-    pub fn record_redo(&mut self) {
-        self.redo = Some(Vec::new());
-    }
-
-    /// The redo record of everything written, when recorded, and how many
-    /// rows it changes.
-    #[cfg(not(target_family = "wasm"))]
-    pub fn take_redo(&mut self) -> Option<(Redo, u64)> {
-        self.redo.take().map(|redo| (redo, self.changes))
     }
 
     /// Writes (`Some`) or removes (`None`) one row: the only way the writer
@@ -794,17 +628,7 @@ impl<'txn, 's> Writer<'txn, 's> {
             Some(value) => table.insert(key, value)?.is_some(),
             None => table.remove(key)?.is_some(),
         };
-        #[cfg(not(target_family = "wasm"))]
-        if let Some(redo) = &mut self.redo {
-            self.changes += 1;
-            let change = Change {
-                table: tab as u8,
-                key,
-                value,
-            };
-            postcard::to_io(&change, &mut *redo)
-                .map_err(|e| StoreError::Inconsistent(format!("redo record: {e}")))?;
-        }
+        self.recorder.record(tab, key, value)?;
         Ok(existed)
     }
 
@@ -953,22 +777,5 @@ impl Log for Writer<'_, '_> {
     fn release_email(&mut self, email_key: &str, user: Uuid) -> Result<(), StoreError> {
         self.dirty |= self.put(Tab::Emails, &email_row(email_key, user), None)?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use redb::TableHandle;
-
-    use super::*;
-
-    #[test]
-    fn every_table_code_decodes_to_its_table_and_its_name_is_redbs() {
-        for tab in Tab::ALL {
-            assert_eq!(Tab::from_code(tab as u8), Some(tab));
-            assert_eq!(tab.name(), tab.definition().name());
-        }
-        assert_eq!(Tab::from_code(0), None);
-        assert_eq!(Tab::from_code(9), None);
     }
 }

@@ -258,21 +258,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             api_key,
             token,
         } => {
-            #[cfg(not(target_family = "wasm"))]
-            {
-                let summary = spkey_store::http::sync(&store, &hub, &api_key, &token)
-                    .map_err(|e| Failure(format!("sync with {hub} failed: {e}")))?;
-                writeln!(out, "{}", to_json(&summary))?;
-                ExitCode::SUCCESS
-            }
-            // The HTTP client's TLS stack builds for no wasm target.
-            #[cfg(target_family = "wasm")]
-            {
-                let _ = (store, api_key, token);
-                return Err(Failure(format!(
-                    "sync with {hub}: this build has no HTTP client (WASI); use push, apply-reply and import"
-                )));
-            }
+            let summary = sync_over_http(&store, &hub, &api_key, &token)?;
+            writeln!(out, "{summary}")?;
+            ExitCode::SUCCESS
         }
         Command::Cursor => {
             writeln!(out, "{}", store.pull_cursor()?)?;
@@ -352,4 +340,20 @@ fn read_body(arg: &OsString) -> Result<Vec<u8>, Failure> {
 fn to_json<T: serde::Serialize>(value: &T) -> String {
     // The JSON shapes are plain structs of strings and integers.
     serde_json::to_string(value).expect("JSON shapes serialize infallibly")
+}
+
+/// `spkey sync`: the whole exchange with a hub over HTTP; the summary's JSON.
+#[cfg(not(target_family = "wasm"))]
+fn sync_over_http(store: &Store, hub: &str, api_key: &str, token: &str) -> Result<String, Failure> {
+    let summary = spkey_store::http::sync(store, hub, api_key, token)
+        .map_err(|e| Failure(format!("sync with {hub} failed: {e}")))?;
+    Ok(to_json(&summary))
+}
+
+/// The HTTP client's TLS stack builds for no wasm target.
+#[cfg(target_family = "wasm")]
+fn sync_over_http(_: &Store, hub: &str, _: &str, _: &str) -> Result<String, Failure> {
+    Err(Failure(format!(
+        "sync with {hub}: this build has no HTTP client (WASI); use push, apply-reply and import"
+    )))
 }

@@ -2,7 +2,10 @@
 //! record before redb commits without waiting for the disk, checkpoints,
 //! and the journal's replay and close.
 
+use std::sync::Mutex;
+
 use super::*;
+use crate::journal::Journal;
 
 impl Store {
     /// Commits `txn`, whose changes are `redo`, through the journal: the
@@ -38,7 +41,7 @@ impl Store {
     /// back to its header, so a store closed cleanly is whole in its own
     /// file.
     pub(super) fn close_journal(&mut self) -> Result<(), StoreError> {
-        let Some(journal) = self.journal.take() else {
+        let Some(journal) = self.platform.journal.take() else {
             return Ok(());
         };
         let mut journal = journal.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -106,7 +109,7 @@ impl Store {
         }
         // Replayed durably (or nothing to replay): every record is in redb.
         journal.restart();
-        self.journal = Some(Mutex::new(journal));
+        self.platform.journal = Some(Mutex::new(journal));
         Ok(self)
     }
 }

@@ -5,8 +5,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-#[cfg(not(target_family = "wasm"))]
-use std::sync::Mutex;
 
 use redb::backends::InMemoryBackend;
 use redb::{
@@ -16,16 +14,8 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::command::{Command, CreateUser, Intent, Outcome, UpdateUser};
-#[cfg(not(target_family = "wasm"))]
-use crate::commits::Commits;
 use crate::error::StoreError;
-#[cfg(not(target_family = "wasm"))]
-use crate::error::duplicate;
 use crate::event::RecordedEvent;
-#[cfg(not(target_family = "wasm"))]
-use crate::group::Group;
-#[cfg(not(target_family = "wasm"))]
-use crate::journal::Journal;
 use crate::log::{self, Bytes, EMAILS, EVENTS, META, STREAMS, USERS, Writer};
 use crate::pipeline::{Log, Pipeline, Stamper};
 use crate::user::User;
@@ -36,7 +26,20 @@ mod journaled;
 mod open;
 mod read;
 
+// The platform's part of the store, one whole file each (as redb picks its
+// file backend): what `Store` keeps beside its database and the steps of
+// opening, writing, reading and verifying that differ.
+#[cfg(not(target_family = "wasm"))]
+mod native;
+#[cfg(not(target_family = "wasm"))]
+use native as platform;
+#[cfg(target_family = "wasm")]
+mod wasm;
+#[cfg(target_family = "wasm")]
+use wasm as platform;
+
 pub use open::StoreBuilder;
+use platform::{Platform, Side, patiently, side_file};
 
 /// The store file format this version writes and reads. Format 2 keys the
 /// email index by the signup-grade rule (Unicode case folding, punycode
@@ -48,13 +51,6 @@ pub const STORE_FORMAT: u32 = 3;
 /// The page cache redb may use unless told otherwise: small enough for a
 /// phone or a browser tab, large enough to hold the hot index pages.
 pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
-
-#[cfg(not(target_family = "wasm"))]
-/// Locks a mutex whose data stays consistent even if a holder panicked (every
-/// critical section here is a plain read or replacement).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Runs `f`, turning a panic inside the storage engine into
 /// [`StoreError::Damaged`]. redb may panic on a damaged file; no input, a
@@ -84,30 +80,13 @@ pub struct Store {
     /// Opened by [`StoreBuilder::open_read_only`]: every write is refused.
     read_only: bool,
     stamper: Stamper,
-    /// The read snapshot every read shares until the next commit. Opening a
-    /// redb read transaction and its tables costs more than a point lookup
-    /// itself (about 0.65 µs against 0.2 µs); read-mostly callers pay it
-    /// once per commit instead of once per call.
-    #[cfg(not(target_family = "wasm"))]
-    snapshot: Mutex<Option<Arc<Snapshot>>>,
-    #[cfg(not(target_family = "wasm"))]
-    group: Group<Intent, Result<Outcome, StoreError>>,
-    /// Announces commits to waiting subscriptions and listeners.
-    #[cfg(not(target_family = "wasm"))]
-    commits: Commits,
-    /// The journal of a durable store that keeps one (see `journal.rs`).
-    /// Writers lock it before redb's write lock, and hold it to the end of
-    /// their commit.
-    #[cfg(not(target_family = "wasm"))]
-    journal: Option<Mutex<Journal>>,
-    /// The block checksums the store is read through, for `verify`'s scrub.
-    #[cfg(not(target_family = "wasm"))]
-    checks: Option<crate::checksums::Checked>,
-    /// The checksum file beside a store opened by path, locked (shared for
-    /// a read-only store) until the store is dropped, after redb has
-    /// written the checksums back: declared last, so dropped last.
-    #[cfg(not(target_family = "wasm"))]
-    side_lock: Option<std::fs::File>,
+    /// What this platform keeps beside the database (`native.rs`: the
+    /// shared read snapshot, group commit, commit announcements, the
+    /// journal, the block checksums; `wasm.rs`: nothing). Declared last,
+    /// so dropped last: the checksum file's lock outlives redb's final
+    /// write-back.
+    #[allow(dead_code, reason = "wasm.rs keeps nothing here to read")]
+    platform: Platform,
 }
 
 /// A read transaction with the tables point reads use already open.
@@ -131,8 +110,7 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.forget_snapshot();
         // On failure the journal keeps its records for the next open.
-        #[cfg(not(target_family = "wasm"))]
-        let _ = self.close_journal();
+        let _ = self.close_platform();
         if let Some(db) = self.db.take() {
             // redb commits on close and may panic on a damaged file; a panic
             // must not escape a drop (during unwinding it would abort).
@@ -168,8 +146,7 @@ impl Store {
     /// final commit on close can fail (or meet a damaged file).
     pub fn close(mut self) -> Result<(), StoreError> {
         self.forget_snapshot();
-        #[cfg(not(target_family = "wasm"))]
-        self.close_journal()?;
+        self.close_platform()?;
         let db = self
             .db
             .take()
@@ -234,25 +211,8 @@ impl Store {
                 return Ok(Outcome::Rejected(crate::field::Rejection::Invalid(details)));
             }
         };
-        #[cfg(not(target_family = "wasm"))]
-        return self
-            .group
-            .submit(intent, |group| {
-                let size = group.len();
-                match self.run_valid(group) {
-                    Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-                    // Nothing of the group was committed: each gets the failure.
-                    Err(error) => (0..size).map(|_| Err(duplicate(&error))).collect(),
-                }
-            })
-            .unwrap_or_else(|lost| Err(StoreError::Inconsistent(lost.to_string())));
-        // wasm has one thread: there is never a group to join, and the
-        // machinery would only cost the browser package bytes.
-        #[cfg(target_family = "wasm")]
-        return self
-            .run_valid(vec![intent])?
-            .pop()
-            .ok_or_else(|| StoreError::Inconsistent("a batch of one gave no outcome".into()));
+        // wasm has one thread: there it runs alone.
+        self.grouped(intent, |group| self.run_valid(group))
     }
 
     /// Runs commands that passed validation, in one transaction, in order.
@@ -319,47 +279,28 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.writable()?;
         contain(|| {
-            // Taken before redb's write lock, by every writer: the journal's
-            // order is the commits' order.
-            #[cfg(not(target_family = "wasm"))]
-            let mut journal = self.journal.as_ref().map(lock);
-            #[cfg(target_family = "wasm")]
-            let journal: Option<&mut ()> = None;
+            // Taken before redb's write lock, by every writer.
+            let mut commit = self.begin_commit();
             let mut txn = self.db().begin_write()?;
             // With a journal, the journal's sync is what makes a commit
             // durable; redb's durable commits are the checkpoints.
-            let durability = match journal {
-                Some(_) => Durability::None,
-                None => self.durability,
+            let durability = if commit.journaled() {
+                Durability::None
+            } else {
+                self.durability
             };
             txn.set_durability(durability)
                 .map_err(|e| StoreError::Storage(e.into()))?;
             let mut writer = Writer::open(&txn, self.store_id, &self.stamper)?;
-            #[cfg(not(target_family = "wasm"))]
-            if journal.is_some() {
-                writer.record_redo();
-            }
+            commit.record(&mut writer);
             f(&mut writer)?;
-            #[cfg(not(target_family = "wasm"))]
-            let redo = writer.take_redo();
+            commit.collect(&mut writer);
             let (dirty, head) = (writer.dirty(), writer.head());
             drop(writer);
             if dirty {
-                #[cfg(not(target_family = "wasm"))]
-                if let (Some(journal), Some((redo, changes))) = (journal.as_deref_mut(), redo) {
-                    self.commit_journaled(txn, journal, &redo, changes)?;
-                } else {
-                    txn.commit()?;
-                }
-                #[cfg(target_family = "wasm")]
-                txn.commit()?;
+                self.commit(commit, txn)?;
                 self.forget_snapshot();
-                // A browser's store has one thread and its JS wrapper
-                // announces changes itself: no waiters to wake there.
-                #[cfg(not(target_family = "wasm"))]
-                self.commits.committed(head);
-                #[cfg(target_family = "wasm")]
-                let _ = head;
+                self.announce(head);
             } else {
                 txn.abort()?;
             }

@@ -7,15 +7,12 @@ use super::*;
 #[must_use]
 pub struct StoreBuilder {
     clock: Option<Arc<dyn Clock>>,
-    durable: bool,
-    check_on_open: bool,
+    pub(super) durable: bool,
+    pub(super) check_on_open: bool,
     cache_bytes: usize,
-    #[cfg(not(target_family = "wasm"))]
-    journal: Option<Box<dyn StorageBackend>>,
-    #[cfg(not(target_family = "wasm"))]
-    checkpoint_every: u64,
-    #[cfg(not(target_family = "wasm"))]
-    checksums: Option<Box<dyn StorageBackend>>,
+    /// The platform's own settings (`native.rs`: journal, checksums).
+    #[allow(dead_code, reason = "wasm.rs has no settings to read")]
+    pub(super) platform: platform::Settings,
 }
 
 impl Default for StoreBuilder {
@@ -25,12 +22,7 @@ impl Default for StoreBuilder {
             durable: true,
             check_on_open: true,
             cache_bytes: DEFAULT_CACHE_BYTES,
-            #[cfg(not(target_family = "wasm"))]
-            journal: None,
-            #[cfg(not(target_family = "wasm"))]
-            checkpoint_every: crate::journal::CHECKPOINT_RECORDS,
-            #[cfg(not(target_family = "wasm"))]
-            checksums: None,
+            platform: platform::Settings::default(),
         }
     }
 }
@@ -63,39 +55,6 @@ impl StoreBuilder {
     /// that vouch for the file.
     pub fn check_on_open(mut self, check: bool) -> Self {
         self.check_on_open = check;
-        self
-    }
-
-    /// The journal's storage, for a store opened with
-    /// [`backend`](Self::backend): durable commands are then acknowledged
-    /// once appended to it and synced, and redb's own durable commits are
-    /// checkpoints (see [`open`](Self::open)). The backend belongs to the
-    /// store like the store's own. Not available in wasm builds, whose
-    /// stores commit through redb.
-    #[cfg(not(target_family = "wasm"))]
-    pub fn journal(mut self, backend: impl StorageBackend) -> Self {
-        self.journal = Some(Box::new(backend));
-        self
-    }
-
-    /// How many journaled commits a checkpoint waits for (default 1,024;
-    /// at least 1), as SQLite's `wal_autocheckpoint`: fewer make the
-    /// journal shorter to replay and redb's file grow less between
-    /// checkpoints, more make each command cheaper. A checkpoint also runs
-    /// once the journal holds 8 MiB, and on close.
-    #[cfg(not(target_family = "wasm"))]
-    pub fn checkpoint_every(mut self, commits: u64) -> Self {
-        self.checkpoint_every = commits.max(1);
-        self
-    }
-
-    /// The storage of the store's block checksums, for a store opened with
-    /// [`backend`](Self::backend): see [`open`](Self::open). The backend
-    /// belongs to the store like the store's own. Not available in wasm
-    /// builds.
-    #[cfg(not(target_family = "wasm"))]
-    pub fn checksums(mut self, backend: impl StorageBackend) -> Self {
-        self.checksums = Some(Box::new(backend));
         self
     }
 
@@ -144,12 +103,8 @@ impl StoreBuilder {
             let existing = existing_store_file(path)?;
             // After the check above: a path holding something else gets no
             // files beside it.
-            #[cfg(not(target_family = "wasm"))]
             let side = side_file(path, true)?;
-            #[cfg(target_family = "wasm")]
-            let side = ();
-            #[cfg_attr(target_family = "wasm", allow(unused_mut))]
-            let mut store = match existing {
+            let store = match existing {
                 Some(_) => {
                     let file = std::fs::OpenOptions::new()
                         .read(true)
@@ -160,22 +115,7 @@ impl StoreBuilder {
                 }
                 None => self.create_new(path, &side)?,
             };
-            #[cfg(not(target_family = "wasm"))]
-            {
-                store.side_lock = side;
-                if self.durable {
-                    let file = std::fs::OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(journal_path(path))
-                        .map_err(StoreError::io)?;
-                    let file = file_backend(file)?;
-                    return store.with_journal(Box::new(file), self.checkpoint_every);
-                }
-            }
-            Ok(store)
+            self.attach(store, path, side)
         })
     }
 
@@ -204,40 +144,7 @@ impl StoreBuilder {
                 )));
             };
             let backend = crate::readonly::ReadOnlyFile::new(file).map_err(StoreError::io)?;
-            // The checksums are only read, and only when they can be: a
-            // store without them opens with the whole-file check.
-            #[cfg(not(target_family = "wasm"))]
-            let side = side_file(path, false)?;
-            #[cfg(not(target_family = "wasm"))]
-            #[allow(unused_mut)]
-            let mut store = match &side {
-                Some(side) => {
-                    let side = crate::readonly::ReadOnlyFile::new(
-                        side.try_clone().map_err(StoreError::io)?,
-                    )
-                    .map_err(StoreError::io)?;
-                    self.open_checked(Box::new(backend), Box::new(side), false, true)?
-                }
-                None => self.plain(backend, true)?,
-            };
-            #[cfg(target_family = "wasm")]
-            let store = self.plain(backend, true)?;
-            // The journal's records are replayed in memory like redb's
-            // recovery; the journal itself is only read.
-            #[cfg(not(target_family = "wasm"))]
-            {
-                store.side_lock = side;
-                match std::fs::File::open(journal_path(path)) {
-                    Ok(file) => {
-                        let file =
-                            crate::readonly::ReadOnlyFile::new(file).map_err(StoreError::io)?;
-                        return store.with_journal(Box::new(file), self.checkpoint_every);
-                    }
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(error) => return Err(StoreError::io(error)),
-                }
-            }
-            Ok(store)
+            self.open_read_only_file(backend, path)
         })
     }
 
@@ -274,10 +181,7 @@ impl StoreBuilder {
             Some(store) => {
                 sync_dir(dir)?;
                 // Every byte of a new store was written through its sums.
-                #[cfg(not(target_family = "wasm"))]
-                if let Some(checks) = &store.checks {
-                    checks.vouch();
-                }
+                store.vouch_new();
                 Ok(store)
             }
             None => {
@@ -309,9 +213,7 @@ impl StoreBuilder {
     /// # Errors
     ///
     /// As [`open`](Self::open).
-    // `mut` for taking the journal, which wasm builds do not have.
-    #[cfg_attr(target_family = "wasm", allow(unused_mut))]
-    pub fn backend(mut self, backend: impl StorageBackend) -> Result<Store, StoreError> {
+    pub fn backend(self, backend: impl StorageBackend) -> Result<Store, StoreError> {
         contain(|| {
             let len = backend.len().map_err(StoreError::io)?;
             let mut head = vec![0; REDB_MAGIC.len().min(len as usize)];
@@ -319,18 +221,7 @@ impl StoreBuilder {
             if len > 0 && head.iter().all(|b| *b == 0) {
                 backend.set_len(0).map_err(StoreError::io)?;
             }
-            #[cfg(not(target_family = "wasm"))]
-            let store = match self.checksums.take() {
-                Some(side) => self.open_checked(Box::new(backend), side, true, false)?,
-                None => self.plain(backend, false)?,
-            };
-            #[cfg(target_family = "wasm")]
-            let store = self.plain(backend, false)?;
-            #[cfg(not(target_family = "wasm"))]
-            if let Some(journal) = self.journal.take() {
-                return store.with_journal(journal, self.checkpoint_every);
-            }
-            Ok(store)
+            self.open_backend(backend)
         })
     }
 
@@ -341,23 +232,6 @@ impl StoreBuilder {
             .set_cache_size(self.cache_bytes)
             .set_check_integrity_on_open(check);
         builder
-    }
-
-    /// Opens the store in `file`, through the checksums in `side` where the
-    /// target keeps them.
-    #[cfg(not(target_family = "wasm"))]
-    pub(super) fn open_file(&self, file: std::fs::File, side: &Side) -> Result<Store, StoreError> {
-        let store = file_backend(file)?;
-        let Some(side) = side else {
-            return self.plain(store, false);
-        };
-        let side = file_backend(side.try_clone().map_err(StoreError::io)?)?;
-        self.open_checked(Box::new(store), Box::new(side), true, false)
-    }
-
-    #[cfg(target_family = "wasm")]
-    pub(super) fn open_file(&self, file: std::fs::File, _side: &Side) -> Result<Store, StoreError> {
-        self.plain(redb::backends::FileBackend::new(file)?, false)
     }
 
     /// Opens the store in `backend` as it is (`read_only`: the store
@@ -374,33 +248,10 @@ impl StoreBuilder {
         )
     }
 
-    /// Opens the store in `store` through the block checksums in `side`
-    /// (`writable`: kept up to date there; `read_only`: the store refuses
-    /// writes). redb's whole-file check runs only when the checksums do
-    /// not vouch for the file, and once it has passed they do.
-    #[cfg(not(target_family = "wasm"))]
-    pub(super) fn open_checked(
-        &self,
-        store: Box<dyn StorageBackend>,
-        side: Box<dyn StorageBackend>,
-        writable: bool,
-        read_only: bool,
-    ) -> Result<Store, StoreError> {
-        let checks = crate::checksums::Checked::open(store, side, writable)?;
-        let check = self.check_on_open && !checks.trusted();
-        let db = self.redb(check).create_with_backend(checks.clone())?;
-        let mut store = self.finish(db, read_only)?;
-        if check {
-            checks.vouch();
-        }
-        store.checks = Some(checks);
-        Ok(store)
-    }
-
     pub(super) fn finish(&self, db: Database, read_only: bool) -> Result<Store, StoreError> {
         let clock = match &self.clock {
             Some(clock) => clock.clone(),
-            None => default_clock()?,
+            None => crate::clock::system().ok_or(StoreError::NoClock)?,
         };
         let durability = if self.durable {
             Durability::Immediate
@@ -414,106 +265,9 @@ impl StoreBuilder {
             store_id,
             read_only,
             stamper: Stamper::new(clock),
-            #[cfg(not(target_family = "wasm"))]
-            snapshot: Mutex::new(None),
-            #[cfg(not(target_family = "wasm"))]
-            group: Group::default(),
-            #[cfg(not(target_family = "wasm"))]
-            commits: Commits::default(),
-            #[cfg(not(target_family = "wasm"))]
-            journal: None,
-            #[cfg(not(target_family = "wasm"))]
-            checks: None,
-            #[cfg(not(target_family = "wasm"))]
-            side_lock: None,
+            platform: Platform::default(),
         })
     }
-}
-
-/// Where the journal of the store at `path` lives.
-#[cfg(not(target_family = "wasm"))]
-pub(crate) fn journal_path(path: &Path) -> std::path::PathBuf {
-    beside(path, "-journal")
-}
-
-/// `path` with `suffix` appended to its file name, as SQLite names the
-/// files beside a database.
-#[cfg(not(target_family = "wasm"))]
-pub(super) fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    name.into()
-}
-
-/// The block checksums' file beside the store at `path` (see
-/// `checksums.rs`).
-#[cfg(not(target_family = "wasm"))]
-pub(crate) fn checksums_path(path: &Path) -> std::path::PathBuf {
-    beside(path, "-checksums")
-}
-
-/// The checksum file of a store opened by path, locked while it is open;
-/// nothing on targets that keep none.
-#[cfg(not(target_family = "wasm"))]
-type Side = Option<std::fs::File>;
-#[cfg(target_family = "wasm")]
-type Side = ();
-
-/// Opens and locks the checksum file beside the store at `path`: created
-/// and locked exclusively for writing; for reading (`write` false) locked
-/// shared, and `None` when it cannot be read, as the store opens without
-/// it. The lock is what lets the checksums be read before redb takes the
-/// store's own locks: no writer changes them until it is released.
-///
-/// # Errors
-///
-/// [`StoreError::Locked`] when another handle has it locked;
-/// [`StoreError::NotAStore`] when something other than a regular file is
-/// at its path; [`StoreError::Storage`] when it cannot be created.
-#[cfg(not(target_family = "wasm"))]
-pub(super) fn side_file(path: &Path, write: bool) -> Result<Side, StoreError> {
-    let side = checksums_path(path);
-    match std::fs::metadata(&side) {
-        Ok(metadata) if !metadata.is_file() => {
-            return Err(StoreError::NotAStore(format!(
-                "{}: not a regular file (left untouched)",
-                side.display()
-            )));
-        }
-        Err(_) if !write => return Ok(None),
-        _ => {}
-    }
-    let file = if write {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&side)
-            .map_err(StoreError::io)?
-    } else {
-        match std::fs::File::open(&side) {
-            Ok(file) => file,
-            Err(_) => return Ok(None),
-        }
-    };
-    let locked = if write {
-        file.try_lock()
-    } else {
-        file.try_lock_shared()
-    };
-    match locked {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked),
-        Err(std::fs::TryLockError::Error(error)) if write => Err(StoreError::io(error)),
-        Err(std::fs::TryLockError::Error(_)) => Ok(None),
-    }
-}
-
-/// A file as a redb backend.
-#[cfg(not(target_family = "wasm"))]
-pub(super) fn file_backend(file: std::fs::File) -> Result<redb::backends::FileBackend, StoreError> {
-    redb::backends::FileBackend::new(file).map_err(StoreError::from)
 }
 
 /// redb's magic number, the first bytes of every redb file.
@@ -567,58 +321,17 @@ pub(super) fn link_new(temporary: &Path, path: &Path, dir: &Path) -> Result<bool
 }
 
 /// Makes a directory entry just created durable.
+#[cfg(unix)]
 pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    #[cfg(unix)]
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(StoreError::io)?;
-    #[cfg(not(unix))]
-    let _ = dir;
+        .map_err(StoreError::io)
+}
+
+/// Elsewhere a directory cannot be opened to be synced.
+#[cfg(not(unix))]
+pub(super) fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
     Ok(())
-}
-
-/// How long opening a store by path waits for its locks before answering
-/// [`StoreError::Locked`]. A process that starts another shares its open
-/// files, and so their locks, with the child until the child's `exec`
-/// closes them: while any thread of the process starts one, a store just
-/// closed by another thread still reads as locked for that moment (beside
-/// a thread starting processes, 126 of 200 reopens failed without the
-/// wait: `reopening_while_another_thread_starts_processes_finds_no_lock`). The wait
-/// outlasts that moment; a store really in use is still reported within
-/// it.
-#[cfg(not(target_family = "wasm"))]
-const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Runs `open` again while it finds the store locked, for up to
-/// [`LOCK_PATIENCE`]. Retrying is safe: an open that finds a lock leaves the
-/// store as it was.
-pub(super) fn patiently(open: impl Fn() -> Result<Store, StoreError>) -> Result<Store, StoreError> {
-    // A wasm store has one thread and starts no process (and its clock
-    // panics there); nothing to wait for.
-    #[cfg(not(target_family = "wasm"))]
-    {
-        let until = std::time::Instant::now() + LOCK_PATIENCE;
-        loop {
-            match open() {
-                Err(StoreError::Locked) if std::time::Instant::now() < until => {
-                    std::thread::sleep(std::time::Duration::from_millis(2));
-                }
-                outcome => return outcome,
-            }
-        }
-    }
-    #[cfg(target_family = "wasm")]
-    open()
-}
-
-#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
-pub(super) fn default_clock() -> Result<Arc<dyn Clock>, StoreError> {
-    Ok(Arc::new(crate::clock::SystemClock))
-}
-
-#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-pub(super) fn default_clock() -> Result<Arc<dyn Clock>, StoreError> {
-    Err(StoreError::NoClock)
 }
 
 /// Creates the tables and meta rows of a new store, or checks an existing

@@ -19,26 +19,10 @@ impl Store {
         f: impl FnOnce(&Snapshot) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         contain(|| {
-            #[cfg(not(target_family = "wasm"))]
-            let snapshot = {
-                // Held while a new snapshot is opened: a writer retiring the
-                // old one waits, so a snapshot older than a finished commit
-                // can never be installed after it.
-                let mut shared = lock(&self.snapshot);
-                match &*shared {
-                    Some(snapshot) => snapshot.clone(),
-                    None => {
-                        let snapshot = Arc::new(self.open_snapshot()?);
-                        *shared = Some(snapshot.clone());
-                        snapshot
-                    }
-                }
-            };
-            // The browser package keeps its bytes for other things: a fresh
-            // snapshot per read there.
-            #[cfg(target_family = "wasm")]
-            let snapshot = self.open_snapshot()?;
-            f(&snapshot)
+            // Shared until the next commit natively; a fresh one per read
+            // in the browser (see `wasm.rs`).
+            let snapshot = self.snapshot()?;
+            f(std::borrow::Borrow::borrow(&snapshot))
         })
     }
 
@@ -51,18 +35,6 @@ impl Store {
             users: txn.open_table(USERS)?,
             txn,
         })
-    }
-
-    #[cfg(not(target_family = "wasm"))]
-    pub(crate) fn commits(&self) -> &Commits {
-        &self.commits
-    }
-
-    /// Retires the shared snapshot after a commit (so reads see it) and
-    /// before closing (redb will not close under a live transaction).
-    pub(super) fn forget_snapshot(&self) {
-        #[cfg(not(target_family = "wasm"))]
-        lock(&self.snapshot).take();
     }
 
     /// Up to `limit` events from `from` (inclusive) on, in position order.
@@ -150,31 +122,9 @@ impl Store {
     ///
     /// [`StoreError::Storage`] when the store or its journal cannot be read.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
-        // Every block of the file as the disk holds it first, redb's cache
-        // aside: damage no read has met yet. What fails is the report; the
-        // checks below would only stumble on it as read errors.
-        #[cfg(not(target_family = "wasm"))]
-        if let Some(checks) = &self.checks {
-            let damaged = checks.scrub().map_err(StoreError::io)?;
-            if !damaged.is_empty() {
-                return Ok(VerifyReport {
-                    findings: damaged
-                        .into_iter()
-                        .map(|block| crate::verify::Finding::DamagedBlock { block })
-                        .collect(),
-                    ..VerifyReport::default()
-                });
-            }
-        }
-        // The journal first, under its lock: no commit can then come
-        // between reading it and the snapshot it is checked against.
-        #[cfg(not(target_family = "wasm"))]
-        if let Some(journal) = &self.journal {
-            let journal = lock(journal);
-            let bytes = journal.bytes()?;
-            let txn = self.db().begin_read()?;
-            let mut report = crate::verify::verify(&txn, self.store_id)?;
-            crate::verify::verify_journal(&txn, &bytes, journal.base(), &mut report.findings);
+        // The platform's checks first (native: the block scrub, and the
+        // log checked with its journal).
+        if let Some(report) = self.verify_beside()? {
             return Ok(report);
         }
         self.read(|txn| crate::verify::verify(txn, self.store_id))

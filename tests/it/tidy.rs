@@ -58,9 +58,12 @@ fn offenders(needle: &str, allowed: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// The log module's files: `src/log.rs` and its platform parts.
+const LOG: [&str; 3] = ["src/log.rs", "src/log/redo.rs", "src/log/no_redo.rs"];
+
 #[test]
 fn only_the_log_declares_tables() {
-    let found = offenders("TableDefinition", &["src/log.rs"]);
+    let found = offenders("TableDefinition", &LOG);
     assert!(
         found.is_empty(),
         "tables declared outside src/log.rs: {found:?}"
@@ -69,7 +72,10 @@ fn only_the_log_declares_tables() {
 
 #[test]
 fn only_the_log_names_meta_keys() {
-    let log = std::fs::read_to_string(root().join("src/log.rs")).unwrap();
+    let log: String = LOG
+        .iter()
+        .map(|file| std::fs::read_to_string(root().join(file)).unwrap())
+        .collect();
     let keys: Vec<&str> = log
         .lines()
         .filter(|line| line.contains("const META_") && line.contains("b\""))
@@ -80,12 +86,49 @@ fn only_the_log_names_meta_keys() {
         "the meta keys were not found in src/log.rs: {keys:?}"
     );
     for key in keys {
-        let found = offenders(&format!("b\"{key}\""), &["src/log.rs"]);
+        let found = offenders(&format!("b\"{key}\""), &LOG);
         assert!(
             found.is_empty(),
             "meta key {key} spelled outside src/log.rs: {found:?}"
         );
     }
+}
+
+/// Platform `cfg`s choose whole items — a module's file, a function, a
+/// type, an `impl` — never lines inside a body (redb's file backends are
+/// the model): a function's code reads the same on every target, and what
+/// differs is found by its file (`store/native.rs` against
+/// `store/wasm.rs`, `log/redo.rs` against `log/no_redo.rs`).
+#[test]
+fn platform_cfgs_choose_whole_items() {
+    const PLATFORM: [&str; 4] = ["target_family", "target_arch", "target_os", "unix"];
+    const ITEM: [&str; 11] = [
+        "mod ", "pub ", "pub(", "fn ", "use ", "impl", "struct ", "type ", "const ", "enum ",
+        "static ",
+    ];
+    let mut found = Vec::new();
+    for (path, text) in sources() {
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let code = line.trim_start();
+            if !code.starts_with("#[cfg(") || !PLATFORM.iter().any(|p| code.contains(p)) {
+                continue;
+            }
+            let indent = line.len() - code.len();
+            let next = lines[i + 1..]
+                .iter()
+                .map(|l| l.trim_start())
+                .find(|l| !l.starts_with("#[") && !l.starts_with("//"))
+                .unwrap_or("");
+            if indent > 4 || !ITEM.iter().any(|item| next.starts_with(item)) {
+                found.push(format!("{path}:{}: {code} / {next}", i + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "platform cfgs inside a body (choose a whole item or file): {found:#?}"
+    );
 }
 
 #[test]
