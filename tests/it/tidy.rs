@@ -515,3 +515,77 @@ fn the_npm_packages_sync_names_the_cores_batch_format() {
         "wasm/js/sync.js sends another batch format than the core reads"
     );
 }
+
+/// Each benchmark's result file, in the order `docs/benchmarks.md` shows
+/// them: (section title, the command that writes it, the file).
+const RESULTS: [(&str, &str, &str); 6] = [
+    (
+        "The store against redb, SQLite, LMDB and the fsync floor",
+        "cargo bench --bench compare",
+        "benches/results/compare.md",
+    ),
+    (
+        "The hub on redb under load",
+        "cargo bench -p spkey-hub --bench load",
+        "hub/benches/results/load.md",
+    ),
+    (
+        "The hub on PostgreSQL, one node and three",
+        "cargo bench -p spkey-hub --bench postgres",
+        "hub/benches/results/postgres.md",
+    ),
+    (
+        "The npm package: the first answer in a browser",
+        "node wasm/bench/first-create.mjs",
+        "wasm/bench/results/first-create.md",
+    ),
+    (
+        "The npm package: heap and rate at 100,000 users in OPFS",
+        "node wasm/bench/heap.mjs",
+        "wasm/bench/results/heap.md",
+    ),
+    (
+        "The mobile SDK: Kotlin against native",
+        "bash mobile/bench.sh",
+        "mobile/results/bench.md",
+    ),
+];
+
+/// `docs/benchmarks.md` is every benchmark's own printout, assembled here
+/// and never edited by hand (`SPKEY_BLESS=1` rewrites it after a
+/// benchmark ran); the other docs link to it instead of copying figures.
+#[test]
+fn docs_benchmarks_is_the_benchmarks_output() {
+    let mut text = String::from(
+        "# Benchmarks: the figures\n\n\
+         Every table below is a benchmark's own output, copied from its result \
+         file by `tests/it/tidy.rs` (`SPKEY_BLESS=1 cargo test --test it \
+         tidy::docs_benchmarks` after running a benchmark); nothing here is \
+         written by hand. What each measures, the targets and why some are \
+         missed: [performance.md](performance.md), [hub.md](hub.md), \
+         [scaling.md](scaling.md), [javascript.md](javascript.md), \
+         [mobile.md](mobile.md). All on the 2-core CI machine.\n",
+    );
+    for (title, command, file) in RESULTS {
+        let result = std::fs::read_to_string(root().join(file)).unwrap();
+        // A result file's own title gives way to the section's.
+        let result = match result.strip_prefix("# ") {
+            Some(titled) => titled.split_once('\n').map_or("", |(_, rest)| rest),
+            None => &result,
+        };
+        text.push_str(&format!(
+            "\n## {title}\n\n`{command}` writes `{file}`:\n\n{}\n",
+            result.trim()
+        ));
+    }
+    let path = root().join("docs/benchmarks.md");
+    if std::env::var_os("SPKEY_BLESS").is_some() {
+        std::fs::write(&path, &text).unwrap();
+        return;
+    }
+    let found = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        found == text,
+        "docs/benchmarks.md differs from the result files: SPKEY_BLESS=1 cargo test --test it tidy::docs_benchmarks rewrites it"
+    );
+}
