@@ -61,6 +61,9 @@ echo '{ "type": "commonjs" }' > pkg/node/package.json
 { cat js/subscribe.js; echo 'module.exports = { installSubscribe };'; } > pkg/node/subscribe.js
 { echo "import { checkSubscription, iterate } from './subscribe.js';"; cat js/shared.js; echo 'export { installShared };'; } > pkg/web/shared.js
 cp js/shared-worker.js pkg/web/shared-worker.js
+# The entry points install the package's JS methods on EventStore when they
+# load: package.json names them (and only them) as having side effects, or
+# bundlers drop the installs and the methods the types promise are missing.
 cat > pkg/web/index.js <<'JS'
 import { EventStore } from './spkey_store.js';
 import { installSync } from './sync.js';
@@ -117,7 +120,7 @@ export interface SyncOptions { apiKey: string; /** A string, or a function calle
 export interface SyncSummary { pushed: number; accepted: number; rejected: number; pulled: number; cursor: number }
 declare module "./spkey_store.js" {
   interface EventStore {
-    /** Syncs with a spkey-hub over fetch: push, apply the reply, pull until caught up. Safe to call again after any failure. Throws `HubUnreachableError` or `HubRefusedError` (with `status`). */
+    /** Syncs with a spkey-hub over fetch: push, apply the reply, pull until caught up. Safe to call again after any failure. Throws `InvalidArgumentError` (a URL that is not absolute http(s), before any request), `HubUnreachableError`, `HubRefusedError` (with `status`), or `AbortError` / `TimeoutError` when `signal` stops it. */
     sync(url: string, options: SyncOptions): Promise<SyncSummary>;
     /** Calls `onEvent` with every event after `fromPosition`, once each, in position order: those recorded already, then each as it is recorded (by this store object: commands, replies, imports). Returns the unsubscribe function. */
     subscribe(fromPosition: number, onEvent: (event: RecordedEvent) => void): () => void;
@@ -183,7 +186,7 @@ cat > pkg/package.json <<JSON
   "module": "./web/index.js",
   "types": "./web/index.d.ts",
   "files": ["web", "node", "README.md"],
-  "sideEffects": false
+  "sideEffects": ["./web/index.js", "./web/deno.js", "./web/workerd.js", "./node/index.js", "./node/index.mjs"]
 }
 JSON
 cp README.md pkg/README.md

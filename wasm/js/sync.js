@@ -30,6 +30,21 @@ async function tokenOf(token) {
   return value;
 }
 
+/** The hub's base URL without trailing slashes; an argument error for
+ *  anything but an absolute http(s) URL, before any request. */
+function hubBase(url) {
+  let parsed;
+  try {
+    parsed = new URL(String(url));
+  } catch {
+    parsed = undefined;
+  }
+  if (parsed === undefined || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) {
+    throw hubError('InvalidArgumentError', `sync needs the hub's absolute http(s) URL, not ${JSON.stringify(String(url))}`);
+  }
+  return parsed.href.replace(/\/+$/, '');
+}
+
 function installSync(EventStore) {
   /**
    * @param {string} url the hub's base URL
@@ -45,10 +60,11 @@ function installSync(EventStore) {
         'sync needs { apiKey, token }: apiKey a string, token a string or a function giving one',
       );
     }
-    const base = String(url).replace(/\/+$/, '');
+    const base = hubBase(url);
     const once = async (path, init) => {
       const bearer = await tokenOf(token);
       let response;
+      let bytes;
       try {
         response = await fetch(base + path, {
           ...init,
@@ -60,11 +76,18 @@ function installSync(EventStore) {
             'X-Spkey-Batch-Format': BATCH_FORMAT,
           },
         });
+        bytes = new Uint8Array(await response.arrayBuffer());
       } catch (cause) {
-        if (signal && signal.aborted) throw cause;
+        if (signal && signal.aborted) {
+          // Named as the platform names an aborted fetch; every step done
+          // so far stands, and the next sync carries on from there.
+          if (signal.reason && signal.reason.name === 'TimeoutError') {
+            throw hubError('TimeoutError', `sync timed out: ${cause.message}`, { cause });
+          }
+          throw hubError('AbortError', `sync aborted: ${cause.message}`, { cause });
+        }
         throw hubError('HubUnreachableError', `cannot reach the hub: ${cause.message}`, { cause });
       }
-      const bytes = new Uint8Array(await response.arrayBuffer());
       if (response.status !== 200) {
         let message;
         try {

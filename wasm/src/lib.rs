@@ -89,8 +89,12 @@ export type SpkeyErrorName =
     | "StoreClosedError"
     | "BatchRefusedError"
     | "HubUnreachableError"
-    | "HubRefusedError";
-/** An error this package throws; `status` on `HubRefusedError`. */
+    | "HubRefusedError"
+    | "AbortError"
+    | "TimeoutError";
+/** An error this package throws; `status` on `HubRefusedError`.
+ *  `sync` stopped by its `signal` throws `AbortError`, or `TimeoutError`
+ *  for `AbortSignal.timeout`. */
 export interface SpkeyError extends Error {
     name: SpkeyErrorName;
     status?: number;

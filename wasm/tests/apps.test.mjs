@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +23,8 @@ const tools = {
   tsc7: join(wasmDir, 'node_modules', 'typescript7', 'bin', 'tsc'),
   vite: bin('vite'),
   esbuild: bin('esbuild'),
+  webpack: bin('webpack'),
+  rollup: bin('rollup'),
   deno: bin('deno'),
   bun: bin('bun'),
 };
@@ -53,7 +55,33 @@ before(() => {
     cwd: root,
     stdio: 'ignore',
   });
+  // The bundler configs' plugins, as an app would have them installed.
+  for (const plugin of ['@rollup/plugin-node-resolve', '@web/rollup-plugin-import-meta-assets']) {
+    mkdirSync(dirname(join(root, 'node_modules', plugin)), { recursive: true });
+    symlinkSync(join(wasmDir, 'node_modules', plugin), join(root, 'node_modules', plugin), 'dir');
+  }
+  writeFileSync(join(root, 'bundled', 'methods.js'), methodsModule());
 });
+
+/** Every method the package's types declare on `EventStore` (instance and
+ *  static, the wasm class's and the JS-side ones), as the module the
+ *  bundler fixture's worker checks them with. */
+function methodsModule() {
+  const types = ['spkey_store.d.ts', 'index.d.ts']
+    .map((file) => readFileSync(join(wasmDir, 'pkg', 'web', file), 'utf8'))
+    .join('\n');
+  const methods = new Set();
+  const statics = new Set();
+  const blocks = types.matchAll(/(?:export class EventStore|interface EventStore|namespace EventStore) \{\n([\s\S]*?)\n\s*\}/g);
+  for (const [, body] of blocks) {
+    for (const [, isStatic, fn, name] of body.matchAll(/^\s+(static )?(function )?([a-zA-Z]+)\(/gm)) {
+      (isStatic || fn ? statics : methods).add(name);
+    }
+  }
+  methods.delete('free');
+  assert.ok(methods.has('createUser') && methods.has('subscribe') && statics.has('openShared'), 'the types name the methods');
+  return `export const methods = ${JSON.stringify([...methods])};\nexport const statics = ${JSON.stringify([...statics])};\n`;
+}
 after(() => rmSync(root, { recursive: true, force: true }));
 
 test('the tarball holds one wasm', () => {
@@ -63,7 +91,7 @@ test('the tarball holds one wasm', () => {
 
 test("the READMEs' examples are the fixture apps' files", () => {
   const shown = {
-    'wasm/README.md': ['node/app.mjs', 'ts/app.ts', 'web/main.js', 'web/worker.js', 'esbuild/worker.js', 'edge/handler.mjs'],
+    'wasm/README.md': ['node/app.mjs', 'ts/app.ts', 'web/main.js', 'web/worker.js', 'esbuild/worker.js', 'bundled/webpack.config.js', 'bundled/rollup.config.mjs', 'edge/handler.mjs'],
     'README.md': ['web/worker.js'],
   };
   for (const [readmePath, files] of Object.entries(shown)) {
@@ -108,7 +136,7 @@ async function inChromium(dist) {
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(`${server.url}/index.html`);
-    await page.waitForFunction(() => document.title.startsWith('created') || document.title.startsWith('refused'), null, { timeout: 30_000 })
+    await page.waitForFunction(() => /^(created|refused|missing|failed)/.test(document.title), null, { timeout: 30_000 })
       .catch(() => assert.fail(`no answer from the worker (${errors.join('; ') || 'no page error'})`));
     return await page.title();
   } finally {
@@ -123,6 +151,16 @@ test('Vite builds the worker example with no config, and it runs in Chromium on 
   assert.equal(await inChromium(join(root, 'web', 'dist')), 'created at 1');
 });
 
+test("the README's worker answers when the store cannot start (its .wasm missing), instead of leaving the page waiting", async () => {
+  const dir = join(root, 'web-broken');
+  cpSync(join(root, 'web'), dir, { recursive: true });
+  rmSync(join(dir, 'dist'), { recursive: true, force: true });
+  run('vite', ['build', '--logLevel', 'warn'], dir);
+  const assets = join(dir, 'dist', 'assets');
+  for (const file of readdirSync(assets).filter((f) => f.endsWith('.wasm'))) rmSync(join(assets, file));
+  assert.match(await inChromium(join(dir, "dist")), /^refused \w*Error$/);
+});
+
 test("esbuild bundles the worker with the README's recipe, and it runs in Chromium on OPFS", async () => {
   const dir = join(root, 'esbuild');
   run('esbuild', ['worker.js', 'main.js', '--bundle', '--format=esm', '--loader:.wasm=file', '--outdir=dist', '--log-level=warning'], dir);
@@ -130,3 +168,31 @@ test("esbuild bundles the worker with the README's recipe, and it runs in Chromi
   assert.ok(readdirSync(join(dir, 'dist')).some((f) => f.endsWith('.wasm')), 'esbuild emitted the wasm');
   assert.equal(await inChromium(join(dir, 'dist')), 'created at 1');
 });
+
+/** The bundler fixture (tests/apps/bundled) built by `build` in a copy of
+ *  its own, run in Chromium: every method the types declare is there, and
+ *  a create is seen by `subscribe` and by `changes`. */
+async function bundled(tool, build) {
+  const dir = join(root, `bundled-${tool}`);
+  cpSync(join(root, 'bundled'), dir, { recursive: true });
+  build(dir);
+  // Vite writes its own page; the others bundle the scripts only.
+  if (!existsSync(join(dir, 'dist', 'index.html'))) cpSync(join(dir, 'index.html'), join(dir, 'dist', 'index.html'));
+  assert.ok(readdirSync(join(dir, 'dist'), { recursive: true }).some((f) => String(f).endsWith('.wasm')), `${tool} emitted the wasm`);
+  assert.equal(await inChromium(join(dir, 'dist')), 'created at 1; subscribe saw 1; changes gave 1');
+}
+
+test('Vite keeps every method the types declare (no config)', () =>
+  bundled('vite', (dir) => run('vite', ['build', '--logLevel', 'warn'], dir)));
+
+test('esbuild keeps every method the types declare', () =>
+  bundled('esbuild', (dir) => {
+    writeFileSync(join(dir, 'wasm.js'), "export { default } from 'spkey-store/spkey_store_bg.wasm';\n");
+    return run('esbuild', ['worker.js', 'main.js', '--bundle', '--format=esm', '--loader:.wasm=file', '--outdir=dist', '--log-level=warning'], dir);
+  }));
+
+test('webpack 5 keeps every method the types declare (production, no loaders)', () =>
+  bundled('webpack', (dir) => run('webpack', ['--config', 'webpack.config.js', '--no-stats'], dir)));
+
+test('Rollup 4 keeps every method the types declare (node-resolve, import-meta-assets)', () =>
+  bundled('rollup', (dir) => run('rollup', ['-c', 'rollup.config.mjs', '--silent'], dir)));

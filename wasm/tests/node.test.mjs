@@ -1,6 +1,7 @@
 // The package's Node entry (pkg/node), as an app would use it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -122,4 +123,40 @@ test('subscribe delivers every event after its position once, in order, then as 
   assert.deepEqual([first.value.position, second.value.position], [3, 4]);
   assert.equal(first.value.data.email, 's4@example.com');
   assert.throws(() => store.subscribe(-1, () => {}), { name: 'InvalidArgumentError' });
+});
+
+test('sync refuses a URL that is not an absolute http(s) URL before any request, and changes nothing', async () => {
+  const store = EventStore.inMemory();
+  const id = '00000000-0000-4000-8000-000000000009';
+  store.createUser(id, { userId: id, email: 'sync-url@example.com' });
+  for (const url of ['not a url', 'hub.example.com', 'ftp://hub.example.com', '']) {
+    await assert.rejects(store.sync(url, { apiKey: 'k', token: 't' }), (error) => {
+      assert.equal(error.name, 'InvalidArgumentError', `${JSON.stringify(url)}: ${error.name} ${error.message}`);
+      return true;
+    });
+  }
+  assert.equal(store.pending().length, 1);
+  assert.equal(store.pullCursor(), 0);
+});
+
+test('sync stopped by its signal throws TimeoutError or AbortError, names SpkeyErrorName lists', async () => {
+  // A hub that accepts the connection and never answers.
+  const sockets = new Set();
+  const server = createServer(() => {});
+  server.on('connection', (socket) => sockets.add(socket));
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${server.address().port}`;
+  try {
+    const store = EventStore.inMemory();
+    await assert.rejects(store.sync(url, { apiKey: 'k', token: 't', signal: AbortSignal.timeout(100) }), {
+      name: 'TimeoutError',
+    });
+    const controller = new AbortController();
+    const syncing = store.sync(url, { apiKey: 'k', token: 't', signal: controller.signal });
+    setTimeout(() => controller.abort(), 50);
+    await assert.rejects(syncing, { name: 'AbortError' });
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    server.close();
+  }
 });

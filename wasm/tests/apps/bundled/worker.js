@@ -1,0 +1,34 @@
+// Every method the package's types declare must survive the bundler (the
+// test writes methods.js from the .d.ts files), and the JS-side ones must
+// work: a create seen by subscribe() and by changes().
+import init, { EventStore } from 'spkey-store';
+import { methods, statics } from './methods.js';
+import wasm from './wasm.js';
+
+self.onmessage = async ({ data: id }) => {
+  try {
+    await init(wasm === undefined ? undefined : { module_or_path: wasm });
+    const missing = [
+      ...methods.filter((name) => typeof EventStore.prototype[name] !== 'function'),
+      ...statics.filter((name) => typeof EventStore[name] !== 'function').map((name) => `static ${name}`),
+    ];
+    if (missing.length > 0) {
+      self.postMessage(`missing ${missing.join(', ')}`);
+      return;
+    }
+    const store = EventStore.inMemory();
+    const seen = [];
+    const unsubscribe = store.subscribe(0, (event) => seen.push(event.position));
+    const changes = store.changes(0);
+    const next = changes.next();
+    const answer = store.createUser(id, { userId: id, email: `${id}@example.com` });
+    const changed = await next;
+    unsubscribe();
+    await changes.return();
+    self.postMessage(
+      `created at ${answer.event.position}; subscribe saw ${seen.join(',')}; changes gave ${changed.value.position}`,
+    );
+  } catch (error) {
+    self.postMessage(`failed: ${error.name}: ${error.message}`);
+  }
+};
