@@ -71,7 +71,8 @@ import { installSubscribe } from './subscribe.js';
 import { installShared } from './shared.js';
 installSync(EventStore);
 installSubscribe(EventStore);
-installShared(EventStore, new URL('./shared-worker.js', import.meta.url));
+// Written out here so that bundlers see the worker and build it as one.
+installShared(EventStore, () => new Worker(new URL('./shared-worker.js', import.meta.url), { type: 'module' }));
 export * from './spkey_store.js';
 export { default } from './spkey_store.js';
 JS
@@ -128,8 +129,8 @@ declare module "./spkey_store.js" {
     changes(fromPosition?: number): AsyncIterableIterator<RecordedEvent>;
   }
   namespace EventStore {
-    /** One OPFS store for every tab of the origin (any window or worker): one tab'"'"'s worker holds it, elected with a Web Lock; the others reach it over a BroadcastChannel; when the holder'"'"'s tab closes or crashes another takes over. Browser only (`NotSupportedError` elsewhere). */
-    function openShared(name: string, options?: { worker?: (name: string) => Worker }): Promise<SharedEventStore>;
+    /** One OPFS store for every tab of the origin (any window or worker): one tab'"'"'s worker holds it, elected with a Web Lock; the others reach it over a BroadcastChannel; when the holder'"'"'s tab closes or crashes another takes over. Browser only (`NotSupportedError` elsewhere). Rejects when this tab'"'"'s worker cannot start (`NotSupportedError`, or the store'"'"'s own error such as `CorruptStoreError`), and with `TimeoutError` when no holder answers within `timeoutMs` (30 s). */
+    function openShared(name: string, options?: { worker?: (name: string) => Worker; timeoutMs?: number }): Promise<SharedEventStore>;
   }
 }
 /** The store `EventStore.openShared` opens: the same methods, async. */
@@ -180,6 +181,7 @@ cat > pkg/package.json <<JSON
       "default": "./web/index.js"
     },
     "./spkey_store_bg.wasm": "./web/spkey_store_bg.wasm",
+    "./shared-worker.js": "./web/shared-worker.js",
     "./package.json": "./package.json"
   },
   "main": "./node/index.js",

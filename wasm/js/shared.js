@@ -136,22 +136,62 @@ class SharedEventStore {
   }
 }
 
-function installShared(EventStore, workerUrl) {
+/** How long openShared waits for a holder's first answer unless told. */
+const OPEN_TIMEOUT_MS = 30_000;
+
+/** The package's store errors pass through as they are; any other failure
+ *  to start the worker (its script or the .wasm not found, …) is a
+ *  NotSupportedError naming it. */
+const STORE_ERRORS = new Set(['StoreLockedError', 'CorruptStoreError', 'UnsupportedFormatError', 'NotAStoreError', 'StorageError']);
+
+/** Rejects once `worker` reports that it could not start. */
+function failureOf(worker) {
+  return new Promise((_, reject) => {
+    worker.addEventListener('error', (event) => {
+      reject(named('NotSupportedError', `the shared store's worker did not start: ${event.message || 'its script failed to load'}`));
+    });
+    worker.addEventListener('message', ({ data }) => {
+      if (data?.type !== 'failed') return;
+      const { name, message } = data.error;
+      reject(STORE_ERRORS.has(name) ? named(name, message) : named('NotSupportedError', `the shared store did not open: ${name}: ${message}`));
+    });
+  });
+}
+
+/** @param {() => Worker} startWorker the package's worker, written by the
+ *  entry as `new Worker(new URL('./shared-worker.js', import.meta.url), …)`
+ *  so that bundlers find it and build it as a worker. */
+function installShared(EventStore, startWorker) {
   /**
    * One OPFS store shared by every tab of the origin: resolves once a
-   * holder answers.
+   * holder answers; rejects when this tab's worker cannot start, or after
+   * `timeoutMs` with no holder.
    * @param {string} name
-   * @param {{ worker?: (name: string) => Worker }} [options]
+   * @param {{ worker?: (name: string) => Worker, timeoutMs?: number }} [options]
    */
   EventStore.openShared = async function openShared(name, options = {}) {
     if (typeof BroadcastChannel === 'undefined' || typeof navigator === 'undefined' || !navigator.locks || typeof Worker === 'undefined') {
       throw named('NotSupportedError', 'openShared needs Worker, BroadcastChannel and Web Locks (a browser)');
     }
     const token = crypto.randomUUID();
-    const workerName = `spkey-store:${name}#${token}`;
-    const worker = options.worker ? options.worker(workerName) : new Worker(workerUrl, { type: 'module', name: workerName });
+    const worker = options.worker ? options.worker(`spkey-store:${name}#${token}`) : startWorker();
+    worker.postMessage({ type: 'start', name, token });
     const store = new SharedEventStore(name, worker, token);
-    await store.headPosition();
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      const ms = options.timeoutMs ?? OPEN_TIMEOUT_MS;
+      timer = setTimeout(() => reject(named('TimeoutError', `no tab's worker opened the shared store ${name} within ${ms} ms`)), ms);
+    });
+    const failed = failureOf(worker);
+    failed.catch(() => {}); // after the open, the store's calls report failures
+    try {
+      await Promise.race([store.headPosition(), failed, timeout]);
+    } catch (error) {
+      store.close();
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
     return store;
   };
 }

@@ -171,7 +171,7 @@ test("esbuild bundles the worker with the README's recipe, and it runs in Chromi
 
 /** The bundler fixture (tests/apps/bundled) built by `build` in a copy of
  *  its own, run in Chromium: every method the types declare is there, and
- *  a create is seen by `subscribe` and by `changes`. */
+ *  a create is seen by `subscribe` and by `changes`. Returns the build. */
 async function bundled(tool, build) {
   const dir = join(root, `bundled-${tool}`);
   cpSync(join(root, 'bundled'), dir, { recursive: true });
@@ -180,10 +180,42 @@ async function bundled(tool, build) {
   if (!existsSync(join(dir, 'dist', 'index.html'))) cpSync(join(dir, 'index.html'), join(dir, 'dist', 'index.html'));
   assert.ok(readdirSync(join(dir, 'dist'), { recursive: true }).some((f) => String(f).endsWith('.wasm')), `${tool} emitted the wasm`);
   assert.equal(await inChromium(join(dir, 'dist')), 'created at 1; subscribe saw 1; changes gave 1');
+  return join(dir, 'dist');
 }
 
-test('Vite keeps every method the types declare (no config)', () =>
-  bundled('vite', (dir) => run('vite', ['build', '--logLevel', 'warn'], dir)));
+/** Two tabs of the bundled page open one shared store (`openShared`, the
+ *  package's worker as the bundler built it): one holds it, and a create
+ *  in the other is read in the holder. Returns what `openShared` threw in
+ *  the first tab instead, if it did. */
+async function twoTabs(dist) {
+  const server = await serve({ '/': dist });
+  const browser = await launch(await profileDir());
+  try {
+    const tabs = [await browser.context.newPage(), await browser.context.newPage()];
+    for (const tab of tabs) await tab.goto(`${server.url}/index.html`);
+    const started = Date.now();
+    const first = await tabs[0].evaluate(() => window.openShared('tabs.redb').catch((e) => ({ name: e.name, message: e.message })));
+    if (typeof first === 'object') return { failed: first, after: Date.now() - started };
+    const holders = [first, await tabs[1].evaluate(() => window.openShared('tabs.redb'))];
+    assert.equal(holders.filter(Boolean).length, 1, `one tab holds the store: ${holders}`);
+    const id = crypto.randomUUID();
+    const writer = tabs[holders[0] ? 1 : 0];
+    const reader = tabs[holders[0] ? 0 : 1];
+    const answer = await writer.evaluate((id) => window.store.createUser(id, { userId: id, email: `${id}@example.com` }), id);
+    assert.equal(answer.success, true, JSON.stringify(answer));
+    const seen = await reader.evaluate((id) => window.store.user(id), id);
+    assert.ok(JSON.stringify(seen).includes(`${id}@example.com`), `the other tab reads the user: ${JSON.stringify(seen)}`);
+    return {};
+  } finally {
+    await browser.close();
+    server.close();
+  }
+}
+
+test('Vite keeps every method the types declare, and openShared works in two tabs (no config)', { timeout: 120_000 }, async () => {
+  const dist = await bundled('vite', (dir) => run('vite', ['build', '--logLevel', 'warn'], dir));
+  assert.deepEqual(await twoTabs(dist), {});
+});
 
 test('esbuild keeps every method the types declare', () =>
   bundled('esbuild', (dir) => {
@@ -191,8 +223,17 @@ test('esbuild keeps every method the types declare', () =>
     return run('esbuild', ['worker.js', 'main.js', '--bundle', '--format=esm', '--loader:.wasm=file', '--outdir=dist', '--log-level=warning'], dir);
   }));
 
-test('webpack 5 keeps every method the types declare (production, no loaders)', () =>
-  bundled('webpack', (dir) => run('webpack', ['--config', 'webpack.config.js', '--no-stats'], dir)));
+test("openShared where the bundler did not build the package's worker (esbuild) rejects at once with a typed error, never hangs", { timeout: 120_000 }, async () => {
+  const dist = join(root, 'bundled-esbuild', 'dist');
+  const { failed, after } = await twoTabs(dist);
+  assert.equal(failed?.name, 'NotSupportedError', JSON.stringify(failed));
+  assert.ok(after < 10_000, `rejected after ${after} ms`);
+});
+
+test('webpack 5 keeps every method the types declare, and openShared works in two tabs (production, no loaders)', { timeout: 120_000 }, async () => {
+  const dist = await bundled('webpack', (dir) => run('webpack', ['--config', 'webpack.config.js', '--no-stats'], dir));
+  assert.deepEqual(await twoTabs(dist), {});
+});
 
 test('Rollup 4 keeps every method the types declare (node-resolve, import-meta-assets)', () =>
   bundled('rollup', (dir) => run('rollup', ['-c', 'rollup.config.mjs', '--silent'], dir)));

@@ -1,5 +1,14 @@
 // The page of the bundler fixtures: starts the worker the bundler found by
-// its `new URL(…, import.meta.url)` and shows the worker's report.
+// its `new URL(…, import.meta.url)` and shows the worker's report. For the
+// two-tab tests it also opens the package's shared store, whose worker the
+// bundler found in the package's entry.
+import { EventStore } from 'spkey-store';
+
+window.openShared = async (name) => {
+  window.store = await EventStore.openShared(name, { timeoutMs: 20_000 });
+  return window.store.isHolder;
+};
+
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
 worker.onmessage = ({ data: report }) => {
   document.title = report;
