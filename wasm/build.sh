@@ -171,13 +171,13 @@ cat > pkg/package.json <<JSON
   "license": "MIT OR Apache-2.0",
   "exports": {
     ".": {
-      "types": "./web/index.d.ts",
       "deno": "./web/deno.js",
       "workerd": "./web/workerd.js",
       "node": {
-        "import": "./node/index.mjs",
-        "require": "./node/index.js"
+        "import": { "types": "./web/index.d.ts", "default": "./node/index.mjs" },
+        "require": { "types": "./node/index.d.ts", "default": "./node/index.js" }
       },
+      "types": "./web/index.d.ts",
       "default": "./web/index.js"
     },
     "./spkey_store_bg.wasm": "./web/spkey_store_bg.wasm",

@@ -32,22 +32,23 @@ use opfs::OpfsBackend;
 // `tests/types` holds them to the generated shapes under strict `tsc`.
 #[wasm_bindgen(typescript_custom_section)]
 const TS_NAMES: &'static str = r#"
-/** The body `createUser` takes, as the API does (or its JSON text). */
+/** The body `createUser` takes, as the API does (or its JSON text). A
+ * field set to `undefined` is left out, as `JSON.stringify` leaves it. */
 export interface CreateUserRequest {
     userId: string;
     email: string;
-    firstName?: string | null;
-    lastName?: string | null;
-    phoneNumber?: string | null;
+    firstName?: string | null | undefined;
+    lastName?: string | null | undefined;
+    phoneNumber?: string | null | undefined;
 }
 /** The body `updateUser` takes (or its JSON text): the fields to change;
- * `null` clears an optional one. */
+ * `null` clears an optional one, `undefined` leaves it out. */
 export interface UpdateUserRequest {
-    userId?: string;
-    email?: string;
-    firstName?: string | null;
-    lastName?: string | null;
-    phoneNumber?: string | null;
+    userId?: string | undefined;
+    email?: string | undefined;
+    firstName?: string | null | undefined;
+    lastName?: string | null | undefined;
+    phoneNumber?: string | null | undefined;
 }
 /** A recorded event: `data` is what its `eventType` says. */
 export type RecordedEvent =

@@ -114,6 +114,10 @@ for (const tsc of ['tsc5', 'tsc7']) {
   test(`strict ${tsc === 'tsc5' ? 'TypeScript 5.9' : 'TypeScript 7'} with the default lib accepts the examples and refuses the mistakes`, () => {
     run(tsc, ['-p', 'ts']); // throws, with tsc's output, on any error
   });
+  test(`${tsc === 'tsc5' ? 'TypeScript 5.9' : 'TypeScript 7'} in a CommonJS project (node16) and with exactOptionalPropertyTypes + noUncheckedIndexedAccess`, () => {
+    run(tsc, ['-p', 'ts-cjs']);
+    run(tsc, ['-p', 'ts-strictest']);
+  });
 }
 
 for (const runtime of ['deno', 'bun']) {
