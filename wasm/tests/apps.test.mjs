@@ -7,7 +7,8 @@
 // OPFS, and Deno and Bun (the Node example, and the edge handler).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -24,6 +25,7 @@ const tools = {
   vite: bin('vite'),
   esbuild: bin('esbuild'),
   webpack: bin('webpack'),
+  workerd: bin('workerd'),
   rollup: bin('rollup'),
   deno: bin('deno'),
   bun: bin('bun'),
@@ -241,3 +243,51 @@ test('webpack 5 keeps every method the types declare, and openShared works in tw
 
 test('Rollup 4 keeps every method the types declare (node-resolve, import-meta-assets)', () =>
   bundled('rollup', (dir) => run('rollup', ['-c', 'rollup.config.mjs', '--silent'], dir)));
+
+/** A port free on 127.0.0.1 a moment ago. */
+async function freePort() {
+  const server = createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+// workerd (Cloudflare Workers' runtime) serving the edge handler, bundled as
+// wrangler bundles it (esbuild, the `workerd` condition, the .wasm a module
+// of its own), at an old compatibility date (whose runtime has no
+// import.meta.url: the package's entry crashed at import there) and a new.
+for (const date of ['2024-09-23', '2026-11-23']) {
+  test(`workerd runs the edge handler at compatibility date ${date}: 201, then the replay's 200`, { timeout: 120_000 }, async () => {
+    const dir = join(root, `workerd-${date}`);
+    cpSync(join(root, 'workerd'), dir, { recursive: true });
+    run('esbuild', [join(dir, 'worker.mjs'), '--bundle', '--format=esm', '--conditions=workerd', '--external:*.wasm', `--outfile=${join(dir, 'dist', 'worker.js')}`, '--log-level=warning']);
+    cpSync(join(root, 'node_modules', 'spkey-store', 'web', 'spkey_store_bg.wasm'), join(dir, 'dist', 'spkey_store_bg.wasm'));
+    const port = await freePort();
+    const config = readFileSync(join(dir, 'config.capnp.in'), 'utf8').replace('@PORT@', String(port)).replace('@DATE@', date);
+    writeFileSync(join(dir, 'config.capnp'), config);
+    const child = spawn(tools.workerd, ['serve', 'config.capnp'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    child.stdout.on('data', (d) => { log += d; });
+    child.stderr.on('data', (d) => { log += d; });
+    try {
+      const id = '550e8400-e29b-41d4-a716-446655440000';
+      const create = () =>
+        fetch(`http://127.0.0.1:${port}/users/${id}/CreateUser`, {
+          method: 'POST',
+          body: JSON.stringify({ userId: id, email: 'edge@example.com' }),
+        });
+      let first;
+      for (let attempt = 0; attempt < 200 && first === undefined; attempt++) {
+        first = await create().catch(() => new Promise((resolve) => setTimeout(() => resolve(undefined), 100)));
+      }
+      assert.ok(first, `workerd never answered: ${log}`);
+      const body = await first.text();
+      assert.equal(first.status, 201, `${body} ${log}`);
+      assert.equal(JSON.parse(body).success, true);
+      assert.equal((await create()).status, 200);
+    } finally {
+      child.kill();
+    }
+  });
+}
