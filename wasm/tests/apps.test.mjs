@@ -13,7 +13,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, 
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve, launch, profileDir } from './support.mjs';
+import { API_KEY, jwt, launch, profileDir, serve, startHub } from './support.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const wasmDir = join(here, '..');
@@ -133,19 +133,24 @@ for (const runtime of ['deno', 'bun']) {
 }
 
 /** Serves `dist`, opens it in a fresh Chromium profile, and waits for the
- *  worker's answer in the page title. */
-async function inChromium(dist) {
+ *  worker's answer in the page title; with `withHub`, a hub started for
+ *  the page's origin is named in the page's URL. */
+async function inChromium(dist, withHub = false) {
   const server = await serve({ '/': dist });
   const browser = await launch(await profileDir());
+  const hub = withHub ? await startHub(server.url) : null;
   try {
     const page = await browser.context.newPage();
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(`${server.url}/index.html`);
+    const token = jwt({ scope: 'spkey:service', exp: Math.floor(Date.now() / 1000) + 3600 });
+    const hash = hub ? `#${new URLSearchParams({ hub: hub.url, apiKey: API_KEY, token })}` : '';
+    await page.goto(`${server.url}/index.html${hash}`);
     await page.waitForFunction(() => /^(created|refused|missing|failed)/.test(document.title), null, { timeout: 30_000 })
       .catch(() => assert.fail(`no answer from the worker (${errors.join('; ') || 'no page error'})`));
     return await page.title();
   } finally {
+    hub?.stop();
     await browser.close();
     server.close();
   }
@@ -176,8 +181,9 @@ test("esbuild bundles the worker with the README's recipe, and it runs in Chromi
 });
 
 /** The bundler fixture (tests/apps/bundled) built by `build` in a copy of
- *  its own, run in Chromium: every method the types declare is there, and
- *  a create is seen by `subscribe` and by `changes`. Returns the build. */
+ *  its own, run in Chromium: every method the types declare is there, a
+ *  create is seen by `subscribe` and by `changes`, and `sync` pushes it to
+ *  a hub started for the page. Returns the build. */
 async function bundled(tool, build) {
   const dir = join(root, `bundled-${tool}`);
   cpSync(join(root, 'bundled'), dir, { recursive: true });
@@ -185,7 +191,7 @@ async function bundled(tool, build) {
   // Vite writes its own page; the others bundle the scripts only.
   if (!existsSync(join(dir, 'dist', 'index.html'))) cpSync(join(dir, 'index.html'), join(dir, 'dist', 'index.html'));
   assert.ok(readdirSync(join(dir, 'dist'), { recursive: true }).some((f) => String(f).endsWith('.wasm')), `${tool} emitted the wasm`);
-  assert.equal(await inChromium(join(dir, 'dist')), 'created at 1; subscribe saw 1; changes gave 1');
+  assert.equal(await inChromium(join(dir, 'dist'), true), 'created at 1; subscribe saw 1; changes gave 1; sync pushed 1, accepted 1');
   return join(dir, 'dist');
 }
 

@@ -63,43 +63,7 @@ test('a second tab cannot open the OPFS store another tab holds', async () => {
 // A spkey-hub started here, on another origin than the page (CORS); a
 // Worker store on OPFS creates users offline and syncs with it; a second
 // browser profile syncs and finds them.
-import { spawn, execFileSync } from 'node:child_process';
-import { createHash, createHmac } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
-
-const hubBinary = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'target', 'debug', 'spkey-hub');
-const API_KEY = 'page-test-api-key';
-const SECRET = 'page-test-hs256-secret-page-test-hs256';
-
-/** An HS256 JWT, signed here as an auth server would. */
-function jwt(claims) {
-  const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
-  const unsigned = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
-  return `${unsigned}.${createHmac('sha256', SECRET).update(unsigned).digest('base64url')}`;
-}
-
-async function startHub(origin) {
-  const dir = mkdtempSync(join(tmpdir(), 'spkey-page-hub-'));
-  writeFileSync(join(dir, 'hub.toml'), [
-    'listen = "127.0.0.1:0"',
-    'data_dir = "data"',
-    '[[organizations]]',
-    'id = "web"',
-    `api_key_sha256 = ["${createHash('sha256').update(API_KEY).digest('hex')}"]`,
-    `jwt_secret = "${SECRET}"`,
-    `cors_origins = ["${origin}"]`,
-  ].join('\n'));
-  const child = spawn(hubBinary, ['--config', join(dir, 'hub.toml')], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const line = await new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout }).once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`spkey-hub exited ${code}`)));
-  });
-  return { url: line.replace('listening on ', ''), stop: () => child.kill('SIGTERM') };
-}
+import { API_KEY, jwt, startHub } from './support.mjs';
 
 test('a Worker store on OPFS syncs with a hub on another origin and a second profile pulls it', async () => {
   const hub = await startHub(server.url);

@@ -1,12 +1,14 @@
 // Shared by the page tests and the benchmark: a static server on loopback
 // and a headless Chromium that can be killed and restarted on one profile.
 import { spawn } from 'node:child_process';
+import { createHash, createHmac } from 'node:crypto';
 import { createServer } from 'node:http';
 import { readFile, mkdtemp, rm } from 'node:fs/promises';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, extname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 
@@ -100,4 +102,39 @@ export function user(n) {
     firstName: 'Page',
     phoneNumber: '+1-555-0123',
   };
+}
+
+// A spkey-hub for the browser tests: the debug binary on a fresh data
+// directory, one organization, on another origin than the page (CORS).
+
+const hubBinary = join(here, '..', '..', 'target', 'debug', 'spkey-hub');
+export const API_KEY = 'page-test-api-key';
+const SECRET = 'page-test-hs256-secret-page-test-hs256';
+
+/** An HS256 JWT, signed here as an auth server would. */
+export function jwt(claims) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const unsigned = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  return `${unsigned}.${createHmac('sha256', SECRET).update(unsigned).digest('base64url')}`;
+}
+
+/** Starts the hub, accepting requests from pages of `origin`; resolves
+ *  with its URL and a `stop`. */
+export async function startHub(origin) {
+  const dir = mkdtempSync(join(tmpdir(), 'spkey-page-hub-'));
+  writeFileSync(join(dir, 'hub.toml'), [
+    'listen = "127.0.0.1:0"',
+    'data_dir = "data"',
+    '[[organizations]]',
+    'id = "web"',
+    `api_key_sha256 = ["${createHash('sha256').update(API_KEY).digest('hex')}"]`,
+    `jwt_secret = "${SECRET}"`,
+    `cors_origins = ["${origin}"]`,
+  ].join('\n'));
+  const child = spawn(hubBinary, ['--config', join(dir, 'hub.toml')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const line = await new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout }).once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`spkey-hub exited ${code}`)));
+  });
+  return { url: line.replace('listening on ', ''), stop: () => child.kill('SIGTERM') };
 }

@@ -16,4 +16,9 @@ worker.onmessage = ({ data: report }) => {
 worker.onerror = (event) => {
   document.title = `failed: the worker did not start (${event.message ?? 'no message'})`;
 };
-worker.postMessage(crypto.randomUUID());
+// The test's hub, when it gives one: `#hub=…&apiKey=…&token=…`.
+const hub = new URLSearchParams(location.hash.slice(1));
+worker.postMessage({
+  id: crypto.randomUUID(),
+  hub: hub.has('hub') ? { url: hub.get('hub'), apiKey: hub.get('apiKey'), token: hub.get('token') } : null,
+});

@@ -1,11 +1,12 @@
 // Every method the package's types declare must survive the bundler (the
 // test writes methods.js from the .d.ts files), and the JS-side ones must
-// work: a create seen by subscribe() and by changes().
+// work: a create seen by subscribe() and by changes(), then synced with
+// the test's hub.
 import init, { EventStore } from 'spkey-store';
 import { methods, statics } from './methods.js';
 import wasm from './wasm.js';
 
-self.onmessage = async ({ data: id }) => {
+self.onmessage = async ({ data: { id, hub } }) => {
   try {
     await init(wasm === undefined ? undefined : { module_or_path: wasm });
     const missing = [
@@ -25,9 +26,12 @@ self.onmessage = async ({ data: id }) => {
     const changed = await next;
     unsubscribe();
     await changes.return();
-    self.postMessage(
-      `created at ${answer.event.position}; subscribe saw ${seen.join(',')}; changes gave ${changed.value.position}`,
-    );
+    let report = `created at ${answer.event.position}; subscribe saw ${seen.join(',')}; changes gave ${changed.value.position}`;
+    if (hub) {
+      const synced = await store.sync(hub.url, { apiKey: hub.apiKey, token: () => hub.token });
+      report += `; sync pushed ${synced.pushed}, accepted ${synced.accepted}`;
+    }
+    self.postMessage(report);
   } catch (error) {
     self.postMessage(`failed: ${error.name}: ${error.message}`);
   }
