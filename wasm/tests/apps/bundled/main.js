@@ -2,10 +2,10 @@
 // its `new URL(…, import.meta.url)` and shows the worker's report. For the
 // two-tab tests it also opens the package's shared store, whose worker the
 // bundler found in the package's entry.
-import { EventStore } from 'spkey-store';
+import { openUsers } from './tabs.js';
 
-window.openShared = async (name) => {
-  window.store = await EventStore.openShared(name, { timeoutMs: 20_000 });
+window.openShared = async () => {
+  window.store = await openUsers((event) => console.log(event.position));
   return window.store.isHolder;
 };
 
