@@ -265,7 +265,7 @@ async function freePort() {
 // of its own), at an old compatibility date (whose runtime has no
 // import.meta.url: the package's entry crashed at import there) and a new.
 for (const date of ['2024-09-23', '2026-11-23']) {
-  test(`workerd runs the edge handler at compatibility date ${date}: 201, then the replay's 200`, { timeout: 120_000 }, async () => {
+  test(`workerd runs the edge handler at compatibility date ${date}: 201, then the replay's 200; subscribe, changes and sync with a hub`, { timeout: 120_000 }, async () => {
     const dir = join(root, `workerd-${date}`);
     cpSync(join(root, 'workerd'), dir, { recursive: true });
     run('esbuild', [join(dir, 'worker.mjs'), '--bundle', '--format=esm', '--conditions=workerd', '--external:*.wasm', `--outfile=${join(dir, 'dist', 'worker.js')}`, '--log-level=warning']);
@@ -293,6 +293,18 @@ for (const date of ['2024-09-23', '2026-11-23']) {
       assert.equal(first.status, 201, `${body} ${log}`);
       assert.equal(JSON.parse(body).success, true);
       assert.equal((await create()).status, 200);
+      // The JS-side methods in workerd, sync with a hub included.
+      const hub = await startHub('http://127.0.0.1');
+      try {
+        const token = jwt({ scope: 'spkey:service', exp: Math.floor(Date.now() / 1000) + 3600 });
+        const query = new URLSearchParams({ hub: hub.url, apiKey: API_KEY, token });
+        const checked = await fetch(`http://127.0.0.1:${port}/check?${query}`);
+        const text = await checked.text();
+        assert.equal(checked.status, 200, `${text} ${log}`);
+        assert.deepEqual(JSON.parse(text), { seen: [1], changed: 1, pushed: 1, accepted: 1 });
+      } finally {
+        hub.stop();
+      }
     } finally {
       child.kill();
     }
