@@ -666,12 +666,18 @@ fn parse_rate(rng: &mut fastrand::Rng, for_at_least: std::time::Duration) -> (f6
             let command = spkey_store::contract::parse_create_user(id, body.as_bytes()).unwrap();
             std::hint::black_box(command.validate().unwrap());
         }
-        ours = (ours.0 + bodies.len(), ours.1 + start.elapsed().as_secs_f64());
+        ours = (
+            ours.0 + bodies.len(),
+            ours.1 + start.elapsed().as_secs_f64(),
+        );
         let start = Instant::now();
         for (_, body) in &bodies {
             std::hint::black_box(serde_json::from_slice::<PlainBody>(body.as_bytes()).unwrap());
         }
-        plain = (plain.0 + bodies.len(), plain.1 + start.elapsed().as_secs_f64());
+        plain = (
+            plain.0 + bodies.len(),
+            plain.1 + start.elapsed().as_secs_f64(),
+        );
     }
     (ours.0 as f64 / ours.1, plain.0 as f64 / plain.1)
 }
