@@ -145,6 +145,20 @@ impl<C, A> Group<C, A> {
     }
 }
 
+/// Each command's answer from a batch that committed as a whole or failed
+/// as a whole: its outcomes, or a copy of its failure for every command
+/// (`duplicate`: the error types of storage engines do not clone).
+pub fn answer_each<A, E>(
+    size: usize,
+    batch: Result<Vec<A>, E>,
+    duplicate: impl Fn(&E) -> E,
+) -> Vec<Result<A, E>> {
+    match batch {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(error) => (0..size).map(|_| Err(duplicate(&error))).collect(),
+    }
+}
+
 /// A leader's group between taking it and stepping down. Dropping it —
 /// after `run` returned, or while a panic in `run` unwinds — answers every
 /// caller `run` did not answer with [`Lost`] and frees leadership, so no

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use spkey_store::group::Group;
+use spkey_store::group::{Group, answer_each};
 use spkey_store::pipeline::{Log, Needs, Pipeline, Staged, Stamper};
 use spkey_store::{
     Intent, Outcome, Push, Response, Scope, StoreError, SystemClock, codec, contract, pull_batch,
@@ -432,11 +432,8 @@ impl Shared {
                     .collect::<Result<Vec<_>, StoreError>>()
             })
             .await;
-        match outcomes {
-            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-            // Nothing of the group was committed: each gets the failure.
-            Err(error) => (0..size).map(|_| Err(error.duplicate())).collect(),
-        }
+        // Nothing of a failed group was committed: each gets the failure.
+        answer_each(size, outcomes, HubError::duplicate)
     }
 }
 

@@ -12,7 +12,7 @@ use super::*;
 use crate::checksums::Checked;
 use crate::commits::Commits;
 use crate::error::duplicate;
-use crate::group::Group;
+use crate::group::{Group, answer_each};
 use crate::journal::Journal;
 use crate::log::Redo;
 
@@ -275,12 +275,7 @@ impl Store {
         self.platform
             .group
             .submit(intent, |group| {
-                let size = group.len();
-                match run(group) {
-                    Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-                    // Nothing of the group was committed: each gets the failure.
-                    Err(error) => (0..size).map(|_| Err(duplicate(&error))).collect(),
-                }
+                answer_each(group.len(), run(group), duplicate)
             })
             .unwrap_or_else(|lost| Err(StoreError::Inconsistent(lost.to_string())))
     }

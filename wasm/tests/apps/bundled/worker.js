@@ -27,8 +27,9 @@ self.onmessage = async ({ data: { id, hub } }) => {
     unsubscribe();
     await changes.return();
     let report = `created at ${answer.event.position}; subscribe saw ${seen.join(',')}; changes gave ${changed.value.position}`;
+    let synced;
     if (hub) {
-      const synced = await store.sync(hub.url, { apiKey: hub.apiKey, token: () => hub.token });
+      synced = await store.sync(hub.url, { apiKey: hub.apiKey, token: () => hub.token });
       report += `; sync pushed ${synced.pushed}, accepted ${synced.accepted}`;
     }
     // Every other method the types declare, called once: one the table
@@ -46,12 +47,13 @@ self.onmessage = async ({ data: { id, hub } }) => {
       rejections: () => other.rejections().length === 0,
       pullCursor: () => other.pullCursor() === 0,
       push: () => other.push().length > 0,
-      importBatch: () => typeof other.importBatch === 'function', // sync above imported
-      applyReply: () => typeof other.applyReply === 'function', // sync above applied one
-      createUser: () => true, // above
-      subscribe: () => true, // above
-      changes: () => true, // above
-      sync: () => true, // above, when the test gives a hub
+      // Called above: sync applies a reply and imports pull batches.
+      createUser: () => answer.success,
+      subscribe: () => seen.length === 1,
+      changes: () => changed.value.position === 1,
+      sync: () => synced?.accepted === 1,
+      applyReply: () => synced?.accepted === 1 && store.pending().length === 0,
+      importBatch: () => synced !== undefined && store.pullCursor() >= 1,
       close: () => other.close() === undefined,
     };
     const failing = [
