@@ -486,6 +486,36 @@ impl NativeStore {
         Ok(NativeStore::new(Store::open(path)?))
     }
 
+    /// Opens the store file at `path` shared with other processes (an app
+    /// and its widget or share extension, an app and its sync service):
+    /// this handle writes, creating the file when absent; others read with
+    /// [`open_reader`](Self::open_reader). Each write is synced to the
+    /// file (no journal). A second writer waits 200 ms, then gets
+    /// `StoreLocked`.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    #[uniffi::constructor]
+    pub fn open_shared(path: String) -> Result<Arc<Self>, SpkeyError> {
+        Ok(NativeStore::new(Store::builder().shared(true).open(path)?))
+    }
+
+    /// Opens the store file at `path` to read beside the process that
+    /// writes it shared: every read sees that writer's latest commit, whole.
+    /// Writes fail with `ReadOnlyStore`.
+    ///
+    /// # Errors
+    ///
+    /// `NotAStore` when there is no store at `path`; `StoreLocked` while
+    /// a process has it open unshared; the store's other kinds.
+    #[uniffi::constructor]
+    pub fn open_reader(path: String) -> Result<Arc<Self>, SpkeyError> {
+        Ok(NativeStore::new(
+            Store::builder().shared(true).open_read_only(path)?,
+        ))
+    }
+
     /// A store in memory, gone when closed.
     ///
     /// # Errors

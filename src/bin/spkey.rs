@@ -22,6 +22,11 @@ struct Cli {
     /// (reading commands open it read-only and change no byte).
     #[arg(long, global = true, value_name = "PATH", default_value = "spkey.redb")]
     db: PathBuf,
+    /// Share the store with other processes: one writes while others read
+    /// with --shared too (an app and its widget or sync service). Each
+    /// write is synced to the store file; the journal is not kept.
+    #[arg(long, global = true)]
+    shared: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -166,7 +171,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         _ => None,
     };
-    let builder = Store::builder();
+    let builder = Store::builder().shared(cli.shared);
     let missing = !cli.db.exists() && !matches!(cli.command, Command::Verify);
     let store = if cli.command.reads_only() && missing {
         builder.in_memory()

@@ -39,7 +39,7 @@ mod wasm;
 use wasm as platform;
 
 pub use open::StoreBuilder;
-use platform::{Platform, Side, patiently, side_file};
+use platform::{Platform, Side, patiently};
 
 /// The store file format this version writes and reads. Format 2 keys the
 /// email index by the signup-grade rule (Unicode case folding, punycode
@@ -74,7 +74,7 @@ fn contain<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError
 pub struct Store {
     /// Always `Some` while the store can be used; taken only by `close` and
     /// `drop`, which end the store.
-    db: Option<Database>,
+    db: Option<platform::Db>,
     durability: Durability,
     store_id: Uuid,
     /// Opened by [`StoreBuilder::open_read_only`]: every write is refused.
@@ -135,7 +135,7 @@ impl Store {
         Store::builder().in_memory()
     }
 
-    fn db(&self) -> &Database {
+    fn db(&self) -> &platform::Db {
         // Only close() and drop() take the database, and both consume the store.
         self.db
             .as_ref()

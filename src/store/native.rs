@@ -6,7 +6,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use redb::WriteTransaction;
+use redb::{ConcurrencyMode, ReadOnlyDatabase, TransactionError, WriteTransaction};
 
 use super::*;
 use crate::checksums::Checked;
@@ -20,6 +20,45 @@ use crate::log::Redo;
 /// critical section here is a plain read or replacement).
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The database a store reads and writes: its own redb handle, or — for a
+/// reader beside another process's writer ([`StoreBuilder::shared`]) — a
+/// read-only handle that follows that writer's commits.
+pub(super) enum Db {
+    Own(Database),
+    Follower(ReadOnlyDatabase),
+}
+
+/// A database this store opened to write.
+pub(super) fn own(db: Database) -> Db {
+    Db::Own(db)
+}
+
+impl Db {
+    pub(super) fn begin_read(&self) -> Result<ReadTransaction, TransactionError> {
+        match self {
+            Db::Own(db) => db.begin_read(),
+            Db::Follower(db) => db.begin_read(),
+        }
+    }
+
+    /// # Errors
+    ///
+    /// [`StoreError::ReadOnly`] on a follower, which never writes.
+    pub(super) fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        match self {
+            Db::Own(db) => Ok(db.begin_write()?),
+            Db::Follower(_) => Err(StoreError::ReadOnly),
+        }
+    }
+
+    pub(super) fn close(self) -> Result<(), redb::DatabaseError> {
+        match self {
+            Db::Own(db) => db.close(),
+            Db::Follower(db) => db.close(),
+        }
+    }
 }
 
 /// The store's native parts. Field order is drop order: the checksum
@@ -42,6 +81,8 @@ pub(super) struct Platform {
     /// The checksum file beside a store opened by path, locked (shared for
     /// a read-only store) until the store is dropped.
     side_lock: Option<std::fs::File>,
+    /// Reads beside another process's writer: no snapshot is kept.
+    follows: bool,
 }
 
 impl Default for Platform {
@@ -53,12 +94,15 @@ impl Default for Platform {
             journal: None,
             checks: None,
             side_lock: None,
+            follows: false,
         }
     }
 }
 
 /// The builder's native settings.
 pub(super) struct Settings {
+    /// Opened beside other processes: see [`StoreBuilder::shared`].
+    shared: bool,
     journal: Option<Box<dyn StorageBackend>>,
     checkpoint_every: u64,
     checksums: Option<Box<dyn StorageBackend>>,
@@ -67,6 +111,7 @@ pub(super) struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            shared: false,
             journal: None,
             checkpoint_every: crate::journal::CHECKPOINT_RECORDS,
             checksums: None,
@@ -105,6 +150,60 @@ impl StoreBuilder {
         self
     }
 
+    /// Whether the store at a path is shared with other processes (`false`,
+    /// the default: the first process to open it has it to itself, and
+    /// another gets [`StoreError::Locked`]). An iOS app and its widget, an
+    /// Android app and its sync service in another process: each opens the
+    /// file shared. One process writes at a time: a second writer waits up
+    /// to 200 ms for the first to close, then gets `Locked`. A store opened
+    /// shared and [read-only](Self::open_read_only) reads beside the writer
+    /// and sees each of its commits as soon as it is made: every read is a
+    /// whole commit, never part of one.
+    ///
+    /// What sharing costs: the writer commits through redb itself, each
+    /// command synced to the file (redb's multi-process mode has no
+    /// in-memory commits, so the journal is not kept, and opening shared
+    /// first replays and removes it); the block checksums file is removed
+    /// (the next exclusive open runs the whole-file check and writes it
+    /// again); a read opens a fresh snapshot; live changes see this
+    /// process's commits only. Native stores opened by path only.
+    pub fn shared(mut self, shared: bool) -> Self {
+        self.platform.shared = shared;
+        self
+    }
+
+    /// The checksum file to open a store at `path` through (see
+    /// [`side_file`]); for a shared store none: its journal is replayed
+    /// by an exclusive open first and then removed, with the checksums,
+    /// which a shared writer would leave behind the file.
+    pub(super) fn side(&self, path: &Path) -> Result<Side, StoreError> {
+        if !self.platform.shared {
+            return side_file(path, true);
+        }
+        let journal = journal_path(path);
+        if journal.exists() {
+            let settle = StoreBuilder {
+                clock: self.clock.clone(),
+                durable: true,
+                check_on_open: self.check_on_open,
+                cache_bytes: self.cache_bytes,
+                platform: Settings::default(),
+            };
+            settle.open_once(path)?.close()?;
+            remove(&journal)?;
+        }
+        remove(&checksums_path(path))?;
+        Ok(None)
+    }
+
+    /// redb's settings for this store: a shared one in its single-writer
+    /// mode.
+    pub(super) fn tune(&self, builder: &mut Builder) {
+        if self.platform.shared {
+            builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+        }
+    }
+
     /// Opens the store in `file`, through the checksums in `side`.
     pub(super) fn open_file(&self, file: std::fs::File, side: &Side) -> Result<Store, StoreError> {
         let store = file_backend(file)?;
@@ -124,6 +223,17 @@ impl StoreBuilder {
         side: Side,
     ) -> Result<Store, StoreError> {
         store.platform.side_lock = side;
+        if self.platform.shared {
+            // An exclusive open that came between `side` and this one left
+            // a journal: open again, to replay it.
+            if journal_path(path).exists() {
+                return Err(StoreError::Locked);
+            }
+            // redb's multi-process modes have no in-memory commits: each
+            // commit is synced to the file.
+            store.durability = Durability::Immediate;
+            return Ok(store);
+        }
         if !self.durable {
             return Ok(store);
         }
@@ -149,6 +259,10 @@ impl StoreBuilder {
         backend: crate::readonly::ReadOnlyFile,
         path: &Path,
     ) -> Result<Store, StoreError> {
+        if self.platform.shared {
+            drop(backend);
+            return self.follow(path);
+        }
         let side = side_file(path, false)?;
         let mut store = match &side {
             Some(side) => {
@@ -168,6 +282,47 @@ impl StoreBuilder {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(store),
             Err(error) => Err(StoreError::io(error)),
         }
+    }
+
+    /// Opens the store at `path` to read beside the process that writes it
+    /// shared: redb's read-only handle in its single-writer mode, which
+    /// follows that writer's commits.
+    fn follow(&self, path: &Path) -> Result<Store, StoreError> {
+        if std::fs::metadata(journal_path(path)).is_ok_and(|m| m.len() > crate::journal::HEADER_LEN)
+        {
+            return Err(StoreError::Inconsistent(format!(
+                "{}: its journal holds commits the file does not yet have; \
+                 open it once to write (shared or not) to replay them",
+                path.display()
+            )));
+        }
+        let mut builder = self.redb(false);
+        builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+        let db = builder.open_read_only(path)?;
+        let store_id = {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            match log::meta_format(&meta)? {
+                Some(STORE_FORMAT) => {}
+                Some(found) if found > STORE_FORMAT => {
+                    return Err(StoreError::UnsupportedFormat {
+                        found,
+                        supported: STORE_FORMAT,
+                    });
+                }
+                found => {
+                    return Err(StoreError::Inconsistent(format!(
+                        "{}: store format {found:?}: open it once to write, to migrate it",
+                        path.display()
+                    )));
+                }
+            }
+            log::meta_uuid(&meta, log::META_STORE_ID)?
+                .ok_or_else(|| StoreError::Inconsistent("meta store_id row is missing".into()))?
+        };
+        let mut store = self.finish_with(Db::Follower(db), store_id, true)?;
+        store.platform.follows = true;
+        Ok(store)
     }
 
     /// Opens the store in `backend`, with the checksums and journal the
@@ -285,6 +440,10 @@ impl Store {
         // Held while a new snapshot is opened: a writer retiring the old
         // one waits, so a snapshot older than a finished commit can never
         // be installed after it.
+        if self.platform.follows {
+            // Another process commits: a kept snapshot would fall behind.
+            return Ok(Arc::new(self.open_snapshot()?));
+        }
         let mut shared = lock(&self.platform.snapshot);
         match &*shared {
             Some(snapshot) => Ok(snapshot.clone()),
@@ -418,6 +577,14 @@ pub(super) fn side_file(path: &Path, write: bool) -> Result<Side, StoreError> {
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked),
         Err(std::fs::TryLockError::Error(error)) if write => Err(StoreError::io(error)),
         Err(std::fs::TryLockError::Error(_)) => Ok(None),
+    }
+}
+
+/// Removes the file at `path` if there is one.
+fn remove(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(error)),
+        _ => Ok(()),
     }
 }
 

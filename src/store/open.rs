@@ -6,10 +6,10 @@ use super::*;
 /// Settings for opening a [`Store`]. Start from [`Store::builder`].
 #[must_use]
 pub struct StoreBuilder {
-    clock: Option<Arc<dyn Clock>>,
+    pub(super) clock: Option<Arc<dyn Clock>>,
     pub(super) durable: bool,
     pub(super) check_on_open: bool,
-    cache_bytes: usize,
+    pub(super) cache_bytes: usize,
     /// The platform's own settings (`native.rs`: journal, checksums).
     #[allow(dead_code, reason = "wasm.rs has no settings to read")]
     pub(super) platform: platform::Settings,
@@ -103,7 +103,7 @@ impl StoreBuilder {
             let existing = existing_store_file(path)?;
             // After the check above: a path holding something else gets no
             // files beside it.
-            let side = side_file(path, true)?;
+            let side = self.side(path)?;
             let store = match existing {
                 Some(_) => {
                     let file = std::fs::OpenOptions::new()
@@ -231,6 +231,7 @@ impl StoreBuilder {
         builder
             .set_cache_size(self.cache_bytes)
             .set_check_integrity_on_open(check);
+        self.tune(&mut builder);
         builder
     }
 
@@ -249,6 +250,17 @@ impl StoreBuilder {
     }
 
     pub(super) fn finish(&self, db: Database, read_only: bool) -> Result<Store, StoreError> {
+        let store_id = init(&db)?;
+        self.finish_with(platform::own(db), store_id, read_only)
+    }
+
+    /// The store over `db`, whose id is `store_id`.
+    pub(super) fn finish_with(
+        &self,
+        db: platform::Db,
+        store_id: Uuid,
+        read_only: bool,
+    ) -> Result<Store, StoreError> {
         let clock = match &self.clock {
             Some(clock) => clock.clone(),
             None => crate::clock::system().ok_or(StoreError::NoClock)?,
@@ -258,7 +270,6 @@ impl StoreBuilder {
         } else {
             Durability::None
         };
-        let store_id = init(&db)?;
         Ok(Store {
             db: Some(db),
             durability,

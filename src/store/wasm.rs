@@ -8,6 +8,13 @@ use redb::WriteTransaction;
 
 use super::*;
 
+/// The database: redb's own handle (a browser has no other process).
+pub(super) type Db = Database;
+
+pub(super) fn own(db: Database) -> Db {
+    db
+}
+
 /// Nothing beside the database.
 #[derive(Default)]
 pub(super) struct Platform {}
@@ -17,6 +24,12 @@ pub(super) struct Platform {}
 pub(super) struct Settings {}
 
 impl StoreBuilder {
+    pub(super) fn side(&self, path: &Path) -> Result<Side, StoreError> {
+        side_file(path, true)
+    }
+
+    pub(super) fn tune(&self, _builder: &mut Builder) {}
+
     pub(super) fn open_file(&self, file: std::fs::File, _side: &Side) -> Result<Store, StoreError> {
         self.plain(redb::backends::FileBackend::new(file)?, false)
     }

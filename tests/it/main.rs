@@ -18,6 +18,7 @@ mod journal;
 mod kill;
 mod pipeline;
 mod props;
+mod shared;
 mod store;
 mod subscribe;
 mod support;

@@ -53,6 +53,20 @@ class SpkeyStore private constructor(private val native: NativeStore) : AutoClos
     constructor(path: String) : this(NativeStore.open(path))
 
     companion object {
+        /**
+         * Opens the store at [path] shared with other processes (an app and
+         * its widget, an app and its sync service): this one writes; the
+         * others open it with [openReader]. Each write is synced to the file.
+         * A second writer waits 200 ms, then gets [SpkeyException.StoreLocked].
+         */
+        fun openShared(path: String): SpkeyStore = SpkeyStore(NativeStore.openShared(path))
+
+        /**
+         * Opens the store at [path] to read beside the process that writes it
+         * with [openShared]: each read sees that writer's latest commit, whole.
+         */
+        fun openReader(path: String): SpkeyStore = SpkeyStore(NativeStore.openReader(path))
+
         /** A store in memory, gone when closed. */
         fun inMemory(): SpkeyStore = SpkeyStore(NativeStore.inMemory())
     }

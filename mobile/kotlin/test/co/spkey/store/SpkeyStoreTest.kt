@@ -141,6 +141,48 @@ class SpkeyStoreTest {
     }
 
     @Test
+    fun theJvmWritesSharedWhileTheCliReadsInALoopAndEveryReadIsAWholePrefix() {
+        val dir = tempDir()
+        val db = File(dir, "shared.redb")
+        SpkeyStore.openShared(db.path).use { store ->
+            // Not shared: the JVM holds the file.
+            assertEquals(2, cli(db, "events").first)
+            val reads = CopyOnWriteArrayList<Int>()
+            val reader = thread {
+                repeat(30) {
+                    val (status, output) = cli(db, "--shared", "events")
+                    assertEquals(0, status, output)
+                    val positions = output.lines().filter { it.isNotBlank() }
+                        .map { JsonParser.parseString(it).asJsonObject["position"].asInt }
+                    // A whole prefix of the log: 1, 2, … with no gap.
+                    assertEquals((1..positions.size).toList(), positions)
+                    reads.add(positions.size)
+                }
+            }
+            var written = 0
+            while (reader.isAlive && written < 5_000) {
+                assertEquals(201, store.createUser(userId(written), body(userId(written), "p$written@example.com")).status)
+                written++
+            }
+            reader.join()
+            assertEquals(30, reads.size, "a read failed")
+            assertEquals(reads.sorted(), reads.toList(), "a read went back")
+            assertTrue(reads.zipWithNext().any { (a, b) -> a < b }, "no read came while the JVM wrote: $reads")
+            assertEquals(written, cli(db, "--shared", "events").second.lines().count { it.isNotBlank() })
+            // A second writer is turned away, never let in beside the first.
+            assertFailsWith<SpkeyException.StoreLocked> { SpkeyStore.openShared(db.path) }
+            SpkeyStore.openReader(db.path).use { reader ->
+                assertEquals(written.toLong(), reader.headPosition())
+                assertFailsWith<SpkeyException.ReadOnlyStore> {
+                    reader.createUser(ID, body(ID, "no@example.com"))
+                }
+            }
+        }
+        assertEquals(0, cli(db, "verify").first)
+        dir.deleteRecursively()
+    }
+
+    @Test
     fun eightThreadsCreatingAtOnceGetOneOwnerPerEmailAndLoseNothing() {
         val dir = tempDir()
         SpkeyStore(File(dir, "users.redb").path).use { store ->
