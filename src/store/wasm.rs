@@ -24,6 +24,13 @@ pub(super) struct Platform {}
 pub(super) struct Settings {}
 
 impl StoreBuilder {
+    /// Whether the store is shared with other processes: on this target a
+    /// store has one process (a browser tab's worker, a WASI program), so
+    /// this changes nothing. See the native builder's `shared`.
+    pub fn shared(self, _shared: bool) -> Self {
+        self
+    }
+
     pub(super) fn side(&self, path: &Path) -> Result<Side, StoreError> {
         side_file(path, true)
     }
