@@ -1,7 +1,12 @@
 //! The bytes that travel between devices and the hub: push batches, replies
 //! and pull batches. `[b"SPKS"][version u8][kind u8][postcard body][crc32 LE]`.
 //!
-//! Format 3 (written now) has format 2's bodies; what is new is what they
+//! Format 4 (written now) has format 2's bodies too, and may carry what
+//! erasure adds: `UserErased` events, and in pulls the `Redacted` events an
+//! erasure left of a user's others. A device or hub of format 3 is refused
+//! by name as format 2 was.
+//!
+//! Format 3 has format 2's bodies; what is new is what they
 //! carry: `UserUpdated` events, and replies that refuse with a 404 (an
 //! update of a user the hub does not have). A device or hub of format 2
 //! could not read them, so each side refuses the other's format by name
@@ -31,8 +36,9 @@ const MAGIC: &[u8; 4] = b"SPKS";
 pub(crate) const VERSION_1: u8 = 1;
 pub(crate) const VERSION_2: u8 = 2;
 pub(crate) const VERSION_3: u8 = 3;
+pub(crate) const VERSION_4: u8 = 4;
 /// The batch format this version writes (and the newest it reads).
-pub const BATCH_FORMAT: u8 = VERSION_3;
+pub const BATCH_FORMAT: u8 = VERSION_4;
 const HEADER: usize = MAGIC.len() + 2;
 const CHECKSUM_LEN: usize = 4;
 
@@ -236,7 +242,7 @@ pub fn check_head(head: &[u8], kind: BatchKind) -> Result<u8, BatchError> {
         return Err(BatchError::NotABatch);
     }
     let version = head[MAGIC.len()];
-    if !matches!(version, VERSION_1 | VERSION_2 | VERSION_3) {
+    if !matches!(version, VERSION_1 | VERSION_2 | VERSION_3 | VERSION_4) {
         return Err(BatchError::UnsupportedVersion(version));
     }
     let found = head[MAGIC.len() + 1];

@@ -28,6 +28,13 @@ const USER_CREATION_REJECTED: u16 = 2;
 const USER_UPDATED: u16 = 3;
 /// The event type code of `UserUpdateRejected`.
 const USER_UPDATE_REJECTED: u16 = 4;
+/// The event type code of `UserErased` (schema 1: an empty payload).
+const USER_ERASED: u16 = 5;
+/// The event type code of `UserErasureRejected`.
+const USER_ERASURE_REJECTED: u16 = 6;
+/// The event type code of `Redacted` (schema 1: whether it was the
+/// creation, one postcard `bool`).
+const REDACTED: u16 = 7;
 
 const CHECKSUM_LEN: usize = 4;
 
@@ -201,6 +208,9 @@ pub fn encode(recorded: &RecordedEvent) -> Vec<u8> {
         ),
         Event::UserCreationRejected(refusal) => (USER_CREATION_REJECTED, 1, refusal_v1(refusal)),
         Event::UserUpdateRejected(refusal) => (USER_UPDATE_REJECTED, 1, refusal_v1(refusal)),
+        Event::UserErased(_) => (USER_ERASED, 1, Vec::new()),
+        Event::UserErasureRejected(refusal) => (USER_ERASURE_REJECTED, 1, refusal_v1(refusal)),
+        Event::Redacted(_, creation) => (REDACTED, 1, vec![u8::from(*creation)]),
     };
     let envelope = EnvelopeV1 {
         event_id: recorded.event_id.into_bytes(),
@@ -447,6 +457,25 @@ fn decode_v1(body: &[u8]) -> Result<RecordedEvent, DecodeError> {
         }
         (USER_UPDATE_REJECTED, 1) => {
             Event::UserUpdateRejected(refusal_of(aggregate_id, envelope.payload)?)
+        }
+        (USER_ERASED, 1) if envelope.payload.is_empty() => Event::UserErased(aggregate_id),
+        (USER_ERASURE_REJECTED, 1) => {
+            Event::UserErasureRejected(refusal_of(aggregate_id, envelope.payload)?)
+        }
+        // postcard's bool, read by hand (no decoder instantiated for it).
+        (REDACTED, 1) => match envelope.payload {
+            [0] => Event::Redacted(aggregate_id, false),
+            [1] => Event::Redacted(aggregate_id, true),
+            _ => {
+                return Err(DecodeError::Malformed(
+                    "a Redacted payload is one bool".into(),
+                ));
+            }
+        },
+        (USER_ERASED, 1) => {
+            return Err(DecodeError::Malformed(
+                "a UserErased payload is empty".into(),
+            ));
         }
         (event_type, schema_version) => {
             return Err(DecodeError::UnknownEvent {

@@ -11,7 +11,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, CreateUser, Outcome, UpdateUser};
+use crate::command::{Command, CreateUser, DeleteUser, Outcome, UpdateUser};
 use crate::error::StoreError;
 use crate::event::{Event, RecordedEvent, Refusal, UserCreated, UserUpdated};
 use crate::field::{Field, FieldError};
@@ -117,10 +117,11 @@ pub struct EventJson {
 pub enum EventData {
     /// `UserCreated`: the profile.
     User(UserJson),
-    /// `UserCreationRejected`, `UserUpdateRejected`: why the hub refused
-    /// the event.
+    /// `UserCreationRejected`, `UserUpdateRejected`, `UserErasureRejected`:
+    /// why the hub refused the event.
     Rejection(RejectionJson),
-    /// `UserUpdated`: the fields changed.
+    /// `UserUpdated`: the fields changed; `UserErased` and `Redacted` (what
+    /// erasure left of a creation or an update): the user's id alone.
     Update(UpdateJson),
 }
 
@@ -230,6 +231,10 @@ pub struct UserStateJson {
     /// Present when the hub refused this user (created offline): why.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rejection: Option<RejectionJson>,
+    /// `true` when the user was erased: the email is empty and no other
+    /// field is left.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub erased: bool,
 }
 
 impl Response {
@@ -382,8 +387,14 @@ pub fn event_json(recorded: &RecordedEvent) -> EventJson {
     let data = match &recorded.event {
         Event::UserCreated(created) => EventData::User(profile_json(created)),
         Event::UserUpdated(updated) => EventData::Update(update_json(updated)),
-        Event::UserCreationRejected(refusal) | Event::UserUpdateRejected(refusal) => {
-            EventData::Rejection(rejection_json(refusal))
+        Event::UserCreationRejected(refusal)
+        | Event::UserUpdateRejected(refusal)
+        | Event::UserErasureRejected(refusal) => EventData::Rejection(rejection_json(refusal)),
+        Event::UserErased(user_id) | Event::Redacted(user_id, _) => {
+            EventData::Update(update_json(&UserUpdated {
+                user_id: *user_id,
+                ..UserUpdated::default()
+            }))
         }
     };
     EventJson {
@@ -415,12 +426,13 @@ pub fn user_json(user: &User) -> UserStateJson {
         version: user.version,
         created_at: format_timestamp(user.created_at_ms),
         rejection: user.rejection.as_ref().map(rejection_json),
+        erased: user.is_erased(),
     }
 }
 
 /// The commands of the wire, by the name that ends their path
 /// (`POST /users/{id}/{name}`).
-pub const COMMANDS: [&str; 2] = ["CreateUser", "UpdateUser"];
+pub const COMMANDS: [&str; 3] = ["CreateUser", "UpdateUser", "DeleteUser"];
 
 /// Parses the request of the command `name` (one of [`COMMANDS`]) for the
 /// user `id`: the one place that maps a wire name to its command.
@@ -432,6 +444,7 @@ pub const COMMANDS: [&str; 2] = ["CreateUser", "UpdateUser"];
 pub fn parse_command(name: &str, id: &str, body: &[u8]) -> Result<Command, Response> {
     match command_name(name)? {
         "CreateUser" => parse_create_user(id, body).map(Command::Create),
+        "DeleteUser" => parse_delete_user(id, body).map(Command::Delete),
         _ => parse_update_user(id, body).map(Command::Update),
     }
 }
@@ -519,7 +532,7 @@ impl Store {
 /// response naming every failing field: JSON type errors and unknown fields
 /// found here, value errors found by [`CreateUser::validate`].
 pub fn parse_create_user(id: &str, body: &[u8]) -> Result<CreateUser, Response> {
-    let mut fields = read_body(body, "CreateUser")?;
+    let mut fields = read_body(body, "CreateUser", None)?;
     let mut text = |field: Field| fields.values[field as usize].take().flatten();
     let command = CreateUser {
         id: id.to_owned(),
@@ -541,7 +554,7 @@ pub fn parse_create_user(id: &str, body: &[u8]) -> Result<CreateUser, Response> 
 /// optionally, `userId`. On any fault, returns the 400 (or 413) response
 /// naming every failing field, as [`parse_create_user`] does.
 pub fn parse_update_user(id: &str, body: &[u8]) -> Result<UpdateUser, Response> {
-    let mut fields = read_body(body, "UpdateUser")?;
+    let mut fields = read_body(body, "UpdateUser", None)?;
     for (field, what) in [
         (Field::UserId, "must be a string when given"),
         (Field::Email, "cannot be cleared: every user has an email"),
@@ -566,6 +579,21 @@ pub fn parse_update_user(id: &str, body: &[u8]) -> Result<UpdateUser, Response> 
     }
 }
 
+/// Parses a `DeleteUser` request: an empty object, or one holding
+/// `userId` (the path's id). Any other field is refused as unknown.
+pub fn parse_delete_user(id: &str, body: &[u8]) -> Result<DeleteUser, Response> {
+    let mut fields = read_body(body, "DeleteUser", Some(Field::UserId))?;
+    let command = DeleteUser {
+        id: id.to_owned(),
+        // A null userId reads as absent: the path names the user.
+        user_id: fields.values[Field::UserId as usize].take().flatten(),
+    };
+    match fields.faults() {
+        None => Ok(command),
+        Some(faults) => Err(faults.report(command.validate().err())),
+    }
+}
+
 /// A request body read field by field, before any value is checked.
 struct BodyFields {
     /// Each body field's value by `Field as usize`: `None` when absent,
@@ -577,9 +605,10 @@ struct BodyFields {
     unknown: Vec<Detail>,
 }
 
-/// Reads `body` as the JSON object of the command `name`, or answers the
-/// 413 or 400 that a body which is not one deserves.
-fn read_body(body: &[u8], name: &str) -> Result<BodyFields, Response> {
+/// Reads `body` as the JSON object of the command `name` (whose fields are
+/// `only` that one, when given), or answers the 413 or 400 that a body
+/// which is not one deserves.
+fn read_body(body: &[u8], name: &str, only: Option<Field>) -> Result<BodyFields, Response> {
     if body.len() > MAX_BODY_BYTES {
         return Err(Response::error(
             413,
@@ -612,7 +641,7 @@ fn read_body(body: &[u8], name: &str) -> Result<BodyFields, Response> {
         unknown: Vec::new(),
     };
     for (key, value) in entries {
-        let Some(field) = body_field(&key) else {
+        let Some(field) = body_field(&key).filter(|f| only.is_none_or(|only| *f == only)) else {
             fields.unknown.push(Detail {
                 message: format!("is not a field of {name}"),
                 field: key.into_owned(),

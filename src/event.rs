@@ -2,7 +2,8 @@
 //!
 //! An event is what a command recorded (`UserCreated`, `UserUpdated`) or the
 //! compensation that voids one the hub refused (`UserCreationRejected`,
-//! `UserUpdateRejected`). Everything below the command modules — the
+//! `UserUpdateRejected`), and what erasure leaves (`UserErased`, the
+//! `Redacted` events it made of the user's others). Everything below the command modules — the
 //! pipeline, the log, sync, the hubs — carries events without knowing
 //! which; the fold in `user.rs` gives them meaning.
 
@@ -26,6 +27,17 @@ pub enum Event {
     /// The hub refused an update made on this device: the update is void.
     /// Recorded only locally, never pushed.
     UserUpdateRejected(Refusal),
+    /// The user was erased: each of its earlier events now reads
+    /// [`Redacted`](Event::Redacted), and its id stays taken.
+    UserErased(Uuid),
+    /// The hub refused an erasure made on this device. The user stays
+    /// erased here (its data is gone); the refusal is shown. Recorded only
+    /// locally, never pushed.
+    UserErasureRejected(Refusal),
+    /// What a user's `UserCreated` or `UserUpdated` became when the user was
+    /// erased: that it happened, to whom and when, without a field. (A
+    /// `bool`: whether it was the creation.)
+    Redacted(Uuid, bool),
 }
 
 impl Event {
@@ -36,6 +48,9 @@ impl Event {
             Event::UserCreationRejected(_) => "UserCreationRejected",
             Event::UserUpdated(_) => "UserUpdated",
             Event::UserUpdateRejected(_) => "UserUpdateRejected",
+            Event::UserErased(_) => "UserErased",
+            Event::UserErasureRejected(_) => "UserErasureRejected",
+            Event::Redacted(..) => "Redacted",
         }
     }
 
@@ -49,9 +64,10 @@ impl Event {
         match self {
             Event::UserCreated(created) => created.user_id,
             Event::UserUpdated(updated) => updated.user_id,
-            Event::UserCreationRejected(refusal) | Event::UserUpdateRejected(refusal) => {
-                refusal.user_id
-            }
+            Event::UserErased(user_id) | Event::Redacted(user_id, _) => *user_id,
+            Event::UserCreationRejected(refusal)
+            | Event::UserUpdateRejected(refusal)
+            | Event::UserErasureRejected(refusal) => refusal.user_id,
         }
     }
 
@@ -59,17 +75,41 @@ impl Event {
     /// command recorded.
     pub fn refusal(&self) -> Option<&Refusal> {
         match self {
-            Event::UserCreationRejected(refusal) | Event::UserUpdateRejected(refusal) => {
-                Some(refusal)
-            }
-            Event::UserCreated(_) | Event::UserUpdated(_) => None,
+            Event::UserCreationRejected(refusal)
+            | Event::UserUpdateRejected(refusal)
+            | Event::UserErasureRejected(refusal) => Some(refusal),
+            Event::UserCreated(_)
+            | Event::UserUpdated(_)
+            | Event::UserErased(_)
+            | Event::Redacted(..) => None,
         }
     }
 
-    /// Whether a command recorded this event: the events devices push and
-    /// hubs share. Compensations stay on the device that recorded them.
+    /// Whether a command recorded this event as it is: the events devices
+    /// push and hubs share. Compensations stay on the device that recorded
+    /// them; a redacted event is no longer what its command recorded.
     pub fn is_command(&self) -> bool {
-        self.refusal().is_none()
+        matches!(
+            self,
+            Event::UserCreated(_) | Event::UserUpdated(_) | Event::UserErased(_)
+        )
+    }
+
+    /// Whether this event erases its user's data: an erasure, or what one
+    /// left of another event (a store that meets it erases its own copy).
+    pub fn erases(&self) -> bool {
+        matches!(self, Event::UserErased(_) | Event::Redacted(..))
+    }
+
+    /// What this event becomes when its user is erased: a creation or an
+    /// update without its fields; `None` for the events that hold no
+    /// personal data (erasures, compensations, what is already redacted).
+    pub fn redacted(&self) -> Option<Event> {
+        match self {
+            Event::UserCreated(created) => Some(Event::Redacted(created.user_id, true)),
+            Event::UserUpdated(updated) => Some(Event::Redacted(updated.user_id, false)),
+            _ => None,
+        }
     }
 
     /// The compensation that voids this event, when the hub refused it;
@@ -78,7 +118,11 @@ impl Event {
         match self {
             Event::UserCreated(_) => Some(Event::UserCreationRejected(refusal)),
             Event::UserUpdated(_) => Some(Event::UserUpdateRejected(refusal)),
-            Event::UserCreationRejected(_) | Event::UserUpdateRejected(_) => None,
+            Event::UserErased(_) => Some(Event::UserErasureRejected(refusal)),
+            Event::UserCreationRejected(_)
+            | Event::UserUpdateRejected(_)
+            | Event::UserErasureRejected(_)
+            | Event::Redacted(..) => None,
         }
     }
 }

@@ -99,6 +99,14 @@ impl FieldError {
         }
     }
 
+    /// The user id belonged to a user who was erased: it stays taken.
+    pub fn erased_user_id() -> FieldError {
+        FieldError {
+            field: Field::UserId,
+            message: "belonged to a user who was erased; it cannot be used again".into(),
+        }
+    }
+
     /// The same user, with the same data, was created by another event: on
     /// another device, which reached the hub first.
     pub fn created_elsewhere() -> FieldError {

@@ -84,7 +84,7 @@ pub use batch::{
 pub use clock::SystemClock;
 pub use clock::{Clock, ManualClock};
 pub use codec::DecodeError;
-pub use command::{Command, CreateUser, Decision, Intent, Outcome, UpdateUser};
+pub use command::{Command, CreateUser, Decision, DeleteUser, Intent, Outcome, UpdateUser};
 pub use contract::{MAX_BODY_BYTES, Response};
 pub use error::{ErrorKind, StoreError};
 pub use event::{Event, RecordedEvent, Refusal, UserCreated, UserUpdated, email_key};

@@ -19,7 +19,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction};
 use uuid::{ContextV7, Timestamp, Uuid};
 
 use crate::clock::Clock;
@@ -88,6 +88,10 @@ pub(crate) const META_HUB_ID: &[u8] = b"hub_id";
 /// which is what a store that never syncs wants); every sync step first
 /// lists the newer creations.
 pub(crate) const META_LISTED_TO: &[u8] = b"pending_listed_to";
+/// Meta row, present (empty) while an erased user's values may remain in
+/// the file's free pages or the journal: a store closing or opening with it
+/// rewrites its file and cuts its journal (see `Store::close`).
+pub(crate) const META_SCRUB: &[u8] = b"scrub";
 
 /// A u64 as a key or value.
 pub(crate) fn u64_bytes(n: u64) -> [u8; 8] {
@@ -180,12 +184,42 @@ pub(crate) fn set_meta_format(
 /// any was missing.
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<bool, StoreError> {
     let before = txn.list_tables()?.count();
-    for table in [
-        EVENTS, STREAMS, EMAILS, EVENT_IDS, META, PENDING, REJECTIONS, USERS,
-    ] {
+    for table in TABLES {
         txn.open_table(table)?;
     }
     Ok(txn.list_tables()?.count() != before)
+}
+
+/// Every table of a store.
+const TABLES: [TableDefinition<Bytes, Bytes>; 8] = [
+    EVENTS, STREAMS, EMAILS, EVENT_IDS, META, PENDING, REJECTIONS, USERS,
+];
+
+/// Copies every row of every table of `from` into `to`, a new store's
+/// transaction, but the [`META_SCRUB`] row: the copy is the scrub.
+#[cfg_attr(
+    target_family = "wasm",
+    allow(dead_code, reason = "wasm stores are not rewritten: store/wasm.rs")
+)]
+pub(crate) fn copy_tables(from: &ReadTransaction, to: &WriteTransaction) -> Result<(), StoreError> {
+    for definition in TABLES {
+        let source = from.open_table(definition)?;
+        let mut target = to.open_table(definition)?;
+        for row in source.iter()? {
+            let (key, value) = row?;
+            if definition.name() == META.name() && key.value() == META_SCRUB {
+                continue;
+            }
+            target.insert(key.value(), value.value())?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the store's file may still hold an erased user's values (see
+/// [`META_SCRUB`]).
+pub(crate) fn scrub_due(txn: &ReadTransaction) -> Result<bool, StoreError> {
+    Ok(txn.open_table(META)?.get(META_SCRUB)?.is_some())
 }
 
 /// Rebuilds the email index and the users' state rows from the log, under
@@ -451,6 +485,16 @@ pub trait Log {
         Ok(())
     }
 
+    /// Writes `recorded` over the event at its position: an event of an
+    /// erased user, redacted. Its stream and id rows stay; a pending event
+    /// stops being pending (it is no longer what its command recorded, and
+    /// is never pushed).
+    ///
+    /// # Errors
+    ///
+    /// The write failures of [`StoreError`].
+    fn rewrite(&mut self, recorded: &RecordedEvent) -> Result<(), StoreError>;
+
     /// Records that `user` holds `email_key`.
     ///
     /// # Errors
@@ -521,6 +565,8 @@ pub(crate) struct Writer<'txn, 's> {
     users: Table<'txn, Bytes, Bytes>,
     head: u64,
     dirty: bool,
+    /// Whether an event was written over (an erasure's redaction).
+    rewrote: bool,
     /// Every row written, for the journal when the store keeps one
     /// (`log/redo.rs`; nothing in wasm, `log/no_redo.rs`).
     recorder: Recorder,
@@ -606,6 +652,7 @@ impl<'txn, 's> Writer<'txn, 's> {
             meta: Lazy::new(txn, META),
             users: txn.open_table(USERS)?,
             dirty: false,
+            rewrote: false,
             recorder: Recorder::default(),
         })
     }
@@ -635,6 +682,13 @@ impl<'txn, 's> Writer<'txn, 's> {
     /// Whether anything was written: the transaction commits only then.
     pub fn dirty(&self) -> bool {
         self.dirty
+    }
+
+    /// Whether an event was written over: an erasure, whose values the
+    /// file's free pages and the journal still hold until the store is
+    /// rewritten.
+    pub fn rewrote(&self) -> bool {
+        self.rewrote
     }
 
     /// The event at `position`.
@@ -765,6 +819,16 @@ impl Log for Writer<'_, '_> {
             Some(&codec::encode_state(state)),
         )?;
         self.dirty = true;
+        Ok(())
+    }
+
+    fn rewrite(&mut self, recorded: &RecordedEvent) -> Result<(), StoreError> {
+        let key = u64_bytes(recorded.position);
+        self.put(Tab::Events, &key, Some(&codec::encode(recorded)))?;
+        self.put(Tab::Pending, &key, None)?;
+        self.put(Tab::Meta, META_SCRUB, Some(&[]))?;
+        self.dirty = true;
+        self.rewrote = true;
         Ok(())
     }
 

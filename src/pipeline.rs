@@ -131,15 +131,79 @@ pub trait Pipeline: Log {
             }
             Ok(Decision::Record(event) | Decision::Unchanged(event)) => event,
         };
+        let recorded = self.record(event, stream, current.as_ref(), source, claim)?;
+        Ok(Executed::Recorded(recorded))
+    }
+
+    /// Appends `event` to its user's `stream` (whose state is `before`) and
+    /// keeps what follows from it: the user's other events redacted when
+    /// it erases them, the state row, the email index (`claim`: a key
+    /// already made for the email it sets). Every append of the pipeline
+    /// ends here.
+    ///
+    /// # Errors
+    ///
+    /// The failures of the log's writes, and of stamping.
+    fn record(
+        &mut self,
+        event: Event,
+        mut stream: Vec<RecordedEvent>,
+        before: Option<&User>,
+        source: Source<'_>,
+        claim: Option<Claim>,
+    ) -> Result<RecordedEvent, StoreError> {
+        let user_id = event.aggregate_id();
+        let erases = event.erases();
         let recorded = self.append(event, &stream, source)?;
-        let mut stream = stream;
+        if erases {
+            self.redact(&stream)?;
+        }
         stream.push(recorded.clone());
         let after = user::fold(stream);
         if let Some(after) = &after {
             self.put_state(after)?;
         }
-        self.reindex(user_id, current.as_ref(), after.as_ref(), claim)?;
-        Ok(Executed::Recorded(recorded))
+        self.reindex(user_id, before, after.as_ref(), claim)?;
+        Ok(recorded)
+    }
+
+    /// Appends an event of the hub's log that no command here decides —
+    /// what the hub's erasure left of an event (see [`Event::redacted`]) —
+    /// as it is, keeping the user's state and the email index.
+    ///
+    /// # Errors
+    ///
+    /// The failures of the log's reads and writes.
+    fn keep(&mut self, recorded: &RecordedEvent) -> Result<(), StoreError> {
+        let stream = self.stream(recorded.aggregate_id())?;
+        let before = user::fold(stream.clone());
+        self.record(
+            recorded.event.clone(),
+            stream,
+            before.as_ref(),
+            Source::Hub(recorded),
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// Erasure's step: each event of an erased user's `stream` that holds
+    /// its data is written over by what is left of it (see
+    /// [`Event::redacted`]), in the erasure's own write.
+    ///
+    /// # Errors
+    ///
+    /// The failures of the log's writes.
+    fn redact(&mut self, stream: &[RecordedEvent]) -> Result<(), StoreError> {
+        for earlier in stream {
+            if let Some(event) = earlier.event.redacted() {
+                self.rewrite(&RecordedEvent {
+                    event,
+                    ..earlier.clone()
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Keeps the email index after a user's state went from `before` to
@@ -157,7 +221,7 @@ pub trait Pipeline: Log {
         claim: Option<Claim>,
     ) -> Result<(), StoreError> {
         let email = |user: Option<&User>| {
-            user.filter(|u| !u.is_rejected())
+            user.filter(|u| u.holds_email())
                 .map(|u| u.profile.email.clone())
         };
         let (old, new) = (email(before), email(after));
@@ -269,15 +333,7 @@ pub trait Pipeline: Log {
                     refused.event_id
                 ))
             })?;
-        let recorded = self.append(event, &stream, Source::Local)?;
-        let mut stream = stream;
-        stream.push(recorded.clone());
-        let after = user::fold(stream);
-        if let Some(after) = &after {
-            self.put_state(after)?;
-        }
-        self.reindex(user_id, before.as_ref(), after.as_ref(), None)?;
-        Ok(recorded)
+        self.record(event, stream, before.as_ref(), Source::Local, None)
     }
 
     /// The hub's decision on a device's pushed `events` (opened and checked
@@ -428,6 +484,7 @@ pub struct Staged<'s> {
     emails: HashMap<String, Option<Uuid>>,
     event_ids: HashMap<Uuid, Option<u64>>,
     appended: Vec<RecordedEvent>,
+    rewritten: Vec<RecordedEvent>,
     email_changes: BTreeMap<String, Option<Uuid>>,
 }
 
@@ -442,6 +499,7 @@ impl<'s> Staged<'s> {
             emails: needs.email_keys.iter().map(|k| (k.clone(), None)).collect(),
             event_ids: needs.event_ids.iter().map(|e| (*e, None)).collect(),
             appended: Vec::new(),
+            rewritten: Vec::new(),
             email_changes: BTreeMap::new(),
         }
     }
@@ -498,6 +556,12 @@ impl<'s> Staged<'s> {
     /// The events appended, in position order.
     pub fn appended(&self) -> &[RecordedEvent] {
         &self.appended
+    }
+
+    /// The events written over (redacted, their user erased), to be
+    /// written over in the backend too, by position.
+    pub fn rewritten(&self) -> &[RecordedEvent] {
+        &self.rewritten
     }
 
     /// The email index's changes: each key's new owner, `None` for freed.
@@ -562,6 +626,27 @@ impl Log for Staged<'_> {
         }
         self.head = recorded.position;
         self.appended.push(recorded.clone());
+        Ok(())
+    }
+
+    fn rewrite(&mut self, recorded: &RecordedEvent) -> Result<(), StoreError> {
+        let user = recorded.aggregate_id();
+        let stream = self
+            .streams
+            .get_mut(&user)
+            .ok_or_else(|| not_needed(format!("user {user}")))?;
+        if let Some(slot) = stream.iter_mut().find(|e| e.position == recorded.position) {
+            *slot = recorded.clone();
+        }
+        match self
+            .appended
+            .iter_mut()
+            .find(|e| e.position == recorded.position)
+        {
+            // Appended by this batch: written once, as it now is.
+            Some(slot) => *slot = recorded.clone(),
+            None => self.rewritten.push(recorded.clone()),
+        }
         Ok(())
     }
 

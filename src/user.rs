@@ -115,9 +115,21 @@ impl User {
         self.rejection.is_some()
     }
 
-    /// The email key this user holds: its email's, unless it was refused.
+    /// True when the user was erased: its id is all that is left (an
+    /// empty email, which no other user can have, and no other field).
+    pub fn is_erased(&self) -> bool {
+        self.profile.email.is_empty()
+    }
+
+    /// Whether this user holds its email: not when refused or erased.
+    pub fn holds_email(&self) -> bool {
+        !self.is_rejected() && !self.is_erased()
+    }
+
+    /// The email key this user holds: its email's, unless it was refused
+    /// or erased.
     pub fn held_email_key(&self) -> Option<String> {
-        (!self.is_rejected()).then(|| self.profile.email_key())
+        self.holds_email().then(|| self.profile.email_key())
     }
 }
 
@@ -135,6 +147,9 @@ impl User {
 /// of the device that wrote).
 pub fn fold(stream: Vec<RecordedEvent>) -> Option<User> {
     let version = stream.last()?.version;
+    if let Some(erased) = erased(&stream, version) {
+        return Some(erased);
+    }
     let voided: Vec<Uuid> = stream
         .iter()
         .filter_map(|e| e.event.refusal().map(|r| r.rejected_event_id))
@@ -162,7 +177,11 @@ pub fn fold(stream: Vec<RecordedEvent>) -> Option<User> {
             }
             Event::UserUpdated(_) => {}
             Event::UserCreationRejected(refusal) => last_refusal = Some(refusal),
-            Event::UserUpdateRejected(_) => {}
+            // `erased` answered for streams holding these.
+            Event::UserUpdateRejected(_)
+            | Event::UserErased(_)
+            | Event::UserErasureRejected(_)
+            | Event::Redacted(..) => {}
         }
     }
     let (mut profile, created_at_ms, creation_id, refused) = creation?;
@@ -181,6 +200,42 @@ pub fn fold(stream: Vec<RecordedEvent>) -> Option<User> {
         created_at_ms,
         rejection,
         sources,
+    })
+}
+
+/// The state of an erased user, or `None` when `stream` holds no erasure.
+/// A stream with a redacted event is erased too: redaction comes only with
+/// an erasure, which a device importing the hub's log meets after them.
+/// The state keeps the id, the version and the creation's time; its last
+/// event is the first erasure (a repeated `DeleteUser` answers with it).
+/// An erasure the hub refused still counts: the data is gone here.
+fn erased(stream: &[RecordedEvent], version: u64) -> Option<User> {
+    let first = stream.first()?;
+    let erasure = stream
+        .iter()
+        .find(|e| matches!(e.event, Event::UserErased(_)))
+        .or_else(|| {
+            stream
+                .iter()
+                .any(|e| matches!(e.event, Event::Redacted(..)))
+                .then(|| stream.last())
+                .flatten()
+        })?;
+    Some(User {
+        profile: UserCreated {
+            user_id: first.aggregate_id(),
+            email: String::new(),
+            first_name: None,
+            last_name: None,
+            phone_number: None,
+        },
+        version,
+        created_at_ms: first.recorded_at_ms,
+        rejection: None,
+        sources: Sources {
+            creation: first.event_id,
+            last: erasure.event_id,
+        },
     })
 }
 

@@ -20,6 +20,7 @@ use crate::log::{
     self, Bytes, EMAILS, EVENT_IDS, EVENTS, META, PENDING, REJECTIONS, STREAMS, USERS, own_command,
     stream_key,
 };
+use crate::user::User;
 
 /// What [`Store::verify`](crate::Store::verify) found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -118,6 +119,14 @@ pub enum Finding {
     /// fold to; or a row of a user without events.
     StateRowMismatch {
         /// The user.
+        user: Uuid,
+    },
+    /// An erased user's event that still holds its fields: an erasure
+    /// that was not whole.
+    UnredactedEvent {
+        /// Its log position.
+        position: u64,
+        /// The erased user.
         user: Uuid,
     },
     /// A user's events could not be read to check its email.
@@ -261,6 +270,10 @@ impl fmt::Display for Finding {
                     "the state row of user {user} is not what its events fold to"
                 )
             }
+            Finding::UnredactedEvent { position, user } => write!(
+                f,
+                "position {position}: user {user} was erased, but this event keeps its fields"
+            ),
             Finding::UnreadableUser { position, error } => {
                 write!(f, "position {position}: {error}")
             }
@@ -409,10 +422,14 @@ pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyRepo
             || (own_command(&recorded, store_id) && position <= listed_to);
         let id_row = row_position(&event_ids, recorded.event_id.as_bytes());
         let event_id = recorded.event_id;
+        // An own event erased may have been listed before its erasure, or
+        // not: either is sound.
+        let erased_own = recorded.origin == store_id
+            && matches!(recorded.event, crate::event::Event::Redacted(..));
         if indexed && id_row != Some(position) {
             findings.push(Finding::MissingEventIdRow { position, event_id });
         }
-        if !indexed && id_row.is_some() {
+        if !indexed && id_row.is_some() && !(erased_own && id_row == Some(position)) {
             findings.push(Finding::UnlistedEventIdRow { position, event_id });
         }
         let listed_as_rejection = rejections.get(key.value())?.is_some();
@@ -442,7 +459,18 @@ pub(crate) fn verify(txn: &ReadTransaction, store_id: Uuid) -> Result<VerifyRepo
         if log::state_row(&users, user).ok().flatten() != current {
             findings.push(Finding::StateRowMismatch { user });
         }
-        let Some(current) = current.filter(|u| !u.is_rejected()) else {
+        // An erased user keeps none of its fields, in any event.
+        if current.as_ref().is_some_and(User::is_erased) {
+            for event in log::stream(&events, &streams, user).unwrap_or_default() {
+                if event.event.redacted().is_some() {
+                    findings.push(Finding::UnredactedEvent {
+                        position: event.position,
+                        user,
+                    });
+                }
+            }
+        }
+        let Some(current) = current.filter(|u| u.holds_email()) else {
             continue;
         };
         let key = current.profile.email_key();

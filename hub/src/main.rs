@@ -7,6 +7,9 @@
 //! `spkey-hub token --config hub.toml --org ID (--user UUID | --service)
 //! [--ttl 1h]` prints a token signed with the organization's HS256 secret,
 //! to try the hub with.
+//!
+//! `spkey-hub erase-maintenance --config hub.toml` rewrites a PostgreSQL
+//! hub's tables, statistics and WAL after erasures.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +53,11 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
     },
+    /// After erasures on PostgreSQL: rewrites the hub's tables, statistics
+    /// and WAL so that no live file of the database holds an erased user's
+    /// values (see the README's "Erasure"). A hub on redb files needs no
+    /// step: it rewrites an organization's file at each erasure.
+    EraseMaintenance,
 }
 
 #[tokio::main]
@@ -87,6 +95,21 @@ async fn main() -> ExitCode {
     }) = cli.command
     {
         return token(&config, &org, user.as_deref(), ttl);
+    }
+    if let Some(Command::EraseMaintenance) = cli.command {
+        let spkey_hub::config::Storage::Postgres(url) = &config.storage else {
+            println!(
+                "spkey-hub: the logs are redb files, rewritten at each erasure: nothing to do"
+            );
+            return ExitCode::SUCCESS;
+        };
+        return match spkey_hub::postgres::erase_maintenance(url).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("spkey-hub: erase-maintenance: {error}");
+                ExitCode::from(1)
+            }
+        };
     }
     let hub = match Hub::bind(config).await {
         Ok(hub) => hub,

@@ -170,6 +170,48 @@ fn database(error: impl std::fmt::Display) -> PgStartError {
     PgStartError::Database(error.to_string())
 }
 
+/// The erasure maintenance step: after a `DeleteUser`, the erased user's
+/// values remain in the tables' dead tuples and index pages, in the
+/// planner's statistics (`pg_statistic` samples column values) and in the
+/// WAL until these run. `VACUUM FULL` writes each table and its indexes
+/// anew (the old files are removed at the next checkpoint); `ANALYZE`
+/// replaces the statistics, and `pg_statistic` is itself rewritten; the
+/// WAL is switched and checkpointed so that the segments holding the old
+/// rows are no longer needed — removed, not kept for reuse, only when the
+/// server runs with `wal_recycle = off`. Run by `spkey-hub erase-maintenance`
+/// as a role that may (a superuser, or the tables' owner with
+/// `pg_checkpoint` and `pg_switch_wal` granted); WAL archives and backups
+/// are outside its reach.
+pub const ERASURE_MAINTENANCE: [&str; 6] = [
+    "VACUUM (FULL, ANALYZE) spkey_events",
+    "VACUUM (FULL, ANALYZE) spkey_emails",
+    "VACUUM FULL pg_catalog.pg_statistic",
+    "SELECT pg_switch_wal()",
+    "CHECKPOINT",
+    "CHECKPOINT",
+];
+
+/// Runs [`ERASURE_MAINTENANCE`] on the database at `url`, statement by
+/// statement (`VACUUM` cannot run in a transaction).
+///
+/// # Errors
+///
+/// The statement that failed, and why.
+pub async fn erase_maintenance(url: &str) -> Result<(), String> {
+    let config = connection_config(url)?;
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(connection);
+    for statement in ERASURE_MAINTENANCE {
+        client
+            .simple_query(statement)
+            .await
+            .map_err(|e| format!("{statement}: {e}"))?;
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
 impl PostgresHub {
     /// Connects, migrates the schema, registers each organization (its hub
     /// id is made once, by whichever node registers it first) and starts
@@ -319,6 +361,22 @@ impl Shared {
                     &freed,
                     &new_head,
                 ],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        let rewritten = staged.rewritten();
+        if !rewritten.is_empty() {
+            // An erasure: the user's earlier events, redacted, over theirs.
+            // Their old versions stay in dead tuples until the erasure
+            // maintenance step (ERASURE_MAINTENANCE) rewrites the tables.
+            let positions: Vec<i64> = rewritten.iter().map(|e| as_i64(e.position)).collect();
+            let envelopes: Vec<Vec<u8>> = rewritten.iter().map(codec::encode).collect();
+            txn.execute(
+                "UPDATE spkey_events SET envelope = r.envelope
+                 FROM unnest($2::bigint[], $3::bytea[]) AS r(position, envelope)
+                 WHERE spkey_events.org = $1 AND spkey_events.position = r.position",
+                &[org_id, &positions, &envelopes],
             )
             .await
             .map_err(pg_error)?;

@@ -7,8 +7,8 @@
 use std::fs::Permissions;
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use spkey_store::{BatchError, Response, Scope, Store, StoreError};
@@ -112,9 +112,63 @@ pub(crate) fn publish(head: &watch::Sender<u64>, new: u64) -> u64 {
 pub const PULL_LIMIT: usize = 10_000;
 
 struct OrgLog {
-    store: Arc<Store>,
+    /// The open store; replaced by a reopened one after an erasure (see
+    /// [`scrub`]). `None` only if that reopening failed.
+    store: Arc<RwLock<Option<Arc<Store>>>>,
+    path: Arc<PathBuf>,
     /// The log's head, published after every commit: long-polls wait here.
     head: Arc<watch::Sender<u64>>,
+}
+
+impl OrgLog {
+    /// The open store, shared with the requests in flight.
+    fn current(&self) -> Result<Arc<Store>, StoreError> {
+        current(&self.store)
+    }
+}
+
+fn current(slot: &RwLock<Option<Arc<Store>>>) -> Result<Arc<Store>, StoreError> {
+    slot.read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .ok_or_else(|| StoreError::Inconsistent("the store could not be reopened".into()))
+}
+
+/// How long reopening a store after an erasure waits for the requests
+/// still using it; past it, the next erasure (or a restart) reopens it.
+const SCRUB_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Closes and reopens the store in `slot` after an erasure: closing
+/// rewrites the file without the erased user's values (see
+/// `Store::close`). New requests wait on the lock meanwhile; the ones in
+/// flight finish first.
+fn scrub(slot: &RwLock<Option<Arc<Store>>>, path: &Path) -> Result<(), StoreError> {
+    let mut guard = slot.write().unwrap_or_else(|e| e.into_inner());
+    let until = Instant::now() + SCRUB_PATIENCE;
+    let old = loop {
+        match guard.take() {
+            Some(store) if !store.holds_erased_values() => {
+                // Another request reopened it already.
+                *guard = Some(store);
+                return Ok(());
+            }
+            Some(store) => match Arc::try_unwrap(store) {
+                Ok(store) => break store,
+                Err(store) if Instant::now() < until => {
+                    *guard = Some(store);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(store) => {
+                    *guard = Some(store);
+                    return Ok(());
+                }
+            },
+            None => return Ok(()),
+        }
+    };
+    old.close()?;
+    *guard = Some(Arc::new(Store::open(path)?));
+    Ok(())
 }
 
 /// One redb store per organization, in `<data_dir>/<org id>.redb`.
@@ -162,7 +216,8 @@ impl RedbHub {
             }
             let head = store.head_position().map_err(|e| (id.clone(), e))?;
             orgs.push(OrgLog {
-                store: Arc::new(store),
+                store: Arc::new(RwLock::new(Some(Arc::new(store)))),
+                path: Arc::new(path),
                 head: Arc::new(watch::Sender::new(head)),
             });
         }
@@ -179,12 +234,24 @@ impl RedbHub {
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, HubError> {
         let log = &self.orgs[org];
-        let (store, head, observe) = (log.store.clone(), log.head.clone(), self.observe.clone());
+        let (slot, path, head, observe) = (
+            log.store.clone(),
+            log.path.clone(),
+            log.head.clone(),
+            self.observe.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
+            let store = current(&slot)?;
             let value = f(&store)?;
             let appended = publish(&head, store.head_position()?);
             observe(started.elapsed(), appended);
+            // An erasure: the erased values leave the files before the
+            // answer does.
+            if store.holds_erased_values() {
+                drop(store);
+                scrub(&slot, &path)?;
+            }
             Ok::<_, StoreError>(value)
         })
         .await
@@ -223,7 +290,7 @@ impl HubStorage for RedbHub {
         // Wakes as soon as an event after `since` is committed, or gives up
         // at `wait` and answers an empty batch.
         let _ = tokio::time::timeout(wait, head.wait_for(|head| *head > since)).await;
-        let store = self.orgs[org].store.clone();
+        let store = self.orgs[org].current()?;
         tokio::task::spawn_blocking(move || store.export_as(since, PULL_LIMIT, scope))
             .await
             .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))?
@@ -232,7 +299,7 @@ impl HubStorage for RedbHub {
 
     async fn health(&self) -> Result<(), HubError> {
         for log in &self.orgs {
-            let store = log.store.clone();
+            let store = log.current()?;
             tokio::task::spawn_blocking(move || store.head_position())
                 .await
                 .map_err(|e| HubError::Unavailable(e.to_string()))??;

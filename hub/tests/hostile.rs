@@ -244,7 +244,8 @@ fn long_polls_whose_clients_hang_up_leave_the_gauge_at_zero(backend: Backend) {
             let mut s = TcpStream::connect(addr(&hub.url)).unwrap();
             write!(
                 s,
-                "GET /sync/pull?since=0&wait=20 HTTP/1.1\r\nHost: hub\r\nx-spkey-batch-format: 3\r\nAuthorization: Bearer {token}\r\nX-API-Key: {ACME_KEY}\r\n\r\n"
+                "GET /sync/pull?since=0&wait=20 HTTP/1.1\r\nHost: hub\r\nx-spkey-batch-format: {}\r\nAuthorization: Bearer {token}\r\nX-API-Key: {ACME_KEY}\r\n\r\n",
+                spkey_store::BATCH_FORMAT
             )
             .unwrap();
             s
@@ -400,7 +401,10 @@ fn an_organizations_origin_gets_cors_only_with_its_own_credentials(backend: Back
         answer(
             agent()
                 .get(&format!("{}/sync/pull?since=0", hub.url))
-                .header("x-spkey-batch-format", "3")
+                .header(
+                    "x-spkey-batch-format",
+                    spkey_store::BATCH_FORMAT.to_string(),
+                )
                 .header("Origin", origin)
                 .header("Authorization", &format!("Bearer {token}"))
                 .header("X-API-Key", key)

@@ -338,7 +338,10 @@ fn organizations_are_kept_apart(backend: Backend) {
     let beta_pull = answer(
         agent()
             .get(&format!("{}/sync/pull?since=0", hub.url))
-            .header("x-spkey-batch-format", "3")
+            .header(
+                "x-spkey-batch-format",
+                spkey_store::BATCH_FORMAT.to_string(),
+            )
             .header("Authorization", &format!("Bearer {}", beta_token()))
             .header("X-API-Key", BETA_KEY)
             .call(),
@@ -385,7 +388,10 @@ fn devices_sync_through_the_hub_and_a_long_poll_wakes_on_news(backend: Backend) 
         let answer = answer(
             agent()
                 .get(&format!("{url}/sync/pull?since=1&wait=20"))
-                .header("x-spkey-batch-format", "3")
+                .header(
+                    "x-spkey-batch-format",
+                    spkey_store::BATCH_FORMAT.to_string(),
+                )
                 .header("Authorization", &format!("Bearer {}", acme_token()))
                 .header("X-API-Key", ACME_KEY)
                 .call(),
@@ -408,7 +414,10 @@ fn devices_sync_through_the_hub_and_a_long_poll_wakes_on_news(backend: Backend) 
     let (pulled, waited) = waiter.join().unwrap();
 
     assert_eq!(pulled.status, 200);
-    assert_eq!(pulled.headers["x-spkey-batch-format"], "3");
+    assert_eq!(
+        pulled.headers["x-spkey-batch-format"],
+        spkey_store::BATCH_FORMAT.to_string()
+    );
     assert!(
         waited >= Duration::from_millis(300) && created.elapsed() < Duration::from_secs(2),
         "{waited:?}"
@@ -435,8 +444,9 @@ fn refused_batches_say_why_and_a_format_mismatch_names_both_versions(backend: Ba
     };
     let mut damaged = push.clone();
     damaged[20] ^= 1;
-    // The same batch in format 3, which this hub does not read, and in
-    // format 1, whose device could not read this hub's reply: resealed.
+    // The same batch in format 5, which this hub does not read, and in
+    // formats 3 and 1, whose device could not read this hub's reply:
+    // resealed.
     let reformat = |version: u8| {
         let mut bytes = push.clone();
         bytes[4] = version;
@@ -445,10 +455,11 @@ fn refused_batches_say_why_and_a_format_mismatch_names_both_versions(backend: Ba
         bytes[len - 4..].copy_from_slice(&sum.to_le_bytes());
         bytes
     };
-    let (newer, older, oldest) = (reformat(4), reformat(2), reformat(1));
+    let (newer, old, older, oldest) = (reformat(5), reformat(3), reformat(2), reformat(1));
 
     let damaged = post(damaged);
     let newer = post(newer);
+    let old = post(old);
     let older = post(older);
     let oldest = post(oldest);
     let pull = |format: Option<&str>| {
@@ -472,14 +483,14 @@ fn refused_batches_say_why_and_a_format_mismatch_names_both_versions(backend: Ba
     assert_eq!(newer.status, 400);
     assert_eq!(
         newer.json()["message"],
-        "the batch is in format 4; this hub reads format 3: the hub must upgrade"
+        "the batch is in format 5; this hub reads format 4: the hub must upgrade"
     );
-    for (older, format) in [(older, 2), (oldest, 1)] {
+    for (older, format) in [(old, 3), (older, 2), (oldest, 1)] {
         assert_eq!(older.status, 400);
         assert_eq!(
             older.json()["message"],
             format!(
-                "the batch is in format {format}; this hub reads format 3: the device must upgrade"
+                "the batch is in format {format}; this hub reads format 4: the device must upgrade"
             )
         );
     }
@@ -488,7 +499,7 @@ fn refused_batches_say_why_and_a_format_mismatch_names_both_versions(backend: Ba
     assert_eq!(old_pull.status, 400);
     assert_eq!(
         old_pull.json()["message"],
-        "the device reads batch format 1; this hub sends format 3: the device must upgrade"
+        "the device reads batch format 1; this hub sends format 4: the device must upgrade"
     );
     let format_2 = pull(Some("2"));
     assert_eq!(
@@ -496,12 +507,13 @@ fn refused_batches_say_why_and_a_format_mismatch_names_both_versions(backend: Ba
         (
             400,
             Some(
-                "the device reads batch format 2; this hub sends format 3: the device must upgrade"
+                "the device reads batch format 2; this hub sends format 4: the device must upgrade"
             )
         )
     );
-    assert_eq!(pull(Some("4")).status, 400);
-    assert_eq!(pull(Some("3")).status, 200);
+    assert_eq!(pull(Some("5")).status, 400);
+    assert_eq!(pull(Some("3")).status, 400);
+    assert_eq!(pull(Some("4")).status, 200);
     assert_eq!(hub.log("acme").head_position().unwrap(), 0);
 }
 
@@ -530,7 +542,10 @@ fn long_polls_and_requests_beyond_their_caps_are_503_with_retry_after(backend: B
             answer(
                 agent()
                     .get(&format!("{url}/sync/pull?since=0&wait=3"))
-                    .header("x-spkey-batch-format", "3")
+                    .header(
+                        "x-spkey-batch-format",
+                        spkey_store::BATCH_FORMAT.to_string(),
+                    )
                     .header("Authorization", &format!("Bearer {}", acme_token()))
                     .header("X-API-Key", ACME_KEY)
                     .call(),

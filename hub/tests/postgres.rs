@@ -394,7 +394,10 @@ fn with_postgres_down_requests_are_503_with_retry_after_and_the_node_recovers_by
     let push = answer(
         agent()
             .get(&format!("{}/sync/pull?since=0", b.url))
-            .header("x-spkey-batch-format", "3")
+            .header(
+                "x-spkey-batch-format",
+                spkey_store::BATCH_FORMAT.to_string(),
+            )
             .header("Authorization", &format!("Bearer {}", acme_token()))
             .header("X-API-Key", ACME_KEY)
             .call(),
@@ -565,7 +568,10 @@ fn long_poll_woken_by(url: &str, head: u64, commit: impl FnOnce()) -> (Answer, D
             let pulled = answer(
                 agent()
                     .get(&format!("{url}/sync/pull?since={head}&wait=25"))
-                    .header("x-spkey-batch-format", "3")
+                    .header(
+                        "x-spkey-batch-format",
+                        spkey_store::BATCH_FORMAT.to_string(),
+                    )
                     .header("Authorization", &format!("Bearer {}", acme_token()))
                     .header("X-API-Key", ACME_KEY)
                     .call(),

@@ -570,6 +570,20 @@ impl NativeStore {
         self.command("UpdateUser", &id, &body)
     }
 
+    /// `POST /users/{id}/DeleteUser` with `body` as the request body (`{}`
+    /// or `{"userId": id}`): the user is erased — its email free at once,
+    /// its id taken for good, its earlier events keeping only their kind
+    /// and time. The API's status (200, a replay 200 again; 400, 404, 413)
+    /// and exact JSON body. The erased values leave the file when the store
+    /// is closed.
+    ///
+    /// # Errors
+    ///
+    /// The store's failure kinds; `StoreClosed`.
+    pub fn delete_user(&self, id: String, body: String) -> Result<Answer, SpkeyError> {
+        self.command("DeleteUser", &id, &body)
+    }
+
     /// UpdateUser, typed.
     ///
     /// # Errors

@@ -52,6 +52,16 @@ enum Command {
         #[arg(value_parser = clap::value_parser!(OsString))]
         body: OsString,
     },
+    /// POST /users/{ID}/DeleteUser: erases the user (its email is freed,
+    /// its id stays taken); prints the response body; exits 0 for 200, 1
+    /// for any 4xx, 2 when the store fails.
+    DeleteUser {
+        /// The path id: the user's UUID.
+        id: String,
+        /// The JSON body (`{}` or `{"userId": ID}`), or - to read it from stdin.
+        #[arg(value_parser = clap::value_parser!(OsString), default_value = "{}")]
+        body: OsString,
+    },
     /// Prints the user's current state as JSON; exits 1 when there is none.
     User {
         /// The user's UUID, in any standard textual form.
@@ -166,9 +176,9 @@ impl Command {
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let body = match &cli.command {
-        Command::CreateUser { body, .. } | Command::UpdateUser { body, .. } => {
-            Some(read_body(body)?)
-        }
+        Command::CreateUser { body, .. }
+        | Command::UpdateUser { body, .. }
+        | Command::DeleteUser { body, .. } => Some(read_body(body)?),
         _ => None,
     };
     let builder = Store::builder().shared(cli.shared);
@@ -183,9 +193,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     .map_err(|e| Failure(format!("cannot open store {}: {e}", cli.db.display())))?;
     let mut out = BufWriter::new(io::stdout().lock());
     let code = match cli.command {
-        Command::CreateUser { ref id, .. } | Command::UpdateUser { ref id, .. } => {
+        Command::CreateUser { ref id, .. }
+        | Command::UpdateUser { ref id, .. }
+        | Command::DeleteUser { ref id, .. } => {
             let name = match cli.command {
                 Command::CreateUser { .. } => "CreateUser",
+                Command::DeleteUser { .. } => "DeleteUser",
                 _ => "UpdateUser",
             };
             let response = store

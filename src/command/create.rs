@@ -115,7 +115,9 @@ pub(super) fn decide(
     command: UserCreated,
 ) -> Result<Decision, Rejection> {
     let mut conflicts = Vec::new();
-    if let Some(user) = current.filter(|user| !user.is_rejected()) {
+    if current.is_some_and(User::is_erased) {
+        conflicts.push(FieldError::erased_user_id());
+    } else if let Some(user) = current.filter(|user| !user.is_rejected()) {
         let creation = user.sources.creation;
         let same = stream.iter().any(|e| {
             e.event_id == creation && matches!(&e.event, Event::UserCreated(c) if *c == command)

@@ -10,11 +10,13 @@
 //! event's bytes in `codec.rs`.
 
 mod create;
+mod delete;
 mod update;
 
 use uuid::Uuid;
 
 pub use create::CreateUser;
+pub use delete::DeleteUser;
 pub use update::UpdateUser;
 
 use crate::event::{Event, RecordedEvent, UserCreated, UserUpdated};
@@ -28,6 +30,8 @@ pub enum Command {
     Create(CreateUser),
     /// `POST /users/{id}/UpdateUser`.
     Update(UpdateUser),
+    /// `POST /users/{id}/DeleteUser`.
+    Delete(DeleteUser),
 }
 
 impl From<CreateUser> for Command {
@@ -39,6 +43,12 @@ impl From<CreateUser> for Command {
 impl From<UpdateUser> for Command {
     fn from(command: UpdateUser) -> Self {
         Command::Update(command)
+    }
+}
+
+impl From<DeleteUser> for Command {
+    fn from(command: DeleteUser) -> Self {
+        Command::Delete(command)
     }
 }
 
@@ -59,6 +69,7 @@ impl Command {
         match self {
             Command::Create(command) => command.validate().map(Intent::Create),
             Command::Update(command) => command.validate().map(Intent::Update),
+            Command::Delete(command) => command.validate().map(Intent::Delete),
         }
     }
 }
@@ -70,6 +81,8 @@ pub enum Intent {
     Create(UserCreated),
     /// Change these fields of a user.
     Update(UserUpdated),
+    /// Erase this user.
+    Delete(Uuid),
 }
 
 /// What a valid command amounts to, given the current state.
@@ -93,6 +106,7 @@ impl Intent {
         match self {
             Intent::Create(created) => created.user_id,
             Intent::Update(updated) => updated.user_id,
+            Intent::Delete(user_id) => *user_id,
         }
     }
 
@@ -102,6 +116,7 @@ impl Intent {
         match self {
             Intent::Create(created) => Some(&created.email),
             Intent::Update(updated) => updated.email.as_deref(),
+            Intent::Delete(_) => None,
         }
     }
 
@@ -127,6 +142,7 @@ impl Intent {
         match self {
             Intent::Create(created) => create::decide(current, stream, email_owner, created),
             Intent::Update(updated) => update::decide(current, email_owner, updated),
+            Intent::Delete(user_id) => delete::decide(current, user_id),
         }
     }
 
@@ -136,7 +152,11 @@ impl Intent {
         match event {
             Event::UserCreated(created) => Some(Intent::Create(created.clone())),
             Event::UserUpdated(updated) => Some(Intent::Update(updated.clone())),
-            Event::UserCreationRejected(_) | Event::UserUpdateRejected(_) => None,
+            Event::UserErased(user_id) => Some(Intent::Delete(*user_id)),
+            Event::UserCreationRejected(_)
+            | Event::UserUpdateRejected(_)
+            | Event::UserErasureRejected(_)
+            | Event::Redacted(..) => None,
         }
     }
 
@@ -150,6 +170,9 @@ impl Intent {
         match self {
             Intent::Create(created) => create::revalidate(created),
             Intent::Update(updated) => update::revalidate(updated),
+            // An id the envelope holds: decoding checked it is a UUID.
+            Intent::Delete(user_id) if user_id.is_nil() => Err("names the nil user".into()),
+            Intent::Delete(_) => Ok(()),
         }
     }
 

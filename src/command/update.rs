@@ -147,7 +147,7 @@ pub(super) fn decide(
     email_owner: Option<Uuid>,
     update: UserUpdated,
 ) -> Result<Decision, Rejection> {
-    let Some(user) = current.filter(|user| !user.is_rejected()) else {
+    let Some(user) = current.filter(|user| user.holds_email()) else {
         return Err(Rejection::NotFound(vec![FieldError::no_such_user()]));
     };
     if update.email.is_some() && email_owner.is_some_and(|owner| owner != update.user_id) {

@@ -13,7 +13,7 @@ use redb::{
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::command::{Command, CreateUser, Intent, Outcome, UpdateUser};
+use crate::command::{Command, CreateUser, DeleteUser, Intent, Outcome, UpdateUser};
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
 use crate::log::{self, Bytes, EMAILS, EVENTS, META, STREAMS, USERS, Writer};
@@ -44,9 +44,11 @@ use platform::{Platform, Side, patiently};
 /// The store file format this version writes and reads. Format 2 keys the
 /// email index by the signup-grade rule (Unicode case folding, punycode
 /// domains); format 3 records every holder of a mailbox (a device may
-/// briefly hold a claim the hub has not answered beside the hub's user).
-/// An older store is migrated when it is opened.
-pub const STORE_FORMAT: u32 = 3;
+/// briefly hold a claim the hub has not answered beside the hub's user);
+/// format 4 may hold erasures (`UserErased`, `UserErasureRejected`,
+/// `Redacted`), which an older version could not read. An older store is
+/// migrated when it is opened.
+pub const STORE_FORMAT: u32 = 4;
 
 /// The page cache redb may use unless told otherwise: small enough for a
 /// phone or a browser tab, large enough to hold the hot index pages.
@@ -80,6 +82,9 @@ pub struct Store {
     /// Opened by [`StoreBuilder::open_read_only`]: every write is refused.
     read_only: bool,
     stamper: Stamper,
+    /// Set by a commit that erased a user: its values remain in the file's
+    /// free pages and the journal until [`close`](Store::close) rewrites them.
+    erased: std::sync::atomic::AtomicBool,
     /// What this platform keeps beside the database (`native.rs`: the
     /// shared read snapshot, group commit, commit announcements, the
     /// journal, the block checksums; `wasm.rs`: nothing). Declared last,
@@ -108,13 +113,19 @@ impl std::fmt::Debug for Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        let Some(_) = &self.db else { return };
         self.forget_snapshot();
+        let scrub = self.scrubs() && !self.read_only && self.read(log::scrub_due).unwrap_or(false);
         // On failure the journal keeps its records for the next open.
         let _ = self.close_platform();
         if let Some(db) = self.db.take() {
             // redb commits on close and may panic on a damaged file; a panic
             // must not escape a drop (during unwinding it would abort).
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+        }
+        if scrub {
+            // Left undone, the next open does it.
+            let _ = self.scrub();
         }
     }
 }
@@ -144,14 +155,33 @@ impl Store {
 
     /// Closes the store, reporting what dropping it would swallow: redb's
     /// final commit on close can fail (or meet a damaged file).
+    ///
+    /// A store that erased a user since it was opened is rewritten here:
+    /// its rows are copied into a new file that replaces it, and its journal
+    /// is cut to its header, so that no free page or old journal record
+    /// still holds the erased values (native stores opened by path; a
+    /// store reopened after a crash before this does it on opening).
     pub fn close(mut self) -> Result<(), StoreError> {
         self.forget_snapshot();
+        let scrub = self.scrubs() && !self.read_only && self.read(log::scrub_due)?;
         self.close_platform()?;
         let db = self
             .db
             .take()
             .expect("the database is present until the store ends");
-        contain(|| Ok(db.close()?))
+        contain(|| Ok(db.close()?))?;
+        if scrub {
+            self.scrub()?;
+        }
+        Ok(())
+    }
+
+    /// Whether a user erased since this store was opened still has values
+    /// in the file's free pages or the journal, which [`close`](Self::close)
+    /// removes: a long-running holder (a hub) closes and reopens the store
+    /// when this says so.
+    pub fn holds_erased_values(&self) -> bool {
+        self.erased.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// This store's id, stamped as the origin of every event it records.
@@ -177,6 +207,20 @@ impl Store {
     /// As [`execute`](Self::execute).
     pub fn update_user(&self, command: &UpdateUser) -> Result<Outcome, StoreError> {
         self.submit(&|| command.validate().map(Intent::Update))
+    }
+
+    /// Executes one `DeleteUser`: [`execute`](Self::execute) for an
+    /// erasure. In the same transaction every earlier event of the user
+    /// that holds its data is written over by what is left of it (its id,
+    /// type and time) and its email is freed; its id stays taken. The
+    /// erased values leave the file when the store is closed (it is
+    /// rewritten then, and its journal cut): see the README's "Erasure".
+    ///
+    /// # Errors
+    ///
+    /// As [`execute`](Self::execute).
+    pub fn delete_user(&self, command: &DeleteUser) -> Result<Outcome, StoreError> {
+        self.submit(&|| command.validate().map(Intent::Delete))
     }
 
     /// Executes one command: validates it, decides it against the recorded
@@ -295,10 +339,14 @@ impl Store {
             commit.record(&mut writer);
             f(&mut writer)?;
             commit.collect(&mut writer);
-            let (dirty, head) = (writer.dirty(), writer.head());
+            let (dirty, head, rewrote) = (writer.dirty(), writer.head(), writer.rewrote());
             drop(writer);
             if dirty {
                 self.commit(commit, txn)?;
+                if rewrote {
+                    self.erased
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 self.forget_snapshot();
                 self.announce(head);
             } else {

@@ -83,6 +83,9 @@ pub(super) struct Platform {
     side_lock: Option<std::fs::File>,
     /// Reads beside another process's writer: no snapshot is kept.
     follows: bool,
+    /// The store file, for a store opened unshared by path: closing
+    /// rewrites it after an erasure.
+    path: Option<std::path::PathBuf>,
 }
 
 impl Default for Platform {
@@ -95,6 +98,7 @@ impl Default for Platform {
             checks: None,
             side_lock: None,
             follows: false,
+            path: None,
         }
     }
 }
@@ -234,6 +238,7 @@ impl StoreBuilder {
             store.durability = Durability::Immediate;
             return Ok(store);
         }
+        store.platform.path = Some(path.to_owned());
         if !self.durable {
             return Ok(store);
         }
@@ -500,6 +505,63 @@ impl Store {
         let mut report = crate::verify::verify(&txn, self.store_id)?;
         crate::verify::verify_journal(&txn, &bytes, journal.base(), &mut report.findings);
         Ok(Some(report))
+    }
+
+    /// Whether closing this store rewrites its file after an erasure.
+    pub(super) fn scrubs(&self) -> bool {
+        self.platform.path.is_some()
+    }
+
+    /// Rewrites the closed store's file without the free pages that may
+    /// hold an erased user's values: every row is copied into a new file
+    /// beside it, synced, and renamed over it; the journal is cut to its
+    /// header and the block checksums emptied (they were the old file's).
+    /// The checksum file's lock, still held, keeps other processes out.
+    pub(super) fn scrub(&mut self) -> Result<(), StoreError> {
+        let Some(path) = self.platform.path.clone() else {
+            return Ok(());
+        };
+        contain(|| {
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let temporary = dir.join(format!(".{name}.{}.scrubbing", Uuid::new_v4().simple()));
+            let copied = (|| {
+                let old = Builder::new().open(&path)?;
+                let new = Builder::new().create(&temporary)?;
+                let from = old.begin_read()?;
+                let to = new.begin_write()?;
+                log::copy_tables(&from, &to)?;
+                to.commit()?;
+                drop(from);
+                new.close()?;
+                old.close()?;
+                std::fs::rename(&temporary, &path).map_err(StoreError::io)?;
+                open::sync_dir(dir)
+            })();
+            if copied.is_err() {
+                let _ = std::fs::remove_file(&temporary);
+            }
+            copied?;
+            let journal = journal_path(&path);
+            if journal.exists() {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&journal)
+                    .map_err(StoreError::io)?;
+                file.set_len(crate::journal::HEADER_LEN)
+                    .and_then(|()| file.sync_all())
+                    .map_err(StoreError::io)?;
+            }
+            if let Some(side) = &self.platform.side_lock {
+                side.set_len(0)
+                    .and_then(|()| side.sync_all())
+                    .map_err(StoreError::io)?;
+            }
+            Ok(())
+        })
     }
 
     /// Closing's native part: the journal's (see `close_journal`).

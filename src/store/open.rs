@@ -95,7 +95,13 @@ impl StoreBuilder {
     /// and `Damaged` when it holds a damaged record before a whole one.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref();
-        patiently(|| self.open_once(path))
+        let store = patiently(|| self.open_once(path))?;
+        // An erasure whose rewrite a crash cut short: closing does it.
+        if store.scrubs() && store.read(log::scrub_due)? {
+            store.close()?;
+            return patiently(|| self.open_once(path));
+        }
+        Ok(store)
     }
 
     pub(super) fn open_once(&self, path: &Path) -> Result<Store, StoreError> {
@@ -276,6 +282,7 @@ impl StoreBuilder {
             store_id,
             read_only,
             stamper: Stamper::new(clock),
+            erased: std::sync::atomic::AtomicBool::new(false),
             platform: Platform::default(),
         })
     }

@@ -77,6 +77,16 @@ impl Commit {
 }
 
 impl Store {
+    /// A browser's store is not rewritten after an erasure (see the
+    /// README's "Erasure"): its backend has no rename.
+    pub(super) fn scrubs(&self) -> bool {
+        false
+    }
+
+    pub(super) fn scrub(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     pub(super) fn begin_commit(&self) -> Commit {
         Commit
     }

@@ -9,6 +9,7 @@ use super::{Pulled, bad, from_another_store};
 use crate::batch::{
     self, BatchError, BatchKind, EventsV1, OutcomeV1, ReplyV1, VERSION_1, VERSION_2,
 };
+use crate::command::Intent;
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
 use crate::field::{Field, FieldError};
@@ -310,6 +311,13 @@ fn import_one(
     if let Some(position) = writer.position_of(recorded.event_id)? {
         writer.settle(position)?;
         summary.own += 1;
+        return Ok(());
+    }
+    if Intent::of_event(&recorded.event).is_none() {
+        // What the hub's erasure left of an event (checked as the batch was
+        // opened): kept as it is.
+        writer.keep(recorded)?;
+        summary.imported += 1;
         return Ok(());
     }
     let intent = pushed_intent(recorded)?;

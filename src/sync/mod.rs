@@ -32,7 +32,7 @@ use crate::batch::{self, BATCH_FORMAT, BatchError, BatchKind, EventsV1, PullV2, 
 use crate::codec;
 use crate::command::Intent;
 use crate::error::StoreError;
-use crate::event::{MAX_RECORDED_AT_MS, RecordedEvent};
+use crate::event::{Event, MAX_RECORDED_AT_MS, RecordedEvent};
 #[cfg(doc)]
 use crate::log::Writer;
 use crate::scope::Scope;
@@ -56,14 +56,22 @@ pub(super) fn bad(index: usize, reason: impl Into<String>) -> StoreError {
 /// library itself would have recorded — fields exactly as validation
 /// leaves them, ids that are ids, a time the wire can show, a version and a
 /// position.
-fn untrusted_command(index: usize, bytes: &[u8]) -> Result<RecordedEvent, StoreError> {
+fn untrusted_command(
+    index: usize,
+    bytes: &[u8],
+    kind: BatchKind,
+) -> Result<RecordedEvent, StoreError> {
     let recorded = codec::decode(bytes).map_err(|e| bad(index, e.to_string()))?;
-    let Some(intent) = Intent::of_event(&recorded.event) else {
+    let intent = Intent::of_event(&recorded.event);
+    // What erasure left of an event is in the hub's log, and pulled; a
+    // device never pushes one.
+    let redacted = kind == BatchKind::Pull && matches!(recorded.event, Event::Redacted(..));
+    if intent.is_none() && !redacted {
         return Err(bad(
             index,
             format!("{} is not shared", recorded.event.event_type()),
         ));
-    };
+    }
     if recorded.event_id.is_nil() || recorded.origin.is_nil() {
         return Err(bad(index, "event id and origin must not be nil"));
     }
@@ -79,17 +87,19 @@ fn untrusted_command(index: usize, bytes: &[u8]) -> Result<RecordedEvent, StoreE
     if recorded.version == 0 || recorded.position == 0 {
         return Err(bad(index, "version and position start at 1"));
     }
-    intent.revalidate().map_err(|reason| bad(index, reason))?;
+    if let Some(intent) = intent {
+        intent.revalidate().map_err(|reason| bad(index, reason))?;
+    }
     Ok(recorded)
 }
 
 /// Decodes and checks every event of a batch's body; any bad event refuses
 /// the whole batch.
-fn untrusted_list(events: &[&[u8]]) -> Result<Vec<RecordedEvent>, StoreError> {
+fn untrusted_list(events: &[&[u8]], kind: BatchKind) -> Result<Vec<RecordedEvent>, StoreError> {
     events
         .iter()
         .enumerate()
-        .map(|(index, bytes)| untrusted_command(index, bytes))
+        .map(|(index, bytes)| untrusted_command(index, bytes, kind))
         .collect()
 }
 
@@ -117,7 +127,7 @@ impl Pulled {
                 sender: from_another_store(me, parsed.sender)?,
                 scope: Scope::All,
                 complete_to: None,
-                events: untrusted_list(&parsed.events)?,
+                events: untrusted_list(&parsed.events, BatchKind::Pull)?,
             }
         } else {
             let parsed: PullV2 = batch::parse(body)?;
@@ -128,7 +138,7 @@ impl Pulled {
                     Some(user) => Scope::User(Uuid::from_bytes(user)),
                 },
                 complete_to: Some(parsed.complete_to),
-                events: untrusted_list(&parsed.events)?,
+                events: untrusted_list(&parsed.events, BatchKind::Pull)?,
             }
         };
         for (index, pair) in pulled.events.windows(2).enumerate() {
@@ -211,7 +221,7 @@ impl Push {
         }
         let parsed: EventsV1 = batch::parse(body)?;
         let sender = from_another_store(hub_id, parsed.sender)?;
-        let events = untrusted_list(&parsed.events)?;
+        let events = untrusted_list(&parsed.events, BatchKind::Push)?;
         if let Some(index) = events.iter().position(|e| e.origin != sender) {
             return Err(bad(index, "was not recorded by the batch's sender"));
         }

@@ -17,6 +17,9 @@ enum Step {
     Batch(Vec<CreateUser>),
     /// UpdateUser on the wire: the path id and the body.
     Update(u128, &'static str),
+    /// DeleteUser on the wire: the user erased, its earlier events redacted
+    /// in the same transaction.
+    Delete(u128),
 }
 
 fn user(n: u128, email: &str) -> CreateUser {
@@ -41,7 +44,9 @@ fn workload() -> Vec<Step> {
         Step::One(user(7, "e@example.com")),
         Step::Update(2, r#"{"email":"g@example.com","lastName":"Lee"}"#),
         Step::Update(1, r#"{"email":"G@example.com"}"#),
+        Step::Delete(2),
         Step::Batch(vec![user(8, "f@example.com")]),
+        Step::Delete(7),
     ]
 }
 
@@ -61,13 +66,24 @@ fn updates() -> Vec<spkey_store::UserUpdated> {
         .collect()
 }
 
+/// The users the workload erases.
+fn erased() -> Vec<Uuid> {
+    workload()
+        .into_iter()
+        .filter_map(|step| match step {
+            Step::Delete(n) => Some(Uuid::from_u128(0x7000 + n)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn attempted() -> Vec<UserCreated> {
     workload()
         .into_iter()
         .flat_map(|step| match step {
             Step::One(c) => vec![c],
             Step::Batch(cs) => cs,
-            Step::Update(..) => vec![],
+            Step::Update(..) | Step::Delete(_) => vec![],
         })
         .filter_map(|c| c.validate().ok())
         .collect()
@@ -118,6 +134,16 @@ fn run(store: &Store) -> Vec<EventJson> {
                     other => panic!("unexpected response {other:?}"),
                 }
             }
+            Step::Delete(n) => {
+                let id = Uuid::from_u128(0x7000 + n).to_string();
+                let response = store.command_wire("DeleteUser", &id, b"{}");
+                match (response.status, response.body) {
+                    (200, Body::Success(success)) => acked.push(success.event),
+                    (404, _) => {}
+                    (500, Body::Error(error)) => assert_eq!(error.code, 500),
+                    other => panic!("unexpected response {other:?}"),
+                }
+            }
             Step::Batch(commands) => {
                 if let Ok(outcomes) = store.execute_batch(&commands) {
                     acked.extend(outcomes.iter().filter_map(|o| match o {
@@ -158,7 +184,17 @@ fn check_store(disk: &Disk, acked: &[EventJson]) -> Result<(), String> {
     let events = store.events(1, usize::MAX).map_err(|e| e.to_string())?;
     for ack in acked {
         let found = events.get(ack.position as usize - 1).map(event_json);
-        if found.as_ref() != Some(ack) {
+        // An erasure made after it (acknowledged or not: it was sent)
+        // leaves what is left of the event, at its place; verify holds an
+        // erased user to having no event with its fields.
+        let erased_form = |ack: &EventJson| {
+            found.as_ref().is_some_and(|f| {
+                f.event_type == "Redacted"
+                    && f.event_id == ack.event_id
+                    && f.position == ack.position
+            })
+        };
+        if found.as_ref() != Some(ack) && !erased_form(ack) {
             return Err(format!(
                 "acknowledged event at position {} lost: found {found:?}",
                 ack.position
@@ -170,6 +206,8 @@ fn check_store(disk: &Disk, acked: &[EventJson]) -> Result<(), String> {
         let was_sent = match &event.event {
             Event::UserCreated(created) => sent.contains(created),
             Event::UserUpdated(update) => updated.contains(update),
+            Event::UserErased(user) => erased().contains(user),
+            Event::Redacted(user, _) => erased().contains(user),
             _ => false,
         };
         if !was_sent {
@@ -195,7 +233,7 @@ fn starts() -> [(&'static str, Image); 2] {
 fn total_ops(start: &Image) -> u64 {
     let disk = Disk::with_image(start.clone());
     let store = open(&disk).unwrap();
-    assert_eq!(run(&store).len(), 7, "the workload itself must succeed");
+    assert_eq!(run(&store).len(), 9, "the workload itself must succeed");
     drop(store);
     disk.ops()
 }

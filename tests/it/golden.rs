@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use spkey_store::contract::event_json;
 use spkey_store::{
-    CreateUser, Event, FieldError, ManualClock, RecordedEvent, Refusal, Store, UserCreated,
+    CreateUser, Event, Field, FieldError, ManualClock, RecordedEvent, Refusal, Store, UserCreated,
     UserUpdated, codec,
 };
 use uuid::Uuid;
@@ -79,11 +79,39 @@ fn envelope_cases() -> Vec<(&'static str, RecordedEvent)> {
             details: vec![FieldError::no_such_user()],
         }),
     };
+    let erased = RecordedEvent {
+        event_id: Uuid::parse_str("019ac2a1-5f3b-7c10-8d2e-3f4a5b6c7d91").unwrap(),
+        version: 4,
+        position: 45,
+        recorded_at_ms: 1_795_734_001_000,
+        origin: Uuid::parse_str("7d444840-9dc0-11d1-b245-5ffdce74fad2").unwrap(),
+        event: Event::UserErased(user),
+    };
+    let erasure_rejected = RecordedEvent {
+        event_id: Uuid::parse_str("019ac2a1-5f3b-7c10-8d2e-3f4a5b6c7d92").unwrap(),
+        version: 5,
+        position: 46,
+        recorded_at_ms: 1_795_734_001_001,
+        origin: Uuid::parse_str("7d444840-9dc0-11d1-b245-5ffdce74fad2").unwrap(),
+        event: Event::UserErasureRejected(Refusal {
+            user_id: user,
+            rejected_event_id: erased.event_id,
+            code: 403,
+            details: vec![FieldError::not_yours(Field::UserId)],
+        }),
+    };
+    let redacted = RecordedEvent {
+        event: full.event.redacted().unwrap(),
+        ..full.clone()
+    };
     vec![
         ("envelope-v1-user-created-full.bin", full),
         ("envelope-v1-user-created-minimal.bin", minimal),
         ("envelope-v1-user-updated.bin", updated),
         ("envelope-v1-user-update-rejected.bin", update_rejected),
+        ("envelope-v1-user-erased.bin", erased),
+        ("envelope-v1-user-erasure-rejected.bin", erasure_rejected),
+        ("envelope-v1-redacted.bin", redacted),
     ]
 }
 
@@ -323,11 +351,12 @@ fn a_store_written_by_format_v3_still_reads_its_users_and_emails() {
     );
 }
 
-/// Sync batches: format 3 (written now) frozen byte for byte — a pull of
-/// one user's events, an update among them, with its watermark, and a
-/// reply with a 404 — and the formats older devices and hubs wrote: their
-/// pulls and replies still read, their pushes refused by a hub naming the
-/// format, since the device behind one could not read the reply.
+/// Sync batches: format 4 (written now) frozen byte for byte — a pull of
+/// one erased user's events (what erasure left of its creation, then the
+/// erasure) with its watermark, and a reply with a 404 — and the formats
+/// older devices and hubs wrote: their pulls and replies still read, their
+/// pushes refused by a hub naming the format, since the device behind one
+/// could not read the reply.
 #[test]
 fn batch_formats_are_frozen_and_older_ones_are_read_or_refused_by_name() {
     use spkey_store::{
@@ -335,24 +364,28 @@ fn batch_formats_are_frozen_and_older_ones_are_read_or_refused_by_name() {
     };
     let hub_id = Uuid::parse_str("7d444840-9dc0-11d1-b245-5ffdce74fad2").unwrap();
     let cases = envelope_cases();
-    let (full, updated) = (&cases[0].1, &cases[2].1);
-    let user = full.aggregate_id();
+    let (updated, erased, redacted) = (&cases[2].1, &cases[4].1, &cases[6].1);
+    let user = redacted.aggregate_id();
+    let erased = RecordedEvent {
+        version: 2,
+        ..erased.clone()
+    };
     let pull = pull_batch(
         hub_id,
         Scope::User(user),
         57,
-        &[codec::encode(full), codec::encode(updated)],
+        &[codec::encode(redacted), codec::encode(&erased)],
     );
     let reply = reply_batch(
         hub_id,
         &[(
-            updated.event_id,
+            erased.event_id,
             Err(Rejection::NotFound(vec![FieldError::no_such_user()])),
         )],
     );
     for (name, bytes) in [
-        ("batch-v3-pull-user.bin", &pull),
-        ("batch-v3-reply-404.bin", &reply),
+        ("batch-v4-pull-erased.bin", &pull),
+        ("batch-v4-reply-404.bin", &reply),
     ] {
         if blessing() {
             std::fs::write(fixture(name), bytes).unwrap();
@@ -363,8 +396,28 @@ fn batch_formats_are_frozen_and_older_ones_are_read_or_refused_by_name() {
     let pulled = device.import(&pull).unwrap();
     assert_eq!((pulled.imported, pulled.cursor), (2, 57));
     let state = device.user(user).unwrap().unwrap();
+    assert!(state.is_erased());
+    assert_eq!((state.profile.email.as_str(), state.version), ("", 2));
+
+    // Format 3: a pull of one user's events, an update among them.
+    let old_pull = std::fs::read(fixture("batch-v3-pull-user.bin")).unwrap();
+    let device = Store::in_memory().unwrap();
+    let pulled = device.import(&old_pull).unwrap();
+    assert_eq!((pulled.imported, pulled.cursor), (2, 57));
+    let state = device.user(user).unwrap().unwrap();
     assert_eq!(state.profile.email, "zoe@example.com");
     assert_eq!(state.profile.last_name, None);
+    assert_eq!(updated.version, 2);
+    let old_push = std::fs::read(fixture("batch-v2-push.bin")).unwrap();
+    let mut v3_push = old_push.clone();
+    v3_push[4] = 3;
+    let len = v3_push.len();
+    let sum = crc32fast::hash(&v3_push[..len - 4]);
+    v3_push[len - 4..].copy_from_slice(&sum.to_le_bytes());
+    assert!(matches!(
+        Store::in_memory().unwrap().accept(&v3_push),
+        Err(StoreError::Batch(BatchError::UnsupportedVersion(3)))
+    ));
 
     // Format 2: a pull of one user's events and a reply with a 403.
     let old_pull = std::fs::read(fixture("batch-v2-pull-user.bin")).unwrap();

@@ -342,3 +342,120 @@ fn the_sync_kill_harness_catches_commits_that_do_not_wait_for_the_disk() {
         "non-durable sync steps survived every kill: the harness cannot see loss"
     );
 }
+
+/// The erasing child's user `n` of `round`: distinctive values a search of
+/// the files can find.
+fn erasable(round: u64, n: u64) -> CreateUser {
+    let id = Uuid::from_u128(0xe7a5e << 64 | (round as u128) << 32 | n as u128);
+    CreateUser::new(id.to_string(), format!("erase-r{round}n{n}@kill.example"))
+        .first_name(format!("Killname{round}x{n}z"))
+}
+
+/// The child of the erasure kill harness: creates a user and erases it,
+/// forever, reporting each erasure once it returned; every fifth user it
+/// closes and reopens the store, which rewrites the file then.
+#[test]
+#[ignore = "the child process of the erasure kill -9 harness, run by it"]
+fn kill_erasing_child() {
+    let db = std::env::var(DB_ENV).expect("run by the kill -9 harness");
+    let round: u64 = std::env::var(ROUND_ENV).unwrap().parse().unwrap();
+    let mut store = Some(Store::open(&db).unwrap());
+    let mut out = std::io::stdout().lock();
+    for n in 0.. {
+        let open = store.as_ref().unwrap();
+        let created = erasable(round, n);
+        open.create_user(&created).unwrap();
+        let erased = open
+            .delete_user(&spkey_store::DeleteUser::new(&created.id))
+            .unwrap();
+        assert!(matches!(erased, Outcome::Recorded(_)));
+        writeln!(out, "ack {n}").unwrap();
+        out.flush().unwrap();
+        if n % 5 == 4 {
+            store.take().unwrap().close().unwrap();
+            store = Some(Store::open(&db).unwrap());
+        }
+    }
+}
+
+#[test]
+fn kill_9_during_erasures_leaves_each_user_whole_or_erased_and_no_trace_of_the_erased() {
+    let kills = if long_run() { 200 } else { 12 };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("erase.redb");
+    let mut rng = fastrand::Rng::with_seed(0xe5a5e);
+    let mut erased = 0;
+    for round in 0..kills {
+        let mut child = spawn_child("kill::kill_erasing_child", round, false, &[(DB_ENV, &db)]);
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut acks = Vec::new();
+            each_ack(stdout, |ack| acks.push(ack.parse::<u64>().unwrap()));
+            acks
+        });
+        std::thread::sleep(Duration::from_millis(rng.u64(20..200)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let acks = reader.join().unwrap();
+        erased += acks.len();
+
+        // Opened again, the store has rewritten its file after the
+        // erasures the kill left in its free pages and journal: no file
+        // holds an erased user's values (searched for each, below).
+        let store = Store::open(&db).unwrap();
+        let files: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| {
+                let path = e.unwrap().path();
+                let bytes = std::fs::read(&path).unwrap();
+                (path, bytes)
+            })
+            .collect();
+        let report = store.verify().unwrap();
+        assert!(
+            report.is_sound(),
+            "after kill {round}: {:?}",
+            report.findings
+        );
+        // Each user of the round: erased when acknowledged; otherwise
+        // whole (its creation committed, its erasure not) or erased.
+        let mut n = 0;
+        loop {
+            let created = erasable(round, n);
+            let Some(user) = store.user(created.id.parse().unwrap()).unwrap() else {
+                break;
+            };
+            if acks.contains(&n) {
+                assert!(user.is_erased(), "acknowledged erasure {round}/{n} undone");
+            }
+            if !user.is_erased() {
+                assert_eq!(user.profile.email, created.email, "half erased");
+                assert_eq!(user.profile.first_name, created.first_name, "half erased");
+            }
+            n += 1;
+        }
+        for k in 0..n {
+            let created = erasable(round, k);
+            let user = store.user(created.id.parse().unwrap()).unwrap().unwrap();
+            let name = created.first_name.clone().unwrap();
+            let found: Vec<&std::path::PathBuf> = files
+                .iter()
+                .filter(|(_, bytes)| {
+                    [created.email.as_bytes(), name.as_bytes()]
+                        .iter()
+                        .any(|value| bytes.windows(value.len()).any(|w| w == *value))
+                })
+                .map(|(path, _)| path)
+                .collect();
+            assert_eq!(
+                found.is_empty(),
+                user.is_erased(),
+                "round {round} user {k}: erased {}, found in {found:?}",
+                user.is_erased()
+            );
+        }
+        drop(store);
+    }
+    assert!(erased > 0, "the children never got to erase");
+    eprintln!("kill -9 during erasures: {kills} kills, {erased} acknowledged erasures");
+}

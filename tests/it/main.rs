@@ -11,6 +11,7 @@ mod crash_sync;
 mod damage;
 mod disk;
 mod email;
+mod erase;
 mod fuzz_regressions;
 mod golden;
 mod hardening;

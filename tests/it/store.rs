@@ -387,7 +387,7 @@ fn a_store_from_a_newer_format_is_refused() {
         reopened,
         Err(StoreError::UnsupportedFormat {
             found: 99,
-            supported: 3
+            supported: spkey_store::STORE_FORMAT
         })
     ));
     let db = redb::Database::open(dir.path().join("store.redb")).unwrap();

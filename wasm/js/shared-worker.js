@@ -15,7 +15,7 @@ import { installSync } from './sync.js';
 
 installSync(EventStore);
 const methods = new Set([
-  'createUser', 'createUserWithStatus', 'updateUser', 'user', 'events', 'headPosition', 'verify', 'snapshot',
+  'createUser', 'createUserWithStatus', 'updateUser', 'deleteUser', 'user', 'events', 'headPosition', 'verify', 'snapshot',
   'push', 'applyReply', 'importBatch', 'pullCursor', 'pending', 'rejections', 'sync',
 ]);
 

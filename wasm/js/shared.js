@@ -62,6 +62,7 @@ class SharedEventStore {
   createUser(id, body) { return this.call('createUser', id, body); }
   createUserWithStatus(id, body) { return this.call('createUserWithStatus', id, body); }
   updateUser(id, body) { return this.call('updateUser', id, body); }
+  deleteUser(id, body) { return this.call('deleteUser', id, body); }
   user(id) { return this.call('user', id); }
   events(fromPosition, limit) { return this.call('events', fromPosition, limit); }
   headPosition() { return this.call('headPosition'); }

@@ -18,7 +18,7 @@ function hubError(name, message, extra) {
 /** The batch format this package reads, sent with every request so that
  *  a hub of another format refuses the pull, naming both. The core's
  *  `BATCH_FORMAT`: tests/it/tidy.rs holds the two equal. */
-const BATCH_FORMAT = '3';
+const BATCH_FORMAT = '4';
 
 /** A token of the moment: the string, or what the function gives (it may
  *  return a promise). */

@@ -50,11 +50,17 @@ export interface UpdateUserRequest {
     lastName?: string | null | undefined;
     phoneNumber?: string | null | undefined;
 }
+/** The body `deleteUser` takes (or its JSON text), if any: `{}` or the
+ * path's `userId`. */
+export interface DeleteUserRequest {
+    userId?: string | undefined;
+}
 /** A recorded event: `data` is what its `eventType` says. */
 export type RecordedEvent =
     | (Omit<EventJson, "eventType" | "data"> & { eventType: "UserCreated"; data: UserJson })
     | (Omit<EventJson, "eventType" | "data"> & { eventType: "UserUpdated"; data: UpdateJson })
-    | (Omit<EventJson, "eventType" | "data"> & { eventType: "UserCreationRejected" | "UserUpdateRejected"; data: RejectionJson });
+    | (Omit<EventJson, "eventType" | "data"> & { eventType: "UserErased" | "Redacted"; data: Pick<UpdateJson, "userId"> })
+    | (Omit<EventJson, "eventType" | "data"> & { eventType: "UserCreationRejected" | "UserUpdateRejected" | "UserErasureRejected"; data: RejectionJson });
 /** The success body: 201 for a creation, 200 for an update or a replay.
  * `if (answer.success)` narrows. */
 export interface CreateUserResponse extends Omit<SuccessBody, "success" | "event"> {
@@ -64,6 +70,8 @@ export interface CreateUserResponse extends Omit<SuccessBody, "success" | "event
 /** The success body of `updateUser` (always 200, so no `WithStatus`
  * form: an error body's `code` is its status). */
 export type UpdateUserResponse = CreateUserResponse;
+/** The success body of `deleteUser` (200; a replay answers the same). */
+export type DeleteUserResponse = CreateUserResponse;
 /** The error body: 400, 404 (an update of no user), 409 or 413 (returned,
  * never thrown). */
 export interface ErrorResponse extends Omit<ErrorBody, "code"> {
@@ -277,6 +285,32 @@ impl EventStore {
         #[wasm_bindgen(unchecked_param_type = "UpdateUserRequest | string")] body: JsValue,
     ) -> Result<JsValue, JsValue> {
         let response = self.respond("UpdateUser", id, &body)?;
+        to_js(&response.body)
+    }
+
+    /// `POST /users/{id}/DeleteUser`: erases the user — its email is free
+    /// at once, its id stays taken, its earlier events keep only their
+    /// kind and time. `body` is `{}`, `{ userId }` or left out. Returns the
+    /// success body (200, the same again for a replay) or the error body
+    /// (400, 404, 413); a storage failure throws. The erased values leave
+    /// the store's rows at once; in OPFS, the file's free pages keep them
+    /// until reused (the README's "Erasure").
+    #[wasm_bindgen(
+        js_name = deleteUser,
+        unchecked_return_type = "DeleteUserResponse | ErrorResponse"
+    )]
+    pub fn delete_user(
+        &self,
+        id: &str,
+        #[wasm_bindgen(unchecked_param_type = "DeleteUserRequest | string | undefined")]
+        body: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        let body = if body.is_undefined() {
+            JsValue::from_str("{}")
+        } else {
+            body
+        };
+        let response = self.respond("DeleteUser", id, &body)?;
         to_js(&response.body)
     }
 

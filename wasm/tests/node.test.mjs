@@ -57,6 +57,35 @@ test('updateUser changes a user, frees the old email, and answers 200, 404 and 4
   });
 });
 
+test('deleteUser erases a user: 200, the same body again, 404, its id kept and its email free', () => {
+  const store = EventStore.inMemory();
+  const other = '6fa459ea-ee8a-3ca4-894e-db77e160355e';
+  store.createUser(id, body);
+  const erased = store.deleteUser(id);
+  const replay = store.deleteUser(id, { userId: id });
+  const missing = store.deleteUser(other);
+  const extra = store.deleteUser(id, { email: 'x@y.co' });
+  const again = store.createUser(id, body);
+  const reused = store.createUser(other, { userId: other, email: body.email });
+
+  assert.equal(erased.success, true);
+  assert.equal(erased.event.eventType, 'UserErased');
+  assert.deepEqual(erased.event.data, { userId: id });
+  assert.deepEqual(replay, erased);
+  assert.equal(missing.code, 404);
+  assert.deepEqual(extra.details.map((d) => d.field), ['email']);
+  assert.equal(again.code, 409);
+  assert.deepEqual(again.details.map((d) => d.field), ['userId']);
+  assert.equal(reused.success, true);
+  const user = store.user(id);
+  assert.equal(user.erased, true);
+  assert.equal(user.email, '');
+  assert.equal(user.firstName, undefined);
+  assert.deepEqual(store.events().map((e) => e.eventType), ['Redacted', 'UserErased', 'UserCreated']);
+  assert.ok(!JSON.stringify(store.events()).includes(body.firstName));
+  store.verify();
+});
+
 test('failures are Error objects with a stable name', () => {
   const store = EventStore.inMemory();
   assert.throws(() => store.user('not-a-uuid'), { name: 'InvalidArgumentError' });

@@ -196,6 +196,11 @@ impl PgCluster {
         assert!(self.ctl(&["start"]), "start failed");
     }
 
+    /// The cluster's data directory.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.root.join("data")
+    }
+
     /// The URL of database `db`.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://spkey@127.0.0.1:{}/{db}", self.port)

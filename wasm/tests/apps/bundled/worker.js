@@ -47,6 +47,7 @@ self.onmessage = async ({ data: { id, hub } }) => {
       rejections: () => other.rejections().length === 0,
       pullCursor: () => other.pullCursor() === 0,
       push: () => other.push().length > 0,
+      deleteUser: () => other.deleteUser(id).event.eventType === 'UserErased' && other.user(id).erased === true,
       // Called above: sync applies a reply and imports pull batches.
       createUser: () => answer.success,
       subscribe: () => seen.length === 1,

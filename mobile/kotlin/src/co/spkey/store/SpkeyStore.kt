@@ -96,6 +96,14 @@ class SpkeyStore private constructor(private val native: NativeStore) : AutoClos
     /** UpdateUser, typed: `when` over [UpdateOutcome.Updated], `Unchanged`, `Rejected`. */
     fun updateUser(changes: UserChanges): UpdateOutcome = native.updateUserTyped(changes)
 
+    /**
+     * `POST /users/{id}/DeleteUser` ([body] `{}` or `{"userId": id}`): the
+     * user is erased — its email is free at once, its id taken for good.
+     * The API's status (200, a replay 200 again; 400, 404, 413) and exact
+     * JSON body. The erased values leave the file when the store is closed.
+     */
+    fun deleteUser(id: String, body: String = "{}"): Answer = native.deleteUser(id, body)
+
     /** The user as `spkey user` prints it (JSON), or null. */
     fun user(id: String): String? = native.user(id)
 

@@ -183,6 +183,27 @@ class SpkeyStoreTest {
     }
 
     @Test
+    fun anErasedUserLeavesTheFileWhenTheStoreCloses() {
+        val dir = tempDir()
+        val db = File(dir, "erase.redb")
+        val email = "Yseult.Kotlin-Erasure@example.org"
+        SpkeyStore(db.path).use { store ->
+            assertEquals(201, store.createUser(ID, body(ID, email)).status)
+            assertEquals(201, store.createUser(OTHER_ID, body(OTHER_ID, "kept.kotlin@example.org")).status)
+            val erased = store.deleteUser(ID)
+            assertEquals(200, erased.status, erased.body)
+            assertEquals(200, store.deleteUser(ID, "{\"userId\":\"$ID\"}").status)
+            assertEquals(404, store.deleteUser(userId(99)).status)
+            assertEquals(409, store.createUser(ID, body(ID, "again@example.org")).status)
+            assertEquals(true, JsonParser.parseString(store.user(ID)).asJsonObject["erased"].asBoolean)
+        }
+        val everything = dir.listFiles()!!.joinToString("") { String(it.readBytes(), Charsets.ISO_8859_1) }
+        assertTrue(!everything.contains(email) && !everything.contains(email.lowercase()), "the erased email is in a file")
+        assertTrue(everything.contains("kept.kotlin@example.org"), "the search cannot see")
+        dir.deleteRecursively()
+    }
+
+    @Test
     fun eightThreadsCreatingAtOnceGetOneOwnerPerEmailAndLoseNothing() {
         val dir = tempDir()
         SpkeyStore(File(dir, "users.redb").path).use { store ->
