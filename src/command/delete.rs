@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use super::Decision;
 use crate::event::Event;
-use crate::field::{Field, FieldError, Rejection};
-use crate::user::{User, check, parse_user_id, parse_uuid};
+use crate::field::{FieldError, Rejection};
+use crate::user::User;
 
 /// The `DeleteUser` command as a caller gives it: the path id and,
 /// optionally, the body's `userId`.
@@ -37,18 +37,7 @@ impl DeleteUser {
     pub fn validate(&self) -> Result<Uuid, Vec<FieldError>> {
         let mut errors = Vec::new();
         let e = &mut errors;
-        let id = check(e, Field::Id, parse_user_id(&self.id));
-        if let Some(user_id) = &self.user_id {
-            let user_id = check(e, Field::UserId, parse_uuid(user_id));
-            if let (Some(id), Some(user_id)) = (id, user_id)
-                && id != user_id
-            {
-                e.push(FieldError {
-                    field: Field::UserId,
-                    message: "must match the path id".into(),
-                });
-            }
-        }
+        let id = super::existing_user_id(e, &self.id, self.user_id.as_deref());
         match id {
             Some(id) if errors.is_empty() => Ok(id),
             _ => Err(errors),
@@ -75,6 +64,7 @@ pub(super) fn decide(current: Option<&User>, user_id: Uuid) -> Result<Decision, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::field::Field;
 
     const ID: &str = "550e8400-e29b-41d4-a716-446655440000";
 

@@ -184,6 +184,27 @@ impl Intent {
     }
 }
 
+/// The user a command on an existing user names: the path `id`, and the
+/// body's optional `userId`, which must be the same UUID. Failures are
+/// pushed to `errors`.
+fn existing_user_id(errors: &mut Vec<FieldError>, id: &str, user_id: Option<&str>) -> Option<Uuid> {
+    use crate::field::Field;
+    use crate::user::{check, parse_user_id, parse_uuid};
+    let id = check(errors, Field::Id, parse_user_id(id));
+    if let Some(user_id) = user_id {
+        let user_id = check(errors, Field::UserId, parse_uuid(user_id));
+        if let (Some(id), Some(user_id)) = (id, user_id)
+            && id != user_id
+        {
+            errors.push(FieldError {
+                field: Field::UserId,
+                message: "must match the path id".into(),
+            });
+        }
+    }
+    id
+}
+
 /// Whether an event from another store holds `given` exactly as
 /// validating its fields again made them (`validated`).
 fn as_validated<T: PartialEq>(

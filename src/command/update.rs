@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::Decision;
 use crate::event::{Event, UserUpdated};
 use crate::field::{Field, FieldError, Rejection};
-use crate::user::{User, check, parse_user_id, parse_uuid, validate_name, validate_phone};
+use crate::user::{User, check, validate_name, validate_phone};
 
 /// The `UpdateUser` command as a caller gives it: raw strings, not yet
 /// validated.
@@ -81,18 +81,7 @@ impl UpdateUser {
     pub fn validate(&self) -> Result<UserUpdated, Vec<FieldError>> {
         let mut errors = Vec::new();
         let e = &mut errors;
-        let id = check(e, Field::Id, parse_user_id(&self.id));
-        if let Some(user_id) = &self.user_id {
-            let user_id = check(e, Field::UserId, parse_uuid(user_id));
-            if let (Some(id), Some(user_id)) = (id, user_id)
-                && id != user_id
-            {
-                e.push(FieldError {
-                    field: Field::UserId,
-                    message: "must match the path id".into(),
-                });
-            }
-        }
+        let id = super::existing_user_id(e, &self.id, self.user_id.as_deref());
         let email = match &self.email {
             Some(email) => check(e, Field::Email, crate::email::validate(email)).map(Some),
             None => Some(None),

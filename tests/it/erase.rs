@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use spkey_store::{CreateUser, DeleteUser, Outcome, Store, UpdateUser};
 use uuid::Uuid;
 
+use crate::support::sync_with as sync;
+
 /// A user's distinctive values: no other user's, so a match is theirs.
 struct Person {
     id: Uuid,
@@ -57,15 +59,6 @@ fn create(store: &Store, person: &Person) {
         store.update_user(&update).unwrap(),
         Outcome::Recorded(_)
     ));
-}
-
-fn sync(device: &Store, hub: &Store) {
-    let reply = hub.accept(&device.push().unwrap()).unwrap();
-    device.apply_reply(&reply).unwrap();
-    let pull = hub
-        .export(device.pull_cursor().unwrap(), usize::MAX)
-        .unwrap();
-    device.import(&pull).unwrap();
 }
 
 /// The forms of `value` a search looks for: as given, lower case, and

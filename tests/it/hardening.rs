@@ -11,6 +11,8 @@ use spkey_store::{
 };
 use uuid::Uuid;
 
+use crate::support::spkey_on as spkey;
+
 use crate::alloc::peak_bytes_during;
 use crate::support::NOW_MS;
 
@@ -36,15 +38,6 @@ fn sync(device: &Store, hub: &Store) {
                 .unwrap(),
         )
         .unwrap();
-}
-
-fn spkey(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_spkey"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 fn varint(mut n: u64, out: &mut Vec<u8>) {

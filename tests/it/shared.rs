@@ -3,21 +3,13 @@
 //! `spkey` CLI reads it with `--shared` in a loop, and a second writer is
 //! turned away.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 use spkey_store::{CreateUser, Outcome, Store, StoreError};
 use uuid::Uuid;
 
-fn spkey(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_spkey"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .expect("run spkey")
-}
+use crate::support::spkey_on as spkey;
 
 fn create(store: &Store, n: u128) {
     let id = Uuid::from_u128(0x5000 + n).to_string();

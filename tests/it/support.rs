@@ -106,3 +106,24 @@ pub fn fields(response: &Response) -> Vec<&str> {
 pub fn long_run() -> bool {
     std::env::var_os("SPKEY_LONG").is_some()
 }
+
+/// One full sync of `device` with `hub`, in process: push, accept, apply
+/// the reply, then pull.
+pub fn sync_with(device: &Store, hub: &Store) {
+    let reply = hub.accept(&device.push().unwrap()).unwrap();
+    device.apply_reply(&reply).unwrap();
+    let pull = hub
+        .export(device.pull_cursor().unwrap(), usize::MAX)
+        .unwrap();
+    device.import(&pull).unwrap();
+}
+
+/// The `spkey` CLI on the store at `db`, run to its end.
+pub fn spkey_on(db: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_spkey"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .expect("run spkey")
+}

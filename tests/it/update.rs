@@ -7,6 +7,8 @@ use spkey_store::{
 };
 use uuid::Uuid;
 
+use crate::support::sync_with as sync;
+
 use crate::support::{ID, NOW_MS, OTHER_ID, given_store};
 
 fn id(n: u128) -> String {
@@ -33,16 +35,6 @@ fn user(store: &Store, n: u128) -> User {
 
 fn owner(store: &Store, email: &str) -> Option<Uuid> {
     store.user_id_by_email(email).unwrap()
-}
-
-/// Push, accept, apply the reply, then pull.
-fn sync(device: &Store, hub: &Store) {
-    let reply = hub.accept(&device.push().unwrap()).unwrap();
-    device.apply_reply(&reply).unwrap();
-    let pull = hub
-        .export(device.pull_cursor().unwrap(), usize::MAX)
-        .unwrap();
-    device.import(&pull).unwrap();
 }
 
 #[test]
