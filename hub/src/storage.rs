@@ -120,13 +120,8 @@ struct OrgLog {
     head: Arc<watch::Sender<u64>>,
 }
 
-impl OrgLog {
-    /// The open store, shared with the requests in flight.
-    fn current(&self) -> Result<Arc<Store>, StoreError> {
-        current(&self.store)
-    }
-}
-
+/// The open store in `slot`, shared with the requests in flight. Blocks
+/// while a reopening after an erasure holds it: call on the blocking pool.
 fn current(slot: &RwLock<Option<Arc<Store>>>) -> Result<Arc<Store>, StoreError> {
     slot.read()
         .unwrap_or_else(|e| e.into_inner())
@@ -290,8 +285,10 @@ impl HubStorage for RedbHub {
         // Wakes as soon as an event after `since` is committed, or gives up
         // at `wait` and answers an empty batch.
         let _ = tokio::time::timeout(wait, head.wait_for(|head| *head > since)).await;
-        let store = self.orgs[org].current()?;
-        tokio::task::spawn_blocking(move || store.export_as(since, PULL_LIMIT, scope))
+        // On the blocking pool: the store's lock may be held by a reopening
+        // after an erasure.
+        let slot = self.orgs[org].store.clone();
+        tokio::task::spawn_blocking(move || current(&slot)?.export_as(since, PULL_LIMIT, scope))
             .await
             .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))?
             .map_err(HubError::from)
@@ -299,8 +296,8 @@ impl HubStorage for RedbHub {
 
     async fn health(&self) -> Result<(), HubError> {
         for log in &self.orgs {
-            let store = log.current()?;
-            tokio::task::spawn_blocking(move || store.head_position())
+            let slot = log.store.clone();
+            tokio::task::spawn_blocking(move || current(&slot)?.head_position())
                 .await
                 .map_err(|e| HubError::Unavailable(e.to_string()))??;
         }
