@@ -114,8 +114,8 @@ impl std::fmt::Debug for Store {
 impl Drop for Store {
     fn drop(&mut self) {
         let Some(_) = &self.db else { return };
-        self.forget_snapshot();
         let scrub = self.scrubs() && !self.read_only && self.read(log::scrub_due).unwrap_or(false);
+        self.forget_snapshot();
         // On failure the journal keeps its records for the next open.
         let _ = self.close_platform();
         if let Some(db) = self.db.take() {
@@ -162,8 +162,9 @@ impl Store {
     /// still holds the erased values (native stores opened by path; a
     /// store reopened after a crash before this does it on opening).
     pub fn close(mut self) -> Result<(), StoreError> {
-        self.forget_snapshot();
         let scrub = self.scrubs() && !self.read_only && self.read(log::scrub_due)?;
+        // After the read above: no snapshot may outlive the database.
+        self.forget_snapshot();
         self.close_platform()?;
         let db = self
             .db
