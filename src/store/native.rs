@@ -538,6 +538,11 @@ impl Store {
                 drop(from);
                 new.close()?;
                 old.close()?;
+                // The new file takes the old one's mode (a hub's are 0600).
+                let mode = std::fs::metadata(&path)
+                    .map_err(StoreError::io)?
+                    .permissions();
+                std::fs::set_permissions(&temporary, mode).map_err(StoreError::io)?;
                 std::fs::rename(&temporary, &path).map_err(StoreError::io)?;
                 open::sync_dir(dir)
             })();

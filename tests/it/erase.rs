@@ -239,3 +239,21 @@ fn delete_user_answers_as_the_api_does() {
     assert_eq!(kinds, ["Redacted", "Redacted", "UserErased"]);
     assert!(store.verify().unwrap().is_sound());
 }
+
+#[cfg(unix)]
+#[test]
+fn the_rewritten_file_keeps_the_stores_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mode.redb");
+    let store = Store::open(&path).unwrap();
+    create(&store, &ERASED);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    store
+        .delete_user(&DeleteUser::new(ERASED.id.to_string()))
+        .unwrap();
+    store.close().unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(found(dir.path(), &ERASED).is_empty());
+}
