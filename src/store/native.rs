@@ -522,12 +522,7 @@ impl Store {
             return Ok(());
         };
         contain(|| {
-            let dir = match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir,
-                _ => Path::new("."),
-            };
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            let temporary = dir.join(format!(".{name}.{}.scrubbing", Uuid::new_v4().simple()));
+            let (dir, temporary) = open::temporary_beside(&path, "scrubbing")?;
             let copied = (|| {
                 let old = Builder::new().open(&path)?;
                 let new = Builder::new().create(&temporary)?;

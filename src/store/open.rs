@@ -158,18 +158,7 @@ impl StoreBuilder {
     /// into place; when another process linked its store there first, opens
     /// that one instead.
     pub(super) fn create_new(&self, path: &Path, side: &Side) -> Result<Store, StoreError> {
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .ok_or_else(|| StoreError::NotAStore(format!("{}: not a file name", path.display())))?;
-        let temporary = dir.join(format!(
-            ".{}.{}.creating",
-            name.to_string_lossy(),
-            Uuid::new_v4().simple()
-        ));
+        let (dir, temporary) = temporary_beside(path, "creating")?;
         let created = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -318,6 +307,31 @@ pub(super) fn existing_store_file(path: &Path) -> Result<Option<std::fs::File>, 
         ));
     }
     Ok(Some(file))
+}
+
+/// The directory of the store at `path`, and a new name in it for a file
+/// built before it takes the store's place (`.NAME.UUID.what`).
+///
+/// # Errors
+///
+/// [`StoreError::NotAStore`] when `path` has no file name.
+pub(super) fn temporary_beside<'p>(
+    path: &'p Path,
+    what: &str,
+) -> Result<(&'p Path, std::path::PathBuf), StoreError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| StoreError::NotAStore(format!("{}: not a file name", path.display())))?;
+    let temporary = dir.join(format!(
+        ".{}.{}.{what}",
+        name.to_string_lossy(),
+        Uuid::new_v4().simple()
+    ));
+    Ok((dir, temporary))
 }
 
 /// Links the finished store at `temporary` to `path` unless something is
