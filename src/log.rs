@@ -19,7 +19,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    TableHandle, WriteTransaction,
+};
 use uuid::{ContextV7, Timestamp, Uuid};
 
 use crate::clock::Clock;
@@ -197,11 +200,7 @@ const TABLES: [TableDefinition<Bytes, Bytes>; 8] = [
 
 /// Copies every row of every table of `from` into `to`, a new store's
 /// transaction, but the [`META_SCRUB`] row: the copy is the scrub.
-#[cfg_attr(
-    target_family = "wasm",
-    allow(dead_code, reason = "wasm stores are not rewritten: store/wasm.rs")
-)]
-pub(crate) fn copy_tables(from: &ReadTransaction, to: &WriteTransaction) -> Result<(), StoreError> {
+fn copy_tables(from: &ReadTransaction, to: &WriteTransaction) -> Result<(), StoreError> {
     for definition in TABLES {
         let source = from.open_table(definition)?;
         let mut target = to.open_table(definition)?;
@@ -213,6 +212,20 @@ pub(crate) fn copy_tables(from: &ReadTransaction, to: &WriteTransaction) -> Resu
             target.insert(key.value(), value.value())?;
         }
     }
+    Ok(())
+}
+
+/// Copies the store in `old` into `new`, an empty database, in one
+/// transaction (the copy is whole or absent), then closes both: the
+/// rewrite after an erasure, by path or through a scratch backend.
+pub(crate) fn copy_store(old: Database, new: Database) -> Result<(), StoreError> {
+    let from = old.begin_read()?;
+    let to = new.begin_write()?;
+    copy_tables(&from, &to)?;
+    to.commit()?;
+    drop(from);
+    new.close()?;
+    old.close()?;
     Ok(())
 }
 

@@ -25,6 +25,7 @@ use crate::verify::VerifyReport;
 mod journaled;
 mod open;
 mod read;
+mod scratch;
 
 // The platform's part of the store, one whole file each (as redb picks its
 // file backend): what `Store` keeps beside its database and the steps of
@@ -56,8 +57,17 @@ pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Runs `f`, turning a panic inside the storage engine into
 /// [`StoreError::Damaged`]. redb may panic on a damaged file; no input, a
-/// damaged file included, may panic through this library's API. (On targets
-/// built with `panic = "abort"` there is nothing to catch.)
+/// damaged file included, may panic through this library's API. Built
+/// with `panic = "abort"` (wasm32 always is) there is nothing to catch, and
+/// `f` runs as it is: the unreachable handler cost the npm package 0.4 KB
+/// per call site.
+#[cfg(not(panic = "unwind"))]
+fn contain<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    f()
+}
+
+/// See the other `contain`: this is the one that catches.
+#[cfg(panic = "unwind")]
 fn contain<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
         let message = payload
@@ -85,6 +95,9 @@ pub struct Store {
     /// Set by a commit that erased a user: its values remain in the file's
     /// free pages and the journal until [`close`](Store::close) rewrites them.
     erased: std::sync::atomic::AtomicBool,
+    /// The store's backend and a scratch to rewrite it through, for a
+    /// store opened with [`StoreBuilder::backend_and_scratch`].
+    pair: Option<scratch::Pair>,
     /// What this platform keeps beside the database (`native.rs`: the
     /// shared read snapshot, group commit, commit announcements, the
     /// journal, the block checksums; `wasm.rs`: nothing). Declared last,
@@ -114,7 +127,8 @@ impl std::fmt::Debug for Store {
 impl Drop for Store {
     fn drop(&mut self) {
         let Some(_) = &self.db else { return };
-        let scrub = self.scrubs() && !self.read_only && self.read(log::scrub_due).unwrap_or(false);
+        let scrub =
+            self.rewrites() && !self.read_only && self.read(log::scrub_due).unwrap_or(false);
         self.forget_snapshot();
         // On failure the journal keeps its records for the next open.
         let _ = self.close_platform();
@@ -125,7 +139,10 @@ impl Drop for Store {
         }
         if scrub {
             // Left undone, the next open does it.
-            let _ = self.scrub();
+            let _ = self.rewrite();
+        }
+        if let Some(pair) = self.pair.take() {
+            pair.close();
         }
     }
 }
@@ -159,10 +176,12 @@ impl Store {
     /// A store that erased a user since it was opened is rewritten here:
     /// its rows are copied into a new file that replaces it, and its journal
     /// is cut to its header, so that no free page or old journal record
-    /// still holds the erased values (native stores opened by path; a
-    /// store reopened after a crash before this does it on opening).
+    /// still holds the erased values (native stores opened by path, and
+    /// stores opened with [`StoreBuilder::backend_and_scratch`], rewritten
+    /// through their scratch; a store reopened after a crash before this
+    /// does it on opening).
     pub fn close(mut self) -> Result<(), StoreError> {
-        let scrub = self.scrubs() && !self.read_only && self.read(log::scrub_due)?;
+        let scrub = self.rewrites() && !self.read_only && self.read(log::scrub_due)?;
         // After the read above: no snapshot may outlive the database.
         self.forget_snapshot();
         self.close_platform()?;
@@ -172,9 +191,27 @@ impl Store {
             .expect("the database is present until the store ends");
         contain(|| Ok(db.close()?))?;
         if scrub {
-            self.scrub()?;
+            self.rewrite()?;
+        }
+        if let Some(pair) = self.pair.take() {
+            pair.close();
         }
         Ok(())
+    }
+
+    /// Whether closing this store rewrites it after an erasure: a native
+    /// store opened by path, or one opened with a scratch backend.
+    fn rewrites(&self) -> bool {
+        self.pair.is_some() || self.scrubs()
+    }
+
+    /// Rewrites the closed store without the pages that may hold erased
+    /// values: through its scratch backend, or (by path) its platform's way.
+    fn rewrite(&mut self) -> Result<(), StoreError> {
+        match &self.pair {
+            Some(pair) => pair.rewrite(),
+            None => self.scrub(),
+        }
     }
 
     /// Whether a user erased since this store was opened still has values

@@ -83,9 +83,11 @@ pub(super) struct Platform {
     side_lock: Option<std::fs::File>,
     /// Reads beside another process's writer: no snapshot is kept.
     follows: bool,
-    /// The store file, for a store opened unshared by path: closing
+    /// The store file, for a store opened by path to write: closing
     /// rewrites it after an erasure.
     path: Option<std::path::PathBuf>,
+    /// Written beside other processes' readers ([`StoreBuilder::shared`]).
+    shared: bool,
 }
 
 impl Default for Platform {
@@ -99,6 +101,7 @@ impl Default for Platform {
             side_lock: None,
             follows: false,
             path: None,
+            shared: false,
         }
     }
 }
@@ -227,7 +230,9 @@ impl StoreBuilder {
         side: Side,
     ) -> Result<Store, StoreError> {
         store.platform.side_lock = side;
+        store.platform.path = Some(path.to_owned());
         if self.platform.shared {
+            store.platform.shared = true;
             // An exclusive open that came between `side` and this one left
             // a journal: open again, to replay it.
             if journal_path(path).exists() {
@@ -238,7 +243,6 @@ impl StoreBuilder {
             store.durability = Durability::Immediate;
             return Ok(store);
         }
-        store.platform.path = Some(path.to_owned());
         if !self.durable {
             return Ok(store);
         }
@@ -517,22 +521,30 @@ impl Store {
     /// beside it, synced, and renamed over it; the journal is cut to its
     /// header and the block checksums emptied (they were the old file's).
     /// The checksum file's lock, still held, keeps other processes out.
+    ///
+    /// A store written shared is rewritten only when no other process
+    /// holds it (a reader would be left on the replaced file): through an
+    /// exclusive open, which rewrites a store whose erasure is due. While
+    /// one does, the erasure stays due, for this writer's next close or the
+    /// next exclusive open.
     pub(super) fn scrub(&mut self) -> Result<(), StoreError> {
         let Some(path) = self.platform.path.clone() else {
             return Ok(());
         };
+        if self.platform.shared {
+            return match Store::open(&path) {
+                Ok(store) => store.close(),
+                Err(StoreError::Locked) => Ok(()),
+                Err(error) => Err(error),
+            };
+        }
         contain(|| {
             let (dir, temporary) = open::temporary_beside(&path, "scrubbing")?;
             let copied = (|| {
-                let old = Builder::new().open(&path)?;
-                let new = Builder::new().create(&temporary)?;
-                let from = old.begin_read()?;
-                let to = new.begin_write()?;
-                log::copy_tables(&from, &to)?;
-                to.commit()?;
-                drop(from);
-                new.close()?;
-                old.close()?;
+                log::copy_store(
+                    Builder::new().open(&path)?,
+                    Builder::new().create(&temporary)?,
+                )?;
                 // The new file takes the old one's mode (a hub's are 0600).
                 let mode = std::fs::metadata(&path)
                     .map_err(StoreError::io)?

@@ -210,14 +210,54 @@ impl StoreBuilder {
     /// As [`open`](Self::open).
     pub fn backend(self, backend: impl StorageBackend) -> Result<Store, StoreError> {
         contain(|| {
-            let len = backend.len().map_err(StoreError::io)?;
-            let mut head = vec![0; REDB_MAGIC.len().min(len as usize)];
-            backend.read(0, &mut head).map_err(StoreError::io)?;
-            if len > 0 && head.iter().all(|b| *b == 0) {
-                backend.set_len(0).map_err(StoreError::io)?;
-            }
+            empty_if_unborn(&backend)?;
             self.open_backend(backend)
         })
+    }
+
+    /// Opens the store on `main`, a backend that cannot be renamed (a
+    /// browser's OPFS file, bytes in memory), with `scratch`, a second one
+    /// it is rewritten through after an erasure: [`Store::close`] copies
+    /// every row into a new database in `scratch`, writes its bytes over
+    /// `main`'s and empties `scratch`, so no free page of `main` keeps an
+    /// erased user's values. A crash at any point of that leaves either
+    /// the old store whole (the rewrite runs again on opening) or a
+    /// finished copy in `scratch`, which opening writes over `main` again.
+    /// `scratch` holds nothing between rewrites. Both backends belong to
+    /// the store, which closes them when it ends; a journal or block
+    /// checksums set on this builder are not used (those are for stores
+    /// opened by path).
+    ///
+    /// # Errors
+    ///
+    /// As [`backend`](Self::backend), for either backend.
+    pub fn backend_and_scratch(
+        self,
+        main: impl StorageBackend,
+        scratch: impl StorageBackend,
+    ) -> Result<Store, StoreError> {
+        // One copy of the opening, whatever the backends' types.
+        self.open_pair(super::scratch::Pair::new(main, scratch))
+    }
+
+    fn open_pair(self, pair: super::scratch::Pair) -> Result<Store, StoreError> {
+        contain(|| {
+            pair.recover()?;
+            empty_if_unborn(&pair.main())?;
+            let store = self.plain(pair.main(), false)?;
+            // A rewrite a crash cut short: the store is whole, so it runs
+            // again (the pair is attached after, so this close leaves it).
+            let mut store = if store.read(log::scrub_due)? {
+                store.close()?;
+                pair.rewrite()?;
+                self.plain(pair.main(), false)?
+            } else {
+                store
+            };
+            store.pair = Some(pair.clone());
+            Ok(store)
+        })
+        .inspect_err(|_| pair.close())
     }
 
     /// redb's settings; `check` runs its whole-file check on open.
@@ -272,9 +312,22 @@ impl StoreBuilder {
             read_only,
             stamper: Stamper::new(clock),
             erased: std::sync::atomic::AtomicBool::new(false),
+            pair: None,
             platform: Platform::default(),
         })
     }
+}
+
+/// Empties a backend holding the remains of a creation that never
+/// finished: redb writes its magic number last, so they read as zeros there.
+fn empty_if_unborn(backend: &impl StorageBackend) -> Result<(), StoreError> {
+    let len = backend.len().map_err(StoreError::io)?;
+    let mut head = vec![0; REDB_MAGIC.len().min(len as usize)];
+    backend.read(0, &mut head).map_err(StoreError::io)?;
+    if len > 0 && head.iter().all(|b| *b == 0) {
+        backend.set_len(0).map_err(StoreError::io)?;
+    }
+    Ok(())
 }
 
 /// redb's magic number, the first bytes of every redb file.

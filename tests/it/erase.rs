@@ -13,22 +13,22 @@ use uuid::Uuid;
 use crate::support::sync_with as sync;
 
 /// A user's distinctive values: no other user's, so a match is theirs.
-struct Person {
-    id: Uuid,
-    email: &'static str,
-    first: &'static str,
-    last: &'static str,
-    phone: &'static str,
+pub struct Person {
+    pub id: Uuid,
+    pub email: &'static str,
+    pub first: &'static str,
+    pub last: &'static str,
+    pub phone: &'static str,
 }
 
-const ERASED: Person = Person {
+pub const ERASED: Person = Person {
     id: Uuid::from_u128(0xe1a5_0001),
     email: "Xanthippe.Quorrelby@Erasable.example",
     first: "Xanthippe",
     last: "Quorrelby",
     phone: "+44 20 7946 0311",
 };
-const KEPT: [Person; 2] = [
+pub const KEPT: [Person; 2] = [
     Person {
         id: Uuid::from_u128(0xe1a5_0002),
         email: "bartholomew.keeping@example.com",
@@ -45,7 +45,7 @@ const KEPT: [Person; 2] = [
     },
 ];
 
-fn create(store: &Store, person: &Person) {
+pub fn create(store: &Store, person: &Person) {
     let command = CreateUser::new(person.id.to_string(), person.email)
         .first_name(person.first)
         .last_name("placeholder-surname")
@@ -77,18 +77,25 @@ fn values(person: &Person) -> [&'static str; 4] {
     [person.email, person.first, person.last, person.phone]
 }
 
+/// The values of `person` that `bytes` hold, in any of their forms.
+pub fn held(bytes: &[u8], person: &Person) -> Vec<&'static str> {
+    values(person)
+        .into_iter()
+        .filter(|value| {
+            forms(value)
+                .iter()
+                .any(|form| bytes.windows(form.len()).any(|w| w == &form[..]))
+        })
+        .collect()
+}
+
 /// Every file under `dir`, with the values of `person` each holds.
 fn found(dir: &Path, person: &Person) -> Vec<(PathBuf, &'static str)> {
     let mut hits = Vec::new();
     for entry in walk(dir) {
         let bytes = std::fs::read(&entry).unwrap();
-        for value in values(person) {
-            if forms(value)
-                .iter()
-                .any(|form| bytes.windows(form.len()).any(|w| w == &form[..]))
-            {
-                hits.push((entry.clone(), value));
-            }
+        for value in held(&bytes, person) {
+            hits.push((entry.clone(), value));
         }
     }
     hits

@@ -19,6 +19,7 @@ mod journal;
 mod kill;
 mod pipeline;
 mod props;
+mod scratch;
 mod shared;
 mod store;
 mod subscribe;

@@ -132,3 +132,75 @@ fn a_reader_in_this_process_sees_the_writers_commits_at_once() {
         Err(StoreError::ReadOnly)
     ));
 }
+
+/// Every file beside `db` (the store, any journal or checksums), read.
+fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            (path.display().to_string(), std::fs::read(&path).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_store_written_shared_is_rewritten_after_an_erasure_once_no_reader_holds_it() {
+    use crate::erase::{ERASED, KEPT, held};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.redb");
+    let open = || Store::builder().shared(true).open(&db).unwrap();
+    let writer = open();
+    crate::erase::create(&writer, &ERASED);
+    for person in &KEPT {
+        crate::erase::create(&writer, person);
+    }
+    let erased = writer.delete_user(&spkey_store::DeleteUser::new(ERASED.id.to_string()));
+    assert!(matches!(erased, Ok(Outcome::Recorded(_))));
+
+    // A reader holds the file: the writer's close leaves the rewrite due.
+    let reader = Store::builder().shared(true).open_read_only(&db).unwrap();
+    writer.close().unwrap();
+    let left: Vec<_> = files(dir.path())
+        .into_iter()
+        .flat_map(|(_, bytes)| held(&bytes, &ERASED))
+        .collect();
+    assert!(!left.is_empty(), "the search finds the free pages' values");
+    assert!(reader.user(ERASED.id).unwrap().unwrap().is_erased());
+    drop(reader);
+
+    // Alone, the next writer's open rewrites it.
+    let writer = open();
+    for (file, bytes) in files(dir.path()) {
+        assert_eq!(held(&bytes, &ERASED), Vec::<&str>::new(), "{file}");
+    }
+    for person in &KEPT {
+        let user = writer.user(person.id).unwrap().unwrap();
+        assert_eq!(user.profile.last_name.as_deref(), Some(person.last));
+    }
+    assert!(writer.verify().unwrap().is_sound());
+
+    // And a writer alone rewrites it when it closes.
+    crate::erase::create(&writer, &ERASED_AGAIN);
+    writer
+        .delete_user(&spkey_store::DeleteUser::new(ERASED_AGAIN.id.to_string()))
+        .unwrap();
+    writer.close().unwrap();
+    for (file, bytes) in files(dir.path()) {
+        assert_eq!(held(&bytes, &ERASED_AGAIN), Vec::<&str>::new(), "{file}");
+    }
+    // The exclusive open that rewrote it left a journal: a shared open
+    // replays and removes it.
+    let writer = open();
+    assert!(!db.with_file_name("s.redb-journal").exists());
+    assert!(writer.verify().unwrap().is_sound());
+    assert!(writer.user(ERASED_AGAIN.id).unwrap().unwrap().is_erased());
+}
+
+const ERASED_AGAIN: crate::erase::Person = crate::erase::Person {
+    id: Uuid::from_u128(0xe1a5_0009),
+    email: "Ptolemaios.Vanishing@Erasable.example",
+    first: "Ptolemaios",
+    last: "Vanishwright",
+    phone: "+33 1 09 75 83 51",
+};

@@ -110,10 +110,39 @@ export interface SpkeyError extends Error {
 }
 "#;
 
-/// Where a store's bytes live, kept to take snapshots of them.
+/// Where a store's bytes live, kept to take snapshots of them, and the
+/// scratch they are rewritten through after an erasure (the core's
+/// `backend_and_scratch`): OPFS has no rename, and a snapshot must not
+/// carry an erased user's values in free pages either.
 enum Bytes {
-    Memory(MemoryBackend),
-    Opfs(OpfsBackend),
+    Memory(MemoryBackend, MemoryBackend),
+    Opfs(OpfsBackend, OpfsBackend),
+}
+
+impl Bytes {
+    /// A store on these bytes (created when empty), finishing a rewrite
+    /// a closed tab or a crash cut short.
+    fn open(&self) -> Result<Store, JsValue> {
+        let builder = Store::builder().clock(clock);
+        match self {
+            Bytes::Memory(main, scratch) => {
+                builder.backend_and_scratch(main.clone(), scratch.clone())
+            }
+            Bytes::Opfs(main, scratch) => {
+                builder.backend_and_scratch(main.clone(), scratch.clone())
+            }
+        }
+        .map_err(store_error)
+    }
+
+    /// Lets the OPFS files go, for the next open (the store leaves its
+    /// handles open: it is reopened on them after a rewrite).
+    fn release(&self) {
+        if let Bytes::Opfs(main, scratch) = self {
+            main.release();
+            scratch.release();
+        }
+    }
 }
 
 /// An event store: `POST /users/{id}/CreateUser` and `UpdateUser`
@@ -127,13 +156,6 @@ pub struct EventStore {
 /// The browser's clock: `SystemTime::now()` panics on this target.
 fn clock() -> i64 {
     js_sys::Date::now() as i64
-}
-
-fn open_on(backend: impl spkey_store::StorageBackend) -> Result<Store, JsValue> {
-    Store::builder()
-        .clock(clock)
-        .backend(backend)
-        .map_err(store_error)
 }
 
 /// Plain JS values — objects, arrays, numbers — by way of JSON text, which
@@ -200,11 +222,7 @@ impl EventStore {
     /// A new, empty store in memory. Keep it with `snapshot()`.
     #[wasm_bindgen(js_name = inMemory)]
     pub fn in_memory() -> Result<EventStore, JsValue> {
-        let backend = MemoryBackend::new();
-        let store = open_on(backend.clone())?;
-        Ok(EventStore {
-            open: Some((store, Bytes::Memory(backend))),
-        })
+        EventStore::on(Bytes::Memory(MemoryBackend::new(), MemoryBackend::new()))
     }
 
     /// A durable store in the origin's private file system (OPFS), created
@@ -213,22 +231,59 @@ impl EventStore {
     /// `StoreLockedError`.
     #[wasm_bindgen(js_name = openOpfs)]
     pub async fn open_opfs(name: String) -> Result<EventStore, JsValue> {
-        let backend = OpfsBackend::open(&name).await?;
-        let store = open_on(backend.clone())?;
-        Ok(EventStore {
-            open: Some((store, Bytes::Opfs(backend))),
-        })
+        let main = OpfsBackend::open(&name).await?;
+        let scratch = match OpfsBackend::open(&format!("{name}-scratch")).await {
+            Ok(scratch) => scratch,
+            Err(error) => {
+                main.release();
+                return Err(error);
+            }
+        };
+        EventStore::on(Bytes::Opfs(main, scratch))
     }
 
     /// A store in memory restored from `snapshot()` bytes. Damaged bytes are
     /// a `CorruptStoreError` (or a `StorageError`), never a wrong store.
     #[wasm_bindgen(js_name = fromSnapshot)]
     pub fn from_snapshot(bytes: &[u8]) -> Result<EventStore, JsValue> {
-        let backend = MemoryBackend::from_bytes(bytes.to_vec());
-        let store = open_on(backend.clone())?;
-        Ok(EventStore {
-            open: Some((store, Bytes::Memory(backend))),
-        })
+        EventStore::on(Bytes::Memory(
+            MemoryBackend::from_bytes(bytes.to_vec()),
+            MemoryBackend::new(),
+        ))
+    }
+
+    fn on(bytes: Bytes) -> Result<EventStore, JsValue> {
+        match bytes.open() {
+            Ok(store) => Ok(EventStore {
+                open: Some((store, bytes)),
+            }),
+            Err(error) => {
+                bytes.release();
+                Err(error)
+            }
+        }
+    }
+
+    /// After a command or a sync that erased a user: the store is closed,
+    /// which rewrites its bytes through the scratch, and opened again, so
+    /// that no free page of the OPFS file, and no snapshot, keeps the
+    /// erased values. A failed close leaves the rewrite to the opening.
+    fn settle(&mut self) -> Result<(), JsValue> {
+        let Some((store, bytes)) = self.open.take_if(|(store, _)| store.holds_erased_values())
+        else {
+            return Ok(());
+        };
+        let _ = store.close();
+        match bytes.open() {
+            Ok(store) => {
+                self.open = Some((store, bytes));
+                Ok(())
+            }
+            Err(error) => {
+                bytes.release();
+                Err(error)
+            }
+        }
     }
 
     fn store(&self) -> Result<&Store, JsValue> {
@@ -247,8 +302,8 @@ impl EventStore {
             .as_ref()
             .ok_or_else(|| js_error(names::CLOSED, "the store is closed"))?;
         match bytes {
-            Bytes::Memory(memory) => Ok(memory.snapshot()),
-            Bytes::Opfs(opfs) => opfs
+            Bytes::Memory(memory, _) => Ok(memory.snapshot()),
+            Bytes::Opfs(opfs, _) => opfs
                 .snapshot()
                 .map_err(|e| js_error(ErrorKind::Storage.name(), e)),
         }
@@ -293,14 +348,14 @@ impl EventStore {
     /// kind and time. `body` is `{}`, `{ userId }` or left out. Returns the
     /// success body (200, the same again for a replay) or the error body
     /// (400, 404, 413); a storage failure throws. The erased values leave
-    /// the store's rows at once; in OPFS, the file's free pages keep them
-    /// until reused (the README's "Erasure").
+    /// the store's bytes before it returns: its rows, and (the store
+    /// rewritten through a scratch file) every free page of its OPFS file.
     #[wasm_bindgen(
         js_name = deleteUser,
         unchecked_return_type = "DeleteUserResponse | ErrorResponse"
     )]
     pub fn delete_user(
-        &self,
+        &mut self,
         id: &str,
         #[wasm_bindgen(unchecked_param_type = "DeleteUserRequest | string | undefined")]
         body: JsValue,
@@ -311,6 +366,7 @@ impl EventStore {
             body
         };
         let response = self.respond("DeleteUser", id, &body)?;
+        self.settle()?;
         to_js(&response.body)
     }
 
@@ -414,8 +470,10 @@ impl EventStore {
         js_name = applyReply,
         unchecked_return_type = "{ accepted: number; rejected: number; alreadyApplied: number }"
     )]
-    pub fn apply_reply(&self, reply: &[u8]) -> Result<JsValue, JsValue> {
-        to_js(&self.store()?.apply_reply(reply).map_err(store_error)?)
+    pub fn apply_reply(&mut self, reply: &[u8]) -> Result<JsValue, JsValue> {
+        let summary = self.store()?.apply_reply(reply).map_err(store_error)?;
+        self.settle()?;
+        to_js(&summary)
     }
 
     /// Sync: imports the hub's pull batch (the hub's `Store::export` or
@@ -424,8 +482,10 @@ impl EventStore {
         js_name = importBatch,
         unchecked_return_type = "{ imported: number; own: number; rebased: number; cursor: number }"
     )]
-    pub fn import_batch(&self, batch: &[u8]) -> Result<JsValue, JsValue> {
-        to_js(&self.store()?.import(batch).map_err(store_error)?)
+    pub fn import_batch(&mut self, batch: &[u8]) -> Result<JsValue, JsValue> {
+        let summary = self.store()?.import(batch).map_err(store_error)?;
+        self.settle()?;
+        to_js(&summary)
     }
 
     /// Sync: the hub position imported up to.
@@ -452,8 +512,22 @@ impl EventStore {
     /// calls throw a `StoreClosedError`; closing twice is harmless.
     pub fn close(&mut self) -> Result<(), JsValue> {
         match self.open.take() {
-            Some((store, _)) => store.close().map_err(store_error),
+            Some((store, bytes)) => {
+                let closed = store.close().map_err(store_error);
+                bytes.release();
+                closed
+            }
             None => Ok(()),
+        }
+    }
+}
+
+impl Drop for EventStore {
+    /// A store freed without `close()` lets its OPFS files go too.
+    fn drop(&mut self) {
+        if let Some((store, bytes)) = self.open.take() {
+            drop(store);
+            bytes.release();
         }
     }
 }

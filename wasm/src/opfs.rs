@@ -101,6 +101,11 @@ impl OpfsBackend {
         Ok(OpfsBackend { handle })
     }
 
+    /// Releases the exclusive handle, so the name can be opened again.
+    pub fn release(&self) {
+        self.handle.close();
+    }
+
     /// The whole file's bytes.
     pub fn snapshot(&self) -> io::Result<Vec<u8>> {
         let mut bytes = vec![0; self.len()? as usize];
@@ -179,8 +184,8 @@ impl StorageBackend for OpfsBackend {
     }
 
     fn close(&self) -> io::Result<()> {
-        // Releases the exclusive handle, so the name can be opened again.
-        self.handle.close();
+        // The handle outlives the store: it is reopened on it after a
+        // rewrite. `release` lets it go.
         Ok(())
     }
 }

@@ -86,6 +86,39 @@ test('deleteUser erases a user: 200, the same body again, 404, its id kept and i
   store.verify();
 });
 
+/** Whether `bytes` hold `value` as UTF-8 or UTF-16 (either order), as
+ *  given or lower case: an auditor's search. */
+function holds(bytes, value) {
+  const haystack = Buffer.from(bytes);
+  return [value, value.toLowerCase()].some((text) =>
+    [Buffer.from(text, 'utf8'), Buffer.from(text, 'utf16le'), Buffer.from(text, 'utf16le').swap16()]
+      .some((form) => haystack.includes(form)));
+}
+
+test('after deleteUser no byte of a snapshot holds the erased user, and the others are all there', () => {
+  const store = EventStore.inMemory();
+  const people = [
+    ['e1a50001-0000-4000-8000-000000000001', 'Xanthippe.Quorrelby@Erasable.example', 'Xanthippe', 'Quorrelby', '+44 20 7946 0311'],
+    ['e1a50001-0000-4000-8000-000000000002', 'bartholomew.keeping@example.com', 'Bartholomew', 'Keepington', '+1 555 0100 42'],
+  ];
+  for (const [userId, email, firstName, lastName, phoneNumber] of people) {
+    store.createUser(userId, { userId, email, firstName, lastName: 'placeholder', phoneNumber });
+    store.updateUser(userId, { lastName });
+  }
+  const before = store.snapshot();
+  assert.ok(people[0].slice(1).every((value) => holds(before, value)), 'the search finds the user before');
+
+  assert.equal(store.deleteUser(people[0][0]).success, true);
+
+  const after = store.snapshot();
+  assert.deepEqual(people[0].slice(1).filter((value) => holds(after, value)), []);
+  assert.deepEqual(people[1].slice(1).filter((value) => !holds(after, value)), []);
+  const copy = EventStore.fromSnapshot(after);
+  assert.equal(copy.user(people[1][0]).lastName, 'Keepington');
+  assert.equal(copy.user(people[0][0]).erased, true);
+  copy.verify();
+});
+
 test('failures are Error objects with a stable name', () => {
   const store = EventStore.inMemory();
   assert.throws(() => store.user('not-a-uuid'), { name: 'InvalidArgumentError' });

@@ -85,3 +85,102 @@ async fn an_opfs_store_snapshots_into_memory() {
     let text = JSON::stringify(&events).unwrap().as_string().unwrap();
     assert!(text.contains("opfs2@example.com"), "{text}");
 }
+
+/// The bytes of the OPFS file `name`, read through the File API (the store
+/// must have let it go).
+async fn opfs_file(name: &str) -> Vec<u8> {
+    use wasm_bindgen_futures::JsFuture;
+    let call = |target: &JsValue, method: &str, args: &[JsValue]| -> js_sys::Promise {
+        let function: js_sys::Function = Reflect::get(target, &method.into()).unwrap().into();
+        let args: js_sys::Array = args.iter().collect();
+        function.apply(target, &args).unwrap().into()
+    };
+    let navigator = Reflect::get(&js_sys::global(), &"navigator".into()).unwrap();
+    let storage = Reflect::get(&navigator, &"storage".into()).unwrap();
+    let root = JsFuture::from(call(&storage, "getDirectory", &[]))
+        .await
+        .unwrap();
+    let handle = JsFuture::from(call(&root, "getFileHandle", &[name.into()]))
+        .await
+        .unwrap();
+    let file = JsFuture::from(call(&handle, "getFile", &[])).await.unwrap();
+    let buffer = JsFuture::from(call(&file, "arrayBuffer", &[]))
+        .await
+        .unwrap();
+    js_sys::Uint8Array::new(&buffer).to_vec()
+}
+
+/// Whether `bytes` hold `value` as UTF-8 or UTF-16 (either order), as
+/// given or lower case.
+fn holds(bytes: &[u8], value: &str) -> bool {
+    [value.to_owned(), value.to_lowercase()].iter().any(|text| {
+        let utf16 = |order: fn(u16) -> [u8; 2]| -> Vec<u8> {
+            text.encode_utf16().flat_map(order).collect()
+        };
+        [
+            text.as_bytes().to_vec(),
+            utf16(u16::to_le_bytes),
+            utf16(u16::to_be_bytes),
+        ]
+        .iter()
+        .any(|form| bytes.windows(form.len()).any(|w| w == &form[..]))
+    })
+}
+
+#[wasm_bindgen_test]
+async fn after_delete_user_no_byte_of_the_opfs_files_holds_the_erased_user() {
+    let name = fresh_name("erase");
+    let mut store = EventStore::open_opfs(name.clone()).await.unwrap();
+    let erased = [
+        "Xanthippe.Quorrelby@Erasable.example",
+        "Xanthippe",
+        "Quorrelby",
+        "+44 20 7946 0311",
+    ];
+    let kept = [
+        "bartholomew.keeping@example.com",
+        "Bartholomew",
+        "Keepington",
+        "+1 555 0100 42",
+    ];
+    for (n, [email, first, last, phone]) in [(1u128, erased), (2, kept)] {
+        let id = uuid::Uuid::from_u128(n).to_string();
+        let body = format!(
+            r#"{{"userId":"{id}","email":"{email}","firstName":"{first}","lastName":"placeholder","phoneNumber":"{phone}"}}"#
+        );
+        store.create_user(&id, JsValue::from_str(&body)).unwrap();
+        let update = format!(r#"{{"lastName":"{last}"}}"#);
+        store.update_user(&id, JsValue::from_str(&update)).unwrap();
+    }
+    let before = store.snapshot().unwrap();
+    assert!(erased.iter().all(|value| holds(&before, value)));
+
+    let answer = store
+        .delete_user(&uuid::Uuid::from_u128(1).to_string(), JsValue::UNDEFINED)
+        .unwrap();
+    assert_eq!(
+        Reflect::get(&answer, &"success".into()).unwrap(),
+        JsValue::TRUE
+    );
+
+    // The store reads on, rewritten: the file as it holds it now.
+    let live = store.snapshot().unwrap();
+    assert_eq!(erased.iter().filter(|v| holds(&live, v)).count(), 0);
+    let user = store.user(&uuid::Uuid::from_u128(2).to_string()).unwrap();
+    assert_eq!(
+        Reflect::get(&user, &"lastName".into()).unwrap(),
+        JsValue::from_str("Keepington")
+    );
+    store.close().unwrap();
+
+    for file in [name.clone(), format!("{name}-scratch")] {
+        let bytes = opfs_file(&file).await;
+        let left: Vec<_> = erased.iter().filter(|v| holds(&bytes, v)).collect();
+        assert!(left.is_empty(), "{file} holds {left:?}");
+    }
+    let main = opfs_file(&name).await;
+    assert!(kept.iter().all(|value| holds(&main, value)));
+    let reopened = EventStore::open_opfs(name).await.unwrap();
+    reopened.verify().unwrap();
+    assert_eq!(reopened.head_position().unwrap(), 5.0);
+}

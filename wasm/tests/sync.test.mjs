@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -131,6 +131,48 @@ for (const seed of [1, 2, 3, 4, 5, 6]) {
     });
   });
 }
+
+/** Whether `bytes` hold `value` as UTF-8 or UTF-16 (either order), as
+ *  given or lower case: an auditor's search. */
+function holds(bytes, value) {
+  const haystack = Buffer.from(bytes);
+  return [value, value.toLowerCase()].some((text) =>
+    [Buffer.from(text, 'utf8'), Buffer.from(text, 'utf16le'), Buffer.from(text, 'utf16le').swap16()]
+      .some((form) => haystack.includes(form)));
+}
+
+test('an erasure reaches a WASM device that was offline, its pending edit of the user included: no byte of any store holds them', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'spkey-erase-'));
+  const hub = hubOf(dir);
+  const [phone, laptop] = [wasmDevice(), wasmDevice()];
+  const id = ids[0];
+  const erased = ['Xanthippe.Quorrelby@Erasable.example', 'Xanthippe', 'Quorrelby', '+44 20 7946 0311', 'Offline-Edit-Surname'];
+  const kept = ['bartholomew.keeping@example.com', 'Bartholomew'];
+  phone.create(id, { userId: id, email: erased[0], firstName: erased[1], lastName: erased[2], phoneNumber: erased[3] });
+  phone.create(ids[1], { userId: ids[1], email: kept[0], firstName: kept[1] });
+  sync(phone, hub);
+  sync(laptop, hub);
+  assert.equal(laptop.user(id).firstName, 'Xanthippe');
+  // The laptop goes offline with an edit of the user not yet pushed.
+  laptop.store.updateUser(id, { lastName: erased[4] });
+
+  assert.equal(phone.store.deleteUser(id).success, true);
+  sync(phone, hub);
+  sync(laptop, hub);
+
+  const files = {
+    phone: phone.store.snapshot(),
+    laptop: laptop.store.snapshot(),
+    hub: readFileSync(join(dir, 'hub.redb')),
+  };
+  for (const [name, bytes] of Object.entries(files)) {
+    assert.deepEqual(erased.filter((value) => holds(bytes, value)), [], `${name} holds the erased user`);
+    assert.deepEqual(kept.filter((value) => !holds(bytes, value)), [], `${name} lost the kept user`);
+  }
+  assert.equal(laptop.user(id).erased, true);
+  assert.deepEqual(laptop.store.pending(), []);
+  laptop.store.verify();
+});
 
 test('a damaged batch is refused with a BatchRefusedError and changes nothing', () => {
   const device = wasmDevice();
