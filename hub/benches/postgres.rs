@@ -2,6 +2,8 @@
 //! on one database of a throwaway cluster with `fsync = on` (durable
 //! commits, as the redb figures), driven over keep-alive HTTP connections.
 //!
+//! - from an empty database, 1 node: creates per second in the first and
+//!   the last 10 s of 40 (plans made on empty tables must not slow it);
 //! - seed-endpoint creates per second and p50 / p99 latency at 64
 //!   concurrent clients against 1 node and against 3 nodes (clients spread
 //!   round-robin), with the same organization log behind them;
@@ -30,6 +32,8 @@ use spkey_store::{CreateUser, Store};
 
 struct Size {
     seconds: f64,
+    /// The first run, 1 node from an empty database.
+    fresh_seconds: f64,
     pending: usize,
     wakes: usize,
 }
@@ -38,12 +42,14 @@ fn size() -> Size {
     if std::env::args().any(|a| a == "--bench") {
         Size {
             seconds: 5.0,
+            fresh_seconds: 40.0,
             pending: 10_000,
             wakes: 20,
         }
     } else {
         Size {
             seconds: 0.3,
+            fresh_seconds: 0.3,
             pending: 200,
             wakes: 2,
         }
@@ -64,9 +70,20 @@ fn create(agent: &ureq::Agent, url: &str, token: &str, n: usize) -> u16 {
     response.status().as_u16()
 }
 
-/// Creates per second and p50 / p99 latency (ms) of 64 clients, client `c`
-/// on node `c % urls.len()`, for `seconds`.
-fn drive(urls: &[String], token: &Arc<String>, base: usize, seconds: f64) -> (f64, f64, f64) {
+/// What a run of [`drive`] measured.
+struct Run {
+    /// Creates per second and p50 / p99 latency (ms).
+    summary: (f64, f64, f64),
+    /// Creates per second in the run's first and last `WINDOW` seconds.
+    first: f64,
+    last: f64,
+}
+
+/// The span at each end of a run from an empty database.
+const WINDOW: f64 = 10.0;
+
+/// 64 clients, client `c` on node `c % urls.len()`, for `seconds`.
+fn drive(urls: &[String], token: &Arc<String>, base: usize, seconds: f64) -> Run {
     let next = Arc::new(AtomicUsize::new(0));
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
@@ -75,22 +92,37 @@ fn drive(urls: &[String], token: &Arc<String>, base: usize, seconds: f64) -> (f6
             let (url, token, next) = (urls[c % urls.len()].clone(), token.clone(), next.clone());
             std::thread::spawn(move || {
                 let agent = agent();
-                let mut latencies = Vec::new();
+                let mut done = Vec::new();
                 while Instant::now() < until {
                     let n = base + next.fetch_add(1, Ordering::Relaxed);
                     let t = Instant::now();
                     assert_eq!(create(&agent, &url, &token, n), 201);
-                    latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                    done.push((
+                        t.elapsed().as_secs_f64() * 1e3,
+                        started.elapsed().as_secs_f64(),
+                    ));
                 }
-                latencies
+                done
             })
         })
         .collect();
-    let all: Vec<f64> = threads
+    let done: Vec<(f64, f64)> = threads
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
-    summary(all, started.elapsed().as_secs_f64())
+    let took = started.elapsed().as_secs_f64();
+    let window = WINDOW.min(took / 3.0);
+    let rate = |from: f64, to: f64| {
+        done.iter()
+            .filter(|(_, at)| (from..to).contains(at))
+            .count() as f64
+            / (to - from)
+    };
+    Run {
+        first: rate(0.0, window),
+        last: rate(took - window, took),
+        summary: summary(done.iter().map(|(ms, _)| *ms).collect(), took),
+    }
 }
 
 fn main() {
@@ -112,7 +144,9 @@ fn main() {
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let token = Arc::new(token());
 
-    let one = drive(&urls[..1], &token, 0, size.seconds);
+    // The database is empty: a new deployment's first minute.
+    let fresh = drive(&urls[..1], &token, 0, size.fresh_seconds);
+    let one = drive(&urls[..1], &token, 5_000_000, size.seconds);
     let three = drive(&urls, &token, 10_000_000, size.seconds);
 
     let device = Store::in_memory().unwrap();
@@ -159,12 +193,21 @@ fn main() {
 
     let mut table =
         String::from("| nodes | clients | creates/s | p50 ms | p99 ms |\n|---|---|---|---|---|\n");
-    for (nodes, row) in [(1, one), (3, three)] {
+    for (nodes, run) in [(1, &one), (3, &three)] {
+        let row = run.summary;
         table += &format!(
             "| {nodes} | 64 | {:.0} | {:.2} | {:.2} |\n",
             row.0, row.1, row.2
         );
     }
+    table += &format!(
+        "\n- from an empty database, 1 node, {:.0} s: {:.0} creates/s in the first {WINDOW:.0} s, \
+         {:.0} in the last ({:.2}×; the table's runs follow it)\n",
+        size.fresh_seconds,
+        fresh.first,
+        fresh.last,
+        fresh.first / fresh.last
+    );
     table += &format!(
         "\n- sync of a device's {} pending events through one node (push, reply, pull back): {:.0} ms\n",
         size.pending,

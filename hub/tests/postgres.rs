@@ -583,3 +583,30 @@ fn long_poll_woken_by(url: &str, head: u64, commit: impl FnOnce()) -> (Answer, D
     commit();
     waiting.join().unwrap()
 }
+
+/// The hub's sessions plan each statement for its values: a generic plan
+/// cached on a new deployment's empty tables read a whole organization per
+/// lookup (`hub/benches/postgres.rs`: creates/s fell 2.8× in the first
+/// 40 s). Options in the URL are kept beside it.
+#[test]
+fn the_hubs_sessions_never_cache_a_generic_plan() {
+    let cluster = PgCluster::shared();
+    let db_url = cluster.new_database();
+    let url = format!("{db_url}?options=-c%20work_mem%3D7MB");
+    let config = spkey_hub::postgres::connection_config(&url).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let settings = runtime.block_on(async {
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let mut settings = Vec::new();
+        for name in ["plan_cache_mode", "work_mem"] {
+            let row = client
+                .query_one(&format!("SHOW {name}"), &[])
+                .await
+                .unwrap();
+            settings.push(row.get::<_, String>(0));
+        }
+        settings
+    });
+    assert_eq!(settings, ["force_custom_plan", "7MB"]);
+}
