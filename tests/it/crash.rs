@@ -263,6 +263,17 @@ pub fn variants(seed: u64) -> Vec<(Keep, Option<Keep>)> {
 
 /// A reboot that loses power again at a random op of its recovery.
 pub fn cut_during_recovery(image: Image, keep: Keep, seed: u64) -> Image {
+    cut_while(open, image, keep, seed)
+}
+
+/// A reboot that loses power again at a random op of `open` (the store's
+/// recovery, whatever it is).
+pub fn cut_while(
+    open: fn(&Disk) -> Result<Store, StoreError>,
+    image: Image,
+    keep: Keep,
+    seed: u64,
+) -> Image {
     let probe = Disk::with_image(image.clone());
     drop(open(&probe));
     if probe.ops() == 0 {

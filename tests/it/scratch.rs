@@ -9,8 +9,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use spkey_store::{CreateUser, DeleteUser, ManualClock, MemoryBackend, Outcome, Store, StoreError};
 
-use crate::crash::variants;
-use crate::disk::{Disk, Fault, Image, Keep};
+use crate::crash::{cut_while, variants};
+use crate::disk::{Disk, Fault, Image};
 use crate::erase::{ERASED, KEPT, Person, create, held};
 use crate::support::NOW_MS;
 
@@ -143,7 +143,7 @@ fn a_power_cut_at_every_io_op_of_an_erasure_and_its_rewrite_leaves_all_or_nothin
         for (keep, again) in variants(at * 1000) {
             let mut image = disk.image(keep);
             if let Some(keep_again) = again {
-                image = cut_during_reopen(image, keep_again, at * 1000 + 7);
+                image = cut_while(open, image, keep_again, at * 1000 + 7);
             }
             if let Err(problem) = check(image, erased, created) {
                 panic!("power cut at op {at}/{total}, {keep:?} then {again:?}: {problem}");
@@ -152,22 +152,4 @@ fn a_power_cut_at_every_io_op_of_an_erasure_and_its_rewrite_leaves_all_or_nothin
         }
     }
     eprintln!("scratch rewrite: {total} I/O points, {cases} cases, never half a user");
-}
-
-/// A reboot that loses power again at a random op of reopening (which
-/// may finish the rewrite).
-fn cut_during_reopen(image: Image, keep: Keep, seed: u64) -> Image {
-    let probe = Disk::with_image(image.clone());
-    drop(open(&probe));
-    if probe.ops() == 0 {
-        return image;
-    }
-    let at = fastrand::Rng::with_seed(seed).u64(1..=probe.ops());
-    let disk = Disk::with_image(image).with_fault(Fault::PowerCut(at));
-    let result = catch_unwind(AssertUnwindSafe(|| drop(open(&disk))));
-    assert!(
-        result.is_ok(),
-        "reopening panicked when power was cut at op {at}"
-    );
-    disk.image(keep)
 }

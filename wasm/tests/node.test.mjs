@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
+import { holds } from './audit.mjs';
 
 const require = createRequire(import.meta.url);
 const { EventStore } = require('../pkg/node/index.js');
@@ -85,15 +86,6 @@ test('deleteUser erases a user: 200, the same body again, 404, its id kept and i
   assert.ok(!JSON.stringify(store.events()).includes(body.firstName));
   store.verify();
 });
-
-/** Whether `bytes` hold `value` as UTF-8 or UTF-16 (either order), as
- *  given or lower case: an auditor's search. */
-function holds(bytes, value) {
-  const haystack = Buffer.from(bytes);
-  return [value, value.toLowerCase()].some((text) =>
-    [Buffer.from(text, 'utf8'), Buffer.from(text, 'utf16le'), Buffer.from(text, 'utf16le').swap16()]
-      .some((form) => haystack.includes(form)));
-}
 
 test('after deleteUser no byte of a snapshot holds the erased user, and the others are all there', () => {
   const store = EventStore.inMemory();

@@ -11,6 +11,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { holds } from './audit.mjs';
 
 const { EventStore } = createRequire(import.meta.url)('../pkg/node/index.js');
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'target', 'debug', 'spkey');
@@ -130,15 +131,6 @@ for (const seed of [1, 2, 3, 4, 5, 6]) {
       device.store.verify();
     });
   });
-}
-
-/** Whether `bytes` hold `value` as UTF-8 or UTF-16 (either order), as
- *  given or lower case: an auditor's search. */
-function holds(bytes, value) {
-  const haystack = Buffer.from(bytes);
-  return [value, value.toLowerCase()].some((text) =>
-    [Buffer.from(text, 'utf8'), Buffer.from(text, 'utf16le'), Buffer.from(text, 'utf16le').swap16()]
-      .some((form) => haystack.includes(form)));
 }
 
 test('an erasure reaches a WASM device that was offline, its pending edit of the user included: no byte of any store holds them', () => {
