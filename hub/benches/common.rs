@@ -44,6 +44,16 @@ pub fn summary(mut latencies: Vec<f64>, took_secs: f64) -> (f64, f64, f64) {
     (latencies.len() as f64 / took_secs, at(0.5), at(0.99))
 }
 
+/// The API key of the `n`th of the organizations
+/// [`HubProcess::start_with`] adds; 0 is [`KEY`]'s.
+pub fn org_key(n: usize) -> String {
+    if n == 0 {
+        KEY.to_owned()
+    } else {
+        format!("bench-api-key-{n}")
+    }
+}
+
 /// The API key of the organization the creates go to.
 pub const KEY: &str = "bench-api-key";
 /// The key of a second, empty organization: the sync figure measures one
@@ -62,18 +72,36 @@ impl HubProcess {
     /// and `limits` (lines of `[limits]`) added, starts the hub on it, and
     /// waits for its `listening on` line.
     pub fn start(dir: &std::path::Path, name: &str, storage: &str, limits: &str) -> HubProcess {
+        HubProcess::start_with(dir, name, storage, limits, 0)
+    }
+
+    /// As [`start`](Self::start), with `more` organizations besides,
+    /// reached with [`org_key`]`(1..=more)`.
+    pub fn start_with(
+        dir: &std::path::Path,
+        name: &str,
+        storage: &str,
+        limits: &str,
+        more: usize,
+    ) -> HubProcess {
         use sha2::{Digest, Sha256};
         use std::io::BufRead;
         let config = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
+        let organization = |id: &str, key: &str| {
             format!(
-                "listen = \"127.0.0.1:0\"\n{storage}\n[limits]\nmax_long_polls = 4096\nmax_concurrent_requests = 4096\n{limits}\n\n[[organizations]]\nid = \"bench\"\napi_key_sha256 = [\"{}\"]\njwt_secret = \"{SECRET}\"\n\n[[organizations]]\nid = \"sync\"\napi_key_sha256 = [\"{}\"]\njwt_secret = \"{SECRET}\"\n",
-                hex::encode(Sha256::digest(KEY.as_bytes())),
-                hex::encode(Sha256::digest(SYNC_KEY.as_bytes()))
-            ),
-        )
-        .unwrap();
+                "\n[[organizations]]\nid = \"{id}\"\napi_key_sha256 = [\"{}\"]\njwt_secret = \"{SECRET}\"\n",
+                hex::encode(Sha256::digest(key.as_bytes()))
+            )
+        };
+        let mut text = format!(
+            "listen = \"127.0.0.1:0\"\n{storage}\n[limits]\nmax_long_polls = 4096\nmax_concurrent_requests = 4096\n{limits}\n"
+        );
+        text += &organization("bench", KEY);
+        text += &organization("sync", SYNC_KEY);
+        for n in 1..=more {
+            text += &organization(&format!("bench{n}"), &org_key(n));
+        }
+        std::fs::write(&config, text).unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spkey-hub"))
             .arg("--config")
             .arg(&config)
