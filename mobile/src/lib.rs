@@ -438,14 +438,57 @@ pub struct NativeStore {
     /// `None` once closed.
     store: RwLock<Option<Arc<Store>>>,
     subscriptions: Mutex<Vec<Arc<SubscriptionHandle>>>,
+    /// How to open the store again after an erasure (see `settle`);
+    /// `None` for a store that is not rewritten (in memory, a reader).
+    reopen: Option<Box<dyn Fn() -> Result<Store, spkey_store::StoreError> + Send + Sync>>,
 }
 
 impl NativeStore {
     fn new(store: Store) -> Arc<Self> {
+        NativeStore::reopened_by(store, None)
+    }
+
+    fn reopened_by(
+        store: Store,
+        reopen: Option<Box<dyn Fn() -> Result<Store, spkey_store::StoreError> + Send + Sync>>,
+    ) -> Arc<Self> {
         Arc::new(NativeStore {
             store: RwLock::new(Some(Arc::new(store))),
             subscriptions: Mutex::new(Vec::new()),
+            reopen,
         })
+    }
+
+    /// After a call that may have erased a user (a `DeleteUser`, a sync
+    /// that pulled an erasure): a store opened by path is closed and opened
+    /// again, which rewrites its file, so that no free page or journal
+    /// record keeps the erased values — as the npm package and the hub do.
+    /// While anything else holds the store (a subscription, a call on
+    /// another thread), the rewrite waits for `close_store` or the next
+    /// open.
+    fn settle(&self) -> Result<(), SpkeyError> {
+        let Some(reopen) = &self.reopen else {
+            return Ok(());
+        };
+        let mut slot = self.store.write().unwrap_or_else(|e| e.into_inner());
+        if !slot
+            .as_ref()
+            .is_some_and(|store| store.holds_erased_values())
+        {
+            return Ok(());
+        }
+        let store = match slot.take().map(Arc::try_unwrap) {
+            Some(Ok(store)) => store,
+            Some(Err(shared)) => {
+                *slot = Some(shared);
+                return Ok(());
+            }
+            None => return Ok(()),
+        };
+        // A failed close leaves the rewrite to the opening.
+        let _ = store.close();
+        *slot = Some(Arc::new(reopen()?));
+        Ok(())
     }
 
     fn store(&self) -> Result<Arc<Store>, SpkeyError> {
@@ -483,7 +526,8 @@ impl NativeStore {
     /// that is not a store, the store's other kinds.
     #[uniffi::constructor]
     pub fn open(path: String) -> Result<Arc<Self>, SpkeyError> {
-        Ok(NativeStore::new(Store::open(path)?))
+        let reopen = move || Store::open(&path);
+        Ok(NativeStore::reopened_by(reopen()?, Some(Box::new(reopen))))
     }
 
     /// Opens the store file at `path` shared with other processes (an app
@@ -498,7 +542,8 @@ impl NativeStore {
     /// As [`open`](Self::open).
     #[uniffi::constructor]
     pub fn open_shared(path: String) -> Result<Arc<Self>, SpkeyError> {
-        Ok(NativeStore::new(Store::builder().shared(true).open(path)?))
+        let reopen = move || Store::builder().shared(true).open(&path);
+        Ok(NativeStore::reopened_by(reopen()?, Some(Box::new(reopen))))
     }
 
     /// Opens the store file at `path` to read beside the process that
@@ -574,14 +619,17 @@ impl NativeStore {
     /// or `{"userId": id}`): the user is erased — its email free at once,
     /// its id taken for good, its earlier events keeping only their kind
     /// and time. The API's status (200, a replay 200 again; 400, 404, 413)
-    /// and exact JSON body. The erased values leave the file when the store
-    /// is closed.
+    /// and exact JSON body. The erased values leave the file before it
+    /// returns: the store is closed and opened again, which rewrites it
+    /// (unless a subscription holds it: then at `close_store`).
     ///
     /// # Errors
     ///
     /// The store's failure kinds; `StoreClosed`.
     pub fn delete_user(&self, id: String, body: String) -> Result<Answer, SpkeyError> {
-        self.command("DeleteUser", &id, &body)
+        let answer = self.command("DeleteUser", &id, &body)?;
+        self.settle()?;
+        Ok(answer)
     }
 
     /// UpdateUser, typed.
@@ -780,14 +828,11 @@ impl NativeStore {
         control: Option<Arc<SyncControl>>,
     ) -> Result<SyncSummary, SpkeyError> {
         let store = self.store()?;
-        Ok(run_sync(
-            &store,
-            &hub,
-            &api_key,
-            token,
-            deadline_ms,
-            control,
-        )?)
+        let summary = run_sync(&store, &hub, &api_key, token, deadline_ms, control);
+        drop(store);
+        // A pulled erasure, even from a sync cut short, is rewritten away.
+        self.settle()?;
+        Ok(summary?)
     }
 
     /// One sync for a background scheduler (Android's WorkManager, iOS's
@@ -797,7 +842,9 @@ impl NativeStore {
     ///
     /// # Errors
     ///
-    /// `StoreClosed`; every sync failure is in the answer instead.
+    /// `StoreClosed`, or the store's kinds when it cannot be opened again
+    /// after pulling an erasure; every sync failure is in the answer
+    /// instead.
     pub fn sync_once(
         &self,
         hub: String,
@@ -806,20 +853,21 @@ impl NativeStore {
         deadline_ms: i64,
     ) -> Result<SyncAttempt, SpkeyError> {
         let store = self.store()?;
-        Ok(
-            match run_sync(&store, &hub, &api_key, token, Some(deadline_ms), None) {
-                Ok(summary) => SyncAttempt {
-                    summary: Some(summary),
-                    retry: false,
-                    failure: None,
-                },
-                Err(error) => SyncAttempt {
-                    summary: None,
-                    retry: error.is_transient(),
-                    failure: Some(error.to_string()),
-                },
+        let result = run_sync(&store, &hub, &api_key, token, Some(deadline_ms), None);
+        drop(store);
+        self.settle()?;
+        Ok(match result {
+            Ok(summary) => SyncAttempt {
+                summary: Some(summary),
+                retry: false,
+                failure: None,
             },
-        )
+            Err(error) => SyncAttempt {
+                summary: None,
+                retry: error.is_transient(),
+                failure: Some(error.to_string()),
+            },
+        })
     }
 }
 

@@ -100,7 +100,8 @@ class SpkeyStore private constructor(private val native: NativeStore) : AutoClos
      * `POST /users/{id}/DeleteUser` ([body] `{}` or `{"userId": id}`): the
      * user is erased — its email is free at once, its id taken for good.
      * The API's status (200, a replay 200 again; 400, 404, 413) and exact
-     * JSON body. The erased values leave the file when the store is closed.
+     * JSON body. The erased values leave the files before it returns (the
+     * store is rewritten; while a subscription holds it, at [close]).
      */
     fun deleteUser(id: String, body: String = "{}"): Answer = native.deleteUser(id, body)
 

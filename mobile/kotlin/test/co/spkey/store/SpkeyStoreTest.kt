@@ -183,21 +183,26 @@ class SpkeyStoreTest {
     }
 
     @Test
-    fun anErasedUserLeavesTheFileWhenTheStoreCloses() {
+    fun anErasedUserLeavesTheFilesBeforeDeleteUserReturns() {
         val dir = tempDir()
         val db = File(dir, "erase.redb")
         val email = "Yseult.Kotlin-Erasure@example.org"
+        val files = { dir.listFiles()!!.joinToString("") { String(it.readBytes(), Charsets.ISO_8859_1) } }
         SpkeyStore(db.path).use { store ->
             assertEquals(201, store.createUser(ID, body(ID, email)).status)
             assertEquals(201, store.createUser(OTHER_ID, body(OTHER_ID, "kept.kotlin@example.org")).status)
+            assertTrue(files().contains(email), "the search cannot see")
             val erased = store.deleteUser(ID)
             assertEquals(200, erased.status, erased.body)
+            // The store is still open: deleteUser rewrote it before returning.
+            val open = files()
+            assertTrue(!open.contains(email) && !open.contains(email.lowercase()), "the erased email is in a file")
             assertEquals(200, store.deleteUser(ID, "{\"userId\":\"$ID\"}").status)
             assertEquals(404, store.deleteUser(userId(99)).status)
             assertEquals(409, store.createUser(ID, body(ID, "again@example.org")).status)
             assertEquals(true, JsonParser.parseString(store.user(ID)).asJsonObject["erased"].asBoolean)
         }
-        val everything = dir.listFiles()!!.joinToString("") { String(it.readBytes(), Charsets.ISO_8859_1) }
+        val everything = files()
         assertTrue(!everything.contains(email) && !everything.contains(email.lowercase()), "the erased email is in a file")
         assertTrue(everything.contains("kept.kotlin@example.org"), "the search cannot see")
         dir.deleteRecursively()
