@@ -137,13 +137,8 @@ impl Drop for Store {
             // must not escape a drop (during unwinding it would abort).
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
         }
-        if scrub {
-            // Left undone, the next open does it.
-            let _ = self.rewrite();
-        }
-        if let Some(pair) = self.pair.take() {
-            pair.close();
-        }
+        // Left undone, the next open does it.
+        let _ = self.end(scrub);
     }
 }
 
@@ -190,13 +185,18 @@ impl Store {
             .take()
             .expect("the database is present until the store ends");
         contain(|| Ok(db.close()?))?;
-        if scrub {
-            self.rewrite()?;
-        }
+        self.end(scrub)
+    }
+
+    /// What follows the database's close, in `close` and in a drop: the
+    /// rewrite after an erasure when `scrub` says one is due, then the
+    /// scratch pair's backends released, whatever the rewrite did.
+    fn end(&mut self, scrub: bool) -> Result<(), StoreError> {
+        let rewritten = if scrub { self.rewrite() } else { Ok(()) };
         if let Some(pair) = self.pair.take() {
             pair.close();
         }
-        Ok(())
+        rewritten
     }
 
     /// Whether closing this store rewrites it after an erasure: a native

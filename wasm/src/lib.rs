@@ -135,6 +135,18 @@ impl Bytes {
         .map_err(store_error)
     }
 
+    /// The store on these bytes with them, or the error with the bytes
+    /// let go.
+    fn opened(self) -> Result<(Store, Bytes), JsValue> {
+        match self.open() {
+            Ok(store) => Ok((store, self)),
+            Err(error) => {
+                self.release();
+                Err(error)
+            }
+        }
+    }
+
     /// Lets the OPFS files go, for the next open (the store leaves its
     /// handles open: it is reopened on them after a rewrite).
     fn release(&self) {
@@ -253,15 +265,9 @@ impl EventStore {
     }
 
     fn on(bytes: Bytes) -> Result<EventStore, JsValue> {
-        match bytes.open() {
-            Ok(store) => Ok(EventStore {
-                open: Some((store, bytes)),
-            }),
-            Err(error) => {
-                bytes.release();
-                Err(error)
-            }
-        }
+        Ok(EventStore {
+            open: Some(bytes.opened()?),
+        })
     }
 
     /// After a command or a sync that erased a user: the store is closed,
@@ -274,16 +280,8 @@ impl EventStore {
             return Ok(());
         };
         let _ = store.close();
-        match bytes.open() {
-            Ok(store) => {
-                self.open = Some((store, bytes));
-                Ok(())
-            }
-            Err(error) => {
-                bytes.release();
-                Err(error)
-            }
-        }
+        self.open = Some(bytes.opened()?);
+        Ok(())
     }
 
     fn store(&self) -> Result<&Store, JsValue> {
