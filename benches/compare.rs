@@ -1095,12 +1095,11 @@ fn render(rows: &[Row], x: &Extra) -> String {
     }
     out += "\nRatios are each engine's figure over spkey-store's (below 1× means faster or smaller than spkey-store).\n";
     out += &format!(
-        "\nParse + validate a CreateUser body (no I/O): {:.0} per second on one core; serde_json deserializing the same bodies into a plain struct, nothing checked: {:.0} per second (each over at least 1 s, taking turns).\n\n8 writing threads, each write durable before it returns (medians of {} rounds on fresh files, taking turns): spkey-store {:.0} acknowledged creates/s ({:.1}× one caller alone, {:.0}/s); SQLite WAL FULL, 8 connections, {:.0}/s; LMDB {:.0}/s; the group-commit probe at the store's cost per command ({:.1} µs) {:.0}/s.\n\nLookup by user id with {} users of 10 versions each: spkey-store {:.2} µs, LMDB {:.2} µs (its last version's record).\n\nImport of all {} events into a fresh store, one pull batch file at a time: peak heap {:.1} MiB (default cache {} MiB), {:.0} events/s.\n",
+        "\nParse + validate a CreateUser body (no I/O): {:.0} per second on one core; serde_json deserializing the same bodies into a plain struct, nothing checked: {:.0} per second (each over at least 1 s, taking turns).\n\n8 writing threads, each write durable before it returns (medians of {} rounds on fresh files, taking turns):\n\n| writers | durable creates/s |\n|---|---|\n| spkey-store, 8 threads | {:.0} |\n| spkey-store, one caller alone | {:.0} |\n| SQLite WAL FULL, 8 connections | {:.0} |\n| LMDB, 8 threads | {:.0} |\n| the group-commit probe at the store's cost per command ({:.1} µs), 8 threads | {:.0} |\n\nLookup by user id with {} users of 10 versions each: spkey-store {:.2} µs, LMDB {:.2} µs (its last version's record).\n\nImport of all {} events into a fresh store, one pull batch file at a time: peak heap {:.1} MiB (default cache {} MiB), {:.0} events/s.\n",
         x.parse_rate,
         x.plain_parse_rate,
         x.writers.rounds,
         x.writers.eight,
-        x.writers.eight / x.writers.alone,
         x.writers.alone,
         x.writers.sqlite,
         x.writers.lmdb,

@@ -44,6 +44,18 @@ pub fn summary(mut latencies: Vec<f64>, took_secs: f64) -> (f64, f64, f64) {
     (latencies.len() as f64 / took_secs, at(0.5), at(0.99))
 }
 
+/// CPU time (user + system) the process `pid` has used so far, seconds,
+/// from `/proc/<pid>/stat`; `"self"` for this one. `None` once it is gone.
+pub fn cpu_secs(pid: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: the first is the state (field 3), utime is field 14.
+    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf reads a constant of the system, nothing else.
+    Some(ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
+}
+
 /// The API key of the `n`th of the organizations
 /// [`HubProcess::start_with`] adds; 0 is [`KEY`]'s.
 pub fn org_key(n: usize) -> String {

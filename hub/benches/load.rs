@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{HubProcess, KEY, SYNC_KEY, agent, id, summary, token};
+use common::{HubProcess, KEY, SYNC_KEY, agent, cpu_secs, id, summary, token};
 use spkey_store::{CreateUser, Store};
 
 struct Size {
@@ -84,6 +84,19 @@ struct Row {
     clients: usize,
     http: (f64, f64, f64),
     library: (f64, f64, f64),
+    /// CPU µs per create: (the hub process, this process's HTTP clients,
+    /// the library calls).
+    cpu_us: (f64, f64, f64),
+}
+
+/// Runs `f` and returns what it returned with the CPU seconds it cost the
+/// hub process and this one.
+fn with_cpu<T>(hub: &HubProcess, f: impl FnOnce() -> T) -> (T, f64, f64) {
+    let pid = hub.child.id().to_string();
+    let cpu = |pid: &str| cpu_secs(pid).expect("the process is running");
+    let (hub_before, me_before) = (cpu(&pid), cpu("self"));
+    let value = f();
+    (value, cpu(&pid) - hub_before, cpu("self") - me_before)
 }
 
 fn main() {
@@ -99,40 +112,50 @@ fn main() {
         let agents: Arc<Vec<ureq::Agent>> = Arc::new((0..clients).map(|_| agent()).collect());
         let next_agent = Arc::new(AtomicUsize::new(0));
         thread_local! { static AGENT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) }; }
-        let http = drive(clients, size.seconds, move |n| {
-            let slot = AGENT.with(|a| match a.get() {
-                Some(slot) => slot,
-                None => {
-                    let slot = next_agent.fetch_add(1, Ordering::Relaxed) % agents.len();
-                    a.set(Some(slot));
-                    slot
-                }
-            });
-            let user = id(base + n);
-            let body = format!(
-                r#"{{"userId":"{user}","email":"u{}@example.com"}}"#,
-                base + n
-            );
-            let mut response = agents[slot]
-                .post(&format!("{url}/users/{user}/CreateUser"))
-                .header("Content-Type", "application/json")
-                .header("Authorization", &format!("Bearer {token}"))
-                .header("X-API-Key", KEY)
-                .send(&body)
-                .unwrap();
-            assert_eq!(response.status(), 201);
-            let _ = response.body_mut().read_to_vec();
+        let (http, hub_cpu, client_cpu) = with_cpu(&hub, || {
+            drive(clients, size.seconds, move |n| {
+                let slot = AGENT.with(|a| match a.get() {
+                    Some(slot) => slot,
+                    None => {
+                        let slot = next_agent.fetch_add(1, Ordering::Relaxed) % agents.len();
+                        a.set(Some(slot));
+                        slot
+                    }
+                });
+                let user = id(base + n);
+                let body = format!(
+                    r#"{{"userId":"{user}","email":"u{}@example.com"}}"#,
+                    base + n
+                );
+                let mut response = agents[slot]
+                    .post(&format!("{url}/users/{user}/CreateUser"))
+                    .header("Content-Type", "application/json")
+                    .header("Authorization", &format!("Bearer {token}"))
+                    .header("X-API-Key", KEY)
+                    .send(&body)
+                    .unwrap();
+                assert_eq!(response.status(), 201);
+                let _ = response.body_mut().read_to_vec();
+            })
         });
         let store =
             Arc::new(Store::open(dir.path().join(format!("library-{clients}.redb"))).unwrap());
-        let library = drive(clients, size.seconds, move |n| {
-            let command = CreateUser::new(id(n), format!("u{n}@example.com"));
-            assert!(store.create_user(&command).unwrap().event().is_some());
+        let (library, _, library_cpu) = with_cpu(&hub, || {
+            drive(clients, size.seconds, move |n| {
+                let command = CreateUser::new(id(n), format!("u{n}@example.com"));
+                assert!(store.create_user(&command).unwrap().event().is_some());
+            })
         });
+        let per_create = |cpu: f64, rate: f64| cpu * 1e6 / (rate * size.seconds);
         rows.push(Row {
             clients,
             http,
             library,
+            cpu_us: (
+                per_create(hub_cpu, http.0),
+                per_create(client_cpu, http.0),
+                per_create(library_cpu, library.0),
+            ),
         });
     }
 
@@ -159,11 +182,16 @@ fn main() {
                             "{url}/sync/pull?since={}&wait=8",
                             head + 1_000_000
                         ))
-                        .header("x-spkey-batch-format", "2")
+                        .header(
+                            spkey_store::BATCH_FORMAT_HEADER,
+                            spkey_store::BATCH_FORMAT.to_string(),
+                        )
                         .header("Authorization", &format!("Bearer {token}"))
                         .header("X-API-Key", KEY)
                         .call()
                         .unwrap();
+                    // Held open until the wait ran out, not refused.
+                    assert_eq!(response.status(), 200);
                     let _ = response.body_mut().read_to_vec();
                 })
                 .unwrap()
@@ -198,6 +226,19 @@ fn main() {
         if at_64.0 >= 8000.0 { "met" } else { "missed" },
         at_64.2,
         if at_64.2 < 50.0 { "met" } else { "missed" },
+    );
+    let (lib_64, cpu_64) = (rows[2].library.0, rows[2].cpu_us);
+    table += &format!(
+        "- 64 clients, HTTP against the library in the same run: {:.2}× (target ≥ 0.5×: {}); CPU per create (from /proc): the hub {:.1} µs and the load generator's HTTP clients {:.1} µs, on the same 2 cores, against {:.1} µs for a library call\n",
+        at_64.0 / lib_64,
+        if at_64.0 >= 0.5 * lib_64 {
+            "met"
+        } else {
+            "missed"
+        },
+        cpu_64.0,
+        cpu_64.1,
+        cpu_64.2,
     );
     table += &format!(
         "- sync of a device's {} pending events (push, reply, pull back): {:.0} ms (target < 1,000 ms: {})\n",

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+mod batcher;
 pub mod config;
 pub mod jwks;
 pub mod listen;

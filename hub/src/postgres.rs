@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use spkey_store::group::{Group, answer_each};
+use spkey_store::group::answer_each;
+
+use crate::batcher::Batcher;
 use spkey_store::pipeline::{Log, Needs, Pipeline, Staged, Stamper};
 use spkey_store::{
     Intent, Outcome, Push, Response, Scope, StoreError, SystemClock, codec, contract, pull_batch,
@@ -149,8 +151,6 @@ pub enum PgStartError {
 
 struct Org {
     id: String,
-    /// The organization's group commit (the store's own algorithm).
-    group: Group<Intent, Result<Outcome, HubError>>,
     /// The organization's hub id, shared by every node: the sender of every
     /// reply and pull batch, which devices pin.
     hub_id: Uuid,
@@ -161,11 +161,12 @@ struct Org {
 /// Every organization's log in one PostgreSQL database.
 pub struct PostgresHub {
     shared: Arc<Shared>,
+    /// Each organization's group commit (see [`Shared::commit_group`]).
+    batchers: Vec<Batcher<Intent, Outcome>>,
     listener: tokio::task::JoinHandle<()>,
 }
 
-/// What a group commit's leader needs, on the blocking pool where group
-/// commit runs.
+/// What the requests and the group commits of every organization share.
 struct Shared {
     pool: Pool,
     orgs: Arc<Vec<Org>>,
@@ -274,7 +275,6 @@ impl PostgresHub {
                 .map_err(database)?;
             orgs.push(Org {
                 id: id.clone(),
-                group: Group::default(),
                 hub_id: row.get(0),
                 head: watch::Sender::new(u64::try_from(row.get::<_, i64>(1)).unwrap_or(0)),
             });
@@ -282,13 +282,24 @@ impl PostgresHub {
         drop(client);
         let orgs = Arc::new(orgs);
         let listener = tokio::spawn(listen(config, orgs.clone()));
+        let shared = Arc::new(Shared {
+            pool,
+            orgs,
+            stamper: Stamper::new(Arc::new(SystemClock)),
+            observe,
+        });
+        let batchers = (0..shared.orgs.len())
+            .map(|org| {
+                let shared = shared.clone();
+                Batcher::start(move |intents| {
+                    let shared = shared.clone();
+                    async move { shared.commit_group(org, intents).await }
+                })
+            })
+            .collect();
         Ok(PostgresHub {
-            shared: Arc::new(Shared {
-                pool,
-                orgs,
-                stamper: Stamper::new(Arc::new(SystemClock)),
-                observe,
-            }),
+            shared,
+            batchers,
             listener,
         })
     }
@@ -462,32 +473,14 @@ impl Shared {
     }
 }
 
-impl PostgresHub {
+impl Shared {
     /// Group commit: every organization's log takes one writer at a time
     /// (its head row is locked to commit), so concurrent commands on a node
-    /// queue in the organization's [`Group`], and whoever leads commits
-    /// everything queued so far in one transaction, deciding each in
-    /// arrival order (a later command sees an earlier one: the same email
-    /// twice is a conflict, the same create twice a replay). Each request
-    /// is answered once its group is durable. The group's callers wait on
-    /// the blocking pool, as the redb hub's do; the leader drives the
-    /// commit on the runtime from there.
-    async fn run_grouped(&self, org: usize, intent: Intent) -> Result<Outcome, HubError> {
-        let shared = self.shared.clone();
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            shared.orgs[org].group.submit(intent, |intents| {
-                runtime.block_on(shared.commit_group(org, intents))
-            })
-        })
-        .await
-        .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))?
-        .unwrap_or_else(|lost| Err(HubError::Unavailable(lost.to_string())))
-    }
-}
-
-impl Shared {
-    /// Commits one group's commands in one transaction, answering each.
+    /// queue in the organization's [`Batcher`], which commits everything
+    /// queued while its last group committed in one transaction, deciding
+    /// each in arrival order (a later command sees an earlier one: the
+    /// same email twice is a conflict, the same create twice a replay).
+    /// Each request is answered once its group is durable.
     async fn commit_group(
         &self,
         org: usize,
@@ -710,7 +703,7 @@ impl HubStorage for PostgresHub {
             Err(rejection) => return Ok(Response::from_outcome(&Outcome::Rejected(rejection))),
         };
         Ok(Response::from_outcome(
-            &self.run_grouped(org, intent).await?,
+            &self.batchers[org].submit(intent).await?,
         ))
     }
 

@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use spkey_store::{BatchError, Response, Scope, Store, StoreError};
+use spkey_store::{BatchError, Command, Outcome, Response, Scope, Store, StoreError};
 use tokio::sync::watch;
+
+use crate::batcher::Batcher;
 
 /// Told each write's latency and how many events it appended (for the
 /// metrics).
@@ -118,6 +120,31 @@ struct OrgLog {
     path: Arc<PathBuf>,
     /// The log's head, published after every commit: long-polls wait here.
     head: Arc<watch::Sender<u64>>,
+    /// The organization's group commit: commands queue here.
+    batcher: Batcher<Command, Outcome>,
+}
+
+/// Runs the write `f` on the store in `slot`, times it, publishes the head
+/// to the long-polls, and rewrites the store if the write erased a user —
+/// the erased values leave the files before the answer does. Blocks: call
+/// off the async workers.
+fn write_on<T>(
+    slot: &RwLock<Option<Arc<Store>>>,
+    path: &Path,
+    head: &watch::Sender<u64>,
+    observe: &Observer,
+    f: impl FnOnce(&Store) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let started = Instant::now();
+    let store = current(slot)?;
+    let value = f(&store)?;
+    let appended = publish(head, store.head_position()?);
+    observe(started.elapsed(), appended);
+    if store.holds_erased_values() {
+        drop(store);
+        scrub(slot, path)?;
+    }
+    Ok(value)
 }
 
 /// The open store in `slot`, shared with the requests in flight. Blocks
@@ -210,19 +237,43 @@ impl RedbHub {
                 }
             }
             let head = store.head_position().map_err(|e| (id.clone(), e))?;
+            let (store, path) = (Arc::new(RwLock::new(Some(Arc::new(store)))), Arc::new(path));
+            let head = Arc::new(watch::Sender::new(head));
+            let batcher = {
+                let (slot, path, head, observe) =
+                    (store.clone(), path.clone(), head.clone(), observe.clone());
+                // One group, one transaction and one sync, on the blocking
+                // pool: one hop a group, not one a request.
+                Batcher::start(move |commands: Vec<Command>| {
+                    let (slot, path, head, observe) =
+                        (slot.clone(), path.clone(), head.clone(), observe.clone());
+                    let size = commands.len();
+                    async move {
+                        let outcomes = tokio::task::spawn_blocking(move || {
+                            write_on(&slot, &path, &head, &observe, |store| {
+                                store.execute_batch(&commands)
+                            })
+                        })
+                        .await
+                        .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))
+                        .and_then(|outcomes| outcomes.map_err(HubError::from));
+                        spkey_store::group::answer_each(size, outcomes, HubError::duplicate)
+                    }
+                })
+            };
             orgs.push(OrgLog {
-                store: Arc::new(RwLock::new(Some(Arc::new(store)))),
-                path: Arc::new(path),
-                head: Arc::new(watch::Sender::new(head)),
+                batcher,
+                store,
+                path,
+                head,
             });
         }
         Ok(RedbHub { orgs, observe })
     }
 
-    /// Runs `f` on the organization's store on the blocking pool, times it,
-    /// and publishes the head afterwards — on the blocking pool too, so that
-    /// a commit whose client hung up (its request dropped) still wakes the
-    /// long-polls.
+    /// Runs the write `f` on the organization's store on the blocking pool
+    /// (see [`write_on`]): there, so that a write whose client hung up (its
+    /// request dropped) still finishes and wakes the long-polls.
     async fn blocking<T: Send + 'static>(
         &self,
         org: usize,
@@ -235,23 +286,10 @@ impl RedbHub {
             log.head.clone(),
             self.observe.clone(),
         );
-        tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let store = current(&slot)?;
-            let value = f(&store)?;
-            let appended = publish(&head, store.head_position()?);
-            observe(started.elapsed(), appended);
-            // An erasure: the erased values leave the files before the
-            // answer does.
-            if store.holds_erased_values() {
-                drop(store);
-                scrub(&slot, &path)?;
-            }
-            Ok::<_, StoreError>(value)
-        })
-        .await
-        .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))?
-        .map_err(HubError::from)
+        tokio::task::spawn_blocking(move || write_on(&slot, &path, &head, &observe, f))
+            .await
+            .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))?
+            .map_err(HubError::from)
     }
 }
 
@@ -263,10 +301,18 @@ impl HubStorage for RedbHub {
         id: String,
         body: Vec<u8>,
     ) -> Result<Response, HubError> {
-        self.blocking(org, move |store| {
-            store.try_command_wire(command, &id, &body)
-        })
-        .await
+        // Parsed and validated here, on the request's task: a bad body is
+        // answered without waiting for anyone's commit, and the writer's
+        // groups hold only valid commands.
+        let command = match spkey_store::contract::parse_command(command, &id, &body) {
+            Ok(command) => command,
+            Err(refused) => return Ok(refused),
+        };
+        if let Err(invalid) = command.validate() {
+            return Ok(Response::from_outcome(&Outcome::Rejected(invalid)));
+        }
+        let outcome = self.orgs[org].batcher.submit(command).await?;
+        Ok(Response::from_outcome(&outcome))
     }
 
     async fn accept(&self, org: usize, scope: Scope, push: Vec<u8>) -> Result<Vec<u8>, HubError> {

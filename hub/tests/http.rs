@@ -1,8 +1,9 @@
 //! The hub's HTTP contract against a real server on 127.0.0.1: every status
 //! of the seed endpoint, a table of bad credentials (each with its exact
 //! status and body, and the store unchanged), organizations kept apart,
-//! long-polls, limits, batches, health and metrics. Every test runs on both
-//! backends: redb files and PostgreSQL.
+//! long-polls, limits, batches, health and metrics, concurrent creates
+//! sharing commits and decided in turn. Every test runs on both backends:
+//! redb files and PostgreSQL.
 
 mod support;
 
@@ -641,6 +642,61 @@ fn metrics_count_requests_and_events_and_cors_answers_the_configured_origin(back
     );
 }
 
+fn concurrent_creates_share_commits_and_are_decided_in_turn(backend: Backend) {
+    let hub = TestHub::start(backend);
+    let fire = |requests: Vec<(String, String)>| -> Vec<Answer> {
+        let threads: Vec<_> = requests
+            .into_iter()
+            .map(|(id, email)| {
+                let url = hub.url.clone();
+                std::thread::spawn(move || {
+                    create(&url, ACME_KEY, &acme_token(), &id, &body(&id, &email))
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    };
+    // Sixteen users, one email: one owner, fifteen conflicts naming it.
+    let same_email = fire(
+        (0..16)
+            .map(|i| (user_id(400 + i), "one@example.com".to_owned()))
+            .collect(),
+    );
+    let mut statuses: Vec<u16> = same_email.iter().map(|a| a.status).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [vec![201], vec![409; 15]].concat());
+    // One create sent eight times at once: one 201, seven replays of it.
+    let id = user_id(450);
+    let same_create = fire(
+        (0..8)
+            .map(|_| (id.clone(), "twice@example.com".to_owned()))
+            .collect(),
+    );
+    let mut statuses: Vec<u16> = same_create.iter().map(|a| a.status).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [vec![200; 7], vec![201]].concat());
+    let events: Vec<_> = same_create
+        .iter()
+        .map(|a| a.json()["event"].clone())
+        .collect();
+    assert!(
+        events.iter().all(|e| *e == events[0]),
+        "one event, answered to all"
+    );
+    assert_eq!(hub.log("acme").head_position().unwrap(), 2);
+    // 24 requests at once, 2 events: fewer commits than requests, each
+    // command decided in its group's turn (the rejected and replayed ones
+    // commit nothing of their own).
+    let metrics = answer(agent().get(&format!("{}/metrics", hub.url)).call());
+    let text = String::from_utf8(metrics.body).unwrap();
+    let commits: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("spkey_hub_commit_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no commit count in {text}"));
+    assert!(commits < 24, "{commits} commits for 24 requests");
+}
+
 crate::on_both_backends!(
     the_seed_endpoint_answers_every_status_of_the_contract,
     bad_credentials_are_refused_in_order_with_the_api_error_shape_and_nothing_recorded,
@@ -649,4 +705,5 @@ crate::on_both_backends!(
     refused_batches_say_why_and_a_format_mismatch_names_both_versions,
     long_polls_and_requests_beyond_their_caps_are_503_with_retry_after,
     metrics_count_requests_and_events_and_cors_answers_the_configured_origin,
+    concurrent_creates_share_commits_and_are_decided_in_turn,
 );

@@ -462,51 +462,6 @@ fn with_postgres_down_requests_are_503_with_retry_after_and_the_node_recovers_by
 }
 
 #[test]
-fn concurrent_creates_on_one_node_share_commits_and_are_decided_in_turn() {
-    let hub = TestHub::start(Backend::Postgres);
-    let fire = |requests: Vec<(String, String)>| -> Vec<Answer> {
-        let threads: Vec<_> = requests
-            .into_iter()
-            .map(|(id, email)| {
-                let url = hub.url.clone();
-                std::thread::spawn(move || {
-                    create(&url, ACME_KEY, &acme_token(), &id, &body(&id, &email))
-                })
-            })
-            .collect();
-        threads.into_iter().map(|t| t.join().unwrap()).collect()
-    };
-    // Sixteen users, one email: one owner, fifteen conflicts naming it.
-    let same_email = fire(
-        (0..16)
-            .map(|i| (user_id(400 + i), "one@example.com".to_owned()))
-            .collect(),
-    );
-    let mut statuses: Vec<u16> = same_email.iter().map(|a| a.status).collect();
-    statuses.sort_unstable();
-    assert_eq!(statuses, [vec![201], vec![409; 15]].concat());
-    // One create sent eight times at once: one 201, seven replays of it.
-    let id = user_id(450);
-    let same_create = fire(
-        (0..8)
-            .map(|_| (id.clone(), "twice@example.com".to_owned()))
-            .collect(),
-    );
-    let mut statuses: Vec<u16> = same_create.iter().map(|a| a.status).collect();
-    statuses.sort_unstable();
-    assert_eq!(statuses, [vec![200; 7], vec![201]].concat());
-    let events: Vec<_> = same_create
-        .iter()
-        .map(|a| a.json()["event"].clone())
-        .collect();
-    assert!(
-        events.iter().all(|e| *e == events[0]),
-        "one event, answered to all"
-    );
-    assert_eq!(hub.log("acme").head_position().unwrap(), 2);
-}
-
-#[test]
 fn the_pg_environment_variables_fill_what_the_url_leaves_out() {
     let cluster = PgCluster::shared();
     let db_url = cluster.new_database();

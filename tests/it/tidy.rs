@@ -451,6 +451,7 @@ fn the_readme_headline_table_is_the_benchmarks_output() {
     let lmdb = result_row("benches/results/compare.md", "LMDB", 1);
     let ours_1m = result_row("benches/results/compare.md", "spkey-store", 2);
     let sqlite_1m = result_row("benches/results/compare.md", "SQLite WAL FULL", 2);
+    let writers = |name: &str| result_row("benches/results/compare.md", name, 3)[1].clone();
     let hub = result_row("hub/benches/results/load.md", "64", 1);
     let memory = result_row("mobile/results/bench.md", "in memory", 1);
     let file = result_row("mobile/results/bench.md", "file, durable commits", 1);
@@ -471,6 +472,12 @@ fn the_readme_headline_table_is_the_benchmarks_output() {
             "| lookup by user id, 100k users | {} µs (LMDB: {}) |",
             figure(&ours[4]),
             figure(&lmdb[4])
+        ),
+        format!(
+            "| durable creates from 8 threads at once | {}/s (SQLite: {}, LMDB: {}) |",
+            writers("spkey-store, 8 threads"),
+            writers("SQLite WAL FULL, 8 connections"),
+            writers("LMDB, 8 threads")
         ),
         format!(
             "| durable creates over HTTP, 64 clients (redb hub) | {}/s, p99 {} ms |",
