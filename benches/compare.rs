@@ -285,6 +285,22 @@ impl Lmdb {
     }
 }
 
+impl Lmdb {
+    /// Writes `r` at `position` in the three tables, as version 1 of its
+    /// user, refusing a taken email.
+    fn put(&self, txn: &mut heed::RwTxn, position: u64, r: &Record) {
+        assert!(
+            self.emails.get(txn, &r.email).unwrap().is_none(),
+            "duplicate"
+        );
+        self.events.put(txn, &position, &r.bytes).unwrap();
+        self.streams
+            .put(txn, &stream_key(r.user, 1), &position)
+            .unwrap();
+        self.emails.put(txn, &r.email, r.user.as_bytes()).unwrap();
+    }
+}
+
 fn stream_key(user: Uuid, version: u64) -> [u8; 24] {
     let mut key = [0; 24];
     key[..16].copy_from_slice(user.as_bytes());
@@ -299,18 +315,8 @@ impl Engine for Lmdb {
     fn append(&mut self, records: &[Record]) {
         let mut txn = self.env.write_txn().unwrap();
         for r in records {
-            assert!(
-                self.emails.get(&txn, &r.email).unwrap().is_none(),
-                "duplicate"
-            );
             self.head += 1;
-            self.events.put(&mut txn, &self.head, &r.bytes).unwrap();
-            self.streams
-                .put(&mut txn, &stream_key(r.user, 1), &self.head)
-                .unwrap();
-            self.emails
-                .put(&mut txn, &r.email, r.user.as_bytes())
-                .unwrap();
+            self.put(&mut txn, self.head, r);
         }
         txn.commit().unwrap();
     }
@@ -755,18 +761,8 @@ fn lmdb_writers(path: &Path, batches: &[Vec<Record>]) -> f64 {
     let lmdb = Lmdb::open(path.to_path_buf());
     eight_threads(batches, |_, r| {
         let mut txn = lmdb.env.write_txn().unwrap();
-        assert!(
-            lmdb.emails.get(&txn, &r.email).unwrap().is_none(),
-            "duplicate"
-        );
         let head = lmdb.events.last(&txn).unwrap().map_or(0, |(k, _)| k) + 1;
-        lmdb.events.put(&mut txn, &head, &r.bytes).unwrap();
-        lmdb.streams
-            .put(&mut txn, &stream_key(r.user, 1), &head)
-            .unwrap();
-        lmdb.emails
-            .put(&mut txn, &r.email, r.user.as_bytes())
-            .unwrap();
+        lmdb.put(&mut txn, head, r);
         txn.commit().unwrap();
     })
 }
@@ -793,13 +789,7 @@ fn versions_lookup(dir: &Path, users: usize, versions: u64, lookups: usize) -> (
         let mut txn = lmdb.env.write_txn().unwrap();
         for r in chunk {
             head += 1;
-            lmdb.events.put(&mut txn, &head, &r.bytes).unwrap();
-            lmdb.streams
-                .put(&mut txn, &stream_key(r.user, 1), &head)
-                .unwrap();
-            lmdb.emails
-                .put(&mut txn, &r.email, r.user.as_bytes())
-                .unwrap();
+            lmdb.put(&mut txn, head, r);
         }
         txn.commit().unwrap();
     }

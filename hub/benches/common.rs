@@ -56,6 +56,22 @@ pub fn cpu_secs(pid: &str) -> Option<f64> {
     Some(ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
 }
 
+/// `POST /users/{id}/CreateUser` of the `n`th benchmark user (id and
+/// email made from `n`) to the organization of `key`; returns the status.
+pub fn create_in(agent: &ureq::Agent, url: &str, token: &str, key: &str, n: usize) -> u16 {
+    let user = id(n);
+    let body = format!(r#"{{"userId":"{user}","email":"u{n}@example.com"}}"#);
+    let mut response = agent
+        .post(&format!("{url}/users/{user}/CreateUser"))
+        .header("Content-Type", "application/json")
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("X-API-Key", key)
+        .send(&body)
+        .unwrap();
+    let _ = response.body_mut().read_to_vec();
+    response.status().as_u16()
+}
+
 /// The API key of the `n`th of the organizations
 /// [`HubProcess::start_with`] adds; 0 is [`KEY`]'s.
 pub fn org_key(n: usize) -> String {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{HubProcess, KEY, SYNC_KEY, agent, cpu_secs, id, summary, token};
+use common::{HubProcess, KEY, SYNC_KEY, agent, cpu_secs, create_in, id, summary, token};
 use spkey_store::{CreateUser, Store};
 
 struct Size {
@@ -122,20 +122,7 @@ fn main() {
                         slot
                     }
                 });
-                let user = id(base + n);
-                let body = format!(
-                    r#"{{"userId":"{user}","email":"u{}@example.com"}}"#,
-                    base + n
-                );
-                let mut response = agents[slot]
-                    .post(&format!("{url}/users/{user}/CreateUser"))
-                    .header("Content-Type", "application/json")
-                    .header("Authorization", &format!("Bearer {token}"))
-                    .header("X-API-Key", KEY)
-                    .send(&body)
-                    .unwrap();
-                assert_eq!(response.status(), 201);
-                let _ = response.body_mut().read_to_vec();
+                assert_eq!(create_in(&agents[slot], &url, &token, KEY, base + n), 201);
             })
         });
         let store =

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{HubProcess, KEY, SYNC_KEY, agent, cpu_secs, id, org_key, summary, token};
+use common::{HubProcess, KEY, SYNC_KEY, agent, cpu_secs, create_in, id, org_key, summary, token};
 use spkey_store::{CreateUser, Store};
 
 struct Size {
@@ -60,20 +60,6 @@ fn size() -> Size {
 
 fn create(agent: &ureq::Agent, url: &str, token: &str, n: usize) -> u16 {
     create_in(agent, url, token, KEY, n)
-}
-
-fn create_in(agent: &ureq::Agent, url: &str, token: &str, key: &str, n: usize) -> u16 {
-    let user = id(n);
-    let body = format!(r#"{{"userId":"{user}","email":"u{n}@example.com"}}"#);
-    let mut response = agent
-        .post(&format!("{url}/users/{user}/CreateUser"))
-        .header("Content-Type", "application/json")
-        .header("Authorization", &format!("Bearer {token}"))
-        .header("X-API-Key", key)
-        .send(&body)
-        .unwrap();
-    let _ = response.body_mut().read_to_vec();
-    response.status().as_u16()
 }
 
 /// What a run of [`drive`] measured.
