@@ -41,6 +41,8 @@ impl<C: Send + 'static, A: Send + 'static> Batcher<C, A> {
         F: FnMut(Vec<C>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<Result<A, HubError>>> + Send + 'static,
     {
+        // Unbounded: what may wait here is capped before it arrives (the
+        // server's requests in flight, per organization and in all).
         let (queue, mut jobs) = mpsc::unbounded_channel::<Job<C, A>>();
         tokio::spawn(async move {
             let mut group = Vec::with_capacity(MAX_GROUP);

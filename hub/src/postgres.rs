@@ -229,7 +229,8 @@ pub async fn erase_maintenance(url: &str) -> Result<(), String> {
 impl PostgresHub {
     /// Connects, migrates the schema, registers each organization (its hub
     /// id is made once, by whichever node registers it first) and starts
-    /// listening for commits.
+    /// listening for commits and each organization's group commit (tasks on
+    /// the current runtime).
     ///
     /// # Errors
     ///

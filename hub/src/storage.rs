@@ -201,7 +201,9 @@ pub struct RedbHub {
 }
 
 impl RedbHub {
-    /// Opens (or creates) each organization's store.
+    /// Opens (or creates) each organization's store, and starts each one's
+    /// group commit as a task on the current tokio runtime (call it within
+    /// one). The stores close when the hub and those tasks are dropped.
     ///
     /// # Errors
     ///
