@@ -319,22 +319,28 @@ impl Shared {
         let org_id = &self.orgs[org].id;
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let txn = client.transaction().await.map_err(pg_error)?;
-        let lock = txn
-            .prepare_cached("SELECT head FROM spkey_orgs WHERE org = $1 FOR UPDATE")
-            .await
-            .map_err(pg_error)?;
-        let head: i64 = txn
-            .query_one(&lock, &[org_id])
-            .await
-            .map_err(pg_error)?
-            .get(0);
+        let (lock, reads) = tokio::try_join!(
+            txn.prepare_cached("SELECT head FROM spkey_orgs WHERE org = $1 FOR UPDATE"),
+            load_statements(&txn),
+        )
+        .map_err(pg_error)?;
+        // The lock and the loads in one round trip: every statement is
+        // prepared, so each is sent on its first poll, the lock first, and
+        // the server runs them in that order — the loads once the lock is
+        // held, each reading what was committed when it starts (READ
+        // COMMITTED), so they see the last holder's commit.
+        let (head, rows) = tokio::try_join!(
+            async { txn.query_one(&lock, &[org_id]).await.map_err(pg_error) },
+            load(&txn, &reads, org_id, &needs),
+        )?;
+        let head: i64 = head.get(0);
         let mut staged = Staged::new(
             self.orgs[org].hub_id,
             &self.stamper,
             u64::try_from(head).map_err(|_| inconsistent("a negative head"))?,
             &needs,
         );
-        load(&txn, org_id, &needs, &mut staged).await?;
+        rows.stage(&mut staged)?;
         let value = decide(&mut staged)?;
         let appended = staged.appended();
         if !appended.is_empty() {
@@ -533,14 +539,11 @@ async fn migrate(client: &mut deadpool_postgres::Client) -> Result<(), tokio_pos
     txn.commit().await
 }
 
-/// Loads the streams, email owners and event positions `needs` names, in
-/// one pipelined round trip.
-async fn load(
+/// The statements that load the streams, email owners and event positions
+/// a batch needs (prepared once per connection, then from its cache).
+async fn load_statements(
     txn: &deadpool_postgres::Transaction<'_>,
-    org: &String,
-    needs: &Needs,
-    staged: &mut Staged<'_>,
-) -> Result<(), HubError> {
+) -> Result<[tokio_postgres::Statement; 3], tokio_postgres::Error> {
     let (streams, emails, ids) = tokio::try_join!(
         txn.prepare_cached(
             "SELECT position, envelope FROM spkey_events
@@ -552,39 +555,68 @@ async fn load(
         txn.prepare_cached(
             "SELECT event_id, position FROM spkey_events WHERE org = $1 AND event_id = ANY($2)"
         ),
-    )
-    .map_err(pg_error)?;
+    )?;
+    Ok([streams, emails, ids])
+}
+
+/// Reads what `needs` names with the statements of [`load_statements`],
+/// in one round trip.
+async fn load(
+    txn: &deadpool_postgres::Transaction<'_>,
+    [streams, emails, ids]: &[tokio_postgres::Statement; 3],
+    org: &String,
+    needs: &Needs,
+) -> Result<Loaded, HubError> {
     let by_user: [&(dyn ToSql + Sync); 2] = [org, &needs.users];
     let by_email: [&(dyn ToSql + Sync); 2] = [org, &needs.email_keys];
     let by_id: [&(dyn ToSql + Sync); 2] = [org, &needs.event_ids];
     let (streams, emails, ids) = tokio::try_join!(
-        txn.query(&streams, &by_user),
-        txn.query(&emails, &by_email),
-        txn.query(&ids, &by_id),
+        txn.query(streams, &by_user),
+        txn.query(emails, &by_email),
+        txn.query(ids, &by_id),
     )
     .map_err(pg_error)?;
-    for row in streams {
-        let position =
-            u64::try_from(row.get::<_, i64>(0)).map_err(|_| inconsistent("a negative position"))?;
-        let recorded = codec::decode(row.get::<_, &[u8]>(1))
-            .map_err(|source| HubError::Failed(StoreError::Corrupt { position, source }))?;
-        if recorded.position != position {
-            return Err(inconsistent(&format!(
-                "row {position} holds the event of position {}",
-                recorded.position
-            )));
+    Ok(Loaded {
+        streams,
+        emails,
+        ids,
+    })
+}
+
+/// The rows [`load`] read: the streams of the batch's users, the holders
+/// of its email keys, the positions of its event ids.
+struct Loaded {
+    streams: Vec<tokio_postgres::Row>,
+    emails: Vec<tokio_postgres::Row>,
+    ids: Vec<tokio_postgres::Row>,
+}
+
+impl Loaded {
+    /// Puts the rows into `staged`, checking each event's position.
+    fn stage(self, staged: &mut Staged<'_>) -> Result<(), HubError> {
+        for row in self.streams {
+            let position = u64::try_from(row.get::<_, i64>(0))
+                .map_err(|_| inconsistent("a negative position"))?;
+            let recorded = codec::decode(row.get::<_, &[u8]>(1))
+                .map_err(|source| HubError::Failed(StoreError::Corrupt { position, source }))?;
+            if recorded.position != position {
+                return Err(inconsistent(&format!(
+                    "row {position} holds the event of position {}",
+                    recorded.position
+                )));
+            }
+            staged.load_event(recorded)?;
         }
-        staged.load_event(recorded)?;
+        for row in self.emails {
+            staged.load_email(row.get(0), row.get(1))?;
+        }
+        for row in self.ids {
+            let position = u64::try_from(row.get::<_, i64>(1))
+                .map_err(|_| inconsistent("a negative position"))?;
+            staged.load_event_id(row.get(0), position)?;
+        }
+        Ok(())
     }
-    for row in emails {
-        staged.load_email(row.get(0), row.get(1))?;
-    }
-    for row in ids {
-        let position =
-            u64::try_from(row.get::<_, i64>(1)).map_err(|_| inconsistent("a negative position"))?;
-        staged.load_event_id(row.get(0), position)?;
-    }
-    Ok(())
 }
 
 /// Listens for commits on one connection, forever: on every (re)connect it
