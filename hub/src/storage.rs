@@ -304,8 +304,10 @@ impl HubStorage for RedbHub {
         body: Vec<u8>,
     ) -> Result<Response, HubError> {
         // Parsed and validated here, on the request's task: a bad body is
-        // answered without waiting for anyone's commit, and the writer's
-        // groups hold only valid commands.
+        // answered without waiting for anyone's commit, and the groups hold
+        // only valid commands. `execute_batch` validates each again (about
+        // a microsecond): the store takes no command it has not checked
+        // itself, and an `Intent` can be made by hand.
         let command = match spkey_store::contract::parse_command(command, &id, &body) {
             Ok(command) => command,
             Err(refused) => return Ok(refused),
