@@ -11,6 +11,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
+use spkey_store::group::answer_each;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::storage::HubError;
@@ -29,8 +30,9 @@ pub(crate) struct Batcher<C, A> {
 
 impl<C: Send + 'static, A: Send + 'static> Batcher<C, A> {
     /// Starts the drain task on the current tokio runtime. `commit` runs
-    /// one group and answers each of its commands, in order; a command it
-    /// leaves unanswered (or all of them, if it panics) is answered
+    /// one group as a whole, returning each command's outcome in order; a
+    /// group that fails gives each of its commands the failure (nothing of
+    /// it was committed), one that panics or answers too few gives each
     /// [`HubError::Unavailable`], and the next group goes on.
     ///
     /// # Panics
@@ -39,7 +41,7 @@ impl<C: Send + 'static, A: Send + 'static> Batcher<C, A> {
     pub(crate) fn start<F, Fut>(mut commit: F) -> Self
     where
         F: FnMut(Vec<C>) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<Result<A, HubError>>> + Send + 'static,
+        Fut: Future<Output = Result<Vec<A>, HubError>> + Send + 'static,
     {
         // Unbounded: what may wait here is capped before it arrives (the
         // server's requests in flight, per organization and in all).
@@ -55,15 +57,16 @@ impl<C: Send + 'static, A: Send + 'static> Batcher<C, A> {
                     }
                 }
                 let (commands, answers): (Vec<C>, Vec<_>) = group.drain(..).unzip();
-                let outcomes = AssertUnwindSafe(commit(commands))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_default();
-                let mut outcomes = outcomes.into_iter();
-                for answer in answers {
-                    let outcome = outcomes.next().unwrap_or_else(|| {
+                let size = answers.len();
+                let outcomes = match AssertUnwindSafe(commit(commands)).catch_unwind().await {
+                    Ok(Ok(outcomes)) if outcomes.len() == size => Ok(outcomes),
+                    Ok(Err(failure)) => Err(failure),
+                    Ok(Ok(_)) | Err(_) => {
                         Err(HubError::Unavailable("the group commit failed".into()))
-                    });
+                    }
+                };
+                let outcomes = answer_each(size, outcomes, HubError::duplicate);
+                for (answer, outcome) in answers.into_iter().zip(outcomes) {
                     // A client that hung up dropped its receiver; its
                     // command was decided all the same.
                     let _ = answer.send(outcome);
@@ -110,7 +113,7 @@ mod tests {
                 if commands.contains(&666) {
                     panic!("a planted failure");
                 }
-                commands.into_iter().map(|c| Ok(c * 2)).collect()
+                Ok(commands.into_iter().map(|c| c * 2).collect())
             }
         })
     }

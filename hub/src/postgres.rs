@@ -23,9 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use spkey_store::group::answer_each;
-
-use crate::batcher::Batcher;
 use spkey_store::pipeline::{Log, Needs, Pipeline, Staged, Stamper};
 use spkey_store::{
     Intent, Outcome, Push, Response, Scope, StoreError, SystemClock, codec, contract, pull_batch,
@@ -35,6 +32,8 @@ use tokio::sync::watch;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
+
+use crate::batcher::Batcher;
 
 use crate::storage::{HubError, HubStorage, Observer, PULL_LIMIT, publish};
 
@@ -492,19 +491,15 @@ impl Shared {
         &self,
         org: usize,
         intents: Vec<Intent>,
-    ) -> Vec<Result<Outcome, HubError>> {
-        let size = intents.len();
+    ) -> Result<Vec<Outcome>, HubError> {
         let needs = Needs::of_intents(intents.iter());
-        let outcomes = self
-            .write(org, needs, |log| {
-                intents
-                    .into_iter()
-                    .map(|intent| log.run(intent))
-                    .collect::<Result<Vec<_>, StoreError>>()
-            })
-            .await;
-        // Nothing of a failed group was committed: each gets the failure.
-        answer_each(size, outcomes, HubError::duplicate)
+        self.write(org, needs, |log| {
+            intents
+                .into_iter()
+                .map(|intent| log.run(intent))
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .await
     }
 }
 

@@ -114,37 +114,41 @@ pub(crate) fn publish(head: &watch::Sender<u64>, new: u64) -> u64 {
 pub const PULL_LIMIT: usize = 10_000;
 
 struct OrgLog {
-    /// The open store; replaced by a reopened one after an erasure (see
-    /// [`scrub`]). `None` only if that reopening failed.
-    store: Arc<RwLock<Option<Arc<Store>>>>,
-    path: Arc<PathBuf>,
-    /// The log's head, published after every commit: long-polls wait here.
-    head: Arc<watch::Sender<u64>>,
+    /// What a write needs, shared with the writes in flight.
+    log: Arc<Log>,
     /// The organization's group commit: commands queue here.
     batcher: Batcher<Command, Outcome>,
 }
 
-/// Runs the write `f` on the store in `slot`, times it, publishes the head
-/// to the long-polls, and rewrites the store if the write erased a user —
-/// the erased values leave the files before the answer does. Blocks: call
-/// off the async workers.
-fn write_on<T>(
-    slot: &RwLock<Option<Arc<Store>>>,
-    path: &Path,
-    head: &watch::Sender<u64>,
-    observe: &Observer,
-    f: impl FnOnce(&Store) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let started = Instant::now();
-    let store = current(slot)?;
-    let value = f(&store)?;
-    let appended = publish(head, store.head_position()?);
-    observe(started.elapsed(), appended);
-    if store.holds_erased_values() {
-        drop(store);
-        scrub(slot, path)?;
+/// An organization's store and what its writes tell.
+struct Log {
+    /// The open store; replaced by a reopened one after an erasure (see
+    /// [`scrub`]). `None` only if that reopening failed.
+    store: RwLock<Option<Arc<Store>>>,
+    path: PathBuf,
+    /// The log's head, published after every commit: long-polls wait here.
+    head: watch::Sender<u64>,
+    /// Told each write's latency and how many events it appended.
+    observe: Observer,
+}
+
+impl Log {
+    /// Runs the write `f` on the store, times it, publishes the head to
+    /// the long-polls, and rewrites the store if the write erased a user —
+    /// the erased values leave the files before the answer does. Blocks:
+    /// call off the async workers.
+    fn write<T>(&self, f: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let store = current(&self.store)?;
+        let value = f(&store)?;
+        let appended = publish(&self.head, store.head_position()?);
+        (self.observe)(started.elapsed(), appended);
+        if store.holds_erased_values() {
+            drop(store);
+            scrub(&self.store, &self.path)?;
+        }
+        Ok(value)
     }
-    Ok(value)
 }
 
 /// The open store in `slot`, shared with the requests in flight. Blocks
@@ -196,8 +200,6 @@ fn scrub(slot: &RwLock<Option<Arc<Store>>>, path: &Path) -> Result<(), StoreErro
 /// One redb store per organization, in `<data_dir>/<org id>.redb`.
 pub struct RedbHub {
     orgs: Vec<OrgLog>,
-    /// Told each write's latency and how many events it appended.
-    observe: Observer,
 }
 
 impl RedbHub {
@@ -239,56 +241,43 @@ impl RedbHub {
                 }
             }
             let head = store.head_position().map_err(|e| (id.clone(), e))?;
-            let (store, path) = (Arc::new(RwLock::new(Some(Arc::new(store)))), Arc::new(path));
-            let head = Arc::new(watch::Sender::new(head));
+            let log = Arc::new(Log {
+                store: RwLock::new(Some(Arc::new(store))),
+                path,
+                head: watch::Sender::new(head),
+                observe: observe.clone(),
+            });
             let batcher = {
-                let (slot, path, head, observe) =
-                    (store.clone(), path.clone(), head.clone(), observe.clone());
+                let log = log.clone();
                 // One group, one transaction and one sync, on the blocking
                 // pool: one hop a group, not one a request.
                 Batcher::start(move |commands: Vec<Command>| {
-                    let (slot, path, head, observe) =
-                        (slot.clone(), path.clone(), head.clone(), observe.clone());
-                    let size = commands.len();
+                    let log = log.clone();
                     async move {
-                        let outcomes = tokio::task::spawn_blocking(move || {
-                            write_on(&slot, &path, &head, &observe, |store| {
-                                store.execute_batch(&commands)
-                            })
+                        tokio::task::spawn_blocking(move || {
+                            log.write(|store| store.execute_batch(&commands))
                         })
                         .await
-                        .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))
-                        .and_then(|outcomes| outcomes.map_err(HubError::from));
-                        spkey_store::group::answer_each(size, outcomes, HubError::duplicate)
+                        .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))?
+                        .map_err(HubError::from)
                     }
                 })
             };
-            orgs.push(OrgLog {
-                batcher,
-                store,
-                path,
-                head,
-            });
+            orgs.push(OrgLog { log, batcher });
         }
-        Ok(RedbHub { orgs, observe })
+        Ok(RedbHub { orgs })
     }
 
     /// Runs the write `f` on the organization's store on the blocking pool
-    /// (see [`write_on`]): there, so that a write whose client hung up (its
-    /// request dropped) still finishes and wakes the long-polls.
+    /// (see [`Log::write`]): there, so that a write whose client hung up
+    /// (its request dropped) still finishes and wakes the long-polls.
     async fn blocking<T: Send + 'static>(
         &self,
         org: usize,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, HubError> {
-        let log = &self.orgs[org];
-        let (slot, path, head, observe) = (
-            log.store.clone(),
-            log.path.clone(),
-            log.head.clone(),
-            self.observe.clone(),
-        );
-        tokio::task::spawn_blocking(move || write_on(&slot, &path, &head, &observe, f))
+        let log = self.orgs[org].log.clone();
+        tokio::task::spawn_blocking(move || log.write(f))
             .await
             .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))?
             .map_err(HubError::from)
@@ -331,23 +320,25 @@ impl HubStorage for RedbHub {
         since: u64,
         wait: Duration,
     ) -> Result<Vec<u8>, HubError> {
-        let mut head = self.orgs[org].head.subscribe();
+        let mut head = self.orgs[org].log.head.subscribe();
         // Wakes as soon as an event after `since` is committed, or gives up
         // at `wait` and answers an empty batch.
         let _ = tokio::time::timeout(wait, head.wait_for(|head| *head > since)).await;
         // On the blocking pool: the store's lock may be held by a reopening
         // after an erasure.
-        let slot = self.orgs[org].store.clone();
-        tokio::task::spawn_blocking(move || current(&slot)?.export_as(since, PULL_LIMIT, scope))
-            .await
-            .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))?
-            .map_err(HubError::from)
+        let log = self.orgs[org].log.clone();
+        tokio::task::spawn_blocking(move || {
+            current(&log.store)?.export_as(since, PULL_LIMIT, scope)
+        })
+        .await
+        .map_err(|e| HubError::Unavailable(format!("worker failed: {e}")))?
+        .map_err(HubError::from)
     }
 
     async fn health(&self) -> Result<(), HubError> {
-        for log in &self.orgs {
-            let slot = log.store.clone();
-            tokio::task::spawn_blocking(move || current(&slot)?.head_position())
+        for org in &self.orgs {
+            let log = org.log.clone();
+            tokio::task::spawn_blocking(move || current(&log.store)?.head_position())
                 .await
                 .map_err(|e| HubError::Unavailable(e.to_string()))??;
         }
