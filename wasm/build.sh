@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds the npm package `spkey-store` into wasm/pkg/:
 #   pkg/web/   ES module for browsers, workers and bundlers (call init() first),
-#              the one .wasm, and the entries for Deno and workerd
-#   pkg/node/  CommonJS for Node, with an ES module wrapper (ready on
-#              require/import; init() is a no-op there, for shared code)
+#              the small .wasm (built for size: a page downloads it), and the
+#              entry for workerd
+#   pkg/node/  CommonJS for Node, Deno and Bun, with an ES module wrapper
+#              (ready on require/import; init() is a no-op there, for shared
+#              code), and the fast .wasm (built for speed: read from disk)
 # with package.json, the .d.ts types generated from the Rust types, and the
 # package README. wasm-opt comes from npm's binaryen (Debian's is too old for
 # wasm-bindgen's output). Needs what scripts/setup installs.
@@ -26,28 +28,35 @@ cd "$(dirname "$0")"
 # Cargo.toml's profile sets std's own crates (core, alloc, dlmalloc) to
 # "s"; cargo applies that to the std it rebuilds but still warns that the
 # names match no package of the workspace: those three warnings are dropped.
-RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=none" \
-  cargo +nightly build -p spkey-store-wasm --target wasm32-unknown-unknown --profile wasm-release --locked \
-  -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size \
-  2> >(grep -Ev '^warning: profile package spec `(core|alloc|dlmalloc)` in profile `wasm-release` did not match any packages$' >&2)
-wasm=../target/wasm32-unknown-unknown/wasm-release/spkey_store_wasm.wasm
+build() { # PROFILE [cargo args…]
+  RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=none" \
+    cargo +nightly build -p spkey-store-wasm --target wasm32-unknown-unknown --profile "$1" --locked \
+    -Zbuild-std=std,panic_abort "${@:2}" \
+    2> >(grep -Ev '^warning: profile package spec `(core|alloc|dlmalloc)` in profile `wasm-release` did not match any packages$' >&2)
+}
+build wasm-release -Zbuild-std-features=optimize_for_size
+# Node, Deno and Bun read their .wasm from disk, where its size costs
+# nothing: the same code built for speed (profile `wasm-fast`, every crate
+# at level 3, std's fast algorithms), the same panic that aborts at once.
+build wasm-fast
+small=../target/wasm32-unknown-unknown/wasm-release/spkey_store_wasm.wasm
+fast=../target/wasm32-unknown-unknown/wasm-fast/spkey_store_wasm.wasm
 
 rm -rf pkg
-wasm-bindgen --target web --out-dir pkg/web --out-name spkey_store "$wasm"
-wasm-bindgen --target nodejs --out-dir pkg/node --out-name spkey_store "$wasm"
-# Both targets emit the same .wasm: ship it once, in web/, and point the
-# Node glue at it.
-cmp -s pkg/web/spkey_store_bg.wasm pkg/node/spkey_store_bg.wasm
-rm pkg/node/spkey_store_bg.wasm pkg/node/spkey_store_bg.wasm.d.ts
-grep -q '`${__dirname}/spkey_store_bg.wasm`' pkg/node/spkey_store.js
-sed -i 's|`${__dirname}/spkey_store_bg.wasm`|`${__dirname}/../web/spkey_store_bg.wasm`|' pkg/node/spkey_store.js
+# Each .wasm with its own glue: wasm-bindgen's import names carry hashes of
+# the build, so one glue cannot load the other's .wasm.
+wasm-bindgen --target web --out-dir pkg/web --out-name spkey_store "$small"
+wasm-bindgen --target nodejs --out-dir pkg/node --out-name spkey_store "$fast"
+rm pkg/node/spkey_store_bg.wasm.d.ts
+features=(--enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals --enable-reference-types)
 # --low-memory-unused lets wasm-opt fold constant offsets into loads and
 # stores (2.6 KB gzipped). Rust lays the stack out first, so the low 1 KiB
 # is the bottom of a 1 MiB stack: reached only by an overflow, which is
 # already fatal.
-node_modules/.bin/wasm-opt -Oz --converge --low-memory-unused --enable-bulk-memory --enable-nontrapping-float-to-int \
-  --enable-sign-ext --enable-mutable-globals --enable-reference-types \
+node_modules/.bin/wasm-opt -Oz --converge --low-memory-unused "${features[@]}" \
   pkg/web/spkey_store_bg.wasm -o pkg/web/spkey_store_bg.wasm
+node_modules/.bin/wasm-opt -O3 --low-memory-unused "${features[@]}" \
+  pkg/node/spkey_store_bg.wasm -o pkg/node/spkey_store_bg.wasm
 # wasm-bindgen's classes declare [Symbol.dispose]: name the lib it is in, so
 # `tsc` with its default lib accepts the types (no skipLibCheck needed).
 for target in web node; do
@@ -99,13 +108,6 @@ import store from './index.js';
 export const { EventStore } = store;
 export const initSync = store.initSync;
 export default store.default;
-JS
-# Deno: ready on import like Node (reads the .wasm: --allow-read).
-cat > pkg/web/deno.js <<'JS'
-import { initSync } from './spkey_store.js';
-initSync({ module: await Deno.readFile(new URL('./spkey_store_bg.wasm', import.meta.url)) });
-export * from './index.js';
-export default async function init() { return {}; }
 JS
 # workerd (Cloudflare Workers): its bundler imports a .wasm as a
 # WebAssembly.Module; ready on import.
@@ -175,7 +177,6 @@ cat > pkg/package.json <<JSON
   "license": "MIT OR Apache-2.0",
   "exports": {
     ".": {
-      "deno": "./web/deno.js",
       "workerd": "./web/workerd.js",
       "node": {
         "import": { "types": "./web/index.d.ts", "default": "./node/index.mjs" },
@@ -192,9 +193,9 @@ cat > pkg/package.json <<JSON
   "module": "./web/index.js",
   "types": "./web/index.d.ts",
   "files": ["web", "node", "README.md"],
-  "sideEffects": ["./web/index.js", "./web/deno.js", "./web/workerd.js", "./node/index.js", "./node/index.mjs"]
+  "sideEffects": ["./web/index.js", "./web/workerd.js", "./node/index.js", "./node/index.mjs"]
 }
 JSON
 cp README.md pkg/README.md
 size=$(gzip -9 -c pkg/web/spkey_store_bg.wasm | wc -c)
-echo "spkey-store: pkg/web/spkey_store_bg.wasm $(wc -c < pkg/web/spkey_store_bg.wasm) bytes, $size gzipped"
+echo "spkey-store: pkg/web/spkey_store_bg.wasm $(wc -c < pkg/web/spkey_store_bg.wasm) bytes, $size gzipped; pkg/node/spkey_store_bg.wasm (fast) $(wc -c < pkg/node/spkey_store_bg.wasm) bytes"

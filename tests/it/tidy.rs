@@ -442,7 +442,8 @@ fn figure(cell: &str) -> &str {
 
 /// The README's headline table, as the benchmarks' own result files make
 /// it: `cargo bench --bench compare` (benches/results/compare.md), the
-/// hub's load bench (hub/benches/results/load.md) and `bash mobile/bench.sh`
+/// hub's load bench (hub/benches/results/load.md), the npm package's
+/// throughput (wasm/bench/results/throughput.md) and `bash mobile/bench.sh`
 /// (mobile/results/bench.md). `SPKEY_BLESS=1` writes it into the README.
 #[test]
 fn the_readme_headline_table_is_the_benchmarks_output() {
@@ -453,6 +454,7 @@ fn the_readme_headline_table_is_the_benchmarks_output() {
     let sqlite_1m = result_row("benches/results/compare.md", "SQLite WAL FULL", 2);
     let writers = |name: &str| result_row("benches/results/compare.md", name, 3)[1].clone();
     let hub = result_row("hub/benches/results/load.md", "64", 1);
+    let js = |name: &str| result_row("wasm/bench/results/throughput.md", name, 1)[2].clone();
     let memory = result_row("mobile/results/bench.md", "in memory", 1);
     let file = result_row("mobile/results/bench.md", "file, durable commits", 1);
     let table = [
@@ -482,6 +484,11 @@ fn the_readme_headline_table_is_the_benchmarks_output() {
         format!(
             "| durable creates over HTTP, 64 clients (redb hub) | {}/s, p99 {} ms |",
             hub[1], hub[3]
+        ),
+        format!(
+            "| createUser from Node (the npm package), warm / cold | {} / {} native's speed |",
+            js("Node, the fast .wasm (its entry's), warm"),
+            js("Node, the fast .wasm (its entry's), cold")
         ),
         format!(
             "| createUser from Kotlin (JVM), in memory / durable file | {} / {} native's speed |",
@@ -525,7 +532,7 @@ fn the_npm_packages_sync_names_the_cores_batch_format() {
 
 /// Each benchmark's result file, in the order `docs/benchmarks.md` shows
 /// them: (section title, the command that writes it, the file).
-const RESULTS: [(&str, &str, &str); 6] = [
+const RESULTS: [(&str, &str, &str); 7] = [
     (
         "The store against redb, SQLite, LMDB and the fsync floor",
         "cargo bench --bench compare",
@@ -545,6 +552,11 @@ const RESULTS: [(&str, &str, &str); 6] = [
         "The npm package: the first answer in a browser",
         "node wasm/bench/first-create.mjs",
         "wasm/bench/results/first-create.md",
+    ),
+    (
+        "The npm package: createUser in Node, Deno, Bun and Chromium",
+        "node wasm/bench/throughput.mjs 5000",
+        "wasm/bench/results/throughput.md",
     ),
     (
         "The npm package: heap and rate at 100,000 users in OPFS",

@@ -1,11 +1,13 @@
-// createUser through the package's Node entry, three rounds of N new users
-// in one process, each on a fresh in-memory store: the first round holds
-// the engine's compile tiers, the next two are warm. Runs as is under
-// Node, Deno (`deno run -A`) and Bun; prints the three rates.
-// throughput.mjs takes its Node figures (cold, warm) from this script.
+// createUser through the package's Node entry (the fast .wasm), three
+// rounds of N new users in one process, each on a fresh in-memory store:
+// the first round holds the engine's compile tiers, the next two are warm.
+// Runs as is under Node, Deno (`deno run --allow-read --allow-env`) and
+// Bun; prints the three rates. throughput.mjs takes every runtime's
+// figures (cold, warm) from this script; SPKEY_GLUE names other glue (its
+// own .wasm beside it) to time instead.
 //
 //   node wasm/bench/rounds.cjs [N]        (after bash wasm/build.sh; N = 5000)
-const { EventStore } = require('../pkg/node/spkey_store.js');
+const { EventStore } = require(process.env.SPKEY_GLUE ?? '../pkg/node/spkey_store.js');
 
 const n = Number(process.argv[2] ?? 5000);
 const rates = [];

@@ -4,7 +4,9 @@
 // shared with the browser), strict `tsc` with the default lib (TypeScript
 // 5.9 and 7), a Vite build with no config and an esbuild bundle with the
 // README's recipe, each served on 127.0.0.1 and run in headless Chromium on
-// OPFS, and Deno and Bun (the Node example, and the edge handler).
+// OPFS, and Deno and Bun (the Node example, and the edge handler). Node,
+// Deno and Bun load the package's fast .wasm; a browser build holds only
+// the small one.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -86,10 +88,23 @@ function methodsModule() {
 }
 after(() => rmSync(root, { recursive: true, force: true }));
 
-test('the tarball holds one wasm', () => {
+test('the tarball holds two wasm builds: the small one for browsers, the fast one for Node, Deno and Bun', () => {
   const wasm = tarball.files.filter((f) => f.path.endsWith('.wasm'));
-  assert.deepEqual(wasm.map((f) => f.path), ['web/spkey_store_bg.wasm']);
+  assert.deepEqual(wasm.map((f) => f.path).sort(), ['node/spkey_store_bg.wasm', 'web/spkey_store_bg.wasm']);
+  const [small, fast] = ['web', 'node'].map((dir) => readFileSync(join(wasmDir, 'pkg', dir, 'spkey_store_bg.wasm')));
+  assert.ok(small.length < fast.length, `the browser's build is the smaller: ${small.length} against ${fast.length} bytes`);
 });
+
+/** The package's small .wasm, the one a browser may download. */
+const smallWasm = () => readFileSync(join(wasmDir, 'pkg', 'web', 'spkey_store_bg.wasm'));
+
+/** A browser build holds one .wasm, byte for byte the small one: a page
+ *  never downloads the fast build. */
+function onlySmallWasm(dist) {
+  const found = readdirSync(dist, { recursive: true }).map(String).filter((f) => f.endsWith('.wasm'));
+  assert.equal(found.length, 1, `one .wasm in ${dist}: ${found}`);
+  assert.ok(readFileSync(join(dist, found[0])).equals(smallWasm()), `${found[0]} is the small build`);
+}
 
 test("the READMEs' examples are the fixture apps' files", () => {
   const shown = {
@@ -132,6 +147,19 @@ for (const runtime of ['deno', 'bun']) {
   });
 }
 
+test('Node, Deno and Bun load the fast build: they run with the small one gone', () => {
+  const dir = join(root, 'no-small-wasm');
+  mkdirSync(join(dir, 'node_modules'), { recursive: true });
+  cpSync(join(root, 'node_modules', 'spkey-store'), join(dir, 'node_modules', 'spkey-store'), { recursive: true });
+  cpSync(join(root, 'node'), join(dir, 'node'), { recursive: true });
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'no-small-wasm', private: true, type: 'module' }));
+  rmSync(join(dir, 'node_modules', 'spkey-store', 'web', 'spkey_store_bg.wasm'));
+  for (const [runtime, flags] of [['node', []], ['deno', ['run', '--allow-read']], ['bun', []]]) {
+    assert.match(run(runtime, [...flags, 'node/app.mjs'], dir), /^201 [0-9a-f-]{36}\n/, runtime);
+  }
+  assert.equal(run('node', ['node/app.cjs'], dir), 'true 1\n');
+});
+
 /** Serves `dist`, opens it in a fresh Chromium profile, and waits for the
  *  worker's answer in the page title; with `withHub`, a hub started for
  *  the page's origin is named in the page's URL. */
@@ -159,6 +187,7 @@ async function inChromium(dist, withHub = false) {
 test('Vite builds the worker example with no config, and it runs in Chromium on OPFS', async () => {
   const out = run('vite', ['build', '--logLevel', 'warn'], join(root, 'web'));
   assert.doesNotMatch(out, /error/i);
+  onlySmallWasm(join(root, 'web', 'dist'));
   assert.equal(await inChromium(join(root, 'web', 'dist')), 'created at 1');
 });
 
@@ -176,7 +205,7 @@ test("esbuild bundles the worker with the README's recipe, and it runs in Chromi
   const dir = join(root, 'esbuild');
   run('esbuild', ['worker.js', 'main.js', '--bundle', '--format=esm', '--loader:.wasm=file', '--outdir=dist', '--log-level=warning'], dir);
   cpSync(join(dir, 'index.html'), join(dir, 'dist', 'index.html'));
-  assert.ok(readdirSync(join(dir, 'dist')).some((f) => f.endsWith('.wasm')), 'esbuild emitted the wasm');
+  onlySmallWasm(join(dir, 'dist'));
   assert.equal(await inChromium(join(dir, 'dist')), 'created at 1');
 });
 
@@ -190,7 +219,7 @@ async function bundled(tool, build) {
   build(dir);
   // Vite writes its own page; the others bundle the scripts only.
   if (!existsSync(join(dir, 'dist', 'index.html'))) cpSync(join(dir, 'index.html'), join(dir, 'dist', 'index.html'));
-  assert.ok(readdirSync(join(dir, 'dist'), { recursive: true }).some((f) => String(f).endsWith('.wasm')), `${tool} emitted the wasm`);
+  onlySmallWasm(join(dir, 'dist'));
   assert.equal(await inChromium(join(dir, 'dist'), true), 'created at 1; subscribe saw 1; changes gave 1; sync pushed 1, accepted 1');
   return join(dir, 'dist');
 }
