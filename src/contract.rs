@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, CreateUser, DeleteUser, Outcome, UpdateUser};
@@ -622,60 +622,60 @@ fn read_body(body: &[u8], name: &str, only: Option<Field>) -> Result<BodyFields,
     }
     let text = std::str::from_utf8(body)
         .map_err(|e| bad_request(vec![body_detail(format!("is not valid UTF-8: {e}"))]))?;
-    let entries = match serde_json::from_str::<Top>(text) {
-        Ok(Top::Object(entries)) => entries,
-        Ok(Top::Not(kind)) => {
-            return Err(bad_request(vec![body_detail(format!(
-                "must be a JSON object, not {kind}"
-            ))]));
-        }
-        Err(e) => {
-            return Err(bad_request(vec![body_detail(format!(
-                "malformed JSON: {e}"
-            ))]));
-        }
-    };
     let mut fields = BodyFields {
         values: Default::default(),
         wire_errors: Vec::new(),
         unknown: Vec::new(),
     };
-    for (key, value) in entries {
+    let mut json = serde_json::Deserializer::from_str(text);
+    let read = BodySeed {
+        fields: &mut fields,
+        name,
+        only,
+    }
+    .deserialize(&mut json)
+    .and_then(|read| json.end().map(|()| read));
+    match read {
+        Ok(Ok(())) => Ok(fields),
+        Ok(Err(kind)) => Err(bad_request(vec![body_detail(format!(
+            "must be a JSON object, not {kind}"
+        ))])),
+        Err(e) => Err(bad_request(vec![body_detail(format!(
+            "malformed JSON: {e}"
+        ))])),
+    }
+}
+
+impl BodyFields {
+    /// Takes the entry `key: value` of the body of the command `name`
+    /// (whose fields are `only` that one, when given).
+    fn take(&mut self, key: Cow<'_, str>, value: Raw<'_>, name: &str, only: Option<Field>) {
         let Some(field) = body_field(&key).filter(|f| only.is_none_or(|only| *f == only)) else {
-            fields.unknown.push(Detail {
+            self.unknown.push(Detail {
                 message: format!("is not a field of {name}"),
                 field: key.into_owned(),
             });
-            continue;
+            return;
         };
-        if fields.values[field as usize].is_some() {
-            fields
-                .wire_errors
+        if self.values[field as usize].is_some() {
+            self.wire_errors
                 .push((field, "appears more than once".into()));
-            continue;
+            return;
         }
         let text = match value {
             Raw::Str(text) => Some(text.into_owned()),
             Raw::Null => None,
-            Raw::Object(_) | Raw::Other(_) => {
-                let kind = match value {
-                    Raw::Other(kind) => kind,
-                    _ => "an object",
-                };
-                fields
-                    .wire_errors
+            Raw::Other(kind) => {
+                self.wire_errors
                     .push((field, format!("must be a string, not {kind}")));
                 // A placeholder: the field was given, and its wire error
                 // speaks for it.
                 Some(String::new())
             }
         };
-        fields.values[field as usize] = Some(text);
+        self.values[field as usize] = Some(text);
     }
-    Ok(fields)
-}
 
-impl BodyFields {
     /// The body's own faults, if it has any.
     fn faults(self) -> Option<BodyFields> {
         (!self.wire_errors.is_empty() || !self.unknown.is_empty()).then_some(self)
@@ -724,27 +724,29 @@ fn body_field(key: &str) -> Option<Field> {
         .find(|f| !matches!(f, Field::Id | Field::Body) && f.as_str() == key)
 }
 
-/// The top-level JSON value of a body: an object's entries in order, or the
-/// kind of value it was instead.
-enum Top<'a> {
-    Object(Vec<(Cow<'a, str>, Raw<'a>)>),
-    Not(&'static str),
-}
-
-/// A JSON value kept only as far as validation needs: a string, null, the
-/// entries of the top-level object, or the kind of anything else.
+/// A JSON value kept only as far as validation needs: a string, null, or
+/// the kind of anything else.
 enum Raw<'a> {
     Str(Cow<'a, str>),
     Null,
-    Object(Vec<(Cow<'a, str>, Raw<'a>)>),
     Other(&'static str),
 }
 
-/// Walks a JSON value without building it. Only the top level (`TOP`)
-/// collects an object's entries; nested values are skipped.
-struct RawVisitor<const TOP: bool>;
+impl Raw<'_> {
+    /// What a body that is this value instead of an object is.
+    fn kind(&self) -> &'static str {
+        match self {
+            Raw::Str(_) => "a string",
+            Raw::Null => "null",
+            Raw::Other(kind) => kind,
+        }
+    }
+}
 
-impl<'de, const TOP: bool> Visitor<'de> for RawVisitor<TOP> {
+/// Walks a JSON value without building it: arrays and objects are skipped.
+struct RawVisitor;
+
+impl<'de> Visitor<'de> for RawVisitor {
     type Value = Raw<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -783,41 +785,86 @@ impl<'de, const TOP: bool> Visitor<'de> for RawVisitor<TOP> {
         Ok(Raw::Other("an array"))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        if !TOP {
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            return Ok(Raw::Other("an object"));
-        }
-        let mut entries = Vec::new();
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Raw::Other("an object"))
+    }
+}
+
+/// A value inside the body: never built further than [`Raw`].
+struct RawValue<'a>(Raw<'a>);
+
+impl<'de> Deserialize<'de> for RawValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(RawVisitor).map(RawValue)
+    }
+}
+
+/// Reads the body of the command `name` (whose fields are `only` that one,
+/// when given) into `fields` as its entries come, or tells the kind of
+/// value it is instead of an object. A seed, not a `Deserialize`, so that
+/// each entry is taken where it is read: no list of entries in between,
+/// and the fields, written in place, never moved.
+struct BodySeed<'a> {
+    fields: &'a mut BodyFields,
+    name: &'a str,
+    only: Option<Field>,
+}
+
+impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = Result<(), &'static str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// Anything but an object is told by its kind, as [`RawVisitor`] reads it.
+impl<'de> Visitor<'de> for BodySeed<'_> {
+    type Value = Result<(), &'static str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        RawVisitor.visit_borrowed_str(v).map(|raw| Err(raw.kind()))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        RawVisitor.visit_str(v).map(|raw| Err(raw.kind()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        RawVisitor.visit_string(v).map(|raw| Err(raw.kind()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        RawVisitor.visit_unit().map(|raw| Err(raw.kind()))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        RawVisitor.visit_none().map(|raw| Err(raw.kind()))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        RawVisitor.visit_bool(v).map(|raw| Err(raw.kind()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        RawVisitor.visit_i64(v).map(|raw| Err(raw.kind()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        RawVisitor.visit_u64(v).map(|raw| Err(raw.kind()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        RawVisitor.visit_f64(v).map(|raw| Err(raw.kind()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        RawVisitor.visit_seq(seq).map(|raw| Err(raw.kind()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while let Some(RawValue(key)) = map.next_key()? {
             let Raw::Str(key) = key else {
                 return Err(de::Error::custom("object keys must be strings"));
             };
             let RawValue(value) = map.next_value()?;
-            entries.push((key, value));
+            self.fields.take(key, value, self.name, self.only);
         }
-        Ok(Raw::Object(entries))
-    }
-}
-
-/// A nested value: never collects entries.
-struct RawValue<'a>(Raw<'a>);
-
-impl<'de> Deserialize<'de> for RawValue<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_any(RawVisitor::<false>)
-            .map(RawValue)
-    }
-}
-
-impl<'de> Deserialize<'de> for Top<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(match deserializer.deserialize_any(RawVisitor::<true>)? {
-            Raw::Object(entries) => Top::Object(entries),
-            Raw::Str(_) => Top::Not("a string"),
-            Raw::Null => Top::Not("null"),
-            Raw::Other(kind) => Top::Not(kind),
-        })
+        Ok(Ok(()))
     }
 }
 

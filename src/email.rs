@@ -62,6 +62,12 @@ fn refused_kind(c: char) -> Option<&'static str> {
     })
 }
 
+/// Whether the rule refuses the ASCII byte `b`: a control or the space,
+/// the only ASCII characters `refused_kind` names.
+fn ascii_refused(b: u8) -> bool {
+    b.is_ascii_control() || b == b' '
+}
+
 /// The domain in ASCII (punycode, lowercase) under UTS 46 with the STD3
 /// rules, or why not.
 fn ascii_domain(domain: &str) -> Result<Cow<'_, str>, String> {
@@ -97,16 +103,26 @@ pub fn validate(raw: &str) -> Result<String, String> {
 }
 
 fn check(trimmed: &str) -> Result<String, String> {
-    if let Some(kind) = trimmed.chars().find_map(refused_kind) {
+    // Most addresses are ASCII, where the rule refuses only controls and
+    // the space (`ascii_refused`, held to `refused_kind` by a test) and
+    // NFC changes nothing: the Unicode tables are for the rest.
+    let ascii = trimmed.is_ascii();
+    if (!ascii || trimmed.bytes().any(ascii_refused))
+        && let Some(kind) = trimmed.chars().find_map(refused_kind)
+    {
         return Err(format!("contains {kind}"));
     }
-    let email = nfc(trimmed).into_owned();
+    let email = if ascii {
+        trimmed.to_owned()
+    } else {
+        nfc(trimmed).into_owned()
+    };
     let Some((local, domain)) = email.rsplit_once('@') else {
         return Err("must contain an @".into());
     };
     check_local(local)?;
-    let ascii = check_domain(domain)?;
-    if local.len() + 1 + ascii.len() > MAX_EMAIL_BYTES {
+    let ascii_len = check_domain(domain)?;
+    if local.len() + 1 + ascii_len > MAX_EMAIL_BYTES {
         return Err(format!("must be at most {MAX_EMAIL_BYTES} bytes"));
     }
     Ok(email)
@@ -144,8 +160,8 @@ fn check_local(local: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks the domain; returns its ASCII form.
-fn check_domain(domain: &str) -> Result<String, String> {
+/// Checks the domain; returns the length of its ASCII form.
+fn check_domain(domain: &str) -> Result<usize, String> {
     if domain.is_empty() {
         return Err("has no domain after the @".into());
     }
@@ -153,27 +169,28 @@ fn check_domain(domain: &str) -> Result<String, String> {
         return Err("IP addresses are not accepted".into());
     }
     let ascii = ascii_domain(domain)?;
-    let labels: Vec<&str> = ascii.split('.').collect();
-    if labels
-        .iter()
-        .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(if labels.len() > 1 {
+    // One pass over the labels: how many, whether all are numbers, whether
+    // any is empty or too long, and the last.
+    let (mut labels, mut numeric, mut misfit, mut tld) = (0, true, false, "");
+    for label in ascii.split('.') {
+        labels += 1;
+        numeric &= !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit());
+        misfit |= label.is_empty() || label.len() > 63;
+        tld = label;
+    }
+    if numeric {
+        return Err(if labels > 1 {
             "IP addresses are not accepted".into()
         } else {
             "the domain must have a dot, as in example.com".into()
         });
     }
-    if labels.len() < 2 {
+    if labels < 2 {
         return Err("the domain must have a dot, as in example.com".into());
     }
-    if labels
-        .iter()
-        .any(|label| label.is_empty() || label.len() > 63)
-    {
+    if misfit {
         return Err("each part of the domain must be 1 to 63 characters".into());
     }
-    let tld = labels[labels.len() - 1];
     if !tld.starts_with("xn--") && !tld.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Err("the top-level domain must be alphabetic".into());
     }
@@ -182,7 +199,7 @@ fn check_domain(domain: &str) -> Result<String, String> {
             "'.{tld}' is a special-use domain where no mailbox can live"
         ));
     }
-    Ok(ascii.into_owned())
+    Ok(ascii.len())
 }
 
 /// The key under which an email is held unique: the local part case-folded
@@ -220,6 +237,17 @@ mod tests {
             assert_eq!(key(a), key(b), "{a} / {b}");
         }
         assert_ne!(key("ann@example.com"), key("anne@example.com"));
+    }
+
+    #[test]
+    fn the_ascii_shortcut_refuses_what_the_tables_refuse() {
+        for b in 0..=0x7f_u8 {
+            assert_eq!(
+                ascii_refused(b),
+                refused_kind(char::from(b)).is_some(),
+                "{b:#04x}"
+            );
+        }
     }
 
     #[test]

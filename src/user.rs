@@ -36,7 +36,11 @@ pub(crate) fn parse_uuid(text: &str) -> Result<Uuid, String> {
 }
 
 pub(crate) fn parse_user_id(text: &str) -> Result<Uuid, String> {
-    let id = parse_uuid(text)?;
+    parse_uuid(text).and_then(not_nil)
+}
+
+/// A parsed UUID as a user id: any but the nil UUID.
+pub(crate) fn not_nil(id: Uuid) -> Result<Uuid, String> {
     if id.is_nil() {
         return Err("must not be the nil UUID".into());
     }
@@ -52,7 +56,9 @@ pub(crate) fn validate_name(raw: &Option<String>) -> Result<Option<String>, Stri
     let Some(name) = trimmed(raw) else {
         return Ok(None);
     };
-    if name.chars().count() > MAX_NAME_CHARS {
+    // A name of at most MAX_NAME_CHARS bytes has at most as many
+    // characters: most names are told by their length alone.
+    if name.len() > MAX_NAME_CHARS && name.chars().count() > MAX_NAME_CHARS {
         return Err(format!("must be at most {MAX_NAME_CHARS} characters"));
     }
     if name.chars().any(char::is_control) {
@@ -66,15 +72,17 @@ pub(crate) fn validate_phone(raw: &Option<String>) -> Result<Option<String>, Str
         return Ok(None);
     };
     let rest = phone.strip_prefix('+').unwrap_or(phone);
+    // Every character allowed is ASCII, so bytes tell as much as chars: a
+    // byte of a non-ASCII character is none of these.
     if !rest
-        .chars()
-        .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')'))
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'.' | b'(' | b')'))
     {
         return Err(
             "may hold only digits, one leading +, spaces and the separators - . ( )".into(),
         );
     }
-    let digits = rest.chars().filter(char::is_ascii_digit).count();
+    let digits = rest.bytes().filter(u8::is_ascii_digit).count();
     if !(MIN_PHONE_DIGITS..=MAX_PHONE_DIGITS).contains(&digits) {
         return Err(format!(
             "must have {MIN_PHONE_DIGITS} to {MAX_PHONE_DIGITS} digits"

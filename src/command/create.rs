@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::Decision;
 use crate::event::{Event, RecordedEvent, UserCreated};
 use crate::field::{Field, FieldError, Rejection};
-use crate::user::{User, check, parse_user_id, parse_uuid, validate_name, validate_phone};
+use crate::user::{User, check, not_nil, parse_user_id, parse_uuid, validate_name, validate_phone};
 
 /// The `CreateUser` command as a caller gives it: raw strings, not yet validated.
 ///
@@ -65,8 +65,16 @@ impl CreateUser {
     pub fn validate(&self) -> Result<UserCreated, Vec<FieldError>> {
         let mut errors = Vec::new();
         let e = &mut errors;
-        let id = check(e, Field::Id, parse_uuid(&self.id));
-        let user_id = check(e, Field::UserId, parse_user_id(&self.user_id));
+        let parsed_id = parse_uuid(&self.id);
+        // The path's id and the body's userId are most often one text:
+        // parsed once.
+        let user_id = if self.user_id == self.id {
+            parsed_id.clone().and_then(not_nil)
+        } else {
+            parse_user_id(&self.user_id)
+        };
+        let id = check(e, Field::Id, parsed_id);
+        let user_id = check(e, Field::UserId, user_id);
         if let (Some(id), Some(user_id)) = (id, user_id)
             && id != user_id
         {
