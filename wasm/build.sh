@@ -37,8 +37,10 @@ build() { # PROFILE [cargo args…]
 build wasm-release -Zbuild-std-features=optimize_for_size
 # Node, Deno and Bun read their .wasm from disk, where its size costs
 # nothing: the same code built for speed (profile `wasm-fast`, every crate
-# at level 3, std's fast algorithms), the same panic that aborts at once.
-build wasm-fast
+# at level 3, std's fast algorithms; event ids' random bits from rand's
+# generator, not one call into the host's crypto each), the same panic
+# that aborts at once.
+build wasm-fast --features fast-ids
 small=../target/wasm32-unknown-unknown/wasm-release/spkey_store_wasm.wasm
 fast=../target/wasm32-unknown-unknown/wasm-fast/spkey_store_wasm.wasm
 
