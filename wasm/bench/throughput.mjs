@@ -94,22 +94,22 @@ rmSync(glue, { recursive: true, force: true });
 const deno = rounds(bin('deno'), ['run', '--allow-read', '--allow-env']);
 const bun = rounds(bin('bun'));
 const browser = await chromium();
+// Each runtime's cold and warm rounds are two rows.
+const rounded = [
+  ['Node, the fast .wasm (its entry\'s)', inNode],
+  ['Node, the small .wasm (browsers\')', small],
+  ['Deno, the fast .wasm', deno],
+  ['Bun, the fast .wasm', bun],
+];
 const rows = [
   ['native Rust, in memory', baseline],
-  ['Node, the fast .wasm (its entry\'s), cold', inNode.cold],
-  ['Node, the fast .wasm (its entry\'s), warm', inNode.warm],
-  ['Node, the small .wasm (browsers\'), cold', small.cold],
-  ['Node, the small .wasm (browsers\'), warm', small.warm],
-  ['Deno, the fast .wasm, cold', deno.cold],
-  ['Deno, the fast .wasm, warm', deno.warm],
-  ['Bun, the fast .wasm, cold', bun.cold],
-  ['Bun, the fast .wasm, warm', bun.warm],
+  ...rounded.flatMap(([name, { cold, warm }]) => [[`${name}, cold`, cold], [`${name}, warm`, warm]]),
   ['Chromium worker, the small .wasm, first visit, cold', browser.cold],
   ['Chromium worker, first visit, warm (after the OPFS run)', browser.warm],
   ['Chromium worker, first visit, OPFS, every command durable', browser.opfs],
   ['Chromium worker, second visit (same profile), cold', browser.second],
 ];
-const version = (command) => execFileSync(command, ['--version'], { encoding: 'utf8' }).match(/\d+\.\d+\.\d+/)[0];
+const versionOf = (command) => execFileSync(command, ['--version'], { encoding: 'utf8' }).match(/\d+\.\d+\.\d+/)[0];
 
 const ratio = (rate) => rate / baseline;
 const verdict = (met) => (met ? 'met' : 'missed');
@@ -124,7 +124,7 @@ const lines = [
   `- the fast .wasm against the small one in Node: ${(inNode.cold / small.cold).toFixed(2)}× cold, ${(inNode.warm / small.warm).toFixed(2)}× warm`,
   `- Chromium's second visit, cold: ${ratio(browser.second).toFixed(2)}× native (the first visit's: ${ratio(browser.cold).toFixed(2)}×); compiled modules in the profile's wasm code cache after the first visit: ${browser.cached}`,
   '',
-  `Node ${process.versions.node}, Deno ${version(bin('deno'))}, Bun ${version(bin('bun'))}, Chromium ${browser.version}. Each runtime's rounds by \`wasm/bench/rounds.cjs\` in a fresh process; native by \`examples/create_throughput.rs\`; \`node wasm/bench/throughput.mjs ${n}\`.`,
+  `Node ${process.versions.node}, Deno ${versionOf(bin('deno'))}, Bun ${versionOf(bin('bun'))}, Chromium ${browser.version}. Each runtime's rounds by \`wasm/bench/rounds.cjs\` in a fresh process; native by \`examples/create_throughput.rs\`; \`node wasm/bench/throughput.mjs ${n}\`.`,
 ];
 console.log(lines.join('\n'));
 if (n >= 5000) writeFileSync(join(here, 'results', 'throughput.md'), `${lines.join('\n')}\n`);

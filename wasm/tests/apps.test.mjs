@@ -88,22 +88,23 @@ function methodsModule() {
 }
 after(() => rmSync(root, { recursive: true, force: true }));
 
+/** The package's .wasm of `dir`: `web` (the small build, the one a
+ *  browser may download) or `node` (the fast one). */
+const packageWasm = (dir) => readFileSync(join(wasmDir, 'pkg', dir, 'spkey_store_bg.wasm'));
+
 test('the tarball holds two wasm builds: the small one for browsers, the fast one for Node, Deno and Bun', () => {
   const wasm = tarball.files.filter((f) => f.path.endsWith('.wasm'));
   assert.deepEqual(wasm.map((f) => f.path).sort(), ['node/spkey_store_bg.wasm', 'web/spkey_store_bg.wasm']);
-  const [small, fast] = ['web', 'node'].map((dir) => readFileSync(join(wasmDir, 'pkg', dir, 'spkey_store_bg.wasm')));
+  const [small, fast] = ['web', 'node'].map(packageWasm);
   assert.ok(small.length < fast.length, `the browser's build is the smaller: ${small.length} against ${fast.length} bytes`);
 });
-
-/** The package's small .wasm, the one a browser may download. */
-const smallWasm = () => readFileSync(join(wasmDir, 'pkg', 'web', 'spkey_store_bg.wasm'));
 
 /** A browser build holds one .wasm, byte for byte the small one: a page
  *  never downloads the fast build. */
 function onlySmallWasm(dist) {
   const found = readdirSync(dist, { recursive: true }).map(String).filter((f) => f.endsWith('.wasm'));
   assert.equal(found.length, 1, `one .wasm in ${dist}: ${found}`);
-  assert.ok(readFileSync(join(dist, found[0])).equals(smallWasm()), `${found[0]} is the small build`);
+  assert.ok(readFileSync(join(dist, found[0])).equals(packageWasm('web')), `${found[0]} is the small build`);
 }
 
 test("the READMEs' examples are the fixture apps' files", () => {
