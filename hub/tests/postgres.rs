@@ -565,3 +565,104 @@ fn the_hubs_sessions_never_cache_a_generic_plan() {
     });
     assert_eq!(settings, ["force_custom_plan", "7MB"]);
 }
+
+/// Each load of a write, and the write's own lookup of the email keys it
+/// frees, is one index lookup on both columns per key on tables that have
+/// never been analysed (a new deployment's first minute, before
+/// autovacuum's first ANALYZE), as the hub's sessions plan it: no plan
+/// reads an organization's rows by the index's first column and filters
+/// them, and each finds its 64 rows.
+#[test]
+fn writes_look_up_each_key_by_both_columns_before_any_statistics() {
+    let cluster = PgCluster::shared();
+    let db_url = cluster.new_database();
+    let db = db_name(&db_url);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // Migrates the schema and registers the organization.
+        spkey_hub::postgres::PostgresHub::open(&db_url, 1, &["bench".into()], Arc::new(|_, _| {}))
+            .await
+            .unwrap();
+    });
+    cluster.psql(
+        db,
+        "ALTER TABLE spkey_events SET (autovacuum_enabled = false);
+         ALTER TABLE spkey_emails SET (autovacuum_enabled = false);",
+    );
+    // 20,000 users, inserted (and rolled back) in each session below.
+    let fill = "INSERT INTO spkey_events (org, position, event_id, user_id, version, envelope)
+         SELECT 'bench', n, md5('e' || n)::uuid, md5('u' || n)::uuid, 1, '\\x00'
+         FROM generate_series(1, 20000) n;
+         INSERT INTO spkey_emails (org, email_key, user_id)
+         SELECT 'bench', 'u' || n || '@example.com', md5('u' || n)::uuid
+         FROM generate_series(1, 20000) n;";
+    // 64 of them, as array literals; and 64 new events. Each statement
+    // leaves this many email rows.
+    let array = |of: &str| {
+        let array = cluster.psql(
+            db,
+            &format!("SELECT array_agg({of}) FROM generate_series(1, 64) n"),
+        );
+        format!("'{}'", array.trim())
+    };
+    let (users, emails) = (
+        array("md5('u' || n)::uuid"),
+        array("'u' || n || '@example.com'"),
+    );
+    let (new_ids, positions, ones, envelopes) = (
+        array("md5('new' || n)::uuid"),
+        array("20000 + n"),
+        array("1::bigint"),
+        array("'\\x00'::bytea"),
+    );
+    let [streams, owners, ids] = spkey_hub::postgres::LOAD_STATEMENTS;
+    let statements = [
+        (streams, "uuid[]", users, "20000"),
+        (owners, "text[]", emails.clone(), "20000"),
+        (ids, "uuid[]", array("md5('e' || n)::uuid"), "20000"),
+        (
+            spkey_hub::postgres::WRITE_STATEMENT,
+            "bigint[], uuid[], uuid[], bigint[], bytea[], text[], uuid[], text[], bigint",
+            format!(
+                "{positions}, {new_ids}, {new_ids}, {ones}, {envelopes}, '{{}}', '{{}}', {emails}, 20064"
+            ),
+            // The 64 emails freed.
+            "19936",
+        ),
+    ];
+    for (sql, types, arguments, left) in statements {
+        // As the hub's sessions plan: for each execution's values.
+        let out = cluster.psql(
+            db,
+            &format!(
+                "BEGIN;
+                 SET LOCAL plan_cache_mode = force_custom_plan;
+                 PREPARE s (text, {types}) AS {sql};
+                 {fill}
+                 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE s ('bench', {arguments});
+                 SELECT count(*) FROM spkey_emails;
+                 ROLLBACK;"
+            ),
+        );
+        // Every scan of the log or the email index reads at most its 64
+        // keys' rows: `rows` × `loops` of its `actual` figures.
+        let read: Vec<u64> = out
+            .lines()
+            .filter(|l| l.contains(" on spkey_e") && l.contains("(actual "))
+            .map(|l| {
+                let figure = |name: &str| -> u64 {
+                    let at = l.rfind(name).unwrap() + name.len();
+                    l[at..].split([' ', ')']).next().unwrap().parse().unwrap()
+                };
+                figure("rows=") * figure("loops=")
+            })
+            .collect();
+        assert!(
+            !out.contains("Rows Removed by") && !read.is_empty() && read.iter().all(|r| *r <= 64),
+            "a lookup reads the organization, not its keys:\n{sql}\n{out}"
+        );
+        // The rows left (the line before ROLLBACK's).
+        let left_now = out.lines().rev().nth(1).map(str::trim);
+        assert_eq!(left_now, Some(left), "{sql}\n{out}");
+    }
+}
