@@ -379,12 +379,19 @@ impl PostgresHub {
             observe,
             unannounced,
         });
+        let combiner = {
+            let shared = shared.clone();
+            Arc::new(Batcher::start(move |groups| {
+                let shared = shared.clone();
+                async move { Ok(shared.combine(groups).await) }
+            }))
+        };
         let batchers = (0..shared.orgs.len())
             .map(|org| {
-                let shared = shared.clone();
+                let (shared, combiner) = (shared.clone(), combiner.clone());
                 Batcher::start(move |intents| {
-                    let shared = shared.clone();
-                    async move { shared.commit_group(org, intents).await }
+                    let (shared, combiner) = (shared.clone(), combiner.clone());
+                    async move { shared.commit_group(&combiner, org, intents).await }
                 })
             })
             .collect();
@@ -397,21 +404,44 @@ impl PostgresHub {
     }
 }
 
+/// How a write takes its organizations' head rows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Locking {
+    /// Waits for each, in the order of their ids, as every node does: two
+    /// writes never wait on each other in a cycle.
+    Wait,
+    /// Takes those no other transaction holds and leaves the others out
+    /// (`SKIP LOCKED`): an organization's commands never wait on another
+    /// organization's lock.
+    SkipLocked,
+}
+
 impl Shared {
-    /// Locks the organization's head, loads what `needs` names, runs
-    /// `decide` on the staged log, writes what it appended, and commits.
+    /// Locks the heads of `orgs` (each once) as `locking` says, loads what
+    /// each needs, runs `decide` on the staged logs of those it locked
+    /// (their places in `orgs`, and their logs in that order), writes what
+    /// they appended, and commits: one transaction, the same five
+    /// statements, for any number of organizations.
     async fn write<T>(
         &self,
-        org: usize,
-        needs: Needs,
-        decide: impl FnOnce(&mut Staged<'_>) -> Result<T, StoreError>,
+        orgs: &[(usize, Needs)],
+        locking: Locking,
+        decide: impl FnOnce(&[usize], &mut [Staged<'_>]) -> Result<T, StoreError>,
     ) -> Result<T, HubError> {
         let started = Instant::now();
-        let org_id = &self.orgs[org].id;
+        let asked: Vec<&str> = orgs
+            .iter()
+            .map(|(org, _)| self.orgs[*org].id.as_str())
+            .collect();
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let txn = client.transaction().await.map_err(pg_error)?;
         let (lock, reads) = tokio::try_join!(
-            txn.prepare_cached("SELECT head FROM spkey_orgs WHERE org = $1 FOR UPDATE"),
+            txn.prepare_cached(match locking {
+                Locking::Wait =>
+                    "SELECT org, head FROM spkey_orgs WHERE org = ANY($1) ORDER BY org FOR UPDATE",
+                Locking::SkipLocked =>
+                    "SELECT org, head FROM spkey_orgs WHERE org = ANY($1) FOR UPDATE SKIP LOCKED",
+            }),
             load_statements(&txn),
         )
         .map_err(pg_error)?;
@@ -419,84 +449,69 @@ impl Shared {
         // prepared, so each is sent on its first poll, the lock first, and
         // the server runs them in that order — the loads once the lock is
         // held, each reading what was committed when it starts (READ
-        // COMMITTED), so they see the last holder's commit.
-        let (head, rows) = tokio::try_join!(
-            async { txn.query_one(&lock, &[org_id]).await.map_err(pg_error) },
-            load(&txn, &reads, org_id, &needs),
+        // COMMITTED), so they see the last holder's commit. What they read
+        // of an organization left out is not used.
+        let (heads, rows) = tokio::try_join!(
+            async { txn.query(&lock, &[&asked]).await.map_err(pg_error) },
+            load(&txn, &reads, &asked, orgs),
         )?;
-        let head: i64 = head.get(0);
-        let mut staged = Staged::new(
-            self.orgs[org].hub_id,
-            &self.stamper,
-            u64::try_from(head).map_err(|_| inconsistent("a negative head"))?,
-            &needs,
-        );
-        rows.stage(&mut staged)?;
-        let value = decide(&mut staged)?;
-        let appended = staged.appended();
-        if !appended.is_empty() {
+        let heads: HashMap<&str, i64> = heads.iter().map(|row| (row.get(0), row.get(1))).collect();
+        let (mut locked, mut ids, mut staged) = (Vec::new(), Vec::new(), Vec::new());
+        for (at, ((org, needs), id)) in orgs.iter().zip(&asked).enumerate() {
+            let Some(head) = heads.get(id) else {
+                if locking == Locking::Wait {
+                    return Err(inconsistent(&format!("no head row for {id:?}")));
+                }
+                continue;
+            };
+            locked.push(at);
+            ids.push(*id);
+            staged.push(Staged::new(
+                self.orgs[*org].hub_id,
+                &self.stamper,
+                u64::try_from(*head).map_err(|_| inconsistent("a negative head"))?,
+                needs,
+            ));
+        }
+        rows.stage(&asked, &ids, &mut staged)?;
+        let value = decide(&locked, &mut staged)?;
+        let written = Written::of(&ids, &staged);
+        drop(staged);
+        if !written.positions.is_empty() {
             let write = txn
                 .prepare_cached(WRITE_STATEMENT)
                 .await
                 .map_err(pg_error)?;
-            let positions: Vec<i64> = appended.iter().map(|e| as_i64(e.position)).collect();
-            let event_ids: Vec<Uuid> = appended.iter().map(|e| e.event_id).collect();
-            let users: Vec<Uuid> = appended.iter().map(|e| e.aggregate_id()).collect();
-            let versions: Vec<i64> = appended.iter().map(|e| as_i64(e.version)).collect();
-            let envelopes: Vec<Vec<u8>> = appended.iter().map(codec::encode).collect();
-            let (mut taken_keys, mut owners, mut freed) = (Vec::new(), Vec::new(), Vec::new());
-            for (key, owner) in staged.email_changes() {
-                match owner {
-                    Some(owner) => {
-                        taken_keys.push(key);
-                        owners.push(owner);
-                    }
-                    None => freed.push(key),
-                }
-            }
-            let new_head = as_i64(staged.head());
+            txn.execute(&write, &written.parameters())
+                .await
+                .map_err(pg_error)?;
+        }
+        if !written.rewritten_positions.is_empty() {
+            // An erasure: the user's earlier events, redacted, over theirs.
+            // Their old versions stay in dead tuples until the erasure
+            // maintenance step (ERASURE_MAINTENANCE) rewrites the tables.
             txn.execute(
-                &write,
+                "UPDATE spkey_events SET envelope = r.envelope
+                 FROM unnest($1::text[], $2::bigint[], $3::bytea[]) AS r (org, position, envelope)
+                 WHERE spkey_events.org = r.org AND spkey_events.position = r.position",
                 &[
-                    org_id,
-                    &positions,
-                    &event_ids,
-                    &users,
-                    &versions,
-                    &envelopes,
-                    &taken_keys,
-                    &owners,
-                    &freed,
-                    &new_head,
+                    &written.rewritten_orgs,
+                    &written.rewritten_positions,
+                    &written.rewritten_envelopes,
                 ],
             )
             .await
             .map_err(pg_error)?;
         }
-        let rewritten = staged.rewritten();
-        if !rewritten.is_empty() {
-            // An erasure: the user's earlier events, redacted, over theirs.
-            // Their old versions stay in dead tuples until the erasure
-            // maintenance step (ERASURE_MAINTENANCE) rewrites the tables.
-            let positions: Vec<i64> = rewritten.iter().map(|e| as_i64(e.position)).collect();
-            let envelopes: Vec<Vec<u8>> = rewritten.iter().map(codec::encode).collect();
-            txn.execute(
-                "UPDATE spkey_events SET envelope = r.envelope
-                 FROM unnest($2::bigint[], $3::bytea[]) AS r(position, envelope)
-                 WHERE spkey_events.org = $1 AND spkey_events.position = r.position",
-                &[org_id, &positions, &envelopes],
-            )
-            .await
-            .map_err(pg_error)?;
-        }
-        let (count, new_head) = (appended.len() as u64, staged.head());
-        drop(staged);
         txn.commit().await.map_err(pg_error)?;
-        if count > 0 {
-            publish(&self.orgs[org].head, new_head);
-            self.unannounced.add(org, new_head);
+        for (&at, head) in locked.iter().zip(&written.moved) {
+            if let Some(head) = *head {
+                let org = orgs[at].0;
+                publish(&self.orgs[org].head, head);
+                self.unannounced.add(org, head);
+            }
         }
-        (self.observe)(started.elapsed(), count);
+        (self.observe)(started.elapsed(), written.positions.len() as u64);
         Ok(value)
     }
 
@@ -558,27 +573,86 @@ impl Shared {
     }
 }
 
+/// What the node's combiner answers an organization's group: its
+/// outcomes, committed with other organizations' groups, or the commands
+/// back, to be committed by the organization alone.
+type Combined = Result<Vec<Outcome>, Vec<Intent>>;
+
 impl Shared {
     /// Group commit: every organization's log takes one writer at a time
-    /// (its head row is locked to commit), so concurrent commands on a node
-    /// queue in the organization's [`Batcher`], which commits everything
-    /// queued while its last group committed in one transaction, deciding
-    /// each in arrival order (a later command sees an earlier one: the
-    /// same email twice is a conflict, the same create twice a replay).
-    /// Each request is answered once its group is durable.
+    /// (its head row is locked to commit), so concurrent commands for an
+    /// organization queue in its [`Batcher`], which commits everything
+    /// queued while its last group committed as one group, deciding each
+    /// in arrival order (a later command sees an earlier one: the same
+    /// email twice is a conflict, the same create twice a replay). Each
+    /// request is answered once its group is durable.
+    ///
+    /// Groups of several organizations share a transaction: each goes
+    /// first to the node's combiner, which commits together the groups
+    /// that reached it while its last transaction ran, taking only the
+    /// head rows no other transaction holds ([`Locking::SkipLocked`]), so
+    /// that it never waits. A group it could not lock, or whose shared
+    /// transaction failed, comes back and is committed here alone, waiting
+    /// for its own organization's lock only: an organization never waits
+    /// on another's lock or failure.
     async fn commit_group(
         &self,
+        combiner: &Batcher<(usize, Vec<Intent>), Combined>,
         org: usize,
         intents: Vec<Intent>,
     ) -> Result<Vec<Outcome>, HubError> {
+        let intents = match combiner.submit((org, intents)).await? {
+            Ok(outcomes) => return Ok(outcomes),
+            Err(intents) => intents,
+        };
         let needs = Needs::of_intents(intents.iter());
-        self.write(org, needs, |log| {
+        self.write(&[(org, needs)], Locking::Wait, |_, logs| {
             intents
                 .into_iter()
-                .map(|intent| log.run(intent))
-                .collect::<Result<Vec<_>, StoreError>>()
+                .map(|intent| logs[0].run(intent))
+                .collect()
         })
         .await
+    }
+
+    /// The combiner's commit: the groups of several organizations (each
+    /// organization once: its batcher waits for its group's answer) in one
+    /// transaction, those whose heads are free; the others, and all of
+    /// them if that transaction fails, sent back. A lone group is committed
+    /// the same way: while it commits, the next groups gather.
+    async fn combine(&self, groups: Vec<(usize, Vec<Intent>)>) -> Vec<Combined> {
+        let kept = groups.clone();
+        let orgs: Vec<(usize, Needs)> = groups
+            .iter()
+            .map(|(org, intents)| (*org, Needs::of_intents(intents.iter())))
+            .collect();
+        let committed = self
+            .write(&orgs, Locking::SkipLocked, |locked, logs| {
+                let mut logs = logs.iter_mut();
+                let mut answers = Vec::with_capacity(groups.len());
+                for (at, (_, intents)) in groups.into_iter().enumerate() {
+                    if !locked.contains(&at) {
+                        answers.push(Err(intents));
+                        continue;
+                    }
+                    let Some(log) = logs.next() else {
+                        return Err(StoreError::Inconsistent(
+                            "a locked organization without a log".into(),
+                        ));
+                    };
+                    let outcomes = intents
+                        .into_iter()
+                        .map(|intent| log.run(intent))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    answers.push(Ok(outcomes));
+                }
+                Ok(answers)
+            })
+            .await;
+        committed.unwrap_or_else(|failure| {
+            tracing::warn!(%failure, "organizations' shared commit failed: each alone");
+            kept.into_iter().map(|(_, intents)| Err(intents)).collect()
+        })
     }
 }
 
@@ -614,49 +688,155 @@ async fn migrate(client: &mut deadpool_postgres::Client) -> Result<(), tokio_pos
 }
 
 /// The statements that load the streams, email owners and event positions
-/// a batch needs, each `($1 org, $2 keys)`: one index lookup on both
-/// columns per key, whatever the planner knows. Written as `org = $1 AND
-/// key = ANY($2)`, a plan made before the tables have statistics (a new
-/// deployment: autovacuum's first ANALYZE comes a minute or more later)
-/// read the organization's every row by the index's first column and
-/// filtered them by the array — 4 ms a load at 17,000 rows, creates/s at
-/// 0.6× the same hub a minute later. Here each key is an outer row and
+/// a group needs, each `($1 organizations, $2 keys)`, an organization for
+/// each key, and each row led by its organization: one index lookup on
+/// both columns per key, whatever the planner knows. Written as `org = $1
+/// AND key = ANY($2)`, a plan made before the tables have statistics (a
+/// new deployment: autovacuum's first ANALYZE comes a minute or more
+/// later) read the organization's every row by the index's first column
+/// and filtered them by the array — 4 ms a load at 17,000 rows, creates/s
+/// at 0.6× the same hub a minute later. Here each key is an outer row and
 /// the lookup a subquery the planner may not flatten into a join
 /// (`OFFSET 0`): a nested loop over the keys with both columns in the
 /// index condition, whatever the tables' statistics say.
 pub const LOAD_STATEMENTS: [&str; 3] = [
-    "SELECT e.position, e.envelope FROM unnest($2::uuid[]) AS k (user_id)
+    "SELECT k.org, e.position, e.envelope FROM unnest($1::text[], $2::uuid[]) AS k (org, user_id)
      CROSS JOIN LATERAL (
          SELECT position, envelope, version FROM spkey_events
-         WHERE org = $1 AND user_id = k.user_id OFFSET 0
+         WHERE org = k.org AND user_id = k.user_id OFFSET 0
      ) e
-     ORDER BY k.user_id, e.version",
-    "SELECT k.email_key, m.user_id FROM unnest($2::text[]) AS k (email_key)
+     ORDER BY k.org, k.user_id, e.version",
+    "SELECT k.org, k.email_key, m.user_id FROM unnest($1::text[], $2::text[]) AS k (org, email_key)
      CROSS JOIN LATERAL (
          SELECT user_id FROM spkey_emails
-         WHERE org = $1 AND email_key = k.email_key OFFSET 0
+         WHERE org = k.org AND email_key = k.email_key OFFSET 0
      ) m",
-    "SELECT k.event_id, e.position FROM unnest($2::uuid[]) AS k (event_id)
+    "SELECT k.org, k.event_id, e.position FROM unnest($1::text[], $2::uuid[]) AS k (org, event_id)
      CROSS JOIN LATERAL (
          SELECT position FROM spkey_events
-         WHERE org = $1 AND event_id = k.event_id OFFSET 0
+         WHERE org = k.org AND event_id = k.event_id OFFSET 0
      ) e",
 ];
 
-/// What a write stores, in one statement: its events `($2…$6)`, the email
-/// keys it takes `($7, $8)` and frees `($9)`, and the organization's new
-/// head `($10)`.
+/// What a write stores, in one statement, for any number of
+/// organizations, each row with its organization: the events `($1…$6)`,
+/// the email keys taken `($7…$9)` and freed `($10, $11)`, and the new heads
+/// `($12, $13)`.
 pub const WRITE_STATEMENT: &str = "WITH new_events AS (
         INSERT INTO spkey_events (org, position, event_id, user_id, version, envelope)
-        SELECT $1, * FROM unnest($2::bigint[], $3::uuid[], $4::uuid[], $5::bigint[], $6::bytea[])
+        SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::uuid[], $5::bigint[], $6::bytea[])
     ), taken AS (
         INSERT INTO spkey_emails (org, email_key, user_id)
-        SELECT $1, * FROM unnest($7::text[], $8::uuid[])
+        SELECT * FROM unnest($7::text[], $8::text[], $9::uuid[])
         ON CONFLICT (org, email_key) DO UPDATE SET user_id = excluded.user_id
     ), freed AS (
-        DELETE FROM spkey_emails WHERE org = $1 AND email_key = ANY($9::text[])
+        DELETE FROM spkey_emails e USING unnest($10::text[], $11::text[]) AS f (org, email_key)
+        WHERE e.org = f.org AND e.email_key = f.email_key
     )
-    UPDATE spkey_orgs SET head = $10 WHERE org = $1";
+    UPDATE spkey_orgs o SET head = h.head FROM unnest($12::text[], $13::bigint[]) AS h (org, head)
+    WHERE o.org = h.org";
+
+/// What the organizations' staged logs changed, as [`WRITE_STATEMENT`]'s
+/// columns.
+struct Written<'a> {
+    orgs: Vec<&'a str>,
+    positions: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    users: Vec<Uuid>,
+    versions: Vec<i64>,
+    envelopes: Vec<Vec<u8>>,
+    taken_orgs: Vec<&'a str>,
+    taken_keys: Vec<String>,
+    owners: Vec<Uuid>,
+    freed_orgs: Vec<&'a str>,
+    freed_keys: Vec<String>,
+    head_orgs: Vec<&'a str>,
+    heads: Vec<i64>,
+    /// Each organization's new head, if it appended.
+    moved: Vec<Option<u64>>,
+    rewritten_orgs: Vec<&'a str>,
+    rewritten_positions: Vec<i64>,
+    rewritten_envelopes: Vec<Vec<u8>>,
+}
+
+impl<'a> Written<'a> {
+    /// The changes of `staged`, whose organizations' ids are `ids`.
+    fn of(ids: &[&'a str], staged: &[Staged<'_>]) -> Written<'a> {
+        let mut w = Written {
+            orgs: Vec::new(),
+            positions: Vec::new(),
+            event_ids: Vec::new(),
+            users: Vec::new(),
+            versions: Vec::new(),
+            envelopes: Vec::new(),
+            taken_orgs: Vec::new(),
+            taken_keys: Vec::new(),
+            owners: Vec::new(),
+            freed_orgs: Vec::new(),
+            freed_keys: Vec::new(),
+            head_orgs: Vec::new(),
+            heads: Vec::new(),
+            moved: Vec::new(),
+            rewritten_orgs: Vec::new(),
+            rewritten_positions: Vec::new(),
+            rewritten_envelopes: Vec::new(),
+        };
+        for (&org, log) in ids.iter().zip(staged) {
+            for event in log.appended() {
+                w.orgs.push(org);
+                w.positions.push(as_i64(event.position));
+                w.event_ids.push(event.event_id);
+                w.users.push(event.aggregate_id());
+                w.versions.push(as_i64(event.version));
+                w.envelopes.push(codec::encode(event));
+            }
+            for (key, owner) in log.email_changes() {
+                match owner {
+                    Some(owner) => {
+                        w.taken_orgs.push(org);
+                        w.taken_keys.push(key.to_owned());
+                        w.owners.push(owner);
+                    }
+                    None => {
+                        w.freed_orgs.push(org);
+                        w.freed_keys.push(key.to_owned());
+                    }
+                }
+            }
+            let appended = !log.appended().is_empty();
+            if appended {
+                w.head_orgs.push(org);
+                w.heads.push(as_i64(log.head()));
+            }
+            w.moved.push(appended.then(|| log.head()));
+            for event in log.rewritten() {
+                w.rewritten_orgs.push(org);
+                w.rewritten_positions.push(as_i64(event.position));
+                w.rewritten_envelopes.push(codec::encode(event));
+            }
+        }
+        w
+    }
+
+    /// [`WRITE_STATEMENT`]'s parameters.
+    fn parameters(&self) -> [&(dyn ToSql + Sync); 13] {
+        [
+            &self.orgs,
+            &self.positions,
+            &self.event_ids,
+            &self.users,
+            &self.versions,
+            &self.envelopes,
+            &self.taken_orgs,
+            &self.taken_keys,
+            &self.owners,
+            &self.freed_orgs,
+            &self.freed_keys,
+            &self.head_orgs,
+            &self.heads,
+        ]
+    }
+}
 
 /// [`LOAD_STATEMENTS`], prepared once per connection, then from its cache.
 async fn load_statements(
@@ -671,21 +851,38 @@ async fn load_statements(
     Ok([streams, emails, ids])
 }
 
-/// Reads what `needs` names with the statements of [`load_statements`],
-/// in one round trip.
+/// Reads what each organization of `orgs` (whose ids are `ids`) needs,
+/// with the statements of [`load_statements`], in one round trip.
 async fn load(
     txn: &deadpool_postgres::Transaction<'_>,
-    [streams, emails, ids]: &[tokio_postgres::Statement; 3],
-    org: &String,
-    needs: &Needs,
+    [streams, emails, ids_statement]: &[tokio_postgres::Statement; 3],
+    ids: &[&str],
+    orgs: &[(usize, Needs)],
 ) -> Result<Loaded, HubError> {
-    let by_user: [&(dyn ToSql + Sync); 2] = [org, &needs.users];
-    let by_email: [&(dyn ToSql + Sync); 2] = [org, &needs.email_keys];
-    let by_id: [&(dyn ToSql + Sync); 2] = [org, &needs.event_ids];
+    let (mut user_orgs, mut users) = (Vec::new(), Vec::new());
+    let (mut email_orgs, mut email_keys) = (Vec::new(), Vec::new());
+    let (mut event_orgs, mut event_ids) = (Vec::new(), Vec::new());
+    for (&org, (_, needs)) in ids.iter().zip(orgs) {
+        for user in &needs.users {
+            user_orgs.push(org);
+            users.push(*user);
+        }
+        for key in &needs.email_keys {
+            email_orgs.push(org);
+            email_keys.push(key.as_str());
+        }
+        for id in &needs.event_ids {
+            event_orgs.push(org);
+            event_ids.push(*id);
+        }
+    }
+    let by_user: [&(dyn ToSql + Sync); 2] = [&user_orgs, &users];
+    let by_email: [&(dyn ToSql + Sync); 2] = [&email_orgs, &email_keys];
+    let by_id: [&(dyn ToSql + Sync); 2] = [&event_orgs, &event_ids];
     let (streams, emails, ids) = tokio::try_join!(
         txn.query(streams, &by_user),
         txn.query(emails, &by_email),
-        txn.query(ids, &by_id),
+        txn.query(ids_statement, &by_id),
     )
     .map_err(pg_error)?;
     Ok(Loaded {
@@ -704,12 +901,32 @@ struct Loaded {
 }
 
 impl Loaded {
-    /// Puts the rows into `staged`, checking each event's position.
-    fn stage(self, staged: &mut Staged<'_>) -> Result<(), HubError> {
+    /// Puts the rows into the staged log of their organization (`staged`,
+    /// whose ids are `ids`), checking each event's position; the rows of
+    /// organizations `asked` for but not locked are left out.
+    fn stage(
+        self,
+        asked: &[&str],
+        ids: &[&str],
+        staged: &mut [Staged<'_>],
+    ) -> Result<(), HubError> {
+        let slot = |row: &tokio_postgres::Row| -> Result<Option<usize>, HubError> {
+            let org: &str = row.get(0);
+            match ids.iter().position(|id| *id == org) {
+                Some(at) => Ok(Some(at)),
+                None if asked.contains(&org) => Ok(None),
+                None => Err(inconsistent(&format!(
+                    "a row of {org:?}, which was not asked for"
+                ))),
+            }
+        };
         for row in self.streams {
-            let position = u64::try_from(row.get::<_, i64>(0))
+            let Some(at) = slot(&row)? else {
+                continue;
+            };
+            let position = u64::try_from(row.get::<_, i64>(1))
                 .map_err(|_| inconsistent("a negative position"))?;
-            let recorded = codec::decode(row.get::<_, &[u8]>(1))
+            let recorded = codec::decode(row.get::<_, &[u8]>(2))
                 .map_err(|source| HubError::Failed(StoreError::Corrupt { position, source }))?;
             if recorded.position != position {
                 return Err(inconsistent(&format!(
@@ -717,15 +934,19 @@ impl Loaded {
                     recorded.position
                 )));
             }
-            staged.load_event(recorded)?;
+            staged[at].load_event(recorded)?;
         }
         for row in self.emails {
-            staged.load_email(row.get(0), row.get(1))?;
+            if let Some(at) = slot(&row)? {
+                staged[at].load_email(row.get(1), row.get(2))?;
+            }
         }
         for row in self.ids {
-            let position = u64::try_from(row.get::<_, i64>(1))
+            let position = u64::try_from(row.get::<_, i64>(2))
                 .map_err(|_| inconsistent("a negative position"))?;
-            staged.load_event_id(row.get(0), position)?;
+            if let Some(at) = slot(&row)? {
+                staged[at].load_event_id(row.get(1), position)?;
+            }
         }
         Ok(())
     }
@@ -862,7 +1083,9 @@ impl HubStorage for PostgresHub {
         let needs = Needs::of_push(&push.events, scope);
         let items = self
             .shared
-            .write(org, needs, |log| log.accept_push(&push.events, scope))
+            .write(&[(org, needs)], Locking::Wait, |_, logs| {
+                logs[0].accept_push(&push.events, scope)
+            })
             .await?;
         Ok(reply_batch(hub_id, &items))
     }

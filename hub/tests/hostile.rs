@@ -760,6 +760,81 @@ fn a_write_waiting_in_postgres_commits_after_its_client_hangs_up() {
     );
 }
 
+/// A node commits several organizations' groups in one PostgreSQL
+/// transaction; when one organization's part fails (here its log holds a
+/// damaged event), the others are committed alone all the same: under
+/// concurrent creates to beta and to acme's damaged user, every beta
+/// create succeeds and every create of the damaged user fails.
+#[test]
+fn one_organizations_failure_in_a_shared_postgres_commit_stays_its_own() {
+    let cluster = support::pg::PgCluster::shared();
+    let url = cluster.new_database();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let hub = TestHub::start_on(format!("postgres = \"{url}\""), "");
+    let (acme, beta) = (acme_token(), beta_token());
+    let damaged = user_id(900);
+    let made = create(
+        &hub.url,
+        ACME_KEY,
+        &acme,
+        &damaged,
+        &body(&damaged, "d@example.com"),
+    );
+    assert_eq!(made.status, 201);
+    cluster.psql(
+        &db,
+        &format!("UPDATE spkey_events SET envelope = '\\x00' WHERE user_id = '{damaged}'"),
+    );
+    let statuses: Vec<(bool, u16)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (hub, acme, beta, damaged) = (&hub, &acme, &beta, &damaged);
+                scope.spawn(move || {
+                    (0..25)
+                        .map(|n| {
+                            if t % 2 == 0 {
+                                let id = user_id(1000 + t * 100 + n);
+                                let email = format!("b{t}-{n}@example.com");
+                                (
+                                    true,
+                                    create(&hub.url, BETA_KEY, beta, &id, &body(&id, &email))
+                                        .status,
+                                )
+                            } else {
+                                let body = body(damaged, "d@example.com");
+                                (
+                                    false,
+                                    create(&hub.url, ACME_KEY, acme, damaged, &body).status,
+                                )
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    });
+    let beta_failed = statuses
+        .iter()
+        .filter(|(beta, s)| *beta && *s != 201)
+        .count();
+    let damaged_answered = statuses
+        .iter()
+        .filter(|(beta, s)| !*beta && *s != 500)
+        .count();
+    assert_eq!(
+        beta_failed, 0,
+        "beta's creates failed with acme's damaged log"
+    );
+    assert_eq!(
+        damaged_answered, 0,
+        "a create of the damaged user did not fail"
+    );
+}
+
 on_both_backends!(
     critical_header_extensions_and_an_issuer_array_are_refused,
     long_polls_whose_clients_hang_up_leave_the_gauge_at_zero,

@@ -615,16 +615,34 @@ fn writes_look_up_each_key_by_both_columns_before_any_statistics() {
         array("1::bigint"),
         array("'\\x00'::bytea"),
     );
+    let bench = array("'bench'::text");
     let [streams, owners, ids] = spkey_hub::postgres::LOAD_STATEMENTS;
     let statements = [
-        (streams, "uuid[]", users, "20000"),
-        (owners, "text[]", emails.clone(), "20000"),
-        (ids, "uuid[]", array("md5('e' || n)::uuid"), "20000"),
+        (
+            streams,
+            "text[], uuid[]",
+            format!("{bench}, {users}"),
+            "20000",
+        ),
+        (
+            owners,
+            "text[], text[]",
+            format!("{bench}, {emails}"),
+            "20000",
+        ),
+        (
+            ids,
+            "text[], uuid[]",
+            format!("{bench}, {}", array("md5('e' || n)::uuid")),
+            "20000",
+        ),
         (
             spkey_hub::postgres::WRITE_STATEMENT,
-            "bigint[], uuid[], uuid[], bigint[], bytea[], text[], uuid[], text[], bigint",
+            "text[], bigint[], uuid[], uuid[], bigint[], bytea[], text[], text[], uuid[], \
+             text[], text[], text[], bigint[]",
             format!(
-                "{positions}, {new_ids}, {new_ids}, {ones}, {envelopes}, '{{}}', '{{}}', {emails}, 20064"
+                "{bench}, {positions}, {new_ids}, {new_ids}, {ones}, {envelopes}, \
+                 '{{}}', '{{}}', '{{}}', {bench}, {emails}, '{{bench}}', '{{20064}}'"
             ),
             // The 64 emails freed.
             "19936",
@@ -637,9 +655,9 @@ fn writes_look_up_each_key_by_both_columns_before_any_statistics() {
             &format!(
                 "BEGIN;
                  SET LOCAL plan_cache_mode = force_custom_plan;
-                 PREPARE s (text, {types}) AS {sql};
+                 PREPARE s ({types}) AS {sql};
                  {fill}
-                 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE s ('bench', {arguments});
+                 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE s ({arguments});
                  SELECT count(*) FROM spkey_emails;
                  ROLLBACK;"
             ),
