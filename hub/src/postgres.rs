@@ -621,6 +621,8 @@ impl Shared {
     /// them if that transaction fails, sent back. A lone group is committed
     /// the same way: while it commits, the next groups gather.
     async fn combine(&self, groups: Vec<(usize, Vec<Intent>)>) -> Vec<Combined> {
+        // Deciding consumes the commands, and the transaction can still
+        // fail after (the write, the commit): a copy goes back then.
         let kept = groups.clone();
         let orgs: Vec<(usize, Needs)> = groups
             .iter()
