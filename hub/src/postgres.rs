@@ -476,7 +476,6 @@ impl Shared {
         rows.stage(&asked, &ids, &mut staged)?;
         let value = decide(&locked, &mut staged)?;
         let written = Written::of(&ids, &staged);
-        drop(staged);
         if !written.positions.is_empty() {
             let write = txn
                 .prepare_cached(WRITE_STATEMENT)
@@ -504,11 +503,11 @@ impl Shared {
             .map_err(pg_error)?;
         }
         txn.commit().await.map_err(pg_error)?;
-        for (&at, head) in locked.iter().zip(&written.moved) {
-            if let Some(head) = *head {
+        for (&at, log) in locked.iter().zip(&staged) {
+            if !log.appended().is_empty() {
                 let org = orgs[at].0;
-                publish(&self.orgs[org].head, head);
-                self.unannounced.add(org, head);
+                publish(&self.orgs[org].head, log.head());
+                self.unannounced.add(org, log.head());
             }
         }
         (self.observe)(started.elapsed(), written.positions.len() as u64);
@@ -754,8 +753,6 @@ struct Written<'a> {
     freed_keys: Vec<String>,
     head_orgs: Vec<&'a str>,
     heads: Vec<i64>,
-    /// Each organization's new head, if it appended.
-    moved: Vec<Option<u64>>,
     rewritten_orgs: Vec<&'a str>,
     rewritten_positions: Vec<i64>,
     rewritten_envelopes: Vec<Vec<u8>>,
@@ -778,7 +775,6 @@ impl<'a> Written<'a> {
             freed_keys: Vec::new(),
             head_orgs: Vec::new(),
             heads: Vec::new(),
-            moved: Vec::new(),
             rewritten_orgs: Vec::new(),
             rewritten_positions: Vec::new(),
             rewritten_envelopes: Vec::new(),
@@ -805,12 +801,10 @@ impl<'a> Written<'a> {
                     }
                 }
             }
-            let appended = !log.appended().is_empty();
-            if appended {
+            if !log.appended().is_empty() {
                 w.head_orgs.push(org);
                 w.heads.push(as_i64(log.head()));
             }
-            w.moved.push(appended.then(|| log.head()));
             for event in log.rewritten() {
                 w.rewritten_orgs.push(org);
                 w.rewritten_positions.push(as_i64(event.position));

@@ -684,15 +684,22 @@ fn a_commit_whose_client_hung_up_wakes_every_long_poll(backend: Backend) {
     );
 }
 
+/// A hub on a new database of the shared PostgreSQL cluster, with the
+/// cluster and the database's name.
+fn hub_on_a_new_database() -> (&'static support::pg::PgCluster, String, TestHub) {
+    let cluster = support::pg::PgCluster::shared();
+    let url = cluster.new_database();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let hub = TestHub::start_on(format!("postgres = \"{url}\""), "");
+    (cluster, db, hub)
+}
+
 /// The same, made certain on PostgreSQL: the test holds acme's row lock,
 /// so the hub's write is begun and waiting when its client hangs up. The
 /// write must commit once the lock is released, and wake the long-poll.
 #[test]
 fn a_write_waiting_in_postgres_commits_after_its_client_hangs_up() {
-    let cluster = support::pg::PgCluster::shared();
-    let url = cluster.new_database();
-    let db = url.rsplit('/').next().unwrap().to_owned();
-    let hub = TestHub::start_on(format!("postgres = \"{url}\""), "");
+    let (cluster, db, hub) = hub_on_a_new_database();
     let token = acme_token();
     let first = user_id(800);
     assert_eq!(
@@ -767,10 +774,7 @@ fn a_write_waiting_in_postgres_commits_after_its_client_hangs_up() {
 /// create succeeds and every create of the damaged user fails.
 #[test]
 fn one_organizations_failure_in_a_shared_postgres_commit_stays_its_own() {
-    let cluster = support::pg::PgCluster::shared();
-    let url = cluster.new_database();
-    let db = url.rsplit('/').next().unwrap().to_owned();
-    let hub = TestHub::start_on(format!("postgres = \"{url}\""), "");
+    let (cluster, db, hub) = hub_on_a_new_database();
     let (acme, beta) = (acme_token(), beta_token());
     let damaged = user_id(900);
     let made = create(
