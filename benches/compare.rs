@@ -877,7 +877,8 @@ fn parse_rate(rng: &mut fastrand::Rng, for_at_least: std::time::Duration) -> (f6
     while ours.1 < for_at_least.as_secs_f64() || plain.1 < for_at_least.as_secs_f64() {
         let start = Instant::now();
         for (id, body) in &bodies {
-            let command = spkey_store::contract::parse_create_user(id, body.as_bytes()).unwrap();
+            let command =
+                spkey_store::contract::read_command("CreateUser", id, body.as_bytes()).unwrap();
             std::hint::black_box(command.validate().unwrap());
         }
         ours = (

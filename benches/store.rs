@@ -66,7 +66,8 @@ fn operations(c: &mut Criterion) {
     let body = br#"{"userId":"550e8400-e29b-41d4-a716-446655440000","email":"user@example.com","firstName":"John","lastName":"Doe","phoneNumber":"+1-555-0123"}"#;
     c.bench_function("parse + validate a CreateUser body", |b| {
         b.iter(|| {
-            spkey_store::contract::parse_create_user("550e8400-e29b-41d4-a716-446655440000", body)
+            let id = "550e8400-e29b-41d4-a716-446655440000";
+            spkey_store::contract::read_command("CreateUser", id, body)
                 .unwrap()
                 .validate()
                 .unwrap()

@@ -442,10 +442,26 @@ pub const COMMANDS: [&str; 3] = ["CreateUser", "UpdateUser", "DeleteUser"];
 /// The response the API answers without running anything: a 404 for a name
 /// that is not a command, otherwise the parser's 400 or 413.
 pub fn parse_command(name: &str, id: &str, body: &[u8]) -> Result<Command, Response> {
+    read_command(name, id, body).map(Command::into_owned)
+}
+
+/// As [`parse_command`], with the command's text borrowed from `id` and
+/// `body` (copied only where the JSON escapes a character): validating it
+/// copies only what the event keeps. The wire path of the store and the
+/// hubs.
+///
+/// # Errors
+///
+/// As [`parse_command`].
+pub fn read_command<'a>(
+    name: &str,
+    id: &'a str,
+    body: &'a [u8],
+) -> Result<Command<Cow<'a, str>>, Response> {
     match command_name(name)? {
-        "CreateUser" => parse_create_user(id, body).map(Command::Create),
-        "DeleteUser" => parse_delete_user(id, body).map(Command::Delete),
-        _ => parse_update_user(id, body).map(Command::Update),
+        "CreateUser" => read_create_user(id, body).map(Command::Create),
+        "DeleteUser" => read_delete_user(id, body).map(Command::Delete),
+        _ => read_update_user(id, body).map(Command::Update),
     }
 }
 
@@ -499,7 +515,7 @@ impl Store {
         id: &str,
         body: &[u8],
     ) -> Result<Response, StoreError> {
-        match parse_command(command, id, body) {
+        match read_command(command, id, body) {
             Ok(command) => Ok(Response::from_outcome(&self.execute(&command)?)),
             Err(response) => Ok(response),
         }
@@ -532,10 +548,14 @@ impl Store {
 /// response naming every failing field: JSON type errors and unknown fields
 /// found here, value errors found by [`CreateUser::validate`].
 pub fn parse_create_user(id: &str, body: &[u8]) -> Result<CreateUser, Response> {
+    read_create_user(id, body).map(CreateUser::into_owned)
+}
+
+fn read_create_user<'a>(id: &'a str, body: &'a [u8]) -> Result<CreateUser<Cow<'a, str>>, Response> {
     let mut fields = read_body(body, "CreateUser", None)?;
     let mut text = |field: Field| fields.values[field as usize].take().flatten();
     let command = CreateUser {
-        id: id.to_owned(),
+        id: Cow::Borrowed(id),
         // A null required field reads as missing, and validate() says so.
         user_id: text(Field::UserId).unwrap_or_default(),
         email: text(Field::Email).unwrap_or_default(),
@@ -554,6 +574,10 @@ pub fn parse_create_user(id: &str, body: &[u8]) -> Result<CreateUser, Response> 
 /// optionally, `userId`. On any fault, returns the 400 (or 413) response
 /// naming every failing field, as [`parse_create_user`] does.
 pub fn parse_update_user(id: &str, body: &[u8]) -> Result<UpdateUser, Response> {
+    read_update_user(id, body).map(UpdateUser::into_owned)
+}
+
+fn read_update_user<'a>(id: &'a str, body: &'a [u8]) -> Result<UpdateUser<Cow<'a, str>>, Response> {
     let mut fields = read_body(body, "UpdateUser", None)?;
     for (field, what) in [
         (Field::UserId, "must be a string when given"),
@@ -565,7 +589,7 @@ pub fn parse_update_user(id: &str, body: &[u8]) -> Result<UpdateUser, Response> 
     }
     let mut value = |field: Field| fields.values[field as usize].take();
     let command = UpdateUser {
-        id: id.to_owned(),
+        id: Cow::Borrowed(id),
         user_id: value(Field::UserId).flatten(),
         // A null email keeps a placeholder: its wire error speaks for it.
         email: value(Field::Email).map(Option::unwrap_or_default),
@@ -582,9 +606,13 @@ pub fn parse_update_user(id: &str, body: &[u8]) -> Result<UpdateUser, Response> 
 /// Parses a `DeleteUser` request: an empty object, or one holding
 /// `userId` (the path's id). Any other field is refused as unknown.
 pub fn parse_delete_user(id: &str, body: &[u8]) -> Result<DeleteUser, Response> {
+    read_delete_user(id, body).map(DeleteUser::into_owned)
+}
+
+fn read_delete_user<'a>(id: &'a str, body: &'a [u8]) -> Result<DeleteUser<Cow<'a, str>>, Response> {
     let mut fields = read_body(body, "DeleteUser", Some(Field::UserId))?;
     let command = DeleteUser {
-        id: id.to_owned(),
+        id: Cow::Borrowed(id),
         // A null userId reads as absent: the path names the user.
         user_id: fields.values[Field::UserId as usize].take().flatten(),
     };
@@ -595,10 +623,11 @@ pub fn parse_delete_user(id: &str, body: &[u8]) -> Result<DeleteUser, Response> 
 }
 
 /// A request body read field by field, before any value is checked.
-struct BodyFields {
+struct BodyFields<'a> {
     /// Each body field's value by `Field as usize`: `None` when absent,
-    /// `Some(None)` when `null`.
-    values: [Option<Option<String>>; Field::ALL.len()],
+    /// `Some(None)` when `null`; borrowed from the body unless the JSON
+    /// escapes a character in it.
+    values: [Option<Option<Cow<'a, str>>>; Field::ALL.len()],
     /// Faults of the JSON itself: a field twice, a value of the wrong type.
     wire_errors: Vec<(Field, String)>,
     /// Fields the command does not have.
@@ -608,7 +637,11 @@ struct BodyFields {
 /// Reads `body` as the JSON object of the command `name` (whose fields are
 /// `only` that one, when given), or answers the 413 or 400 that a body
 /// which is not one deserves.
-fn read_body(body: &[u8], name: &str, only: Option<Field>) -> Result<BodyFields, Response> {
+fn read_body<'a>(
+    body: &'a [u8],
+    name: &str,
+    only: Option<Field>,
+) -> Result<BodyFields<'a>, Response> {
     if body.len() > MAX_BODY_BYTES {
         return Err(Response::error(
             413,
@@ -646,10 +679,10 @@ fn read_body(body: &[u8], name: &str, only: Option<Field>) -> Result<BodyFields,
     }
 }
 
-impl BodyFields {
+impl<'a> BodyFields<'a> {
     /// Takes the entry `key: value` of the body of the command `name`
     /// (whose fields are `only` that one, when given).
-    fn take(&mut self, key: Cow<'_, str>, value: Raw<'_>, name: &str, only: Option<Field>) {
+    fn take(&mut self, key: Cow<'_, str>, value: Raw<'a>, name: &str, only: Option<Field>) {
         let Some(field) = body_field(&key).filter(|f| only.is_none_or(|only| *f == only)) else {
             self.unknown.push(Detail {
                 message: format!("is not a field of {name}"),
@@ -663,21 +696,21 @@ impl BodyFields {
             return;
         }
         let text = match value {
-            Raw::Str(text) => Some(text.into_owned()),
+            Raw::Str(text) => Some(text),
             Raw::Null => None,
             Raw::Other(kind) => {
                 self.wire_errors
                     .push((field, format!("must be a string, not {kind}")));
                 // A placeholder: the field was given, and its wire error
                 // speaks for it.
-                Some(String::new())
+                Some(Cow::Borrowed(""))
             }
         };
         self.values[field as usize] = Some(text);
     }
 
     /// The body's own faults, if it has any.
-    fn faults(self) -> Option<BodyFields> {
+    fn faults(self) -> Option<Self> {
         (!self.wire_errors.is_empty() || !self.unknown.is_empty()).then_some(self)
     }
 
@@ -804,13 +837,13 @@ impl<'de> Deserialize<'de> for RawValue<'de> {
 /// value it is instead of an object. A seed, not a `Deserialize`, so that
 /// each entry is taken where it is read: no list of entries in between,
 /// and the fields, written in place, never moved.
-struct BodySeed<'a> {
-    fields: &'a mut BodyFields,
+struct BodySeed<'a, 'de> {
+    fields: &'a mut BodyFields<'de>,
     name: &'a str,
     only: Option<Field>,
 }
 
-impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
+impl<'de> DeserializeSeed<'de> for BodySeed<'_, 'de> {
     type Value = Result<(), &'static str>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -819,7 +852,7 @@ impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
 }
 
 /// Anything but an object is told by its kind, as [`RawVisitor`] reads it.
-impl<'de> Visitor<'de> for BodySeed<'_> {
+impl<'de> Visitor<'de> for BodySeed<'_, 'de> {
     type Value = Result<(), &'static str>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -897,6 +930,18 @@ mod tests {
         let body = format!(r#"{{"user\u0049d":"{ID}","email":"a\u0040b.co"}}"#);
         let command = parse_create_user(ID, body.as_bytes()).unwrap();
         assert_eq!(command.email, "a@b.co");
+    }
+
+    #[test]
+    fn the_wire_borrows_the_bodys_text_unless_it_is_escaped() {
+        let body = format!(r#"{{"userId":"{ID}","email":"a\u0040b.co","firstName":"Ann"}}"#);
+        let Ok(Command::Create(command)) = read_command("CreateUser", ID, body.as_bytes()) else {
+            panic!("a valid create");
+        };
+        assert!(matches!(command.id, Cow::Borrowed(ID)));
+        assert!(matches!(command.user_id, Cow::Borrowed(ID)));
+        assert!(matches!(command.first_name, Some(Cow::Borrowed("Ann"))));
+        assert!(matches!(command.email, Cow::Owned(ref email) if email == "a@b.co"));
     }
 
     #[test]

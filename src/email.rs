@@ -45,6 +45,25 @@ const SPECIAL_USE: [&str; 6] = ["arpa", "invalid", "local", "localhost", "onion"
 /// digits (RFC 6531 adds every non-ASCII character, filtered above).
 const ATEXT: &str = "!#$%&'*+-/=?^_`{|}~";
 
+/// Which ASCII bytes a local part may hold: letters, digits, the dot and
+/// [`ATEXT`]. A table, as the local part is checked byte by byte on every
+/// command.
+const LOCAL_ASCII: [bool; 128] = {
+    let mut table = [false; 128];
+    let mut b = 0;
+    while b < 128 {
+        table[b] = (b as u8).is_ascii_alphanumeric() || b == b'.' as usize;
+        b += 1;
+    }
+    let atext = ATEXT.as_bytes();
+    let mut i = 0;
+    while i < atext.len() {
+        table[atext[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 fn nfc(text: &str) -> Cow<'_, str> {
     ComposingNormalizerBorrowed::new_nfc().normalize(text)
 }
@@ -146,11 +165,15 @@ fn check_local(local: &str) -> Result<(), String> {
             "the part before the @ must not start or end with a dot, or have two in a row".into(),
         );
     }
-    if let Some(c) = local
-        .chars()
-        .find(|c| c.is_ascii() && !c.is_ascii_alphanumeric() && *c != '.' && !ATEXT.contains(*c))
+    // Bytes of a non-ASCII character are all >= 128: left to the rules above.
+    if let Some(b) = local
+        .bytes()
+        .find(|&b| b.is_ascii() && !LOCAL_ASCII[usize::from(b)])
     {
-        return Err(format!("the part before the @ may not contain '{c}'"));
+        return Err(format!(
+            "the part before the @ may not contain '{}'",
+            char::from(b)
+        ));
     }
     if local.len() > MAX_LOCAL_BYTES {
         return Err(format!(

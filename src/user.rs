@@ -47,12 +47,17 @@ pub(crate) fn not_nil(id: Uuid) -> Result<Uuid, String> {
     Ok(id)
 }
 
-/// Trims an optional text field; empty after trimming means absent.
-pub(crate) fn trimmed(raw: &Option<String>) -> Option<&str> {
-    raw.as_deref().map(str::trim).filter(|s| !s.is_empty())
+/// An optional field's text, whatever holds it.
+pub(crate) fn text<T: AsRef<str>>(value: &Option<T>) -> Option<&str> {
+    value.as_ref().map(AsRef::as_ref)
 }
 
-pub(crate) fn validate_name(raw: &Option<String>) -> Result<Option<String>, String> {
+/// Trims an optional text field; empty after trimming means absent.
+pub(crate) fn trimmed(raw: Option<&str>) -> Option<&str> {
+    raw.map(str::trim).filter(|s| !s.is_empty())
+}
+
+pub(crate) fn validate_name(raw: Option<&str>) -> Result<Option<String>, String> {
     let Some(name) = trimmed(raw) else {
         return Ok(None);
     };
@@ -67,7 +72,7 @@ pub(crate) fn validate_name(raw: &Option<String>) -> Result<Option<String>, Stri
     Ok(Some(name.to_owned()))
 }
 
-pub(crate) fn validate_phone(raw: &Option<String>) -> Result<Option<String>, String> {
+pub(crate) fn validate_phone(raw: Option<&str>) -> Result<Option<String>, String> {
     let Some(phone) = trimmed(raw) else {
         return Ok(None);
     };
@@ -253,7 +258,7 @@ mod tests {
 
     #[test]
     fn phone_numbers_count_digits_not_characters() {
-        let check = |p: &str| validate_phone(&Some(p.into()));
+        let check = |p: &str| validate_phone(Some(p));
         assert!(check("(555) 012.3456").is_ok());
         assert!(check("+44 20 7946 0958").is_ok());
         assert!(check("555-0123").is_ok());

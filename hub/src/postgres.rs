@@ -1056,7 +1056,7 @@ impl HubStorage for PostgresHub {
         id: String,
         body: Vec<u8>,
     ) -> Result<Response, HubError> {
-        let command = match contract::parse_command(command, &id, &body) {
+        let command = match contract::read_command(command, &id, &body) {
             Ok(command) => command,
             Err(response) => return Ok(response),
         };

@@ -297,14 +297,14 @@ impl HubStorage for RedbHub {
         // only valid commands. `execute_batch` validates each again (about
         // a microsecond): the store takes no command it has not checked
         // itself, and an `Intent` can be made by hand.
-        let command = match spkey_store::contract::parse_command(command, &id, &body) {
+        let command = match spkey_store::contract::read_command(command, &id, &body) {
             Ok(command) => command,
             Err(refused) => return Ok(refused),
         };
         if let Err(invalid) = command.validate() {
             return Ok(Response::from_outcome(&Outcome::Rejected(invalid)));
         }
-        let outcome = self.orgs[org].batcher.submit(command).await?;
+        let outcome = self.orgs[org].batcher.submit(command.into_owned()).await?;
         Ok(Response::from_outcome(&outcome))
     }
 

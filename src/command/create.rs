@@ -6,28 +6,33 @@ use uuid::Uuid;
 use super::Decision;
 use crate::event::{Event, RecordedEvent, UserCreated};
 use crate::field::{Field, FieldError, Rejection};
-use crate::user::{User, check, not_nil, parse_user_id, parse_uuid, validate_name, validate_phone};
+use crate::user::{
+    User, check, not_nil, parse_user_id, parse_uuid, text, validate_name, validate_phone,
+};
 
 /// The `CreateUser` command as a caller gives it: raw strings, not yet validated.
 ///
 /// `id` is the path parameter of `POST /users/{id}/CreateUser`; the other
 /// fields are the body's. [`CreateUser::new`] sets `id` to `user_id`, as a
 /// typed caller has no separate path.
+///
+/// `T` is the text: a caller's `String`, or text borrowed from a request's
+/// body (`contract::read_command`), validated without being copied.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CreateUser {
+pub struct CreateUser<T = String> {
     /// The path `id`: must denote the same UUID as `user_id`.
-    pub id: String,
+    pub id: T,
     /// `userId`: a UUID in any standard textual form, not the nil UUID.
-    pub user_id: String,
+    pub user_id: T,
     /// `email`: required; see the rule in the crate's `email` module (a
     /// deliverable address; one mailbox, one user).
-    pub email: String,
+    pub email: T,
     /// `firstName`: optional, at most 100 characters, no control characters.
-    pub first_name: Option<String>,
+    pub first_name: Option<T>,
     /// `lastName`: optional, at most 100 characters, no control characters.
-    pub last_name: Option<String>,
+    pub last_name: Option<T>,
     /// `phoneNumber`: optional; `+`, digits and ` -.()`, 7 to 15 digits.
-    pub phone_number: Option<String>,
+    pub phone_number: Option<T>,
 }
 
 impl CreateUser {
@@ -59,19 +64,26 @@ impl CreateUser {
         self.phone_number = Some(value.into());
         self
     }
+}
 
+impl<T: AsRef<str>> CreateUser<T> {
     /// Validates every field, reporting every failing field at once, in the
     /// API's field order.
+    ///
+    /// # Errors
+    ///
+    /// Every failing field, in the API's order.
     pub fn validate(&self) -> Result<UserCreated, Vec<FieldError>> {
         let mut errors = Vec::new();
         let e = &mut errors;
-        let parsed_id = parse_uuid(&self.id);
+        let (path_id, body_id) = (self.id.as_ref(), self.user_id.as_ref());
+        let parsed_id = parse_uuid(path_id);
         // The path's id and the body's userId are most often one text:
         // parsed once.
-        let user_id = if self.user_id == self.id {
+        let user_id = if body_id == path_id {
             parsed_id.clone().and_then(not_nil)
         } else {
-            parse_user_id(&self.user_id)
+            parse_user_id(body_id)
         };
         let id = check(e, Field::Id, parsed_id);
         let user_id = check(e, Field::UserId, user_id);
@@ -87,10 +99,14 @@ impl CreateUser {
                 },
             );
         }
-        let email = check(e, Field::Email, crate::email::validate(&self.email));
-        let first_name = check(e, Field::FirstName, validate_name(&self.first_name));
-        let last_name = check(e, Field::LastName, validate_name(&self.last_name));
-        let phone_number = check(e, Field::PhoneNumber, validate_phone(&self.phone_number));
+        let email = check(e, Field::Email, crate::email::validate(self.email.as_ref()));
+        let first_name = check(e, Field::FirstName, validate_name(text(&self.first_name)));
+        let last_name = check(e, Field::LastName, validate_name(text(&self.last_name)));
+        let phone_number = check(
+            e,
+            Field::PhoneNumber,
+            validate_phone(text(&self.phone_number)),
+        );
         match (user_id, email, first_name, last_name, phone_number) {
             (Some(user_id), Some(email), Some(first_name), Some(last_name), Some(phone_number))
                 if errors.is_empty() =>
@@ -105,6 +121,20 @@ impl CreateUser {
             }
             // Checked in field order, so reported in field order.
             _ => Err(errors),
+        }
+    }
+}
+
+impl<T: Into<String>> CreateUser<T> {
+    /// The same command holding its own `String`s.
+    pub fn into_owned(self) -> CreateUser {
+        CreateUser {
+            id: self.id.into(),
+            user_id: self.user_id.into(),
+            email: self.email.into(),
+            first_name: self.first_name.map(Into::into),
+            last_name: self.last_name.map(Into::into),
+            phone_number: self.phone_number.map(Into::into),
         }
     }
 }
@@ -150,12 +180,12 @@ pub(super) fn decide(
 pub(super) fn revalidate(created: &UserCreated) -> Result<(), String> {
     let id = created.user_id.to_string();
     let command = CreateUser {
-        id: id.clone(),
-        user_id: id,
-        email: created.email.clone(),
-        first_name: created.first_name.clone(),
-        last_name: created.last_name.clone(),
-        phone_number: created.phone_number.clone(),
+        id: id.as_str(),
+        user_id: id.as_str(),
+        email: created.email.as_str(),
+        first_name: created.first_name.as_deref(),
+        last_name: created.last_name.as_deref(),
+        phone_number: created.phone_number.as_deref(),
     };
     super::as_validated(command.validate(), created)
 }

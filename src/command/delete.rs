@@ -10,13 +10,14 @@ use crate::field::{FieldError, Rejection};
 use crate::user::User;
 
 /// The `DeleteUser` command as a caller gives it: the path id and,
-/// optionally, the body's `userId`.
+/// optionally, the body's `userId`. `T` is the text, as in
+/// [`CreateUser`](super::CreateUser).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DeleteUser {
+pub struct DeleteUser<T = String> {
     /// The path `id`: the user to erase.
-    pub id: String,
+    pub id: T,
     /// `userId`: optional; when given, must denote the same UUID as `id`.
-    pub user_id: Option<String>,
+    pub user_id: Option<T>,
 }
 
 impl DeleteUser {
@@ -27,7 +28,9 @@ impl DeleteUser {
             user_id: None,
         }
     }
+}
 
+impl<T: AsRef<str>> DeleteUser<T> {
     /// Validates the ids: the user to erase.
     ///
     /// # Errors
@@ -37,10 +40,20 @@ impl DeleteUser {
     pub fn validate(&self) -> Result<Uuid, Vec<FieldError>> {
         let mut errors = Vec::new();
         let e = &mut errors;
-        let id = super::existing_user_id(e, &self.id, self.user_id.as_deref());
+        let id = super::existing_user_id(e, self.id.as_ref(), crate::user::text(&self.user_id));
         match id {
             Some(id) if errors.is_empty() => Ok(id),
             _ => Err(errors),
+        }
+    }
+}
+
+impl<T: Into<String>> DeleteUser<T> {
+    /// The same command holding its own `String`s.
+    pub fn into_owned(self) -> DeleteUser {
+        DeleteUser {
+            id: self.id.into(),
+            user_id: self.user_id.map(Into::into),
         }
     }
 }

@@ -23,36 +23,48 @@ use crate::event::{Event, RecordedEvent, UserCreated, UserUpdated};
 use crate::field::{FieldError, Rejection};
 use crate::user::User;
 
-/// A command as a caller gives it, not yet validated.
+/// A command as a caller gives it, not yet validated. `T` is its text, as
+/// in [`CreateUser`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub enum Command<T = String> {
     /// `POST /users/{id}/CreateUser`.
-    Create(CreateUser),
+    Create(CreateUser<T>),
     /// `POST /users/{id}/UpdateUser`.
-    Update(UpdateUser),
+    Update(UpdateUser<T>),
     /// `POST /users/{id}/DeleteUser`.
-    Delete(DeleteUser),
+    Delete(DeleteUser<T>),
 }
 
-impl From<CreateUser> for Command {
-    fn from(command: CreateUser) -> Self {
+impl<T> From<CreateUser<T>> for Command<T> {
+    fn from(command: CreateUser<T>) -> Self {
         Command::Create(command)
     }
 }
 
-impl From<UpdateUser> for Command {
-    fn from(command: UpdateUser) -> Self {
+impl<T> From<UpdateUser<T>> for Command<T> {
+    fn from(command: UpdateUser<T>) -> Self {
         Command::Update(command)
     }
 }
 
-impl From<DeleteUser> for Command {
-    fn from(command: DeleteUser) -> Self {
+impl<T> From<DeleteUser<T>> for Command<T> {
+    fn from(command: DeleteUser<T>) -> Self {
         Command::Delete(command)
     }
 }
 
-impl Command {
+impl<T: Into<String>> Command<T> {
+    /// The same command holding its own `String`s.
+    pub fn into_owned(self) -> Command {
+        match self {
+            Command::Create(command) => Command::Create(command.into_owned()),
+            Command::Update(command) => Command::Update(command.into_owned()),
+            Command::Delete(command) => Command::Delete(command.into_owned()),
+        }
+    }
+}
+
+impl<T: AsRef<str>> Command<T> {
     /// Validates the command: what it asks for, or why it is invalid (400).
     /// Reads nothing of a log, so a caller may run it before a write
     /// begins.

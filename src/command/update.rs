@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::Decision;
 use crate::event::{Event, UserUpdated};
 use crate::field::{Field, FieldError, Rejection};
-use crate::user::{User, check, validate_name, validate_phone};
+use crate::user::{User, check, text, validate_name, validate_phone};
 
 /// The `UpdateUser` command as a caller gives it: raw strings, not yet
 /// validated.
@@ -14,21 +14,21 @@ use crate::user::{User, check, validate_name, validate_phone};
 /// `id` is the path parameter of `POST /users/{id}/UpdateUser`. A field
 /// left `None` is not changed; an optional field set to `Some(None)` (the
 /// wire's `null`, or an empty string) is cleared. The email can be changed
-/// but not cleared.
+/// but not cleared. `T` is the text, as in [`CreateUser`](super::CreateUser).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct UpdateUser {
+pub struct UpdateUser<T = String> {
     /// The path `id`: the user to change.
-    pub id: String,
+    pub id: T,
     /// `userId`: optional; when given, must denote the same UUID as `id`.
-    pub user_id: Option<String>,
+    pub user_id: Option<T>,
     /// `email`: the new address, under the rule of `CreateUser`.
-    pub email: Option<String>,
+    pub email: Option<T>,
     /// `firstName`: the new first name, or `Some(None)` to clear it.
-    pub first_name: Option<Option<String>>,
+    pub first_name: Option<Option<T>>,
     /// `lastName`: the new last name, or `Some(None)` to clear it.
-    pub last_name: Option<Option<String>>,
+    pub last_name: Option<Option<T>>,
     /// `phoneNumber`: the new phone number, or `Some(None)` to clear it.
-    pub phone_number: Option<Option<String>>,
+    pub phone_number: Option<Option<T>>,
 }
 
 impl UpdateUser {
@@ -75,24 +75,30 @@ impl UpdateUser {
         }
         self
     }
+}
 
+impl<T: AsRef<str>> UpdateUser<T> {
     /// Validates every field given, reporting every failing field at once,
     /// in the API's field order. An update must change at least one field.
+    ///
+    /// # Errors
+    ///
+    /// Every failing field, in the API's order.
     pub fn validate(&self) -> Result<UserUpdated, Vec<FieldError>> {
         let mut errors = Vec::new();
         let e = &mut errors;
-        let id = super::existing_user_id(e, &self.id, self.user_id.as_deref());
-        let email = match &self.email {
+        let id = super::existing_user_id(e, self.id.as_ref(), text(&self.user_id));
+        let email = match text(&self.email) {
             Some(email) => check(e, Field::Email, crate::email::validate(email)).map(Some),
             None => Some(None),
         };
         let optional =
             |e: &mut Vec<FieldError>,
              field,
-             value: &Option<Option<String>>,
-             rule: fn(&Option<String>) -> Result<Option<String>, String>| {
+             value: &Option<Option<T>>,
+             rule: fn(Option<&str>) -> Result<Option<String>, String>| {
                 match value {
-                    Some(value) => check(e, field, rule(value)).map(Some),
+                    Some(value) => check(e, field, rule(text(value))).map(Some),
                     None => Some(None),
                 }
             };
@@ -127,6 +133,21 @@ impl UpdateUser {
     }
 }
 
+impl<T: Into<String>> UpdateUser<T> {
+    /// The same command holding its own `String`s.
+    pub fn into_owned(self) -> UpdateUser {
+        let owned = |value: Option<Option<T>>| value.map(|value| value.map(Into::into));
+        UpdateUser {
+            id: self.id.into(),
+            user_id: self.user_id.map(Into::into),
+            email: self.email.map(Into::into),
+            first_name: owned(self.first_name),
+            last_name: owned(self.last_name),
+            phone_number: owned(self.phone_number),
+        }
+    }
+}
+
 /// Decides what a validated `UpdateUser` means: a user that does not
 /// exist (or whose creation the hub refused) is not found; a new email
 /// held by another user is a conflict; an update that changes nothing is
@@ -154,13 +175,14 @@ pub(super) fn decide(
 /// Whether an update from another store holds its fields exactly as
 /// validation leaves them.
 pub(super) fn revalidate(updated: &UserUpdated) -> Result<(), String> {
+    let id = updated.user_id.to_string();
     let command = UpdateUser {
-        id: updated.user_id.to_string(),
+        id: id.as_str(),
         user_id: None,
-        email: updated.email.clone(),
-        first_name: updated.first_name.clone(),
-        last_name: updated.last_name.clone(),
-        phone_number: updated.phone_number.clone(),
+        email: updated.email.as_deref(),
+        first_name: updated.first_name.as_ref().map(Option::as_deref),
+        last_name: updated.last_name.as_ref().map(Option::as_deref),
+        phone_number: updated.phone_number.as_ref().map(Option::as_deref),
     };
     super::as_validated(command.validate(), updated)
 }

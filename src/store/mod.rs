@@ -267,14 +267,16 @@ impl Store {
     /// share transactions and fsyncs (group commit); each returns only once
     /// its own command is durable. An invalid command is answered at once:
     /// validation reads nothing of the log, so it runs in the caller's
-    /// thread before the command joins a group.
+    /// thread before the command joins a group. The command's text may be
+    /// owned or borrowed (as [`contract::read_command`](crate::contract::read_command)
+    /// reads it from a body).
     ///
     /// # Errors
     ///
     /// [`StoreError::ReadOnly`] on a store opened read-only;
     /// [`StoreError::ClockOutOfRange`] when the clock is off; otherwise the
     /// storage failures of [`StoreError`]. On any error nothing is written.
-    pub fn execute(&self, command: &Command) -> Result<Outcome, StoreError> {
+    pub fn execute<T: AsRef<str>>(&self, command: &Command<T>) -> Result<Outcome, StoreError> {
         self.submit(&|| command.intent())
     }
 
