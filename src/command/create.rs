@@ -74,9 +74,25 @@ impl<T: AsRef<str>> CreateUser<T> {
     ///
     /// Every failing field, in the API's order.
     pub fn validate(&self) -> Result<UserCreated, Vec<FieldError>> {
+        CreateUser {
+            id: self.id.as_ref(),
+            user_id: self.user_id.as_ref(),
+            email: self.email.as_ref(),
+            first_name: text(&self.first_name),
+            last_name: text(&self.last_name),
+            phone_number: text(&self.phone_number),
+        }
+        .checked()
+    }
+}
+
+impl CreateUser<&str> {
+    /// [`CreateUser::validate`]'s rule, once for every kind of text (one
+    /// copy in the browser package, not one per kind).
+    fn checked(&self) -> Result<UserCreated, Vec<FieldError>> {
         let mut errors = Vec::new();
         let e = &mut errors;
-        let (path_id, body_id) = (self.id.as_ref(), self.user_id.as_ref());
+        let (path_id, body_id) = (self.id, self.user_id);
         let parsed_id = parse_uuid(path_id);
         // The path's id and the body's userId are most often one text:
         // parsed once.
@@ -99,14 +115,10 @@ impl<T: AsRef<str>> CreateUser<T> {
                 },
             );
         }
-        let email = check(e, Field::Email, crate::email::validate(self.email.as_ref()));
-        let first_name = check(e, Field::FirstName, validate_name(text(&self.first_name)));
-        let last_name = check(e, Field::LastName, validate_name(text(&self.last_name)));
-        let phone_number = check(
-            e,
-            Field::PhoneNumber,
-            validate_phone(text(&self.phone_number)),
-        );
+        let email = check(e, Field::Email, crate::email::validate(self.email));
+        let first_name = check(e, Field::FirstName, validate_name(self.first_name));
+        let last_name = check(e, Field::LastName, validate_name(self.last_name));
+        let phone_number = check(e, Field::PhoneNumber, validate_phone(self.phone_number));
         match (user_id, email, first_name, last_name, phone_number) {
             (Some(user_id), Some(email), Some(first_name), Some(last_name), Some(phone_number))
                 if errors.is_empty() =>

@@ -85,26 +85,44 @@ impl<T: AsRef<str>> UpdateUser<T> {
     ///
     /// Every failing field, in the API's order.
     pub fn validate(&self) -> Result<UserUpdated, Vec<FieldError>> {
+        fn given<T: AsRef<str>>(value: &Option<Option<T>>) -> Option<Option<&str>> {
+            value.as_ref().map(text)
+        }
+        UpdateUser {
+            id: self.id.as_ref(),
+            user_id: text(&self.user_id),
+            email: text(&self.email),
+            first_name: given(&self.first_name),
+            last_name: given(&self.last_name),
+            phone_number: given(&self.phone_number),
+        }
+        .checked()
+    }
+}
+
+impl UpdateUser<&str> {
+    /// [`UpdateUser::validate`]'s rule, once for every kind of text.
+    fn checked(&self) -> Result<UserUpdated, Vec<FieldError>> {
         let mut errors = Vec::new();
         let e = &mut errors;
-        let id = super::existing_user_id(e, self.id.as_ref(), text(&self.user_id));
-        let email = match text(&self.email) {
+        let id = super::existing_user_id(e, self.id, self.user_id);
+        let email = match self.email {
             Some(email) => check(e, Field::Email, crate::email::validate(email)).map(Some),
             None => Some(None),
         };
         let optional =
             |e: &mut Vec<FieldError>,
              field,
-             value: &Option<Option<T>>,
+             value: Option<Option<&str>>,
              rule: fn(Option<&str>) -> Result<Option<String>, String>| {
                 match value {
-                    Some(value) => check(e, field, rule(text(value))).map(Some),
+                    Some(value) => check(e, field, rule(value)).map(Some),
                     None => Some(None),
                 }
             };
-        let first_name = optional(e, Field::FirstName, &self.first_name, validate_name);
-        let last_name = optional(e, Field::LastName, &self.last_name, validate_name);
-        let phone_number = optional(e, Field::PhoneNumber, &self.phone_number, validate_phone);
+        let first_name = optional(e, Field::FirstName, self.first_name, validate_name);
+        let last_name = optional(e, Field::LastName, self.last_name, validate_name);
+        let phone_number = optional(e, Field::PhoneNumber, self.phone_number, validate_phone);
         if self.email.is_none()
             && self.first_name.is_none()
             && self.last_name.is_none()
