@@ -72,6 +72,86 @@ pub fn create_in(agent: &ureq::Agent, url: &str, token: &str, key: &str, n: usiz
     response.status().as_u16()
 }
 
+/// Drives `clients` keep-alive HTTP/1.1 connections from one thread
+/// (hyper's client on a current-thread runtime, so that the load costs the
+/// machine the servers share as little as a client can) for `seconds`:
+/// client `c` posts creates to the hub at `targets(c)` = (URL, API key), one
+/// after another, the users `base + n` for `n` counted across all of them.
+/// Panics on any answer but 201. Returns each create's latency (ms) and
+/// when it ended (s from the start), and how long the run took (s).
+pub fn drive_creates(
+    clients: usize,
+    seconds: f64,
+    token: &str,
+    base: usize,
+    targets: impl Fn(usize) -> (String, String),
+) -> (Vec<(f64, f64)>, f64) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let next = Arc::new(AtomicUsize::new(0));
+    let bearer = Arc::new(format!("Bearer {token}"));
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let done = runtime.block_on(async {
+        let mut clients: tokio::task::JoinSet<_> = (0..clients)
+            .map(|c| {
+                let (url, key) = targets(c);
+                let (next, bearer) = (next.clone(), bearer.clone());
+                async move {
+                    let authority = url.strip_prefix("http://").unwrap().to_owned();
+                    let stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+                    stream.set_nodelay(true).unwrap();
+                    let (mut sender, connection) =
+                        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                            .await
+                            .unwrap();
+                    tokio::spawn(connection);
+                    let mut done = Vec::new();
+                    while Instant::now() < until {
+                        let n = base + next.fetch_add(1, Ordering::Relaxed);
+                        let user = id(n);
+                        let request = hyper::Request::post(format!("/users/{user}/CreateUser"))
+                            .header(HOST, &authority)
+                            .header(CONTENT_TYPE, "application/json")
+                            .header(AUTHORIZATION, bearer.as_str())
+                            .header("X-API-Key", &key)
+                            .body(Full::new(Bytes::from(format!(
+                                r#"{{"userId":"{user}","email":"u{n}@example.com"}}"#
+                            ))))
+                            .unwrap();
+                        let t = Instant::now();
+                        let response = sender.send_request(request).await.unwrap();
+                        let status = response.status();
+                        response.into_body().collect().await.unwrap();
+                        assert_eq!(status, 201);
+                        done.push((
+                            t.elapsed().as_secs_f64() * 1e3,
+                            started.elapsed().as_secs_f64(),
+                        ));
+                    }
+                    done
+                }
+            })
+            .collect();
+        let mut all = Vec::new();
+        while let Some(done) = clients.join_next().await {
+            all.extend(done.unwrap());
+        }
+        all
+    });
+    (done, started.elapsed().as_secs_f64())
+}
+
 /// The API key of the `n`th of the organizations
 /// [`HubProcess::start_with`] adds; 0 is [`KEY`]'s.
 pub fn org_key(n: usize) -> String {

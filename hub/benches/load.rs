@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{HubProcess, KEY, SYNC_KEY, agent, cpu_secs, create_in, id, summary, token};
+use common::{HubProcess, KEY, SYNC_KEY, agent, cpu_secs, drive_creates, id, summary, token};
 use spkey_store::{CreateUser, Store};
 
 struct Size {
@@ -109,21 +109,11 @@ fn main() {
     for clients in [1, 8, 64] {
         let (url, token) = (hub.url.clone(), token.clone());
         let base = offset.fetch_add(10_000_000, Ordering::Relaxed);
-        let agents: Arc<Vec<ureq::Agent>> = Arc::new((0..clients).map(|_| agent()).collect());
-        let next_agent = Arc::new(AtomicUsize::new(0));
-        thread_local! { static AGENT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) }; }
         let (http, hub_cpu, client_cpu) = with_cpu(&hub, || {
-            drive(clients, size.seconds, move |n| {
-                let slot = AGENT.with(|a| match a.get() {
-                    Some(slot) => slot,
-                    None => {
-                        let slot = next_agent.fetch_add(1, Ordering::Relaxed) % agents.len();
-                        a.set(Some(slot));
-                        slot
-                    }
-                });
-                assert_eq!(create_in(&agents[slot], &url, &token, KEY, base + n), 201);
-            })
+            let (done, took) = drive_creates(clients, size.seconds, &token, base, |_| {
+                (url.clone(), KEY.to_owned())
+            });
+            summary(done.into_iter().map(|(ms, _)| ms).collect(), took)
         });
         let store =
             Arc::new(Store::open(dir.path().join(format!("library-{clients}.redb"))).unwrap());

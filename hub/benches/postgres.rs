@@ -26,10 +26,12 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{HubProcess, KEY, SYNC_KEY, agent, cpu_secs, create_in, id, org_key, summary, token};
+use common::{
+    HubProcess, KEY, SYNC_KEY, agent, cpu_secs, create_in, drive_creates, id, org_key, summary,
+    token,
+};
 use spkey_store::{CreateUser, Store};
 
 struct Size {
@@ -149,34 +151,9 @@ fn drive_orgs(
 ) -> Run {
     let urls = servers.urls;
     let cpu_before = servers.cpu();
-    let next = Arc::new(AtomicUsize::new(0));
-    let until = Instant::now() + Duration::from_secs_f64(seconds);
-    let started = Instant::now();
-    let threads: Vec<_> = (0..64)
-        .map(|c| {
-            let (url, token, next) = (urls[c % urls.len()].clone(), token.clone(), next.clone());
-            let key = org_key(c % orgs);
-            std::thread::spawn(move || {
-                let agent = agent();
-                let mut done = Vec::new();
-                while Instant::now() < until {
-                    let n = base + next.fetch_add(1, Ordering::Relaxed);
-                    let t = Instant::now();
-                    assert_eq!(create_in(&agent, &url, &token, &key, n), 201);
-                    done.push((
-                        t.elapsed().as_secs_f64() * 1e3,
-                        started.elapsed().as_secs_f64(),
-                    ));
-                }
-                done
-            })
-        })
-        .collect();
-    let done: Vec<(f64, f64)> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
-    let took = started.elapsed().as_secs_f64();
+    let (done, took) = drive_creates(64, seconds, token, base, |c| {
+        (urls[c % urls.len()].clone(), org_key(c % orgs))
+    });
     let cpu = servers.cpu() - cpu_before;
     let window = WINDOW.min(took / 3.0);
     let rate = |from: f64, to: f64| {
