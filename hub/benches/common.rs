@@ -210,6 +210,9 @@ impl HubProcess {
             text += &organization(&format!("bench{n}"), &org_key(n));
         }
         std::fs::write(&config, text).unwrap();
+        // Holds secrets: the hub warns about a config others may read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spkey-hub"))
             .arg("--config")
             .arg(&config)
