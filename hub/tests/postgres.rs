@@ -92,7 +92,7 @@ fn three_nodes_on_one_database_race_one_email_replay_across_nodes_and_devices_co
                 "SELECT count(*) || ' ' || count(DISTINCT version) FROM spkey_migrations"
             )
             .trim(),
-        "2 2"
+        "3 3"
     );
 
     // The same email raced on every node at once, five times.
@@ -543,6 +543,55 @@ fn long_poll_woken_by(url: &str, head: u64, commit: impl FnOnce()) -> (Answer, D
 /// cached on a new deployment's empty tables read a whole organization per
 /// lookup (`hub/benches/postgres.rs`: creates/s fell 2.8× in the first
 /// 40 s). Options in the URL are kept beside it.
+/// A database of the schema before the last migration, holding users, is
+/// migrated by the next start and keeps serving them: the foreign keys the
+/// last migration drops are gone, every migration is recorded once, the
+/// users answer a replay and a new user a 201, and the log has no gap.
+#[test]
+fn a_database_of_the_schema_before_migrates_with_its_users() {
+    let cluster = PgCluster::shared();
+    let db_url = cluster.new_database();
+    let db = db_name(&db_url);
+    let dir = tempfile::tempdir().unwrap();
+    let (configs, urls) = node_configs(dir.path(), &db_url, 1);
+    let mut hub = HubProcess::start(&configs[0]);
+    let token = acme_token();
+    let users: Vec<(String, String)> = (0..3u128)
+        .map(|n| (user_id(n), body(&user_id(n), &format!("m{n}@example.com"))))
+        .collect();
+    for (id, body) in &users {
+        assert_eq!(create(&urls[0], ACME_KEY, &token, id, body).status, 201);
+    }
+    hub.terminate();
+    // Back to version 2, as a hub of the release before left it.
+    cluster.psql(
+        db,
+        "ALTER TABLE spkey_events ADD FOREIGN KEY (org) REFERENCES spkey_orgs (org);
+         ALTER TABLE spkey_emails ADD FOREIGN KEY (org) REFERENCES spkey_orgs (org);
+         DELETE FROM spkey_migrations WHERE version = 3;",
+    );
+    let foreign_keys = "SELECT count(*) FROM pg_constraint WHERE contype = 'f'
+         AND conrelid IN ('spkey_events'::regclass, 'spkey_emails'::regclass)";
+    assert_eq!(cluster.psql(db, foreign_keys).trim(), "2");
+    hub.restart();
+    assert_eq!(cluster.psql(db, foreign_keys).trim(), "0");
+    assert_eq!(
+        cluster
+            .psql(
+                db,
+                "SELECT count(*) || ' ' || max(version) FROM spkey_migrations"
+            )
+            .trim(),
+        "3 3"
+    );
+    for (id, body) in &users {
+        assert_eq!(create(&urls[0], ACME_KEY, &token, id, body).status, 200);
+    }
+    let (id, body) = (user_id(9), body(&user_id(9), "m9@example.com"));
+    assert_eq!(create(&urls[0], ACME_KEY, &token, &id, &body).status, 201);
+    assert_eq!(assert_gap_free(cluster, db, "acme"), 4);
+}
+
 #[test]
 fn the_hubs_sessions_never_cache_a_generic_plan() {
     let cluster = PgCluster::shared();
