@@ -759,10 +759,10 @@ struct Written<'a> {
     versions: Vec<i64>,
     envelopes: Vec<Vec<u8>>,
     taken_orgs: Vec<&'a str>,
-    taken_keys: Vec<String>,
+    taken_keys: Vec<&'a str>,
     owners: Vec<Uuid>,
     freed_orgs: Vec<&'a str>,
-    freed_keys: Vec<String>,
+    freed_keys: Vec<&'a str>,
     head_orgs: Vec<&'a str>,
     heads: Vec<i64>,
     rewritten_orgs: Vec<&'a str>,
@@ -772,7 +772,7 @@ struct Written<'a> {
 
 impl<'a> Written<'a> {
     /// The changes of `staged`, whose organizations' ids are `ids`.
-    fn of(ids: &[&'a str], staged: &[Staged<'_>]) -> Written<'a> {
+    fn of(ids: &[&'a str], staged: &'a [Staged<'_>]) -> Written<'a> {
         let mut w = Written {
             orgs: Vec::new(),
             positions: Vec::new(),
@@ -804,12 +804,12 @@ impl<'a> Written<'a> {
                 match owner {
                     Some(owner) => {
                         w.taken_orgs.push(org);
-                        w.taken_keys.push(key.to_owned());
+                        w.taken_keys.push(key);
                         w.owners.push(owner);
                     }
                     None => {
                         w.freed_orgs.push(org);
-                        w.freed_keys.push(key.to_owned());
+                        w.freed_keys.push(key);
                     }
                 }
             }
