@@ -432,8 +432,8 @@ impl Shared {
     /// Locks the heads of `orgs` (each once) as `locking` says, loads what
     /// each needs, runs `decide` on the staged logs of those it locked
     /// (their places in `orgs`, and their logs in that order), writes what
-    /// they appended, and commits: one transaction, the same five
-    /// statements, for any number of organizations.
+    /// they appended, and commits: one transaction, the same statements
+    /// in two round trips, for any number of organizations.
     async fn write<T>(
         &self,
         orgs: &[(usize, Needs)],
@@ -445,25 +445,29 @@ impl Shared {
             .iter()
             .map(|(org, _)| self.orgs[*org].id.as_str())
             .collect();
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let txn = client.transaction().await.map_err(pg_error)?;
-        let (lock, reads) = tokio::try_join!(
-            txn.prepare_cached(match locking {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        // Prepared once per connection, then from its cache: after the
+        // first write, this costs no round trip.
+        let (lock, reads, write) = tokio::try_join!(
+            client.prepare_cached(match locking {
                 Locking::Wait =>
                     "SELECT org, head FROM spkey_orgs WHERE org = ANY($1) ORDER BY org FOR UPDATE",
                 Locking::SkipLocked =>
                     "SELECT org, head FROM spkey_orgs WHERE org = ANY($1) FOR UPDATE SKIP LOCKED",
             }),
-            load_statements(&txn),
+            load_statements(&client),
+            client.prepare_cached(WRITE_STATEMENT),
         )
         .map_err(pg_error)?;
-        // The lock and the loads in one round trip: every statement is
-        // prepared, so each is sent on its first poll, the lock first, and
-        // the server runs them in that order — the loads once the lock is
-        // held, each reading what was committed when it starts (READ
-        // COMMITTED), so they see the last holder's commit. What they read
-        // of an organization left out is not used.
-        let (heads, rows) = tokio::try_join!(
+        let txn = InTransaction(Some(client));
+        // The transaction's start, the lock and the loads in one round
+        // trip: every statement is prepared, so each is sent on its first
+        // poll, in this order, and the server runs them in it — the loads
+        // once the lock is held, each reading what was committed when it
+        // starts (READ COMMITTED), so they see the last holder's commit.
+        // What they read of an organization left out is not used.
+        let ((), heads, rows) = tokio::try_join!(
+            async { txn.batch_execute("BEGIN").await.map_err(pg_error) },
             async { txn.query(&lock, &[&asked]).await.map_err(pg_error) },
             load(&txn, &reads, &asked, orgs),
         )?;
@@ -488,33 +492,51 @@ impl Shared {
         rows.stage(&asked, &ids, &mut staged)?;
         let value = decide(&locked, &mut staged)?;
         let written = Written::of(&ids, &staged);
-        if !written.positions.is_empty() {
-            let write = txn
-                .prepare_cached(WRITE_STATEMENT)
-                .await
-                .map_err(pg_error)?;
-            txn.execute(&write, &written.parameters())
-                .await
-                .map_err(pg_error)?;
-        }
-        if !written.rewritten_positions.is_empty() {
-            // An erasure: the user's earlier events, redacted, over theirs.
-            // Their old versions stay in dead tuples until the erasure
-            // maintenance step (ERASURE_MAINTENANCE) rewrites the tables.
-            txn.execute(
-                "UPDATE spkey_events SET envelope = r.envelope
-                 FROM unnest($1::text[], $2::bigint[], $3::bytea[]) AS r (org, position, envelope)
-                 WHERE spkey_events.org = r.org AND spkey_events.position = r.position",
-                &[
+        // An erasure: the user's earlier events, redacted, over theirs.
+        // Their old versions stay in dead tuples until the erasure
+        // maintenance step (ERASURE_MAINTENANCE) rewrites the tables.
+        // Prepared before the round trip below, which it must not split.
+        let rewrite = if written.rewritten_positions.is_empty() {
+            None
+        } else {
+            Some(
+                txn.prepare_cached(REWRITE_STATEMENT)
+                    .await
+                    .map_err(pg_error)?,
+            )
+        };
+        // The write and the commit in one round trip: if the write fails,
+        // the server turns the COMMIT after it into a rollback. The
+        // rewrite (custom-planned: several indexes of the log lead with
+        // the organization) goes before the write's plans are set.
+        tokio::try_join!(
+            async {
+                let Some(rewrite) = &rewrite else {
+                    return Ok(0);
+                };
+                let parameters: [&(dyn ToSql + Sync); 3] = [
                     &written.rewritten_orgs,
                     &written.rewritten_positions,
                     &written.rewritten_envelopes,
-                ],
-            )
-            .await
-            .map_err(pg_error)?;
-        }
-        txn.commit().await.map_err(pg_error)?;
+                ];
+                txn.execute(rewrite, &parameters).await
+            },
+            async {
+                if written.positions.is_empty() {
+                    return Ok(0);
+                }
+                // Both sent on the first poll, before the COMMIT.
+                let parameters = written.parameters();
+                let ((), rows) = tokio::try_join!(
+                    txn.batch_execute(WRITE_PLANS),
+                    txn.execute(&write, &parameters),
+                )?;
+                Ok(rows)
+            },
+            txn.batch_execute("COMMIT"),
+        )
+        .map_err(pg_error)?;
+        txn.committed();
         for (&at, log) in locked.iter().zip(&staged) {
             if !log.appended().is_empty() {
                 let org = orgs[at].0;
@@ -700,6 +722,75 @@ async fn migrate(client: &mut deadpool_postgres::Client) -> Result<(), tokio_pos
     txn.commit().await
 }
 
+/// Sent with a write transaction's write statement, before it: that
+/// statement (the events, the email keys, the heads) is planned once per
+/// connection and the plan kept (`force_generic_plan`, for the rest of
+/// the transaction only), where planning it for each execution's values
+/// took a fifth of the database's CPU. A plan kept must suit the tables at
+/// every size, and may have been made while they were empty: each lookup
+/// in it is by a whole key of a table that has one index, and with
+/// sequential scans, hash and merge joins priced out, each is a nested
+/// loop of lookups by that index or by row address, whatever the tables'
+/// statistics say or said (the test
+/// `writes_look_up_each_key_by_both_columns_before_any_statistics`). The
+/// loads keep custom plans (see [`connection_config`]): on tables still
+/// empty, a kept plan's lookup of an event id could as well pick another
+/// index led by the organization (their costs tie) and filter.
+pub const WRITE_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan; \
+    SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; \
+    SET LOCAL enable_mergejoin = off";
+
+/// A pooled connection in a write transaction. Unless it is marked
+/// committed, the transaction is rolled back before the connection goes
+/// back to the pool — whether the write failed or its future was dropped
+/// half-way — and a connection that cannot be rolled back is closed.
+struct InTransaction(Option<deadpool_postgres::Object>);
+
+impl InTransaction {
+    /// The transaction committed: the connection goes back as it is.
+    fn committed(mut self) {
+        self.0.take();
+    }
+}
+
+impl std::ops::Deref for InTransaction {
+    type Target = deadpool_postgres::ClientWrapper;
+
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("taken only when committed or dropped")
+    }
+}
+
+impl Drop for InTransaction {
+    fn drop(&mut self) {
+        let Some(client) = self.0.take() else {
+            return;
+        };
+        // Queued after whatever was sent: the rollback runs last, and the
+        // connection returns to the pool only when it is out of the
+        // transaction.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if client.batch_execute("ROLLBACK").await.is_err() {
+                        drop(deadpool_postgres::Object::take(client));
+                    }
+                });
+            }
+            Err(_) => drop(deadpool_postgres::Object::take(client)),
+        }
+    }
+}
+
+/// An erasure's redacted envelopes over the earlier ones, `($1
+/// organizations, $2 positions, $3 envelopes)`: a lookup by the primary
+/// key per row.
+pub const REWRITE_STATEMENT: &str = "UPDATE spkey_events SET envelope = r.envelope
+    FROM unnest($1::text[], $2::bigint[], $3::bytea[]) AS r (org, position, envelope)
+    WHERE spkey_events.org = r.org AND spkey_events.position = r.position";
+
 /// The statements that load the streams, email owners and event positions
 /// a group needs, each `($1 organizations, $2 keys)`, an organization for
 /// each key, and each row led by its organization: one index lookup on
@@ -743,11 +834,20 @@ pub const WRITE_STATEMENT: &str = "WITH new_events AS (
         SELECT * FROM unnest($7::text[], $8::text[], $9::uuid[])
         ON CONFLICT (org, email_key) DO UPDATE SET user_id = excluded.user_id
     ), freed AS (
-        DELETE FROM spkey_emails e USING unnest($10::text[], $11::text[]) AS f (org, email_key)
-        WHERE e.org = f.org AND e.email_key = f.email_key
+        DELETE FROM spkey_emails WHERE ctid = ANY (ARRAY(
+            SELECT m.ctid FROM unnest($10::text[], $11::text[]) AS f (org, email_key)
+            CROSS JOIN LATERAL (
+                SELECT ctid FROM spkey_emails
+                WHERE org = f.org AND email_key = f.email_key OFFSET 0
+            ) m
+        ))
     )
-    UPDATE spkey_orgs o SET head = h.head FROM unnest($12::text[], $13::bigint[]) AS h (org, head)
-    WHERE o.org = h.org";
+    UPDATE spkey_orgs o SET head = h.head
+    FROM (
+        SELECT r.tid, k.head FROM unnest($12::text[], $13::bigint[]) AS k (org, head)
+        CROSS JOIN LATERAL (SELECT ctid AS tid FROM spkey_orgs WHERE org = k.org OFFSET 0) r
+    ) h
+    WHERE o.ctid = h.tid";
 
 /// What the organizations' staged logs changed, as [`WRITE_STATEMENT`]'s
 /// columns.
@@ -848,13 +948,13 @@ impl<'a> Written<'a> {
 
 /// [`LOAD_STATEMENTS`], prepared once per connection, then from its cache.
 async fn load_statements(
-    txn: &deadpool_postgres::Transaction<'_>,
+    client: &deadpool_postgres::ClientWrapper,
 ) -> Result<[tokio_postgres::Statement; 3], tokio_postgres::Error> {
     let [streams, emails, ids] = LOAD_STATEMENTS;
     let (streams, emails, ids) = tokio::try_join!(
-        txn.prepare_cached(streams),
-        txn.prepare_cached(emails),
-        txn.prepare_cached(ids),
+        client.prepare_cached(streams),
+        client.prepare_cached(emails),
+        client.prepare_cached(ids),
     )?;
     Ok([streams, emails, ids])
 }
@@ -862,7 +962,7 @@ async fn load_statements(
 /// Reads what each organization of `orgs` (whose ids are `ids`) needs,
 /// with the statements of [`load_statements`], in one round trip.
 async fn load(
-    txn: &deadpool_postgres::Transaction<'_>,
+    txn: &deadpool_postgres::ClientWrapper,
     [streams, emails, ids_statement]: &[tokio_postgres::Statement; 3],
     ids: &[&str],
     orgs: &[(usize, Needs)],

@@ -504,11 +504,9 @@ async fn command<S: HubStorage>(
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
-    let outcome = to_the_end(&hub, move |hub| async move {
-        hub.storage.execute(caller.org, name, id, bytes).await
-    })
-    .await;
-    match outcome {
+    // No task of its own (as a push has): a command, once queued, is
+    // decided and committed whether or not this request still waits.
+    match hub.storage.execute(caller.org, name, id, bytes).await {
         Ok(response) => answer(response),
         Err(failure) => hub_error(failure),
     }

@@ -62,7 +62,10 @@ impl From<StoreError> for HubError {
 /// An organization's log, as the HTTP layer uses it.
 pub trait HubStorage: Send + Sync + 'static {
     /// `POST /users/{id}/{command}` (`command` one of the contract's
-    /// `COMMANDS`): the contract's answer, durable before it returns.
+    /// `COMMANDS`): the contract's answer, durable before it returns. A
+    /// command once queued for its group is decided (and, if it records,
+    /// committed) even if the returned future is dropped: a client that
+    /// hangs up never takes a group commit down with it.
     fn execute(
         &self,
         org: usize,

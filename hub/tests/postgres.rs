@@ -615,29 +615,47 @@ fn the_hubs_sessions_never_cache_a_generic_plan() {
     assert_eq!(settings, ["force_custom_plan", "7MB"]);
 }
 
-/// Each load of a write, and the write's own lookup of the email keys it
-/// frees, is one index lookup on both columns per key on tables that have
-/// never been analysed (a new deployment's first minute, before
-/// autovacuum's first ANALYZE), as the hub's sessions plan it: no plan
-/// reads an organization's rows by the index's first column and filters
-/// them, and each finds its 64 rows.
+/// Each load of a write, and the write's own lookups of the email keys it
+/// frees, the heads it moves and the events an erasure rewrites, is one
+/// index lookup on both columns per key, planned as a write transaction
+/// plans it — the write's plan kept (`WRITE_PLANS`) from tables that were
+/// empty: never analysed (a new deployment's first minute, before
+/// autovacuum's first ANALYZE), or vacuumed and analysed empty — and run
+/// once they hold 20,000 users: no plan reads an organization's rows by
+/// the index's first column and filters them, or scans a table, and each
+/// finds its 64 rows.
 #[test]
 fn writes_look_up_each_key_by_both_columns_before_any_statistics() {
     let cluster = PgCluster::shared();
-    let db_url = cluster.new_database();
-    let db = db_name(&db_url);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        // Migrates the schema and registers the organization.
-        spkey_hub::postgres::PostgresHub::open(&db_url, 1, &["bench".into()], Arc::new(|_, _| {}))
+    // A database the hub has made its schema in, with nothing written.
+    let empty_database = |vacuumed: bool| {
+        let db_url = cluster.new_database();
+        runtime.block_on(async {
+            // Migrates the schema and registers the organization.
+            spkey_hub::postgres::PostgresHub::open(
+                &db_url,
+                1,
+                &["bench".into()],
+                Arc::new(|_, _| {}),
+            )
             .await
             .unwrap();
-    });
-    cluster.psql(
-        db,
-        "ALTER TABLE spkey_events SET (autovacuum_enabled = false);
-         ALTER TABLE spkey_emails SET (autovacuum_enabled = false);",
-    );
+        });
+        let db = db_name(&db_url).to_owned();
+        cluster.psql(
+            &db,
+            "ALTER TABLE spkey_events SET (autovacuum_enabled = false);
+             ALTER TABLE spkey_emails SET (autovacuum_enabled = false);",
+        );
+        if vacuumed {
+            for table in ["spkey_events", "spkey_emails", "spkey_orgs"] {
+                cluster.psql(&db, &format!("VACUUM ANALYZE {table}"));
+            }
+        }
+        db
+    };
+    let db = &empty_database(false);
     // 20,000 users, inserted (and rolled back) in each session below.
     let fill = "INSERT INTO spkey_events (org, position, event_id, user_id, version, envelope)
          SELECT 'bench', n, md5('e' || n)::uuid, md5('u' || n)::uuid, 1, '\\x00'
@@ -666,26 +684,35 @@ fn writes_look_up_each_key_by_both_columns_before_any_statistics() {
     );
     let bench = array("'bench'::text");
     let [streams, owners, ids] = spkey_hub::postgres::LOAD_STATEMENTS;
+    // How a write transaction plans each: the loads and the rewrite for
+    // each execution's values (the sessions' setting); the write once,
+    // here on the empty tables (by the first EXPLAIN), its plan kept.
+    const CUSTOM: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
+    const KEPT: &str = spkey_hub::postgres::WRITE_PLANS;
     let statements = [
         (
+            CUSTOM,
             streams,
             "text[], uuid[]",
             format!("{bench}, {users}"),
             "20000",
         ),
         (
+            CUSTOM,
             owners,
             "text[], text[]",
             format!("{bench}, {emails}"),
             "20000",
         ),
         (
+            CUSTOM,
             ids,
             "text[], uuid[]",
             format!("{bench}, {}", array("md5('e' || n)::uuid")),
             "20000",
         ),
         (
+            KEPT,
             spkey_hub::postgres::WRITE_STATEMENT,
             "text[], bigint[], uuid[], uuid[], bigint[], bytea[], text[], text[], uuid[], \
              text[], text[], text[], bigint[]",
@@ -696,40 +723,59 @@ fn writes_look_up_each_key_by_both_columns_before_any_statistics() {
             // The 64 emails freed.
             "19936",
         ),
+        (
+            CUSTOM,
+            spkey_hub::postgres::REWRITE_STATEMENT,
+            "text[], bigint[], bytea[]",
+            format!("{bench}, {}, {envelopes}", array("n::bigint")),
+            "20000",
+        ),
     ];
-    for (sql, types, arguments, left) in statements {
-        // As the hub's sessions plan: for each execution's values.
-        let out = cluster.psql(
-            db,
-            &format!(
-                "BEGIN;
-                 SET LOCAL plan_cache_mode = force_custom_plan;
+    for (state, vacuumed) in [
+        ("never analysed", false),
+        ("vacuumed and analysed empty", true),
+    ] {
+        for (plans, sql, types, arguments, left) in &statements {
+            // Each plan made on tables nothing was ever written to.
+            let db = &empty_database(vacuumed);
+            let out = cluster.psql(
+                db,
+                &format!(
+                    "BEGIN;
+                 {plans};
                  PREPARE s ({types}) AS {sql};
+                 EXPLAIN EXECUTE s ({arguments});
                  {fill}
                  EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE s ({arguments});
                  SELECT count(*) FROM spkey_emails;
                  ROLLBACK;"
-            ),
-        );
-        // Every scan of the log or the email index reads at most its 64
-        // keys' rows: `rows` × `loops` of its `actual` figures.
-        let read: Vec<u64> = out
-            .lines()
-            .filter(|l| l.contains(" on spkey_e") && l.contains("(actual "))
-            .map(|l| {
-                let figure = |name: &str| -> u64 {
-                    let at = l.rfind(name).unwrap() + name.len();
-                    l[at..].split([' ', ')']).next().unwrap().parse().unwrap()
-                };
-                figure("rows=") * figure("loops=")
-            })
-            .collect();
-        assert!(
-            !out.contains("Rows Removed by") && !read.is_empty() && read.iter().all(|r| *r <= 64),
-            "a lookup reads the organization, not its keys:\n{sql}\n{out}"
-        );
-        // The rows left (the line before ROLLBACK's).
-        let left_now = out.lines().rev().nth(1).map(str::trim);
-        assert_eq!(left_now, Some(left), "{sql}\n{out}");
+                ),
+            );
+            // Every scan of the log or the email index reads at most its 64
+            // keys' rows: `rows` × `loops` of its `actual` figures.
+            let read: Vec<u64> = out
+                .lines()
+                .filter(|l| l.contains(" on spkey_e") && l.contains("(actual "))
+                .map(|l| {
+                    let figure = |name: &str| -> u64 {
+                        let at = l.rfind(name).unwrap() + name.len();
+                        l[at..].split([' ', ')']).next().unwrap().parse().unwrap()
+                    };
+                    figure("rows=") * figure("loops=")
+                })
+                .collect();
+            assert!(
+                !out.contains("Rows Removed by")
+                    && !out
+                        .lines()
+                        .any(|l| l.contains("Seq Scan") && l.contains("(actual "))
+                    && !read.is_empty()
+                    && read.iter().all(|r| *r <= 64),
+                "{state}: a lookup reads the organization, not its keys:\n{sql}\n{out}"
+            );
+            // The rows left (the line before ROLLBACK's).
+            let left_now = out.lines().rev().nth(1).map(str::trim);
+            assert_eq!(left_now, Some(*left), "{state}: {sql}\n{out}");
+        }
     }
 }
