@@ -592,8 +592,88 @@ fn a_database_of_the_schema_before_migrates_with_its_users() {
     assert_eq!(assert_gap_free(cluster, db, "acme"), 4);
 }
 
+/// A write that fails half-way answers a failure and leaves nothing, and
+/// its transaction is over before its connection serves the next write —
+/// the hub's only connection here — which commits: one the database
+/// refuses at its write statement (a trigger planted on the email index;
+/// the COMMIT sent behind it rolls it back), and one the hub gives up
+/// between its round trips (a damaged envelope among what it loaded; the
+/// hub rolls it back).
 #[test]
-fn the_hubs_sessions_never_cache_a_generic_plan() {
+fn a_write_that_fails_half_way_leaves_nothing_and_its_connection_serves_the_next() {
+    let cluster = PgCluster::shared();
+    let db_url = cluster.new_database();
+    let db = db_name(&db_url);
+    let hub = TestHub::start_on(
+        format!("postgres = \"{db_url}\""),
+        "[limits]\npostgres_connections = 1",
+    );
+    let token = acme_token();
+    let user = |n: u128, email: &str| (user_id(n), body(&user_id(n), email));
+    let (id, body_) = user(1, "first@example.com");
+    assert_eq!(create(&hub.url, ACME_KEY, &token, &id, &body_).status, 201);
+    cluster.psql(
+        db,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.email_key LIKE '%refused%' THEN RAISE EXCEPTION 'planted'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON spkey_emails
+         FOR EACH ROW EXECUTE FUNCTION refuse();",
+    );
+    let (id, body_) = user(2, "refused@example.com");
+    let refused = create(&hub.url, ACME_KEY, &token, &id, &body_);
+    assert_eq!(refused.status, 500, "{:?}", refused.json());
+    for n in 3..6 {
+        let (id, body_) = user(n, &format!("next{n}@example.com"));
+        let next = create(&hub.url, ACME_KEY, &token, &id, &body_);
+        assert_eq!(next.status, 201, "{:?}", next.json());
+    }
+    // The first user's event damaged: a write that loads it fails after
+    // the lock and the loads, before anything is written.
+    cluster.psql(
+        db,
+        &format!(
+            "UPDATE spkey_events SET envelope = '\\x00' WHERE user_id = '{}'",
+            user_id(1)
+        ),
+    );
+    let (id, body_) = user(1, "first@example.com");
+    let damaged = create(&hub.url, ACME_KEY, &token, &id, &body_);
+    assert_eq!(damaged.status, 500, "{:?}", damaged.json());
+    // No connection is left in its transaction, holding the head row.
+    let in_transaction = format!(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = '{db}' AND state LIKE 'idle in transaction%'"
+    );
+    let until = Instant::now() + Duration::from_secs(5);
+    while cluster.psql(db, &in_transaction).trim() != "0" {
+        assert!(
+            Instant::now() < until,
+            "a connection idles in its transaction"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for n in 6..9 {
+        let (id, body_) = user(n, &format!("next{n}@example.com"));
+        let next = create(&hub.url, ACME_KEY, &token, &id, &body_);
+        assert_eq!(next.status, 201, "{:?}", next.json());
+    }
+    // The refused user was never written: seven users, positions 1..7.
+    assert_eq!(assert_gap_free(cluster, db, "acme"), 7);
+    let refused_rows = cluster.psql(
+        db,
+        &format!(
+            "SELECT count(*) FROM spkey_events WHERE user_id = '{}'",
+            user_id(2)
+        ),
+    );
+    assert_eq!(refused_rows.trim(), "0");
+}
+
+#[test]
+fn the_hubs_sessions_plan_each_statement_for_its_values() {
     let cluster = PgCluster::shared();
     let db_url = cluster.new_database();
     let url = format!("{db_url}?options=-c%20work_mem%3D7MB");
