@@ -609,9 +609,36 @@ fn a_write_that_fails_half_way_leaves_nothing_and_its_connection_serves_the_next
         "[limits]\npostgres_connections = 1",
     );
     let token = acme_token();
-    let user = |n: u128, email: &str| (user_id(n), body(&user_id(n), email));
-    let (id, body_) = user(1, "first@example.com");
-    assert_eq!(create(&hub.url, ACME_KEY, &token, &id, &body_).status, 201);
+    let create_user = |n: u128, email: &str| {
+        create(
+            &hub.url,
+            ACME_KEY,
+            &token,
+            &user_id(n),
+            &body(&user_id(n), email),
+        )
+    };
+    // No connection is left in its transaction, holding the head row, and
+    // the next three writes (users `from..`) commit.
+    let in_transaction = format!(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = '{db}' AND state LIKE 'idle in transaction%'"
+    );
+    let the_next_commit = |from: u128| {
+        let until = Instant::now() + Duration::from_secs(5);
+        while cluster.psql(db, &in_transaction).trim() != "0" {
+            assert!(
+                Instant::now() < until,
+                "a connection idles in its transaction"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for n in from..from + 3 {
+            let next = create_user(n, &format!("next{n}@example.com"));
+            assert_eq!(next.status, 201, "{:?}", next.json());
+        }
+    };
+    assert_eq!(create_user(1, "first@example.com").status, 201);
     cluster.psql(
         db,
         "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -622,14 +649,9 @@ fn a_write_that_fails_half_way_leaves_nothing_and_its_connection_serves_the_next
          CREATE TRIGGER refuse BEFORE INSERT ON spkey_emails
          FOR EACH ROW EXECUTE FUNCTION refuse();",
     );
-    let (id, body_) = user(2, "refused@example.com");
-    let refused = create(&hub.url, ACME_KEY, &token, &id, &body_);
+    let refused = create_user(2, "refused@example.com");
     assert_eq!(refused.status, 500, "{:?}", refused.json());
-    for n in 3..6 {
-        let (id, body_) = user(n, &format!("next{n}@example.com"));
-        let next = create(&hub.url, ACME_KEY, &token, &id, &body_);
-        assert_eq!(next.status, 201, "{:?}", next.json());
-    }
+    the_next_commit(3);
     // The first user's event damaged: a write that loads it fails after
     // the lock and the loads, before anything is written.
     cluster.psql(
@@ -639,27 +661,9 @@ fn a_write_that_fails_half_way_leaves_nothing_and_its_connection_serves_the_next
             user_id(1)
         ),
     );
-    let (id, body_) = user(1, "first@example.com");
-    let damaged = create(&hub.url, ACME_KEY, &token, &id, &body_);
+    let damaged = create_user(1, "first@example.com");
     assert_eq!(damaged.status, 500, "{:?}", damaged.json());
-    // No connection is left in its transaction, holding the head row.
-    let in_transaction = format!(
-        "SELECT count(*) FROM pg_stat_activity
-         WHERE datname = '{db}' AND state LIKE 'idle in transaction%'"
-    );
-    let until = Instant::now() + Duration::from_secs(5);
-    while cluster.psql(db, &in_transaction).trim() != "0" {
-        assert!(
-            Instant::now() < until,
-            "a connection idles in its transaction"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for n in 6..9 {
-        let (id, body_) = user(n, &format!("next{n}@example.com"));
-        let next = create(&hub.url, ACME_KEY, &token, &id, &body_);
-        assert_eq!(next.status, 201, "{:?}", next.json());
-    }
+    the_next_commit(6);
     // The refused user was never written: seven users, positions 1..7.
     assert_eq!(assert_gap_free(cluster, db, "acme"), 7);
     let refused_rows = cluster.psql(
