@@ -126,6 +126,8 @@ pub struct Organization {
     pub service_scope: String,
     /// Origins a browser may call from.
     pub cors_origins: Vec<String>,
+    /// Its tokens that passed the check lately.
+    pub verified: Arc<crate::auth::Verified>,
 }
 
 /// A certificate chain and its private key, both PEM, for serving HTTPS.
@@ -372,6 +374,7 @@ impl Config {
                 user_claim: org.user_claim,
                 service_scope: org.service_scope,
                 cors_origins: org.cors_origins,
+                verified: Arc::default(),
             });
         }
         let tls = match (&file.tls_cert_pem, &file.tls_key_pem) {

@@ -32,6 +32,9 @@ pub struct Jwks {
     /// requests for an unknown `kid` share it.
     fetched: tokio::sync::Mutex<Option<Instant>>,
     fetches: std::sync::atomic::AtomicU64,
+    /// Counts the key sets taken: a token checked under an older one is
+    /// checked again.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Jwks {
@@ -44,6 +47,7 @@ impl Jwks {
             keys: RwLock::new(HashMap::new()),
             fetched: tokio::sync::Mutex::new(None),
             fetches: std::sync::atomic::AtomicU64::new(0),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -55,6 +59,11 @@ impl Jwks {
     /// How many fetches were started (for the tests and the metrics).
     pub fn fetches(&self) -> u64 {
         self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Which key set is held: it changes whenever a fetch replaces it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The key with id `kid`, with its algorithm.
@@ -112,6 +121,9 @@ impl Jwks {
         }
         let count = keys.len();
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        // After the keys: whoever sees the new generation finds them.
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(count)
     }
 }

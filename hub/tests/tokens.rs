@@ -1,6 +1,8 @@
 //! Where tokens come from: an identity provider's JWKS (served by the test on
 //! 127.0.0.1) whose keys rotate, go down and carry entries that must not
-//! count; and `spkey-hub token`, which signs a token to try the hub with.
+//! count; a token the hub remembers as verified, refused once it expires
+//! and under another organization; and `spkey-hub token`, which signs a
+//! token to try the hub with.
 
 mod support;
 
@@ -145,7 +147,10 @@ jwks_url = "http://{}/jwks"
     let hub = TestHub::start_text(dir, &text);
     let url = hub.url.clone();
     assert_eq!(server.fetches(), 1, "fetched at start");
-    assert_eq!(pull_status(&url, &signed("k1", &key1)).0, 200);
+    // One token of k1 throughout: once it passed, the hub remembers it, and
+    // must stop trusting it when k1 leaves the set.
+    let k1_token = signed("k1", &key1);
+    assert_eq!(pull_status(&url, &k1_token).0, 200);
     let (status, message) = pull_status(&url, &signed("k2", &key2));
     assert_eq!(status, 401);
     assert_eq!(
@@ -157,14 +162,21 @@ jwks_url = "http://{}/jwks"
     server.publish(json!({"keys": [jwk1.clone(), jwk2.clone()]}));
     past_the_refetch_interval();
     assert_eq!(pull_status(&url, &signed("k2", &key2)).0, 200);
-    assert_eq!(pull_status(&url, &signed("k1", &key1)).0, 200);
+    assert_eq!(pull_status(&url, &k1_token).0, 200);
 
     // The old one is removed: the next fetch (asked by an unknown kid)
     // drops it.
     server.publish(json!({"keys": [jwk2.clone()]}));
     past_the_refetch_interval();
     assert_eq!(pull_status(&url, &signed("k9", &key2)).0, 401);
-    assert_eq!(pull_status(&url, &signed("k1", &key1)).0, 401);
+    assert_eq!(
+        pull_status(&url, &k1_token),
+        (
+            401,
+            "key id \"k1\" is not among the organization's keys".into()
+        ),
+        "a token remembered as verified under a key the set no longer holds"
+    );
     assert_eq!(pull_status(&url, &signed("k2", &key2)).0, 200);
 
     // A flood of unknown kids: one fetch for all of them.
@@ -342,4 +354,44 @@ fn spkey_hub_token_signs_tokens_the_hub_takes_for_whom_they_name() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(why), "{args:?}: {stderr}");
     }
+}
+
+/// A token that passed is remembered, but only as long as it would pass:
+/// not under another organization's key, not past its `exp` and leeway.
+#[test]
+fn a_remembered_token_passes_only_where_and_while_it_would_pass_a_check() {
+    let hub = TestHub::start(Backend::Redb);
+    let leeway = spkey_hub::auth::LEEWAY_SECS as i64;
+    // Accepted for two more seconds, with the leeway.
+    let exp = now() - leeway + 2;
+    let token = hs256(
+        &json!({"sub": "svc", "scope": "spkey:service", "iss": ISSUER, "aud": AUDIENCE, "exp": exp}),
+        ACME_SECRET,
+    );
+    let status = |key: &str| pull(&hub.url, "since=0", key, &token).status;
+    assert_eq!(status(ACME_KEY), 200);
+    assert_eq!(status(ACME_KEY), 200, "and again, remembered");
+    let beta = pull(&hub.url, "since=0", BETA_KEY, &token);
+    assert_eq!(beta.status, 401, "acme's token under beta's key");
+    assert!(
+        beta.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("InvalidSignature"),
+        "{:?}",
+        beta.json()
+    );
+    while now() <= exp + leeway {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let late = pull(&hub.url, "since=0", ACME_KEY, &token);
+    assert_eq!(late.status, 401, "remembered past its exp");
+    assert!(
+        late.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("ExpiredSignature"),
+        "{:?}",
+        late.json()
+    );
 }
