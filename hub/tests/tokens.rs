@@ -104,7 +104,12 @@ fn signed(kid: &str, key: &EncodingKey) -> String {
 }
 
 fn pull_status(url: &str, token: &str) -> (u16, String) {
-    let answer = pull(url, "since=0", GAMMA_KEY, token);
+    pull_status_under(url, GAMMA_KEY, token)
+}
+
+/// A pull's status and, when refused, its message.
+fn pull_status_under(url: &str, key: &str, token: &str) -> (u16, String) {
+    let answer = pull(url, "since=0", key, token);
     let message = if answer.status == 200 {
         String::new()
     } else {
@@ -368,30 +373,16 @@ fn a_remembered_token_passes_only_where_and_while_it_would_pass_a_check() {
         &json!({"sub": "svc", "scope": "spkey:service", "iss": ISSUER, "aud": AUDIENCE, "exp": exp}),
         ACME_SECRET,
     );
-    let status = |key: &str| pull(&hub.url, "since=0", key, &token).status;
-    assert_eq!(status(ACME_KEY), 200);
-    assert_eq!(status(ACME_KEY), 200, "and again, remembered");
-    let beta = pull(&hub.url, "since=0", BETA_KEY, &token);
-    assert_eq!(beta.status, 401, "acme's token under beta's key");
-    assert!(
-        beta.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("InvalidSignature"),
-        "{:?}",
-        beta.json()
-    );
+    let answer = |key: &str| pull_status_under(&hub.url, key, &token);
+    assert_eq!(answer(ACME_KEY).0, 200);
+    assert_eq!(answer(ACME_KEY).0, 200, "and again, remembered");
+    let (status, message) = answer(BETA_KEY);
+    assert_eq!(status, 401, "acme's token under beta's key");
+    assert!(message.contains("InvalidSignature"), "{message}");
     while now() <= exp + leeway {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let late = pull(&hub.url, "since=0", ACME_KEY, &token);
-    assert_eq!(late.status, 401, "remembered past its exp");
-    assert!(
-        late.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("ExpiredSignature"),
-        "{:?}",
-        late.json()
-    );
+    let (status, message) = answer(ACME_KEY);
+    assert_eq!(status, 401, "remembered past its exp");
+    assert!(message.contains("ExpiredSignature"), "{message}");
 }
