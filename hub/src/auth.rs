@@ -149,14 +149,9 @@ impl Verified {
         tokens.insert(digest, remembered);
     }
 
-    /// How many tokens are remembered (for the tests).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
