@@ -119,7 +119,6 @@ pub struct Verified {
 }
 
 /// What a token's check concluded, and for how long it stands.
-#[derive(Clone, Copy)]
 struct Remembered {
     scope: Scope,
     /// The last second (since the epoch) the token is accepted: its `exp`
