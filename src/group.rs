@@ -1,5 +1,6 @@
-//! Group commit, the one algorithm of the store and of the PostgreSQL hub:
-//! concurrent writers share one transaction and one sync. The first caller
+//! Group commit, the one algorithm of the store and of the hub (whose
+//! batcher runs it as tasks, with this module's [`Pace`] and
+//! [`answer_each`]): concurrent writers share one transaction and one sync. The first caller
 //! to find no commit under way leads: it takes every command queued so far,
 //! runs them as one batch, hands each caller its own answer, and steps down;
 //! callers that arrived meanwhile form the next group. Each caller is
@@ -41,13 +42,40 @@ type Slot<A> = Arc<Mutex<Option<Result<A, Lost>>>>;
 struct Queue<C, A> {
     waiting: Vec<(C, Slot<A>)>,
     leading: bool,
+    pace: Pace,
+}
+
+/// The longest a leader lingers, whatever the last commit took.
+const MAX_LINGER: Duration = Duration::from_millis(1);
+
+/// How long a new leader lingers for more commands (see the module docs):
+/// the one rule of the store's group commit and of the hub's batcher, which
+/// commits as tasks what this module commits as threads.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Pace {
     /// How many commands the last group held, and how long it took.
     last_size: usize,
     last_took: Duration,
 }
 
-/// The longest a leader lingers, whatever the last commit took.
-const MAX_LINGER: Duration = Duration::from_millis(1);
+impl Pace {
+    /// How many queued commands the next group waits for (as many as the
+    /// last group held), and for how long at most (half the last commit's
+    /// time, and a millisecond). Fewer queued than that, and a leader
+    /// waits until they come or the time is up; as many, and it does not
+    /// wait at all.
+    #[must_use]
+    pub fn linger(&self) -> (usize, Duration) {
+        (self.last_size, (self.last_took / 2).min(MAX_LINGER))
+    }
+
+    /// Records the group just committed: how many commands it held and
+    /// how long its commit took.
+    pub fn committed(&mut self, size: usize, took: Duration) {
+        self.last_size = size;
+        self.last_took = took;
+    }
+}
 
 /// The queue of commands (`C`) waiting for the next group commit, each
 /// caller answered with an `A`.
@@ -66,8 +94,7 @@ impl<C, A> Default for Group<C, A> {
             queue: Mutex::new(Queue {
                 waiting: Vec::new(),
                 leading: false,
-                last_size: 0,
-                last_took: Duration::ZERO,
+                pace: Pace::default(),
             }),
             arrived: Condvar::new(),
             answered: Condvar::new(),
@@ -115,9 +142,9 @@ impl<C, A> Group<C, A> {
             queue = self.answered.wait(queue).unwrap_or_else(|e| e.into_inner());
         }
         queue.leading = true;
-        let linger = (queue.last_took / 2).min(MAX_LINGER);
+        let (enough, linger) = queue.pace.linger();
         let until = Instant::now() + linger;
-        while queue.waiting.len() < queue.last_size {
+        while queue.waiting.len() < enough {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -177,8 +204,9 @@ impl<C, A> Drop for Leading<'_, C, A> {
         {
             let mut queue = lock(&self.group.queue);
             queue.leading = false;
-            queue.last_size = self.slots.len();
-            queue.last_took = self.started.elapsed();
+            queue
+                .pace
+                .committed(self.slots.len(), self.started.elapsed());
         }
         self.group.answered.notify_all();
     }

@@ -1,7 +1,9 @@
 //! Group commit for the hub's backends, as tasks: a request queues its
 //! command and waits as a task; one drain task per organization takes
-//! everything queued while its last group committed and commits it as the
-//! next group, each command decided in arrival order. No thread waits per
+//! everything queued while its last group committed — lingering, by the
+//! store's rule ([`Pace`]), while fewer are queued than its last group
+//! held — and commits it as the next group, each command decided in
+//! arrival order. No thread waits per
 //! request in flight: `spkey_store::group`, the store's own algorithm,
 //! parks a thread per caller — right for a library's callers, which are
 //! threads, but for the hub a pool thread, a wake-up and a switch per
@@ -11,7 +13,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
-use spkey_store::group::answer_each;
+use spkey_store::group::{Pace, answer_each};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::storage::HubError;
@@ -48,6 +50,7 @@ impl<C: Send + 'static, A: Send + 'static> Batcher<C, A> {
         let (queue, mut jobs) = mpsc::unbounded_channel::<Job<C, A>>();
         tokio::spawn(async move {
             let mut group = Vec::with_capacity(MAX_GROUP);
+            let mut pace = Pace::default();
             while let Some(first) = jobs.recv().await {
                 group.push(first);
                 while group.len() < MAX_GROUP {
@@ -56,6 +59,19 @@ impl<C: Send + 'static, A: Send + 'static> Batcher<C, A> {
                         Err(_) => break,
                     }
                 }
+                // The store's rule: fewer queued than the last group held,
+                // and the requests just answered are about to come again.
+                // tokio's timer ticks in milliseconds: the wait ends at the
+                // tick after its time.
+                let (enough, linger) = pace.linger();
+                let until = tokio::time::Instant::now() + linger;
+                while group.len() < enough.min(MAX_GROUP) {
+                    match tokio::time::timeout_at(until, jobs.recv()).await {
+                        Ok(Some(job)) => group.push(job),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                let started = std::time::Instant::now();
                 let (commands, answers): (Vec<C>, Vec<_>) = group.drain(..).unzip();
                 let size = answers.len();
                 let outcomes = match AssertUnwindSafe(commit(commands)).catch_unwind().await {
@@ -65,6 +81,7 @@ impl<C: Send + 'static, A: Send + 'static> Batcher<C, A> {
                         Err(HubError::Unavailable("the group commit failed".into()))
                     }
                 };
+                pace.committed(size, started.elapsed());
                 let outcomes = answer_each(size, outcomes, HubError::duplicate);
                 for (answer, outcome) in answers.into_iter().zip(outcomes) {
                     // A client that hung up dropped its receiver; its
@@ -147,6 +164,72 @@ mod tests {
             assert_eq!(answer.await.unwrap(), c * 2);
         }
         assert_eq!(*sizes.lock().unwrap(), [1, 10]);
+    }
+
+    /// A batcher whose commits take 2 ms of tokio's (paused) time and log
+    /// each group's size, and a group of four already committed through it:
+    /// the next group waits for four, up to a millisecond.
+    async fn after_a_group_of_four() -> (Arc<Batcher<u32, u32>>, Arc<Mutex<Vec<usize>>>) {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let batcher = Arc::new(Batcher::start({
+            let sizes = sizes.clone();
+            move |commands: Vec<u32>| {
+                sizes.lock().unwrap().push(commands.len());
+                async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    Ok(commands)
+                }
+            }
+        }));
+        let four: Vec<_> = (0..4)
+            .map(|c| {
+                let b = batcher.clone();
+                tokio::spawn(async move { b.submit(c).await.unwrap() })
+            })
+            .collect();
+        for (c, answer) in (0..4).zip(four) {
+            assert_eq!(answer.await.unwrap(), c);
+        }
+        assert_eq!(*sizes.lock().unwrap(), [4]);
+        (batcher, sizes)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_waits_for_as_many_as_the_last_one_held() {
+        let (batcher, sizes) = after_a_group_of_four().await;
+        let submit = |c: u32| {
+            let b = batcher.clone();
+            tokio::spawn(async move { b.submit(c).await.unwrap() })
+        };
+        // One arrives and its group is taken; three more come before any
+        // time passes: they join it instead of forming the group after it.
+        let first = submit(10);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let rest: Vec<_> = (11..14).map(submit).collect();
+        assert_eq!(first.await.unwrap(), 10);
+        for (c, answer) in (11..14).zip(rest) {
+            assert_eq!(answer.await.unwrap(), c);
+        }
+        assert_eq!(*sizes.lock().unwrap(), [4, 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_no_one_joins_commits_after_a_millisecond_or_so() {
+        let (batcher, sizes) = after_a_group_of_four().await;
+        let sent = tokio::time::Instant::now();
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(1), batcher.submit(7))
+            .await
+            .expect("a lone command waited for a group that never came");
+        assert_eq!(answer.unwrap(), 7);
+        // The linger (1 ms, ended at the timer's next tick) and the commit (2 ms).
+        let took = sent.elapsed();
+        assert!(
+            took <= std::time::Duration::from_millis(4),
+            "waited {took:?}"
+        );
+        assert_eq!(*sizes.lock().unwrap(), [4, 1]);
     }
 
     #[tokio::test]

@@ -496,26 +496,126 @@ fn the_readme_headline_table_is_the_benchmarks_output() {
         ),
     ]
     .join("\n");
-    let (begin, end) = (
+    readme_block(
         "<!-- headline: written by tests/it/tidy.rs from the benchmarks' result files (SPKEY_BLESS=1) -->\n",
         "\n<!-- headline end -->",
+        &table,
+        "headline table",
     );
+}
+
+/// Replaces what lies between `begin` and `end` in the README with `text`
+/// under `SPKEY_BLESS=1`; otherwise fails when they differ.
+fn readme_block(begin: &str, end: &str, text: &str, what: &str) {
     let readme_path = root().join("README.md");
     let readme = std::fs::read_to_string(&readme_path).unwrap();
-    let start = readme.find(begin).expect("README has the headline markers") + begin.len();
+    let start = readme
+        .find(begin)
+        .unwrap_or_else(|| panic!("README has no {begin:?}"))
+        + begin.len();
     let stop = start
         + readme[start..]
             .find(end)
-            .expect("README has the headline end marker");
+            .unwrap_or_else(|| panic!("README has no {end:?} after {begin:?}"));
     if std::env::var_os("SPKEY_BLESS").is_some() {
-        let rewritten = format!("{}{table}{}", &readme[..start], &readme[stop..]);
+        let rewritten = format!("{}{text}{}", &readme[..start], &readme[stop..]);
         std::fs::write(&readme_path, rewritten).unwrap();
         return;
     }
     assert_eq!(
         readme[start..stop],
-        table,
-        "the README's headline table differs from the result files: SPKEY_BLESS=1 cargo test tidy::the_readme_headline rewrites it"
+        *text,
+        "the README's {what} differs from the result files: SPKEY_BLESS=1 cargo test --test it tidy rewrites it"
+    );
+}
+
+/// Every target a benchmark's result file judges missed, as one line each:
+/// a table row whose last cell is `missed` (its first cell the target, or,
+/// in a table with a verdict column, the row's name, its ratio and the
+/// column's target), or a printed line's clauses up to its last `missed`.
+fn missed_in(file: &str, label: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(root().join(file)).unwrap();
+    let mut header: Vec<String> = Vec::new();
+    let mut missed = Vec::new();
+    for line in text.lines() {
+        let cells: Vec<String> = line.split('|').map(|c| c.trim().to_owned()).collect();
+        if line.starts_with('|') {
+            let cells = &cells[1..cells.len() - 1];
+            if cells.iter().all(|c| c.chars().all(|c| c == '-')) {
+                continue;
+            }
+            if cells.last().map(String::as_str) == Some("missed") {
+                missed.push(if cells.len() == 2 {
+                    format!("{label}: {}", cells[0])
+                } else {
+                    format!(
+                        "{label}, {}: {} ({})",
+                        cells[0],
+                        cells[cells.len() - 2],
+                        header.last().map_or("", String::as_str)
+                    )
+                });
+            } else {
+                header = cells.to_vec();
+            }
+        } else if let Some(printed) = line.strip_prefix("- ")
+            && printed.contains("missed")
+        {
+            let clauses: Vec<&str> = printed.split("; ").collect();
+            let last = clauses.iter().rposition(|c| c.contains("missed")).unwrap();
+            missed.push(format!("{label}: {}", clauses[..=last].join("; ")));
+        }
+    }
+    missed
+}
+
+/// The README's list of the targets missed, as the benchmarks' result
+/// files judge them (each line says how far; the linked pages say why and
+/// what was tried). `SPKEY_BLESS=1` writes it into the README.
+#[test]
+fn the_readme_lists_every_target_the_benchmarks_judge_missed() {
+    let sources = [
+        ("benches/results/compare.md", "[store](docs/performance.md)"),
+        ("hub/benches/results/load.md", "[hub](docs/hub.md)"),
+        (
+            "hub/benches/results/postgres.md",
+            "[PostgreSQL hub](docs/scaling.md)",
+        ),
+        (
+            "wasm/bench/results/throughput.md",
+            "[npm](docs/javascript.md)",
+        ),
+        (
+            "mobile/results/bench.md",
+            "[Kotlin ÷ native](docs/mobile.md)",
+        ),
+    ];
+    let lines: Vec<String> = sources
+        .iter()
+        .flat_map(|(file, label)| missed_in(file, label))
+        .map(|line| format!("- {line}"))
+        .collect();
+    // One line for each line of the files that judges something missed.
+    let judged: usize = sources
+        .iter()
+        .map(|(file, _)| {
+            std::fs::read_to_string(root().join(file))
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains("missed"))
+                .count()
+        })
+        .sum();
+    assert_eq!(
+        lines.len(),
+        judged,
+        "a missed target the list leaves out: {lines:?}"
+    );
+    readme_block(
+        "<!-- missed: written by tests/it/tidy.rs from the benchmarks' result files (SPKEY_BLESS=1) -->\n",
+        "\n<!-- missed end -->",
+        &lines.join("\n"),
+        "list of missed targets",
     );
 }
 
