@@ -1,11 +1,11 @@
 //! Group commit, the one algorithm of the store and of the hub (whose
 //! batcher runs it as tasks, with this module's [`Pace`] and
-//! [`answer_each`]): concurrent writers share one transaction and one sync. The first caller
-//! to find no commit under way leads: it takes every command queued so far,
-//! runs them as one batch, hands each caller its own answer, and steps down;
-//! callers that arrived meanwhile form the next group. Each caller is
-//! answered only after the commit holding its command is durable, exactly
-//! as if it had committed alone.
+//! [`answer_each`]): concurrent writers share one transaction and one
+//! sync. The first caller to find no commit under way leads: it takes every
+//! command queued so far, runs them as one batch, hands each caller its own
+//! answer, and steps down; callers that arrived meanwhile form the next
+//! group. Each caller is answered only after the commit holding its
+//! command is durable, exactly as if it had committed alone.
 //!
 //! A new leader lingers briefly when fewer callers are queued than joined the
 //! last group: the callers just answered are usually about to submit again,

@@ -3,11 +3,11 @@
 //! everything queued while its last group committed — lingering, by the
 //! store's rule ([`Pace`]), while fewer are queued than its last group
 //! held — and commits it as the next group, each command decided in
-//! arrival order. No thread waits per
-//! request in flight: `spkey_store::group`, the store's own algorithm,
-//! parks a thread per caller — right for a library's callers, which are
-//! threads, but for the hub a pool thread, a wake-up and a switch per
-//! request (docs/hub.md has the profile).
+//! arrival order. No thread waits per request in flight:
+//! `spkey_store::group`, the store's own algorithm, parks a thread per
+//! caller — right for a library's callers, which are threads, but for the
+//! hub a pool thread, a wake-up and a switch per request (docs/hub.md has
+//! the profile).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

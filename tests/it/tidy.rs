@@ -535,15 +535,18 @@ fn readme_block(begin: &str, end: &str, text: &str, what: &str) {
 /// column's target), or a printed line's clauses up to its last `missed`.
 fn missed_in(file: &str, label: &str) -> Vec<String> {
     let text = std::fs::read_to_string(root().join(file)).unwrap();
-    let mut header: Vec<String> = Vec::new();
+    // A table's header is the row above its `|---|` line.
+    let (mut header, mut above): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     let mut missed = Vec::new();
     for line in text.lines() {
         let cells: Vec<String> = line.split('|').map(|c| c.trim().to_owned()).collect();
         if line.starts_with('|') {
             let cells = &cells[1..cells.len() - 1];
             if cells.iter().all(|c| c.chars().all(|c| c == '-')) {
+                header = std::mem::take(&mut above);
                 continue;
             }
+            above = cells.to_vec();
             if cells.last().map(String::as_str) == Some("missed") {
                 missed.push(if cells.len() == 2 {
                     format!("{label}: {}", cells[0])
@@ -555,8 +558,6 @@ fn missed_in(file: &str, label: &str) -> Vec<String> {
                         header.last().map_or("", String::as_str)
                     )
                 });
-            } else {
-                header = cells.to_vec();
             }
         } else if let Some(printed) = line.strip_prefix("- ")
             && printed.contains("missed")
