@@ -232,11 +232,11 @@ fn main() {
             row.library.2
         );
     }
-    let at_64 = &rows[2].http;
     table += &format!(
         "\nEach row: {ROUNDS} rounds of {} s HTTP, then {} s library, taking turns; its figures over all of them.\n",
         size.seconds, size.seconds
     );
+    let at_64 = &rows[2].http;
     table += &format!(
         "\n- 64 clients: {:.0} durable creates/s (target ≥ 8,000: {}), p99 {:.1} ms (target < 50: {})\n",
         at_64.0,

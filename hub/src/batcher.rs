@@ -64,11 +64,14 @@ impl<C: Send + 'static, A: Send + 'static> Batcher<C, A> {
                 // tokio's timer ticks in milliseconds: the wait ends at the
                 // tick after its time.
                 let (enough, linger) = pace.linger();
-                let until = tokio::time::Instant::now() + linger;
-                while group.len() < enough.min(MAX_GROUP) {
-                    match tokio::time::timeout_at(until, jobs.recv()).await {
-                        Ok(Some(job)) => group.push(job),
-                        Ok(None) | Err(_) => break,
+                let enough = enough.min(MAX_GROUP);
+                if group.len() < enough {
+                    let until = tokio::time::Instant::now() + linger;
+                    while group.len() < enough {
+                        match tokio::time::timeout_at(until, jobs.recv()).await {
+                            Ok(Some(job)) => group.push(job),
+                            Ok(None) | Err(_) => break,
+                        }
                     }
                 }
                 let started = std::time::Instant::now();
