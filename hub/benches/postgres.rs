@@ -423,13 +423,13 @@ fn main() {
     let ratio = fresh.first / fresh.last;
     table += &format!(
         "\n- from an empty database, 1 node, {:.0} s: {:.0} creates/s in the first {:.0} s, \
-         {:.0} in the last ({ratio:.2}×, target 0.8–1.2×: {}; {cpu:.0} µs of server CPU a create over the run; the first set of rows follows it)\n",
+         {:.0} in the last ({ratio:.2}×, target 0.8–1.2×: {}; {fill_cpu:.0} µs of server CPU a create over the run; the first set of rows follows it)\n",
         size.fresh_seconds,
         fresh.first,
         fresh.window,
         fresh.last,
         verdict((0.8..=1.2).contains(&ratio)),
-        cpu = fresh.cpu_us,
+        fill_cpu = fresh.cpu_us,
     );
     table += &format!(
         "\n- sync of a device's {} pending events through one node (push, reply, pull back): {:.0} ms\n",
