@@ -134,6 +134,18 @@ struct PgRows {
     many_three: (bool, Run),
 }
 
+impl PgRows {
+    /// Each row with its hub and organizations, in the table's order.
+    fn labelled(&self) -> [(&'static str, usize, &(bool, Run)); 4] {
+        [
+            ("PostgreSQL, 1 node", 1, &self.one),
+            ("PostgreSQL, 3 nodes", 1, &self.three),
+            ("PostgreSQL, 1 node", ORGS, &self.many),
+            ("PostgreSQL, 3 nodes", ORGS, &self.many_three),
+        ]
+    }
+}
+
 /// Organizations in the partitioned rows.
 const ORGS: usize = 16;
 
@@ -256,7 +268,6 @@ fn pg_set(
             drive_orgs(&all, ORGS, token, base + 20_000_000, size.seconds),
         ),
     };
-    drop((first, all));
     (nodes, fill, rows)
 }
 
@@ -341,33 +352,12 @@ fn main() {
         "| hub | organizations | clients | planner statistics | creates/s | p50 ms | p99 ms | server CPU µs/create |\n|---|---|---|---|---|---|---|---|\n",
     );
     let statistics = |analysed: bool| if analysed { "analysed" } else { "none yet" };
-    let mut pg_rows = Vec::new();
-    for set in [&as_left, &analysed_rows] {
-        pg_rows.extend([
-            ("PostgreSQL, 1 node", 1, statistics(set.one.0), &set.one.1),
-            (
-                "PostgreSQL, 3 nodes",
-                1,
-                statistics(set.three.0),
-                &set.three.1,
-            ),
-            (
-                "PostgreSQL, 1 node",
-                ORGS,
-                statistics(set.many.0),
-                &set.many.1,
-            ),
-            (
-                "PostgreSQL, 3 nodes",
-                ORGS,
-                statistics(set.many_three.0),
-                &set.many_three.1,
-            ),
-        ]);
-    }
-    for (hub, orgs, statistics, run) in pg_rows
+    let pg_rows = [&as_left, &analysed_rows]
         .into_iter()
-        .chain([("redb", 1, "—", &redb_one), ("redb", ORGS, "—", &redb_many)])
+        .flat_map(PgRows::labelled)
+        .map(|(hub, orgs, (analysed, run))| (hub, orgs, statistics(*analysed), run));
+    for (hub, orgs, statistics, run) in
+        pg_rows.chain([("redb", 1, "—", &redb_one), ("redb", ORGS, "—", &redb_many)])
     {
         let row = run.summary;
         table += &format!(
